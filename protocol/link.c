@@ -1,0 +1,591 @@
+/* Link state: handshake, stream table, per-stream state machine and credit
+ * accounting (PROTOCOL.md sections 4-7), for either role. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice_proto.h"
+
+#define NIL (-1)
+
+struct sluice_proto_stream {
+    uint64_t id;
+    void *udata;
+    uint32_t send_win, recv_win;
+    uint8_t req, resp, body_mode;
+    bool used;
+    uint64_t limit, req_bytes, resp_bytes;
+    int32_t chain;           /* next slot in the same hash bucket */
+    int32_t prev, next;      /* open-stream list, for iteration */
+};
+
+/* Strings of a HELLO, copied so they outlive the decoder's buffers. */
+#define HELLO_STR 256
+typedef struct {
+    sluice_hello h;
+    char lib[HELLO_STR], token[HELLO_STR], pool[HELLO_STR], server[HELLO_STR];
+} hello_copy;
+
+struct sluice_proto_link {
+    sluice_role role;
+    sluice_link_state state;
+    bool local_hello, peer_hello, retiring, drain;
+    hello_copy local, peer;
+    uint64_t highest; /* largest stream id opened on this link */
+    uint32_t open, cap;
+    sluice_proto_stream *slots;
+    int32_t free_head;
+    int32_t *buckets;
+    uint32_t mask;
+    int32_t head, tail; /* open list */
+};
+
+int sluice_proto_link_new(sluice_proto_link **out, sluice_role role, const sluice_link_config *cfg)
+{
+    if ((role != SLUICE_ROLE_GATEWAY && role != SLUICE_ROLE_WORKER) || !cfg ||
+        cfg->max_streams < 1 || cfg->max_streams > SLUICE_PROTO_MAX_STREAMS)
+        return -EINVAL;
+    sluice_proto_link *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->role = role;
+    l->cap = cfg->max_streams;
+    uint32_t nb = 1;
+    while (nb < l->cap)
+        nb <<= 1;
+    l->mask = nb - 1;
+    l->slots = calloc(l->cap, sizeof *l->slots);
+    l->buckets = malloc(nb * sizeof *l->buckets);
+    if (!l->slots || !l->buckets) {
+        sluice_proto_link_free(l);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < nb; i++)
+        l->buckets[i] = NIL;
+    for (uint32_t i = 0; i < l->cap; i++)
+        l->slots[i].chain = i + 1 < l->cap ? (int32_t)i + 1 : NIL;
+    l->free_head = 0;
+    l->head = l->tail = NIL;
+    *out = l;
+    return 0;
+}
+
+void sluice_proto_link_free(sluice_proto_link *l)
+{
+    if (!l)
+        return;
+    free(l->slots);
+    free(l->buckets);
+    free(l);
+}
+
+/* ---- stream table ---------------------------------------------------- */
+
+static sluice_proto_stream *find(const sluice_proto_link *l, uint64_t id)
+{
+    for (int32_t i = l->buckets[id & l->mask]; i != NIL; i = l->slots[i].chain)
+        if (l->slots[i].id == id)
+            return &l->slots[i];
+    return NULL;
+}
+
+static sluice_proto_stream *open_stream(sluice_proto_link *l, uint64_t id)
+{
+    int32_t i = l->free_head;
+    if (i == NIL)
+        return NULL;
+    sluice_proto_stream *s = &l->slots[i];
+    l->free_head = s->chain;
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    s->used = true;
+    s->limit = UINT64_MAX;
+    s->chain = l->buckets[id & l->mask];
+    l->buckets[id & l->mask] = i;
+    s->prev = l->tail;
+    s->next = NIL;
+    if (l->tail != NIL)
+        l->slots[l->tail].next = i;
+    else
+        l->head = i;
+    l->tail = i;
+    l->open++;
+    if (id > l->highest)
+        l->highest = id;
+    return s;
+}
+
+static void close_stream(sluice_proto_link *l, sluice_proto_stream *s)
+{
+    int32_t i = (int32_t)(s - l->slots);
+    int32_t *pp = &l->buckets[s->id & l->mask];
+    while (*pp != i)
+        pp = &l->slots[*pp].chain;
+    *pp = s->chain;
+    if (s->prev != NIL)
+        l->slots[s->prev].next = s->next;
+    else
+        l->head = s->next;
+    if (s->next != NIL)
+        l->slots[s->next].prev = s->prev;
+    else
+        l->tail = s->prev;
+    s->used = false;
+    s->udata = NULL;
+    s->chain = l->free_head;
+    l->free_head = i;
+    l->open--;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void copy_str(char *dst, sluice_bytes *b)
+{
+    size_t n = b->len < HELLO_STR - 1 ? b->len : HELLO_STR - 1;
+    if (n)
+        memcpy(dst, b->ptr, n);
+    dst[n] = 0;
+    b->ptr = (const uint8_t *)dst;
+    b->len = n;
+}
+
+static void store_hello(hello_copy *c, const sluice_hello *h)
+{
+    c->h = *h;
+    copy_str(c->lib, &c->h.lib);
+    copy_str(c->token, &c->h.token);
+    copy_str(c->pool, &c->h.pool);
+    copy_str(c->server, &c->h.server);
+    if (!(c->h.has & SLUICE_HELLO_HAS_MAX_FRAME))
+        c->h.max_frame = SLUICE_PROTO_DEFAULT_FRAME;
+}
+
+static const sluice_hello *worker_hello(const sluice_proto_link *l)
+{
+    return l->role == SLUICE_ROLE_WORKER ? &l->local.h : &l->peer.h;
+}
+
+static const sluice_hello *gateway_hello(const sluice_proto_link *l)
+{
+    return l->role == SLUICE_ROLE_GATEWAY ? &l->local.h : &l->peer.h;
+}
+
+uint32_t sluice_proto_link_max_streams(const sluice_proto_link *l)
+{
+    uint32_t m = l->cap;
+    const sluice_hello *w = worker_hello(l), *g = gateway_hello(l);
+    bool w_known = l->role == SLUICE_ROLE_WORKER ? l->local_hello : l->peer_hello;
+    bool g_known = l->role == SLUICE_ROLE_GATEWAY ? l->local_hello : l->peer_hello;
+    if (w_known && (w->has & SLUICE_HELLO_HAS_MAX_STREAMS) && w->max_streams < m)
+        m = w->max_streams;
+    if (g_known && (g->has & SLUICE_HELLO_HAS_MAX_STREAMS) && g->max_streams < m)
+        m = g->max_streams;
+    return m;
+}
+
+/* Which frame types each role may send. */
+static bool may_send(sluice_role role, uint32_t type)
+{
+    switch (type) {
+    case SLUICE_FRAME_REQUEST:
+    case SLUICE_FRAME_CANCEL:
+    case SLUICE_FRAME_DRAIN:
+        return role == SLUICE_ROLE_GATEWAY;
+    case SLUICE_FRAME_RESPONSE:
+    case SLUICE_FRAME_RESET:
+    case SLUICE_FRAME_LIMIT:
+    case SLUICE_FRAME_RETIRE:
+        return role == SLUICE_ROLE_WORKER;
+    default:
+        return type >= 1 && type <= SLUICE_FRAME_TYPE_MAX;
+    }
+}
+
+static sluice_role other(sluice_role r)
+{
+    return r == SLUICE_ROLE_GATEWAY ? SLUICE_ROLE_WORKER : SLUICE_ROLE_GATEWAY;
+}
+
+static bool ready(const sluice_proto_link *l)
+{
+    return l->state == SLUICE_LINK_READY || l->state == SLUICE_LINK_DRAINING;
+}
+
+static void init_windows(sluice_proto_link *l, sluice_proto_stream *s, uint32_t body_mode)
+{
+    uint32_t req = body_mode == SLUICE_BODY_ON_CREDIT ? 0 : worker_hello(l)->window;
+    uint32_t resp = gateway_hello(l)->window;
+    s->body_mode = (uint8_t)body_mode;
+    s->req = body_mode == SLUICE_BODY_NONE ? SLUICE_SIDE_ENDED : SLUICE_SIDE_OPEN;
+    s->resp = SLUICE_RESP_WAITING;
+    if (l->role == SLUICE_ROLE_GATEWAY) {
+        s->send_win = req;
+        s->recv_win = resp;
+    } else {
+        s->send_win = resp;
+        s->recv_win = req;
+    }
+}
+
+static void fill_event(sluice_link_event *ev, sluice_proto_stream *s)
+{
+    if (!ev)
+        return;
+    ev->stream = s;
+    ev->udata = s ? s->udata : NULL;
+}
+
+static void closed_event(sluice_proto_link *l, sluice_link_event *ev, sluice_proto_stream *s)
+{
+    if (ev) {
+        ev->udata = s->udata;
+        ev->stream = NULL;
+        ev->closed = true;
+    }
+    close_stream(l, s);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static int recv_hello(sluice_proto_link *l, const sluice_hello *h)
+{
+    if (l->peer_hello)
+        return SLUICE_PROTO_E_UNEXPECTED_FRAME;
+    if (l->role == SLUICE_ROLE_WORKER && !l->local_hello)
+        return SLUICE_PROTO_E_UNEXPECTED_FRAME; /* the gateway speaks second */
+    if (h->version != SLUICE_PROTO_VERSION)
+        return SLUICE_PROTO_E_VERSION;
+    uint32_t need = l->role == SLUICE_ROLE_GATEWAY
+                        ? (SLUICE_HELLO_HAS_MAX_STREAMS | SLUICE_HELLO_HAS_WINDOW)
+                        : SLUICE_HELLO_HAS_WINDOW;
+    if ((h->has & need) != need)
+        return SLUICE_PROTO_E_FIELD_TYPE;
+    store_hello(&l->peer, h);
+    l->peer_hello = true;
+    if (l->role == SLUICE_ROLE_WORKER)
+        l->state = SLUICE_LINK_READY;
+    return 0;
+}
+
+static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev)
+{
+    uint64_t id = f->stream_id;
+    if (f->type == SLUICE_FRAME_REQUEST) { /* worker side */
+        if (l->state == SLUICE_LINK_DRAINING)
+            return SLUICE_PROTO_E_UNEXPECTED_FRAME;
+        if (id <= l->highest)
+            return SLUICE_PROTO_E_STREAM_STATE;
+        if (l->open >= sluice_proto_link_max_streams(l))
+            return SLUICE_PROTO_E_TOO_MANY_STREAMS;
+        sluice_proto_stream *s = open_stream(l, id);
+        if (!s)
+            return SLUICE_PROTO_E_TOO_MANY_STREAMS;
+        init_windows(l, s, f->u.request.body);
+        fill_event(ev, s);
+        if (ev)
+            ev->opened = true;
+        return 0;
+    }
+    sluice_proto_stream *s = find(l, id);
+    if (!s) {
+        if (id <= l->highest) { /* closed: a late frame, crossed on the wire */
+            if (ev)
+                ev->ignored = true;
+            return 0;
+        }
+        return SLUICE_PROTO_E_STREAM_STATE;
+    }
+    fill_event(ev, s);
+    bool gw = l->role == SLUICE_ROLE_GATEWAY;
+    switch (f->type) {
+    case SLUICE_FRAME_RESPONSE:
+        if (s->resp != SLUICE_RESP_WAITING)
+            return SLUICE_PROTO_E_STREAM_STATE;
+        if (f->u.response.body == SLUICE_BODY_NONE) {
+            s->resp = SLUICE_RESP_ENDED;
+            closed_event(l, ev, s);
+        } else {
+            s->resp = SLUICE_RESP_SENDING;
+        }
+        return 0;
+    case SLUICE_FRAME_BODY: {
+        if (gw ? s->resp != SLUICE_RESP_SENDING : s->req != SLUICE_SIDE_OPEN)
+            return SLUICE_PROTO_E_STREAM_STATE;
+        if (f->u.body.len > s->recv_win)
+            return SLUICE_PROTO_E_FLOW_CONTROL;
+        s->recv_win -= (uint32_t)f->u.body.len;
+        if (gw)
+            s->resp_bytes += f->u.body.len;
+        else
+            s->req_bytes += f->u.body.len;
+        return 0;
+    }
+    case SLUICE_FRAME_END:
+        if (gw) {
+            if (s->resp != SLUICE_RESP_SENDING)
+                return SLUICE_PROTO_E_STREAM_STATE;
+            s->resp = SLUICE_RESP_ENDED;
+            closed_event(l, ev, s);
+        } else {
+            if (s->req != SLUICE_SIDE_OPEN)
+                return SLUICE_PROTO_E_STREAM_STATE;
+            s->req = SLUICE_SIDE_ENDED;
+        }
+        return 0;
+    case SLUICE_FRAME_CREDIT:
+        if (gw && s->req == SLUICE_SIDE_ENDED) {
+            if (ev)
+                ev->ignored = true;
+            return 0;
+        }
+        if (f->u.credit > SLUICE_PROTO_MAX_WINDOW - s->send_win)
+            return SLUICE_PROTO_E_FLOW_CONTROL;
+        s->send_win += (uint32_t)f->u.credit;
+        return 0;
+    case SLUICE_FRAME_LIMIT:
+        if (s->req == SLUICE_SIDE_ENDED) {
+            if (ev)
+                ev->ignored = true;
+            return 0;
+        }
+        s->limit = f->u.max_body;
+        return 0;
+    case SLUICE_FRAME_CANCEL:
+    case SLUICE_FRAME_RESET:
+        closed_event(l, ev, s);
+        return 0;
+    default:
+        return SLUICE_PROTO_E_UNEXPECTED_FRAME;
+    }
+}
+
+int sluice_proto_link_recv(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev)
+{
+    if (ev)
+        memset(ev, 0, sizeof *ev);
+    int rc;
+    if (l->state == SLUICE_LINK_FAILED)
+        return SLUICE_PROTO_E_UNEXPECTED_FRAME;
+    if (!may_send(other(l->role), f->type)) {
+        rc = SLUICE_PROTO_E_UNEXPECTED_FRAME;
+        goto fail;
+    }
+    switch (f->type) {
+    case SLUICE_FRAME_ERROR:
+        l->state = SLUICE_LINK_FAILED;
+        return 0;
+    case SLUICE_FRAME_HELLO:
+        rc = recv_hello(l, &f->u.hello);
+        break;
+    default:
+        /* Nothing but HELLO and ERROR before the handshake is complete. */
+        if (!ready(l)) {
+            rc = SLUICE_PROTO_E_UNEXPECTED_FRAME;
+            break;
+        }
+        switch (f->type) {
+        case SLUICE_FRAME_PING:
+        case SLUICE_FRAME_PONG:
+            rc = 0;
+            break;
+        case SLUICE_FRAME_DRAIN:
+            rc = l->drain ? SLUICE_PROTO_E_UNEXPECTED_FRAME : 0;
+            if (!rc) {
+                l->drain = true;
+                l->state = SLUICE_LINK_DRAINING;
+            }
+            break;
+        case SLUICE_FRAME_RETIRE:
+            l->retiring = true;
+            rc = 0;
+            break;
+        default:
+            rc = recv_stream_frame(l, f, ev);
+        }
+    }
+    if (rc == 0)
+        return 0;
+fail:
+    l->state = SLUICE_LINK_FAILED;
+    return rc;
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev)
+{
+    uint64_t id = f->stream_id;
+    bool gw = l->role == SLUICE_ROLE_GATEWAY;
+    if (f->type == SLUICE_FRAME_REQUEST) {
+        if (!sluice_proto_link_can_open(l) || id <= l->highest || id > SLUICE_PROTO_MAX_ID ||
+            f->u.request.body > SLUICE_BODY_ON_CREDIT)
+            return -EPROTO;
+        sluice_proto_stream *s = open_stream(l, id);
+        if (!s)
+            return -EPROTO;
+        init_windows(l, s, f->u.request.body);
+        fill_event(ev, s);
+        if (ev)
+            ev->opened = true;
+        return 0;
+    }
+    sluice_proto_stream *s = find(l, id);
+    if (!s)
+        return -EPROTO;
+    switch (f->type) {
+    case SLUICE_FRAME_RESPONSE:
+        if (s->resp != SLUICE_RESP_WAITING || f->u.response.body > SLUICE_BODY_FOLLOWS)
+            return -EPROTO;
+        fill_event(ev, s);
+        if (f->u.response.body == SLUICE_BODY_NONE) {
+            s->resp = SLUICE_RESP_ENDED;
+            closed_event(l, ev, s);
+        } else {
+            s->resp = SLUICE_RESP_SENDING;
+        }
+        return 0;
+    case SLUICE_FRAME_BODY:
+        if ((gw ? s->req != SLUICE_SIDE_OPEN : s->resp != SLUICE_RESP_SENDING) ||
+            f->u.body.len > s->send_win)
+            return -EPROTO;
+        s->send_win -= (uint32_t)f->u.body.len;
+        if (gw)
+            s->req_bytes += f->u.body.len;
+        else
+            s->resp_bytes += f->u.body.len;
+        fill_event(ev, s);
+        return 0;
+    case SLUICE_FRAME_END:
+        fill_event(ev, s);
+        if (gw) {
+            if (s->req != SLUICE_SIDE_OPEN)
+                return -EPROTO;
+            s->req = SLUICE_SIDE_ENDED;
+        } else {
+            if (s->resp != SLUICE_RESP_SENDING)
+                return -EPROTO;
+            s->resp = SLUICE_RESP_ENDED;
+            closed_event(l, ev, s);
+        }
+        return 0;
+    case SLUICE_FRAME_CREDIT:
+        if (f->u.credit < 1 || f->u.credit > SLUICE_PROTO_MAX_WINDOW - s->recv_win)
+            return -EPROTO;
+        s->recv_win += (uint32_t)f->u.credit;
+        fill_event(ev, s);
+        return 0;
+    case SLUICE_FRAME_LIMIT:
+        s->limit = f->u.max_body;
+        fill_event(ev, s);
+        return 0;
+    case SLUICE_FRAME_CANCEL:
+    case SLUICE_FRAME_RESET:
+        fill_event(ev, s);
+        closed_event(l, ev, s);
+        return 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+int sluice_proto_link_send(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev)
+{
+    if (ev)
+        memset(ev, 0, sizeof *ev);
+    if (l->state == SLUICE_LINK_FAILED || !may_send(l->role, f->type))
+        return -EPROTO;
+    switch (f->type) {
+    case SLUICE_FRAME_ERROR:
+        l->state = SLUICE_LINK_FAILED;
+        return 0;
+    case SLUICE_FRAME_HELLO:
+        if (l->local_hello || (l->role == SLUICE_ROLE_GATEWAY && !l->peer_hello))
+            return -EPROTO;
+        if (!(f->u.hello.has & SLUICE_HELLO_HAS_WINDOW) ||
+            (l->role == SLUICE_ROLE_WORKER && !(f->u.hello.has & SLUICE_HELLO_HAS_MAX_STREAMS)))
+            return -EINVAL;
+        store_hello(&l->local, &f->u.hello);
+        l->local_hello = true;
+        if (l->role == SLUICE_ROLE_GATEWAY)
+            l->state = SLUICE_LINK_READY;
+        return 0;
+    default:
+        break;
+    }
+    if (!ready(l))
+        return -EPROTO;
+    switch (f->type) {
+    case SLUICE_FRAME_PING:
+    case SLUICE_FRAME_PONG:
+        return 0;
+    case SLUICE_FRAME_DRAIN:
+        if (l->drain)
+            return -EPROTO;
+        l->drain = true;
+        l->state = SLUICE_LINK_DRAINING;
+        return 0;
+    case SLUICE_FRAME_RETIRE:
+        l->retiring = true;
+        return 0;
+    default:
+        return send_stream_frame(l, f, ev);
+    }
+}
+
+/* ---- queries ---------------------------------------------------------- */
+
+sluice_link_state sluice_proto_link_state(const sluice_proto_link *l) { return l->state; }
+sluice_role sluice_proto_link_role(const sluice_proto_link *l) { return l->role; }
+
+const sluice_hello *sluice_proto_link_local_hello(const sluice_proto_link *l)
+{
+    return l->local_hello ? &l->local.h : NULL;
+}
+
+const sluice_hello *sluice_proto_link_peer_hello(const sluice_proto_link *l)
+{
+    return l->peer_hello ? &l->peer.h : NULL;
+}
+
+uint32_t sluice_proto_link_peer_max_frame(const sluice_proto_link *l)
+{
+    return l->peer_hello ? l->peer.h.max_frame : SLUICE_PROTO_HELLO_MAX;
+}
+
+uint32_t sluice_proto_link_open_streams(const sluice_proto_link *l) { return l->open; }
+
+uint64_t sluice_proto_link_next_stream_id(const sluice_proto_link *l) { return l->highest + 1; }
+
+bool sluice_proto_link_can_open(const sluice_proto_link *l)
+{
+    return l->role == SLUICE_ROLE_GATEWAY && l->state == SLUICE_LINK_READY && !l->retiring &&
+           l->open < sluice_proto_link_max_streams(l) && l->highest < SLUICE_PROTO_MAX_ID;
+}
+
+bool sluice_proto_link_retiring(const sluice_proto_link *l) { return l->retiring; }
+
+void sluice_proto_link_fail(sluice_proto_link *l) { l->state = SLUICE_LINK_FAILED; }
+
+sluice_proto_stream *sluice_proto_link_stream(const sluice_proto_link *l, uint64_t sid)
+{
+    return find(l, sid);
+}
+
+sluice_proto_stream *sluice_proto_link_next_stream(const sluice_proto_link *l,
+                                                   const sluice_proto_stream *after)
+{
+    int32_t i = after ? after->next : l->head;
+    return i == NIL ? NULL : &l->slots[i];
+}
+
+uint64_t sluice_proto_stream_id(const sluice_proto_stream *s) { return s->id; }
+void *sluice_proto_stream_udata(const sluice_proto_stream *s) { return s->udata; }
+void sluice_proto_stream_set_udata(sluice_proto_stream *s, void *udata) { s->udata = udata; }
+uint32_t sluice_proto_stream_send_window(const sluice_proto_stream *s) { return s->send_win; }
+uint32_t sluice_proto_stream_recv_window(const sluice_proto_stream *s) { return s->recv_win; }
+sluice_req_side sluice_proto_stream_request_side(const sluice_proto_stream *s) { return s->req; }
+sluice_resp_side sluice_proto_stream_response_side(const sluice_proto_stream *s) { return s->resp; }
+uint32_t sluice_proto_stream_body_mode(const sluice_proto_stream *s) { return s->body_mode; }
+uint64_t sluice_proto_stream_limit(const sluice_proto_stream *s) { return s->limit; }
+uint64_t sluice_proto_stream_request_bytes(const sluice_proto_stream *s) { return s->req_bytes; }
+uint64_t sluice_proto_stream_response_bytes(const sluice_proto_stream *s) { return s->resp_bytes; }
