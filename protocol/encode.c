@@ -426,7 +426,7 @@ int sluice_proto_encode_cancel(sluice_buf *out, uint64_t sid, uint64_t reason, c
     if (!stream_id_ok(sid))
         return -EINVAL;
     return encode_code_frame(out, SLUICE_FRAME_CANCEL, sid, reason, (const uint8_t *)message,
-                             cstrlen(message), message != NULL);
+                             cstrlen(message), cstrlen(message) > 0);
 }
 
 int sluice_proto_encode_reset(sluice_buf *out, uint64_t sid, uint64_t code, const char *message)
@@ -434,7 +434,7 @@ int sluice_proto_encode_reset(sluice_buf *out, uint64_t sid, uint64_t code, cons
     if (!stream_id_ok(sid))
         return -EINVAL;
     return encode_code_frame(out, SLUICE_FRAME_RESET, sid, code, (const uint8_t *)message,
-                             cstrlen(message), message != NULL);
+                             cstrlen(message), cstrlen(message) > 0);
 }
 
 int sluice_proto_encode_limit(sluice_buf *out, uint64_t sid, uint64_t max_body)
@@ -461,7 +461,7 @@ int sluice_proto_encode_drain(sluice_buf *out, uint64_t timeout_ms)
 
 int sluice_proto_encode_retire(sluice_buf *out, const char *reason)
 {
-    return encode_retire_view(out, (const uint8_t *)reason, cstrlen(reason), reason != NULL);
+    return encode_retire_view(out, (const uint8_t *)reason, cstrlen(reason), cstrlen(reason) > 0);
 }
 
 int sluice_proto_encode_error(sluice_buf *out, int err, const char *message)
@@ -500,9 +500,11 @@ int sluice_proto_encode(sluice_buf *out, const sluice_frame *f, uint32_t max_fra
     case SLUICE_FRAME_CANCEL:
     case SLUICE_FRAME_RESET:
     case SLUICE_FRAME_ERROR:
+        /* An empty message is no message (PROTOCOL.md 2.1); ERROR always has one. */
         return encode_code_frame(out, f->type, sid, f->u.code.code, f->u.code.message.ptr,
                                  f->u.code.message.len,
-                                 f->u.code.has_message || f->type == SLUICE_FRAME_ERROR);
+                                 f->type == SLUICE_FRAME_ERROR ||
+                                     (f->u.code.has_message && f->u.code.message.len));
     case SLUICE_FRAME_LIMIT:
         return sluice_proto_encode_limit(out, sid, f->u.max_body);
     case SLUICE_FRAME_PING:
@@ -513,7 +515,7 @@ int sluice_proto_encode(sluice_buf *out, const sluice_frame *f, uint32_t max_fra
         return sluice_proto_encode_drain(out, f->u.timeout_ms);
     case SLUICE_FRAME_RETIRE:
         return encode_retire_view(out, f->u.retire.reason.ptr, f->u.retire.reason.len,
-                                  f->u.retire.has_reason);
+                                  f->u.retire.has_reason && f->u.retire.reason.len);
     default:
         return -EINVAL;
     }

@@ -19,11 +19,11 @@ struct sluice_proto_stream {
     int32_t prev, next;      /* open-stream list, for iteration */
 };
 
-/* Strings of a HELLO, copied so they outlive the decoder's buffers. */
-#define HELLO_STR 256
+/* A HELLO kept for the life of the link: its strings are copied (in full:
+ * a token must not be compared shortened) into one allocation. */
 typedef struct {
     sluice_hello h;
-    char lib[HELLO_STR], token[HELLO_STR], pool[HELLO_STR], server[HELLO_STR];
+    uint8_t *blob;
 } hello_copy;
 
 struct sluice_proto_link {
@@ -76,6 +76,8 @@ void sluice_proto_link_free(sluice_proto_link *l)
         return;
     free(l->slots);
     free(l->buckets);
+    free(l->local.blob);
+    free(l->peer.blob);
     free(l);
 }
 
@@ -139,25 +141,25 @@ static void close_stream(sluice_proto_link *l, sluice_proto_stream *s)
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static void copy_str(char *dst, sluice_bytes *b)
+static int store_hello(hello_copy *c, const sluice_hello *h)
 {
-    size_t n = b->len < HELLO_STR - 1 ? b->len : HELLO_STR - 1;
-    if (n)
-        memcpy(dst, b->ptr, n);
-    dst[n] = 0;
-    b->ptr = (const uint8_t *)dst;
-    b->len = n;
-}
-
-static void store_hello(hello_copy *c, const sluice_hello *h)
-{
+    size_t total = h->lib.len + h->token.len + h->pool.len + h->server.len;
+    uint8_t *blob = malloc(total ? total : 1);
+    if (!blob)
+        return -ENOMEM;
+    free(c->blob);
+    c->blob = blob;
     c->h = *h;
-    copy_str(c->lib, &c->h.lib);
-    copy_str(c->token, &c->h.token);
-    copy_str(c->pool, &c->h.pool);
-    copy_str(c->server, &c->h.server);
+    sluice_bytes *strs[] = {&c->h.lib, &c->h.token, &c->h.pool, &c->h.server};
+    for (size_t i = 0; i < 4; i++) {
+        if (strs[i]->len)
+            memcpy(blob, strs[i]->ptr, strs[i]->len);
+        strs[i]->ptr = blob;
+        blob += strs[i]->len;
+    }
     if (!(c->h.has & SLUICE_HELLO_HAS_MAX_FRAME))
         c->h.max_frame = SLUICE_PROTO_DEFAULT_FRAME;
+    return 0;
 }
 
 static const sluice_hello *worker_hello(const sluice_proto_link *l)
@@ -235,6 +237,15 @@ static void fill_event(sluice_link_event *ev, sluice_proto_stream *s)
     ev->udata = s ? s->udata : NULL;
 }
 
+static void ignored_event(sluice_link_event *ev)
+{
+    if (ev) {
+        ev->stream = NULL;
+        ev->udata = NULL;
+        ev->ignored = true;
+    }
+}
+
 static void closed_event(sluice_proto_link *l, sluice_link_event *ev, sluice_proto_stream *s)
 {
     if (ev) {
@@ -260,7 +271,9 @@ static int recv_hello(sluice_proto_link *l, const sluice_hello *h)
                         : SLUICE_HELLO_HAS_WINDOW;
     if ((h->has & need) != need)
         return SLUICE_PROTO_E_FIELD_TYPE;
-    store_hello(&l->peer, h);
+    int rc = store_hello(&l->peer, h);
+    if (rc < 0)
+        return SLUICE_PROTO_E_INTERNAL;
     l->peer_hello = true;
     if (l->role == SLUICE_ROLE_WORKER)
         l->state = SLUICE_LINK_READY;
@@ -334,8 +347,7 @@ static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
         return 0;
     case SLUICE_FRAME_CREDIT:
         if (gw && s->req == SLUICE_SIDE_ENDED) {
-            if (ev)
-                ev->ignored = true;
+            ignored_event(ev);
             return 0;
         }
         if (f->u.credit > SLUICE_PROTO_MAX_WINDOW - s->send_win)
@@ -344,8 +356,7 @@ static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
         return 0;
     case SLUICE_FRAME_LIMIT:
         if (s->req == SLUICE_SIDE_ENDED) {
-            if (ev)
-                ev->ignored = true;
+            ignored_event(ev);
             return 0;
         }
         s->limit = f->u.max_body;
@@ -504,7 +515,9 @@ int sluice_proto_link_send(sluice_proto_link *l, const sluice_frame *f, sluice_l
         if (!(f->u.hello.has & SLUICE_HELLO_HAS_WINDOW) ||
             (l->role == SLUICE_ROLE_WORKER && !(f->u.hello.has & SLUICE_HELLO_HAS_MAX_STREAMS)))
             return -EINVAL;
-        store_hello(&l->local, &f->u.hello);
+        int rc = store_hello(&l->local, &f->u.hello);
+        if (rc < 0)
+            return rc;
         l->local_hello = true;
         if (l->role == SLUICE_ROLE_GATEWAY)
             l->state = SLUICE_LINK_READY;

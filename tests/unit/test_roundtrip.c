@@ -153,8 +153,9 @@ static uint32_t expected_len(const sluice_frame *f)
     case SLUICE_FRAME_END: return f->u.trailers.count ? 3 : 2;
     case SLUICE_FRAME_CANCEL:
     case SLUICE_FRAME_RESET:
-    case SLUICE_FRAME_ERROR: return f->u.code.has_message ? 4 : 3;
-    case SLUICE_FRAME_RETIRE: return f->u.retire.has_reason ? 3 : 2;
+    case SLUICE_FRAME_ERROR:
+        return f->type == SLUICE_FRAME_ERROR || (f->u.code.has_message && f->u.code.message.len) ? 4 : 3;
+    case SLUICE_FRAME_RETIRE: return f->u.retire.has_reason && f->u.retire.reason.len ? 3 : 2;
     default: return 3;
     }
 }
