@@ -503,6 +503,10 @@ int sluice_proto_link_send(sluice_proto_link *l, const sluice_frame *f, sluice_l
 {
     if (ev)
         memset(ev, 0, sizeof *ev);
+    if (f->type == SLUICE_FRAME_ERROR) { /* allowed in any state, even after a failure */
+        l->state = SLUICE_LINK_FAILED;
+        return 0;
+    }
     if (l->state == SLUICE_LINK_FAILED || !may_send(l->role, f->type))
         return -EPROTO;
     switch (f->type) {

@@ -34,6 +34,8 @@ extern "C" {
 #define SLUICE_PROTO_MAX_DEPTH 8
 /* Bytes in front of BODY data: 4 length + fixarray + type + uint64 id + bin32. */
 #define SLUICE_PROTO_BODY_HEAD_MAX 20u
+/* The most BODY data one frame may carry for a peer accepting `max_frame`. */
+#define SLUICE_PROTO_BODY_MAX(max_frame) ((size_t)(max_frame) - (SLUICE_PROTO_BODY_HEAD_MAX - 4u))
 
 /* ---- frame types ------------------------------------------------------ */
 typedef enum {
@@ -264,7 +266,8 @@ void sluice_proto_decoder_set_max_frame(sluice_proto_decoder *d, uint32_t max_fr
  *      they point into `data` when the frame was contiguous in it, else into
  *      the decoder's own buffer); call again with the rest of the input;
  *   0  all input consumed, no complete frame yet;
- *  <0  a protocol error (the link must be closed; the decoder stays failed).
+ *  <0  a protocol error (the link must be closed; the decoder stays failed),
+ *      or -ENOMEM (not sticky: the call may be repeated).
  * The partial-frame buffer is allocated only after the length prefix has
  * been checked against max_frame, and never exceeds it. */
 int sluice_proto_decoder_feed(sluice_proto_decoder *d, const uint8_t *data, size_t len,
@@ -319,12 +322,14 @@ typedef struct {
 
 /* A frame received from the peer: checks legality for `role`, the link
  * state, the stream state and credit, and applies it. Returns 0 (see *ev) or
- * a negative SLUICE_PROTO_E_* error, after which the link is FAILED. */
+ * a negative SLUICE_PROTO_E_* error, after which the link is FAILED (an ERROR
+ * frame may still be sent). A received ERROR frame returns 0 and also leaves
+ * the link FAILED: check f->type. */
 int sluice_proto_link_recv(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev);
 
 /* A frame about to be sent: same checks from the sending side (returns
  * -EPROTO for a caller mistake such as BODY beyond the window, leaving the
- * state unchanged), then applies it. */
+ * state unchanged), then applies it. ERROR may be sent in any state. */
 int sluice_proto_link_send(sluice_proto_link *l, const sluice_frame *f, sluice_link_event *ev);
 
 sluice_link_state sluice_proto_link_state(const sluice_proto_link *l);
@@ -332,7 +337,7 @@ sluice_role sluice_proto_link_role(const sluice_proto_link *l);
 /* Settings from the two HELLOs (valid once the respective HELLO went through). */
 const sluice_hello *sluice_proto_link_local_hello(const sluice_proto_link *l);
 const sluice_hello *sluice_proto_link_peer_hello(const sluice_proto_link *l);
-/* Max frame length the peer accepts (default until its HELLO arrived). */
+/* Max frame length the peer accepts (SLUICE_PROTO_HELLO_MAX until its HELLO arrived). */
 uint32_t sluice_proto_link_peer_max_frame(const sluice_proto_link *l);
 uint32_t sluice_proto_link_open_streams(const sluice_proto_link *l);
 /* Effective concurrent stream limit (min of both HELLOs and local config). */

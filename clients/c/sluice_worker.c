@@ -1,0 +1,1591 @@
+/* sluice_worker: libuv glue around the sans-I/O codec (sluice_proto.h).
+ *
+ * Output path. Frames are appended to the *accumulating* batch: heads (and
+ * small body chunks) are encoded into its sluice_buf, large body chunks are
+ * referenced in place. At most one batch is in flight (one uv_write with one
+ * uv_buf_t per segment); the other accumulates meanwhile, so everything
+ * produced in one loop iteration leaves in a single writev, and the encoder
+ * buffer is never reallocated under an in-flight write. Write callbacks and
+ * stream releases ride on the batch that carries their last bytes and fire
+ * when it completes, which is what keeps callers' buffers alive long enough
+ * and keeps callbacks out of the caller's own stack frames.
+ *
+ * Stream lifetime. A stream is reference-counted: one reference while it is
+ * open in the link, one per outstanding write, one taken by the batch holding
+ * its closing frame (END/RESET), and temporary ones around callbacks. At zero
+ * the app gets on_stream_closed and the stream is freed.
+ */
+#include "sluice_worker.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_STREAMS 64u
+#define DEFAULT_WINDOW (256u * 1024u)
+#define DEFAULT_HANDSHAKE_MS 10000u
+#define DEFAULT_SHUTDOWN_MS 30000u
+#define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)
+/* Control frames (CREDIT, PONG, RESET, ERROR...) may exceed max_output by this
+ * much, so backpressure on responses never blocks protocol housekeeping. */
+#define CONTROL_RESERVE ((size_t)64 << 10)
+#define READ_BUF_SIZE (64u * 1024u)
+/* Body chunks up to this size are copied next to their frame head: cheaper
+ * than one more iovec, and it keeps the segment count of a batch low. */
+#define COPY_MAX 512u
+/* Bound on flushing queued frames (final ENDs, ERROR) before closing. */
+#define CLOSE_LINGER_MS 2000u
+/* Keeps segment lengths within uv_buf_t's unsigned len. */
+#define MAX_OUTPUT_LIMIT ((size_t)1 << 30)
+/* lib and token together stay well inside a 16 KiB HELLO. */
+#define HELLO_STR_MAX 4096u
+/* After DRAIN the gateway cancels leftovers at timeout_ms; we give up a bit later. */
+#define DRAIN_SLACK_MS 2000u
+
+enum wstate {
+    W_IDLE,       /* never connected, no handles */
+    W_CONNECTING, /* resolving/connecting */
+    W_HANDSHAKE,  /* HELLO sent, waiting for the gateway's */
+    W_READY,
+    W_CLOSING,    /* flushing queued frames, then shutdown + close */
+    W_ABORTING,   /* handles closing */
+    W_CLOSED,     /* handles closed; may connect again */
+};
+
+struct wreq {
+    struct wreq *next;
+    sluice_stream *s;
+    const uint8_t *data;
+    size_t len, off; /* off: bytes already framed */
+    sluice_write_cb cb;
+    void *ud;
+    int status;      /* preset failure (cancel/link loss); 0: the batch's result */
+    uint64_t seq;    /* batch carrying the last framed bytes (0: none) */
+};
+
+struct seg {
+    const uint8_t *ptr; /* caller's bytes, or NULL: heads[off .. off+len) */
+    size_t off, len;
+};
+
+struct batch {
+    uint64_t seq;
+    sluice_buf heads;
+    struct seg *segs;
+    size_t nseg, capseg;
+    uv_buf_t *bufs;
+    size_t capbufs;
+    struct wreq *done_head, *done_tail;
+    sluice_stream *release; /* streams whose close reference this batch holds */
+};
+
+struct sluice_stream {
+    sluice_worker *w;
+    sluice_proto_stream *ps; /* NULL once closed */
+    uint64_t id;
+    void *udata;
+    unsigned refs;
+    uint32_t body_mode;
+    bool visible;         /* the app saw on_request: it is owed on_stream_closed */
+    bool reading;         /* auto credit */
+    bool granted_initial; /* SLUICE_BODY_ON_CREDIT: initial window granted */
+    bool req_ended;
+    bool end_queued;      /* END encoded in end_frame, waiting behind writes */
+    uint64_t unacked;     /* consumed, not yet credited */
+    uint64_t held;        /* delivered while paused, not yet reported consumed */
+    size_t queued;        /* write bytes not yet framed */
+    struct wreq *wq_head, *wq_tail;
+    sluice_buf end_frame;
+    sluice_stream *prev, *next; /* worker's list of live streams */
+    sluice_stream *release_next;
+};
+
+struct sluice_worker {
+    uv_loop_t *loop;
+    sluice_worker_callbacks cb;
+    void *udata;
+
+    char *addr, *lib, *token;
+    uint32_t max_streams, window, max_frame, handshake_ms, shutdown_ms;
+    size_t max_output;
+
+    enum wstate state;
+    int close_err;
+    bool err_set;
+    sluice_proto_link *link;
+    sluice_proto_decoder *dec;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } conn;
+    bool is_tcp;
+    struct sockaddr_storage tcp_addr;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+    uv_timer_t timer; /* handshake deadline, then close linger */
+    uv_timer_t grace; /* drain / shutdown grace */
+    uv_prepare_t prepare;
+    uv_check_t check;
+    int open_handles;
+    bool flush_armed;
+    bool writing;
+    bool shutdown_started;
+    bool output_blocked;
+    struct batch out[2];
+    int cur; /* index of the accumulating batch */
+    uint64_t seq;
+    uint8_t *rbuf;
+
+    sluice_stream *streams;
+    bool drained;       /* DRAIN received */
+    bool shutting_down; /* sluice_worker_shutdown */
+    bool grace_expired;
+    uint64_t worker_id;
+    char *pool;
+
+    bool in_teardown, free_pending;
+    bool silent; /* freed by the app while connected: no more callbacks */
+    void (*close_cb)(sluice_worker *w);
+    /* sluice_worker_main's hook, called after on_closed. */
+    void (*hook)(sluice_worker *w, int err, void *hook_ud);
+    void *hook_ud;
+};
+
+static void flush(sluice_worker *w);
+static void link_fail(sluice_worker *w, int err);
+static void close_graceful(sluice_worker *w, int err);
+static void abort_link(sluice_worker *w, int err);
+static void pump(sluice_stream *s);
+static void on_prepare(uv_prepare_t *h);
+static void on_check(uv_check_t *h);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *dup_str(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+static void set_err(sluice_worker *w, int err)
+{
+    /* The first error is the cause; later ones are consequences. */
+    if (!w->err_set && err) {
+        w->close_err = err;
+        w->err_set = true;
+    }
+}
+
+static struct batch *accum(sluice_worker *w) { return &w->out[w->cur]; }
+static struct batch *inflight(sluice_worker *w) { return &w->out[w->cur ^ 1]; }
+
+static uint32_t peer_max_frame(const sluice_worker *w)
+{
+    return w->link ? sluice_proto_link_peer_max_frame(w->link) : SLUICE_PROTO_DEFAULT_FRAME;
+}
+
+static size_t max_body_chunk(const sluice_worker *w)
+{
+    /* Payload overhead of BODY: the head minus the 4-byte length prefix. */
+    return peer_max_frame(w) - (SLUICE_PROTO_BODY_HEAD_MAX - 4);
+}
+
+static void schedule_flush(sluice_worker *w)
+{
+    if (w->flush_armed || w->state < W_HANDSHAKE || w->state >= W_ABORTING)
+        return;
+    /* prepare runs before the loop blocks, check right after I/O callbacks:
+     * whichever comes first sends what this iteration produced. */
+    uv_prepare_start(&w->prepare, on_prepare);
+    uv_check_start(&w->check, on_check);
+    w->flush_armed = true;
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+static int batch_reserve(struct batch *b, size_t extra)
+{
+    if (b->nseg + extra <= b->capseg)
+        return 0;
+    size_t cap = b->capseg ? b->capseg * 2 : 16;
+    while (cap < b->nseg + extra)
+        cap *= 2;
+    struct seg *p = realloc(b->segs, cap * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    b->segs = p;
+    b->capseg = cap;
+    return 0;
+}
+
+/* Records heads[mark .. len) as the next segment (segments reserved). */
+static void batch_add_heads(struct batch *b, size_t mark)
+{
+    size_t n = b->heads.len - mark;
+    if (!n)
+        return;
+    if (b->nseg) {
+        struct seg *last = &b->segs[b->nseg - 1];
+        if (!last->ptr && last->off + last->len == mark) {
+            last->len += n;
+            return;
+        }
+    }
+    b->segs[b->nseg++] = (struct seg){NULL, mark, n};
+}
+
+static void batch_add_ext(struct batch *b, const uint8_t *p, size_t n)
+{
+    b->segs[b->nseg++] = (struct seg){p, 0, n};
+}
+
+static void batch_push_done(struct batch *b, struct wreq *q)
+{
+    q->next = NULL;
+    if (b->done_tail)
+        b->done_tail->next = q;
+    else
+        b->done_head = q;
+    b->done_tail = q;
+}
+
+static bool batch_idle(const struct batch *b)
+{
+    return !b->nseg && !b->done_head && !b->release;
+}
+
+static void stream_unref(sluice_stream *s);
+
+/* Fires the batch's write callbacks and releases its streams. The batch is
+ * emptied first: the callbacks may queue more output (into the other batch,
+ * or into this one when it is the accumulating batch with nothing in it). */
+static void batch_complete(sluice_worker *w, struct batch *b, int status)
+{
+    struct wreq *q = b->done_head;
+    sluice_stream *rel = b->release;
+    b->done_head = b->done_tail = NULL;
+    b->release = NULL;
+    b->nseg = 0;
+    sluice_buf_reset(&b->heads);
+    while (q) {
+        struct wreq *next = q->next;
+        sluice_stream *s = q->s;
+        int st = q->status ? q->status : status;
+        if (q->cb && !w->silent)
+            q->cb(s, st, q->ud);
+        free(q);
+        stream_unref(s);
+        q = next;
+    }
+    while (rel) {
+        sluice_stream *next = rel->release_next;
+        stream_unref(rel);
+        rel = next;
+    }
+}
+
+static void batch_free(struct batch *b)
+{
+    sluice_buf_close(&b->heads);
+    free(b->segs);
+    free(b->bufs);
+    b->segs = NULL;
+    b->bufs = NULL;
+    b->nseg = b->capseg = b->capbufs = 0;
+}
+
+/* ---- streams ------------------------------------------------------------ */
+
+static void stream_unref(sluice_stream *s)
+{
+    if (--s->refs)
+        return;
+    sluice_worker *w = s->w;
+    if (s->visible && w->cb.on_stream_closed)
+        w->cb.on_stream_closed(s, w->udata);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    sluice_buf_close(&s->end_frame);
+    free(s);
+}
+
+/* Moves queued writes onto a batch so their callbacks fire (with `status`)
+ * only once no in-flight write still points into their buffers. */
+static void fail_writes(sluice_stream *s, int status)
+{
+    sluice_worker *w = s->w;
+    struct wreq *q = s->wq_head;
+    s->wq_head = s->wq_tail = NULL;
+    s->queued = 0;
+    s->end_queued = false;
+    while (q) {
+        struct wreq *next = q->next;
+        q->status = status;
+        if (w->writing && q->seq == inflight(w)->seq)
+            batch_push_done(inflight(w), q);
+        else
+            batch_push_done(accum(w), q);
+        q = next;
+    }
+    schedule_flush(w);
+}
+
+/* The stream closed because of a frame we sent (END, RESPONSE without body,
+ * RESET): its open reference passes to the batch carrying that frame, so
+ * on_stream_closed comes once the frame is written. */
+static void closed_by_us(sluice_worker *w, sluice_stream *s)
+{
+    s->ps = NULL;
+    fail_writes(s, -ECANCELED);
+    struct batch *b = accum(w);
+    s->release_next = b->release;
+    b->release = s;
+}
+
+/* ---- emitting frames ----------------------------------------------------- */
+
+/* Encodes f into the accumulating batch, then applies it to the link (rolled
+ * back if the link refuses). `app`: subject to max_output (responses), as
+ * opposed to protocol housekeeping. */
+static int emit(sluice_worker *w, const sluice_frame *f, bool app)
+{
+    if (w->state != W_READY && !(w->state == W_HANDSHAKE && f->type == SLUICE_FRAME_HELLO))
+        return -EPIPE;
+    struct batch *b = accum(w);
+    int rc = batch_reserve(b, 1);
+    if (rc < 0)
+        return rc;
+    size_t mark = b->heads.len;
+    if (f->type == SLUICE_FRAME_HELLO)
+        rc = sluice_proto_encode_hello(&b->heads, &f->u.hello);
+    else
+        rc = sluice_proto_encode(&b->heads, f, peer_max_frame(w));
+    if (rc < 0)
+        return rc;
+    /* One frame of any size is admitted into an empty buffer, so a head near
+     * max_frame never blocks forever. */
+    if (app && mark > 0 && b->heads.len > w->max_output) {
+        b->heads.len = mark;
+        return -ENOBUFS;
+    }
+    sluice_link_event ev = {0};
+    rc = sluice_proto_link_send(w->link, f, &ev);
+    if (rc < 0) {
+        b->heads.len = mark;
+        return rc;
+    }
+    batch_add_heads(b, mark);
+    if (ev.closed && ev.udata)
+        closed_by_us(w, ev.udata);
+    schedule_flush(w);
+    return 0;
+}
+
+static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, size_t n)
+{
+    struct batch *b = accum(w);
+    int rc = batch_reserve(b, 2);
+    if (rc < 0)
+        return rc;
+    size_t mark = b->heads.len;
+    bool copy = n <= COPY_MAX;
+    rc = copy ? sluice_proto_encode_body(&b->heads, s->id, data, n)
+              : sluice_proto_encode_body_head(&b->heads, s->id, n);
+    if (rc < 0)
+        return rc;
+    if (mark > 0 && b->heads.len > w->max_output) {
+        b->heads.len = mark;
+        return -ENOBUFS;
+    }
+    sluice_frame f = {.type = SLUICE_FRAME_BODY, .stream_id = s->id};
+    f.u.body.ptr = data;
+    f.u.body.len = n;
+    sluice_link_event ev = {0};
+    rc = sluice_proto_link_send(w->link, &f, &ev);
+    if (rc < 0) {
+        b->heads.len = mark;
+        return rc;
+    }
+    batch_add_heads(b, mark);
+    if (!copy)
+        batch_add_ext(b, data, n);
+    schedule_flush(w);
+    return 0;
+}
+
+/* The END that waited behind the stream's writes (encoded by sluice_stream_end). */
+static int emit_queued_end(sluice_worker *w, sluice_stream *s)
+{
+    struct batch *b = accum(w);
+    int rc = batch_reserve(b, 1);
+    if (rc < 0)
+        return rc;
+    size_t mark = b->heads.len;
+    rc = sluice_buf_append(&b->heads, s->end_frame.data, s->end_frame.len);
+    if (rc < 0)
+        return rc;
+    if (mark > 0 && b->heads.len > w->max_output) {
+        b->heads.len = mark;
+        return -ENOBUFS;
+    }
+    /* The link only needs the state change; the trailers are already encoded. */
+    sluice_frame f = {.type = SLUICE_FRAME_END, .stream_id = s->id};
+    sluice_link_event ev = {0};
+    rc = sluice_proto_link_send(w->link, &f, &ev);
+    if (rc < 0) {
+        b->heads.len = mark;
+        return rc;
+    }
+    batch_add_heads(b, mark);
+    s->end_queued = false;
+    sluice_buf_close(&s->end_frame);
+    if (ev.closed && ev.udata)
+        closed_by_us(w, ev.udata);
+    schedule_flush(w);
+    return 0;
+}
+
+/* Frames as much of the stream's queued writes as its window allows. */
+static void pump(sluice_stream *s)
+{
+    sluice_worker *w = s->w;
+    while (s->ps && w->state == W_READY && s->wq_head) {
+        struct wreq *q = s->wq_head;
+        size_t left = q->len - q->off;
+        if (left) {
+            size_t n = sluice_proto_stream_send_window(s->ps);
+            if (!n)
+                return;
+            if (n > left)
+                n = left;
+            if (n > max_body_chunk(w))
+                n = max_body_chunk(w);
+            int rc = emit_body(w, s, q->data + q->off, n);
+            if (rc == -ENOBUFS) {
+                w->output_blocked = true;
+                return;
+            }
+            if (rc < 0) {
+                link_fail(w, rc);
+                return;
+            }
+            q->off += n;
+            s->queued -= n;
+            q->seq = accum(w)->seq;
+            if (q->off < q->len)
+                continue;
+        }
+        s->wq_head = q->next;
+        if (!s->wq_head)
+            s->wq_tail = NULL;
+        batch_push_done(accum(w), q);
+        schedule_flush(w);
+    }
+    if (s->ps && w->state == W_READY && !s->wq_head && s->end_queued) {
+        int rc = emit_queued_end(w, s);
+        if (rc == -ENOBUFS)
+            w->output_blocked = true;
+        else if (rc < 0)
+            link_fail(w, rc);
+    }
+}
+
+static void pump_all(sluice_worker *w)
+{
+    for (sluice_stream *s = w->streams; s && w->state == W_READY; s = s->next)
+        if (s->ps && (s->wq_head || s->end_queued))
+            pump(s);
+}
+
+static void send_credit(sluice_stream *s, uint64_t n)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_CREDIT, .stream_id = s->id};
+    f.u.credit = n;
+    int rc = emit(s->w, &f, false);
+    if (rc < 0)
+        link_fail(s->w, rc);
+}
+
+/* Batched grant: once half the window has been consumed. */
+static void maybe_grant(sluice_stream *s)
+{
+    sluice_worker *w = s->w;
+    if (!s->ps || s->req_ended || w->state != W_READY) {
+        return;
+    }
+    uint64_t threshold = w->window / 2 ? w->window / 2 : 1;
+    if (s->unacked >= threshold) {
+        uint64_t n = s->unacked;
+        s->unacked = 0;
+        send_credit(s, n);
+    }
+}
+
+/* ---- flushing and closing ------------------------------------------------ */
+
+static void maybe_finish_drain(sluice_worker *w)
+{
+    if (w->state != W_READY)
+        return;
+    /* A locally shutting-down worker still waits for DRAIN (RETIRE's rule:
+     * until then REQUESTs may be in flight), bounded by its grace timer. */
+    if (!(w->drained || w->grace_expired))
+        return;
+    if (sluice_proto_link_open_streams(w->link) == 0)
+        close_graceful(w, 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    sluice_worker *w = req->data;
+    abort_link(w, 0);
+}
+
+static void on_write_done(uv_write_t *req, int status);
+
+static void flush(sluice_worker *w)
+{
+    if (w->flush_armed) {
+        uv_prepare_stop(&w->prepare);
+        uv_check_stop(&w->check);
+        w->flush_armed = false;
+    }
+    if (w->state < W_HANDSHAKE || w->state >= W_ABORTING)
+        return;
+    maybe_finish_drain(w);
+    if (w->writing)
+        return;
+    struct batch *b = accum(w);
+    /* Completions with nothing to write (zero-length writes, cancellations):
+     * fire them here, outside any caller's stack frame. Bounded: a callback
+     * that queues again only lands here on the next flush. */
+    if (!b->nseg && (b->done_head || b->release)) {
+        batch_complete(w, b, 0);
+        if (w->state >= W_ABORTING)
+            return;
+        maybe_finish_drain(w);
+    }
+    if (!b->nseg) {
+        if (!batch_idle(b)) {
+            schedule_flush(w);
+            return;
+        }
+        if (w->state == W_CLOSING && !w->shutdown_started) {
+            w->shutdown_started = true;
+            w->shutdown_req.data = w;
+            if (uv_shutdown(&w->shutdown_req, &w->conn.stream, on_shutdown) < 0)
+                abort_link(w, 0);
+        }
+        return;
+    }
+    if (b->capbufs < b->nseg) {
+        uv_buf_t *p = realloc(b->bufs, b->nseg * sizeof *p);
+        if (!p) {
+            abort_link(w, -ENOMEM);
+            return;
+        }
+        b->bufs = p;
+        b->capbufs = b->nseg;
+    }
+    for (size_t i = 0; i < b->nseg; i++) {
+        const struct seg *sg = &b->segs[i];
+        const uint8_t *p = sg->ptr ? sg->ptr : b->heads.data + sg->off;
+        b->bufs[i] = uv_buf_init((char *)p, (unsigned)sg->len);
+    }
+    unsigned nbufs = (unsigned)b->nseg;
+    w->cur ^= 1;
+    accum(w)->seq = ++w->seq;
+    w->writing = true;
+    w->write_req.data = w;
+    int rc = uv_write(&w->write_req, &w->conn.stream, b->bufs, nbufs, on_write_done);
+    if (rc < 0) {
+        w->writing = false;
+        batch_complete(w, b, rc);
+        abort_link(w, rc);
+    }
+}
+
+static void on_write_done(uv_write_t *req, int status)
+{
+    sluice_worker *w = req->data;
+    w->writing = false;
+    batch_complete(w, inflight(w), status);
+    if (status < 0) {
+        abort_link(w, status == UV_ECANCELED ? 0 : status);
+        return;
+    }
+    if (w->state >= W_ABORTING)
+        return;
+    if (w->output_blocked) {
+        w->output_blocked = false;
+        pump_all(w);
+    }
+    flush(w);
+}
+
+static void on_prepare(uv_prepare_t *h) { flush(h->data); }
+static void on_check(uv_check_t *h) { flush(h->data); }
+
+static void teardown(sluice_worker *w)
+{
+    w->in_teardown = true;
+    /* Streams still open lose their link. */
+    for (sluice_stream *s = w->streams, *next; s; s = next) {
+        next = s->next;
+        if (!s->ps)
+            continue;
+        s->ps = NULL;
+        if (s->visible && w->cb.on_cancel)
+            w->cb.on_cancel(s, SLUICE_WORKER_CANCEL_LINK, w->udata);
+        fail_writes(s, -EPIPE);
+        /* `next` stays valid: only s can be freed here (others hold a ref). */
+        stream_unref(s);
+    }
+    /* The in-flight write already completed (uv_close cancels it before the
+     * close callbacks); what was still accumulating never left. */
+    batch_complete(w, &w->out[0], -EPIPE);
+    batch_complete(w, &w->out[1], -EPIPE);
+    batch_free(&w->out[0]);
+    batch_free(&w->out[1]);
+    sluice_proto_link_free(w->link);
+    sluice_proto_decoder_free(w->dec);
+    w->link = NULL;
+    w->dec = NULL;
+    w->state = W_CLOSED;
+    int err = w->close_err;
+    if (w->cb.on_closed)
+        w->cb.on_closed(w, err, w->udata);
+    if (w->hook)
+        w->hook(w, err, w->hook_ud);
+    void (*cb)(sluice_worker *) = w->close_cb;
+    w->close_cb = NULL;
+    if (cb)
+        cb(w);
+    w->in_teardown = false;
+    if (w->free_pending)
+        sluice_worker_free(w);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    sluice_worker *w = h->data;
+    if (--w->open_handles == 0)
+        teardown(w);
+}
+
+static void abort_link(sluice_worker *w, int err)
+{
+    if (w->state == W_IDLE || w->state >= W_ABORTING)
+        return;
+    set_err(w, err);
+    w->state = W_ABORTING;
+    w->flush_armed = false;
+    uv_handle_t *hs[] = {&w->conn.handle, (uv_handle_t *)&w->timer, (uv_handle_t *)&w->grace,
+                         (uv_handle_t *)&w->prepare, (uv_handle_t *)&w->check};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+        uv_close(hs[i], on_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t);
+static void on_grace(uv_timer_t *t);
+
+/* Stop reading, flush what is queued (bounded by CLOSE_LINGER_MS), shut the
+ * write side down, then close. */
+static void close_graceful(sluice_worker *w, int err)
+{
+    if (w->state >= W_CLOSING)
+        return;
+    if (w->state < W_HANDSHAKE) {
+        abort_link(w, err);
+        return;
+    }
+    set_err(w, err);
+    w->state = W_CLOSING;
+    uv_read_stop(&w->conn.stream);
+    uv_timer_stop(&w->grace);
+    uv_timer_start(&w->timer, on_timer, CLOSE_LINGER_MS, 0);
+    schedule_flush(w);
+}
+
+/* A link error found here: tell the gateway with ERROR, then close. */
+static void link_fail(sluice_worker *w, int err)
+{
+    if (w->state == W_IDLE || w->state >= W_CLOSING)
+        return;
+    if (w->state == W_CONNECTING) {
+        abort_link(w, err);
+        return;
+    }
+    if (w->link)
+        sluice_proto_link_fail(w->link);
+    /* ERROR bypasses the link (which refuses to send once FAILED). */
+    struct batch *b = accum(w);
+    if (batch_reserve(b, 1) == 0) {
+        size_t mark = b->heads.len;
+        if (sluice_proto_encode_error(&b->heads, err, sluice_proto_strerror(err)) == 0)
+            batch_add_heads(b, mark);
+    }
+    close_graceful(w, err);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    sluice_worker *w = t->data;
+    switch (w->state) {
+    case W_CONNECTING:
+        abort_link(w, SLUICE_PROTO_E_TIMEOUT);
+        break;
+    case W_HANDSHAKE:
+        link_fail(w, SLUICE_PROTO_E_TIMEOUT);
+        break;
+    case W_CLOSING:
+        abort_link(w, 0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Arms the grace timer unless an earlier deadline is already set. */
+static void arm_grace(sluice_worker *w, uint64_t ms)
+{
+    if (uv_is_active((uv_handle_t *)&w->grace) && uv_timer_get_due_in(&w->grace) <= ms)
+        return;
+    uv_timer_start(&w->grace, on_grace, ms, 0);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    sluice_worker *w = t->data;
+    if (w->state != W_READY)
+        return;
+    w->grace_expired = true;
+    /* Whatever is still open is cancelled by the close (on_cancel LINK). */
+    close_graceful(w, sluice_proto_link_open_streams(w->link) ? -ETIMEDOUT : 0);
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void on_gateway_hello(sluice_worker *w, const sluice_hello *h)
+{
+    w->state = W_READY;
+    uv_timer_stop(&w->timer);
+    sluice_proto_decoder_set_max_frame(w->dec, w->max_frame);
+    /* Room for one largest head plus the response bound. */
+    size_t cap = w->max_output + (size_t)peer_max_frame(w) + CONTROL_RESERVE;
+    w->out[0].heads.max = w->out[1].heads.max = cap;
+    w->worker_id = (h->has & SLUICE_HELLO_HAS_WORKER_ID) ? h->worker_id : 0;
+    free(w->pool);
+    w->pool = NULL;
+    if ((h->has & SLUICE_HELLO_HAS_POOL) && h->pool.len) {
+        w->pool = malloc(h->pool.len + 1);
+        if (w->pool) {
+            memcpy(w->pool, h->pool.ptr, h->pool.len);
+            w->pool[h->pool.len] = '\0';
+        }
+    }
+    if (w->cb.on_ready)
+        w->cb.on_ready(w, h, w->udata);
+}
+
+static int do_read_start(sluice_stream *s);
+
+static void on_request_frame(sluice_worker *w, const sluice_frame *f, sluice_stream *s,
+                             const sluice_link_event *ev)
+{
+    if (!s) {
+        /* Shutting down, or out of memory: refuse, the gateway may retry. */
+        sluice_frame r = {.type = SLUICE_FRAME_RESET, .stream_id = f->stream_id};
+        r.u.code.code = w->shutting_down ? SLUICE_RESET_REFUSED : SLUICE_RESET_OVERLOADED;
+        int rc = emit(w, &r, false);
+        if (rc < 0)
+            link_fail(w, rc);
+        return;
+    }
+    const sluice_request *rq = &f->u.request;
+    s->w = w;
+    s->ps = ev->stream;
+    s->id = f->stream_id;
+    s->refs = 1;
+    s->visible = true;
+    s->reading = true;
+    s->body_mode = rq->body;
+    s->req_ended = rq->body == SLUICE_BODY_NONE;
+    /* Modes 0 and 1: the window was granted by HELLO already. */
+    s->granted_initial = rq->body != SLUICE_BODY_ON_CREDIT;
+    sluice_buf_init(&s->end_frame, (size_t)peer_max_frame(w) + 4);
+    sluice_proto_stream_set_udata(ev->stream, s);
+    s->next = w->streams;
+    if (w->streams)
+        w->streams->prev = s;
+    w->streams = s;
+
+    sluice_req req = {
+        .method = rq->method,
+        .target = rq->target,
+        .version = rq->version,
+        .headers = rq->headers,
+        .client = rq->client,
+        .server = rq->server,
+        .scheme = rq->scheme,
+        .body_mode = rq->body,
+    };
+    s->refs++;
+    w->cb.on_request(s, &req, w->udata);
+    if (s->ps && s->reading && !s->granted_initial)
+        do_read_start(s);
+    stream_unref(s);
+}
+
+static void handle_frame(sluice_worker *w, const sluice_frame *f)
+{
+    if (f->type == SLUICE_FRAME_ERROR) {
+        /* The gateway gave up on the link: send nothing more. */
+        sluice_link_event ev = {0};
+        (void)sluice_proto_link_recv(w->link, f, &ev);
+        abort_link(w, sluice_proto_err_from_code(f->u.code.code));
+        return;
+    }
+    sluice_stream *fresh = NULL;
+    if (f->type == SLUICE_FRAME_REQUEST && !w->shutting_down)
+        fresh = calloc(1, sizeof *fresh);
+    sluice_link_event ev = {0};
+    int rc = sluice_proto_link_recv(w->link, f, &ev);
+    if (rc < 0) {
+        free(fresh);
+        link_fail(w, rc);
+        return;
+    }
+    if (ev.ignored) {
+        free(fresh);
+        return;
+    }
+    sluice_stream *s = ev.udata;
+    switch (f->type) {
+    case SLUICE_FRAME_HELLO:
+        on_gateway_hello(w, &f->u.hello);
+        break;
+    case SLUICE_FRAME_REQUEST:
+        if (ev.opened)
+            on_request_frame(w, f, fresh, &ev);
+        else
+            free(fresh);
+        break;
+    case SLUICE_FRAME_BODY:
+        if (!s)
+            break;
+        s->refs++;
+        if (f->u.body.len && w->cb.on_body)
+            w->cb.on_body(s, f->u.body.ptr, f->u.body.len, w->udata);
+        if (s->ps && !s->req_ended) {
+            if (s->reading)
+                s->unacked += f->u.body.len;
+            else
+                s->held += f->u.body.len;
+            maybe_grant(s);
+        }
+        stream_unref(s);
+        break;
+    case SLUICE_FRAME_END:
+        if (!s)
+            break;
+        s->req_ended = true;
+        s->unacked = s->held = 0;
+        s->refs++;
+        if (w->cb.on_end)
+            w->cb.on_end(s, &f->u.trailers, w->udata);
+        stream_unref(s);
+        break;
+    case SLUICE_FRAME_CREDIT:
+        if (s)
+            pump(s);
+        break;
+    case SLUICE_FRAME_CANCEL:
+        if (!s || !ev.closed)
+            break;
+        s->ps = NULL;
+        fail_writes(s, -ECANCELED);
+        s->refs++;
+        if (w->cb.on_cancel)
+            w->cb.on_cancel(s, f->u.code.code, w->udata);
+        stream_unref(s); /* the open reference */
+        stream_unref(s);
+        break;
+    case SLUICE_FRAME_PING: {
+        sluice_frame p = {.type = SLUICE_FRAME_PONG};
+        p.u.opaque = f->u.opaque;
+        rc = emit(w, &p, false);
+        if (rc < 0)
+            link_fail(w, rc);
+        break;
+    }
+    case SLUICE_FRAME_DRAIN:
+        w->drained = true;
+        if (f->u.timeout_ms && f->u.timeout_ms < UINT64_MAX - DRAIN_SLACK_MS)
+            arm_grace(w, f->u.timeout_ms + DRAIN_SLACK_MS);
+        if (w->cb.on_drain)
+            w->cb.on_drain(w, f->u.timeout_ms, w->udata);
+        break;
+    default: /* PONG: we never PING; others were rejected by the link. */
+        break;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    sluice_worker *w = h->data;
+    *buf = uv_buf_init((char *)w->rbuf, READ_BUF_SIZE);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    sluice_worker *w = st->data;
+    if (nread == UV_EOF) {
+        int rc = sluice_proto_decoder_finish(w->dec);
+        if (rc < 0)
+            link_fail(w, rc);
+        else
+            abort_link(w, w->drained || w->shutting_down ? 0 : -ECONNRESET);
+        return;
+    }
+    if (nread < 0) {
+        abort_link(w, (int)nread);
+        return;
+    }
+    const uint8_t *p = (const uint8_t *)buf->base;
+    size_t left = (size_t)nread;
+    /* Frames are handled one by one; views into rbuf stay valid meanwhile,
+     * and a callback that closes the link stops the loop. */
+    while (left && (w->state == W_HANDSHAKE || w->state == W_READY)) {
+        size_t used = 0;
+        sluice_frame f;
+        int rc = sluice_proto_decoder_feed(w->dec, p, left, &used, &f);
+        p += used;
+        left -= used;
+        if (rc < 0) {
+            link_fail(w, rc);
+            break;
+        }
+        if (rc == 0)
+            break;
+        handle_frame(w, &f);
+    }
+    flush(w);
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    sluice_worker *w = req->data;
+    if (w->state != W_CONNECTING)
+        return;
+    if (status < 0) {
+        abort_link(w, status);
+        return;
+    }
+    if (w->is_tcp)
+        uv_tcp_nodelay(&w->conn.tcp, 1);
+    w->state = W_HANDSHAKE;
+    int rc = uv_read_start(&w->conn.stream, on_alloc, on_read);
+    if (rc < 0) {
+        abort_link(w, rc);
+        return;
+    }
+    sluice_frame f = {.type = SLUICE_FRAME_HELLO};
+    sluice_hello *h = &f.u.hello;
+    h->version = SLUICE_PROTO_VERSION;
+    h->has = SLUICE_HELLO_HAS_PID | SLUICE_HELLO_HAS_LIB | SLUICE_HELLO_HAS_MAX_STREAMS |
+             SLUICE_HELLO_HAS_WINDOW | SLUICE_HELLO_HAS_MAX_FRAME;
+    h->pid = (uint64_t)getpid();
+    h->lib = sluice_bytes_str(w->lib);
+    h->max_streams = w->max_streams;
+    h->window = w->window;
+    h->max_frame = w->max_frame;
+    if (w->token) {
+        h->has |= SLUICE_HELLO_HAS_TOKEN;
+        h->token = sluice_bytes_str(w->token);
+    }
+    rc = emit(w, &f, false);
+    if (rc < 0) {
+        abort_link(w, rc);
+        return;
+    }
+    flush(w);
+}
+
+/* "tcp:HOST:PORT" / "tcp:[V6]:PORT" -> sockaddr. */
+static int resolve_tcp(const char *spec, struct sockaddr_storage *out)
+{
+    char host[256];
+    const char *port;
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (!end || end[1] != ':' || (size_t)(end - spec - 1) >= sizeof host)
+            return -EINVAL;
+        memcpy(host, spec + 1, (size_t)(end - spec - 1));
+        host[end - spec - 1] = '\0';
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (!colon || (size_t)(colon - spec) >= sizeof host || colon == spec)
+            return -EINVAL;
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = '\0';
+        port = colon + 1;
+    }
+    char *end;
+    long pn = strtol(port, &end, 10);
+    if (!*port || *end || pn <= 0 || pn > 65535)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    if (uv_ip4_addr(host, (int)pn, (struct sockaddr_in *)out) == 0)
+        return 0;
+    if (uv_ip6_addr(host, (int)pn, (struct sockaddr_in6 *)out) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    uv_getaddrinfo_t req;
+    /* Synchronous (no callback): a worker resolves its gateway once, at start. */
+    int rc = uv_getaddrinfo(NULL, &req, NULL, host, port, &hints);
+    if (rc < 0)
+        return rc;
+    if (!req.addrinfo) {
+        return -EHOSTUNREACH;
+    }
+    memcpy(out, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
+}
+
+int sluice_worker_connect(sluice_worker *w)
+{
+    if (w->state != W_IDLE && w->state != W_CLOSED)
+        return -EALREADY;
+    const char *path = w->addr;
+    bool tcp = strncmp(path, "tcp:", 4) == 0;
+    if (tcp) {
+        int rc = resolve_tcp(path + 4, &w->tcp_addr);
+        if (rc < 0)
+            return rc;
+    } else {
+        if (strncmp(path, "unix:", 5) == 0)
+            path += 5;
+        if (!*path)
+            return -EINVAL;
+        /* libuv would silently truncate a long path. */
+        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+            return -ENAMETOOLONG;
+    }
+    sluice_link_config lc = {.max_streams = w->max_streams};
+    int rc = sluice_proto_link_new(&w->link, SLUICE_ROLE_WORKER, &lc);
+    if (rc < 0)
+        return rc;
+    /* Until the gateway's HELLO arrives, only a HELLO-sized frame is legal. */
+    rc = sluice_proto_decoder_new(&w->dec, SLUICE_PROTO_HELLO_MAX, SLUICE_PROTO_MAX_HEADERS);
+    if (rc < 0) {
+        sluice_proto_link_free(w->link);
+        w->link = NULL;
+        return rc;
+    }
+    for (int i = 0; i < 2; i++) {
+        sluice_buf_init(&w->out[i].heads, w->max_output + SLUICE_PROTO_HELLO_MAX + CONTROL_RESERVE);
+        w->out[i].seq = 0;
+    }
+    w->cur = 0;
+    w->out[0].seq = ++w->seq;
+    w->is_tcp = tcp;
+    w->err_set = false;
+    w->close_err = 0;
+    w->writing = w->flush_armed = w->shutdown_started = w->output_blocked = false;
+    w->drained = w->shutting_down = w->grace_expired = false;
+    w->worker_id = 0;
+    free(w->pool);
+    w->pool = NULL;
+
+    /* From here on every error goes through abort_link -> on_closed. */
+    if (tcp)
+        uv_tcp_init(w->loop, &w->conn.tcp);
+    else
+        uv_pipe_init(w->loop, &w->conn.pipe, 0);
+    uv_timer_init(w->loop, &w->timer);
+    uv_timer_init(w->loop, &w->grace);
+    uv_prepare_init(w->loop, &w->prepare);
+    uv_check_init(w->loop, &w->check);
+    w->conn.handle.data = w->timer.data = w->grace.data = w->prepare.data = w->check.data = w;
+    /* The flush hooks must not keep the loop alive on their own. */
+    uv_unref((uv_handle_t *)&w->prepare);
+    uv_unref((uv_handle_t *)&w->check);
+    w->open_handles = 5;
+    w->state = W_CONNECTING;
+    uv_timer_start(&w->timer, on_timer, w->handshake_ms, 0);
+    w->connect_req.data = w;
+    if (tcp) {
+        rc = uv_tcp_connect(&w->connect_req, &w->conn.tcp, (const struct sockaddr *)&w->tcp_addr,
+                            on_connect);
+        if (rc < 0)
+            abort_link(w, rc);
+    } else {
+        uv_pipe_connect(&w->connect_req, &w->conn.pipe, path, on_connect);
+    }
+    return 0;
+}
+
+/* ---- worker API ------------------------------------------------------------ */
+
+int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_config *config,
+                      const sluice_worker_callbacks *callbacks, void *udata)
+{
+    *out = NULL;
+    sluice_worker_config c = {0};
+    if (config)
+        c = *config;
+    if (!loop || !callbacks || !callbacks->on_request)
+        return -EINVAL;
+    if (!c.max_streams)
+        c.max_streams = DEFAULT_MAX_STREAMS;
+    if (!c.window)
+        c.window = DEFAULT_WINDOW;
+    if (!c.max_frame)
+        c.max_frame = SLUICE_PROTO_DEFAULT_FRAME;
+    if (!c.handshake_timeout_ms)
+        c.handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
+    if (!c.shutdown_timeout_ms)
+        c.shutdown_timeout_ms = DEFAULT_SHUTDOWN_MS;
+    if (!c.max_output)
+        c.max_output = DEFAULT_MAX_OUTPUT;
+    if (c.max_streams > SLUICE_PROTO_MAX_STREAMS || c.window > SLUICE_PROTO_MAX_WINDOW ||
+        c.max_frame < SLUICE_PROTO_MIN_FRAME || c.max_frame > SLUICE_PROTO_MAX_FRAME ||
+        c.max_output > MAX_OUTPUT_LIMIT)
+        return -EINVAL;
+    const char *addr = c.socket_path ? c.socket_path : getenv("SLUICE_SOCKET");
+    if (!addr || !*addr)
+        return -EDESTADDRREQ;
+    const char *token = c.token ? c.token : getenv("SLUICE_TOKEN");
+    if (token && !*token)
+        token = NULL;
+    const char *lib = c.lib ? c.lib : SLUICE_WORKER_LIB;
+    /* HELLO must fit in SLUICE_PROTO_HELLO_MAX bytes. */
+    if (strlen(lib) > HELLO_STR_MAX || (token && strlen(token) > HELLO_STR_MAX))
+        return -EINVAL;
+
+    sluice_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->loop = loop;
+    w->cb = *callbacks;
+    w->udata = udata;
+    w->addr = dup_str(addr);
+    w->lib = dup_str(lib);
+    w->token = dup_str(token);
+    w->rbuf = malloc(READ_BUF_SIZE);
+    if (!w->addr || !w->lib || (token && !w->token) || !w->rbuf) {
+        free(w->addr);
+        free(w->lib);
+        free(w->token);
+        free(w->rbuf);
+        free(w);
+        return -ENOMEM;
+    }
+    w->max_streams = c.max_streams;
+    w->window = c.window;
+    w->max_frame = c.max_frame;
+    w->handshake_ms = c.handshake_timeout_ms;
+    w->shutdown_ms = c.shutdown_timeout_ms;
+    w->max_output = c.max_output;
+    w->state = W_IDLE;
+    *out = w;
+    return 0;
+}
+
+void sluice_worker_free(sluice_worker *w)
+{
+    if (!w)
+        return;
+    if (w->in_teardown) {
+        w->free_pending = true;
+        return;
+    }
+    if (w->state != W_IDLE && w->state != W_CLOSED) {
+        /* Still connected: close silently, free once the handles are closed. */
+        memset(&w->cb, 0, sizeof w->cb);
+        w->silent = true;
+        w->hook = NULL;
+        w->close_cb = NULL;
+        w->free_pending = true;
+        abort_link(w, 0);
+        return;
+    }
+    free(w->addr);
+    free(w->lib);
+    free(w->token);
+    free(w->pool);
+    free(w->rbuf);
+    free(w);
+}
+
+int sluice_worker_close(sluice_worker *w, void (*cb)(sluice_worker *w))
+{
+    if (w->state == W_IDLE || w->state == W_CLOSED)
+        return -ENOTCONN;
+    w->close_cb = cb;
+    abort_link(w, 0);
+    return 0;
+}
+
+int sluice_worker_shutdown(sluice_worker *w, uint32_t grace_ms)
+{
+    switch (w->state) {
+    case W_IDLE:
+    case W_CLOSED:
+        return -ENOTCONN;
+    case W_CONNECTING:
+    case W_HANDSHAKE:
+        abort_link(w, 0);
+        return 0;
+    case W_READY:
+        break;
+    default:
+        return 0; /* already closing */
+    }
+    if (w->shutting_down)
+        return 0;
+    w->shutting_down = true;
+    if (!w->drained) {
+        sluice_frame f = {.type = SLUICE_FRAME_RETIRE};
+        f.u.retire.reason = sluice_bytes_str("shutdown");
+        f.u.retire.has_reason = true;
+        (void)emit(w, &f, false); /* refused if the app already retired: fine */
+    }
+    arm_grace(w, grace_ms ? grace_ms : w->shutdown_ms);
+    schedule_flush(w);
+    return 0;
+}
+
+int sluice_worker_retire(sluice_worker *w, const char *reason)
+{
+    if (w->state != W_READY)
+        return -ENOTCONN;
+    sluice_frame f = {.type = SLUICE_FRAME_RETIRE};
+    if (reason) {
+        f.u.retire.reason = sluice_bytes_str(reason);
+        f.u.retire.has_reason = true;
+    }
+    return emit(w, &f, false);
+}
+
+uv_loop_t *sluice_worker_loop(const sluice_worker *w) { return w->loop; }
+void *sluice_worker_udata(const sluice_worker *w) { return w->udata; }
+bool sluice_worker_ready(const sluice_worker *w) { return w->state == W_READY; }
+bool sluice_worker_draining(const sluice_worker *w) { return w->drained || w->shutting_down; }
+uint64_t sluice_worker_id(const sluice_worker *w) { return w->worker_id; }
+const char *sluice_worker_pool(const sluice_worker *w) { return w->pool ? w->pool : ""; }
+
+uint32_t sluice_worker_open_streams(const sluice_worker *w)
+{
+    return w->link && w->state == W_READY ? sluice_proto_link_open_streams(w->link) : 0;
+}
+
+/* ---- sluice_worker_main ------------------------------------------------------ */
+
+struct main_ctx {
+    sluice_worker *w;
+    uv_signal_t sig[2];
+    int signals;
+    int err;
+};
+
+static void main_signal(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    struct main_ctx *m = h->data;
+    /* First signal: finish in-flight work; second: stop now. */
+    if (m->signals++ == 0)
+        sluice_worker_shutdown(m->w, 0);
+    else
+        sluice_worker_close(m->w, NULL);
+}
+
+static void main_closed(sluice_worker *w, int err, void *hook_ud)
+{
+    (void)w;
+    struct main_ctx *m = hook_ud;
+    m->err = err;
+    for (int i = 0; i < 2; i++)
+        if (!uv_is_closing((uv_handle_t *)&m->sig[i]))
+            uv_close((uv_handle_t *)&m->sig[i], NULL);
+}
+
+int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_callbacks *callbacks,
+                       void *udata)
+{
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc < 0) {
+        fprintf(stderr, "sluice worker: %s\n", uv_strerror(rc));
+        return 1;
+    }
+    struct main_ctx m = {0};
+    rc = sluice_worker_new(&m.w, &loop, config, callbacks, udata);
+    if (rc < 0) {
+        fprintf(stderr, "sluice worker: %s\n", sluice_proto_strerror(rc));
+        uv_loop_close(&loop);
+        return 1;
+    }
+    m.w->hook = main_closed;
+    m.w->hook_ud = &m;
+    const int signums[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+        uv_signal_init(&loop, &m.sig[i]);
+        m.sig[i].data = &m;
+        uv_signal_start(&m.sig[i], main_signal, signums[i]);
+    }
+    rc = sluice_worker_connect(m.w);
+    if (rc < 0) {
+        m.err = rc;
+        for (int i = 0; i < 2; i++)
+            uv_close((uv_handle_t *)&m.sig[i], NULL);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sluice_worker_free(m.w);
+    uv_run(&loop, UV_RUN_DEFAULT); /* deferred frees, if any */
+    uv_loop_close(&loop);
+    if (m.err) {
+        fprintf(stderr, "sluice worker: link closed: %s\n", sluice_proto_strerror(m.err));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- stream API ------------------------------------------------------------- */
+
+uint64_t sluice_stream_id(const sluice_stream *s) { return s->id; }
+sluice_worker *sluice_stream_worker(const sluice_stream *s) { return s->w; }
+void *sluice_stream_udata(const sluice_stream *s) { return s->udata; }
+void sluice_stream_set_udata(sluice_stream *s, void *udata) { s->udata = udata; }
+bool sluice_stream_is_open(const sluice_stream *s) { return s->ps && s->w->state == W_READY; }
+size_t sluice_stream_pending(const sluice_stream *s) { return s->queued; }
+
+uint32_t sluice_stream_send_window(const sluice_stream *s)
+{
+    return sluice_stream_is_open(s) ? sluice_proto_stream_send_window(s->ps) : 0;
+}
+
+int sluice_stream_respond(sluice_stream *s, unsigned status, const sluice_header *headers,
+                          size_t n_headers, bool has_body)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (sluice_proto_stream_response_side(s->ps) != SLUICE_RESP_WAITING)
+        return -EPROTO;
+    if (status < 200 || status > 599)
+        return -EINVAL;
+    sluice_frame f = {.type = SLUICE_FRAME_RESPONSE, .stream_id = s->id};
+    f.u.response.status = status;
+    f.u.response.headers.items = headers;
+    f.u.response.headers.count = n_headers;
+    f.u.response.body = has_body ? SLUICE_BODY_FOLLOWS : SLUICE_BODY_NONE;
+    return emit(s->w, &f, true);
+}
+
+int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_write_cb cb,
+                        void *ud)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (s->end_queued || sluice_proto_stream_response_side(s->ps) != SLUICE_RESP_SENDING)
+        return -EPROTO;
+    if (len && !data)
+        return -EINVAL;
+    struct wreq *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    q->s = s;
+    q->data = data;
+    q->len = len;
+    q->cb = cb;
+    q->ud = ud;
+    s->refs++;
+    if (s->wq_tail)
+        s->wq_tail->next = q;
+    else
+        s->wq_head = q;
+    s->wq_tail = q;
+    s->queued += len;
+    pump(s);
+    return 0;
+}
+
+int sluice_stream_end(sluice_stream *s, const sluice_header *trailers, size_t n_trailers)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (s->end_queued || sluice_proto_stream_response_side(s->ps) != SLUICE_RESP_SENDING)
+        return -EPROTO;
+    sluice_frame f = {.type = SLUICE_FRAME_END, .stream_id = s->id};
+    f.u.trailers.items = trailers;
+    f.u.trailers.count = n_trailers;
+    if (!s->wq_head) {
+        int rc = emit(s->w, &f, true);
+        if (rc != -ENOBUFS)
+            return rc;
+        s->w->output_blocked = true; /* queue it below; sent when output drains */
+    }
+    /* Encode now (the caller's trailers need not outlive this call), send
+     * after the queued writes. */
+    sluice_buf_reset(&s->end_frame);
+    int rc = sluice_proto_encode(&s->end_frame, &f, peer_max_frame(s->w));
+    if (rc < 0)
+        return rc;
+    s->end_queued = true;
+    return 0;
+}
+
+int sluice_stream_reset(sluice_stream *s, unsigned code)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    sluice_frame f = {.type = SLUICE_FRAME_RESET, .stream_id = s->id};
+    f.u.code.code = code;
+    return emit(s->w, &f, false);
+}
+
+int sluice_stream_set_limit(sluice_stream *s, uint64_t max_body)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    sluice_frame f = {.type = SLUICE_FRAME_LIMIT, .stream_id = s->id};
+    f.u.max_body = max_body;
+    return emit(s->w, &f, false);
+}
+
+static int do_read_start(sluice_stream *s)
+{
+    s->reading = true;
+    if (!s->granted_initial) {
+        s->granted_initial = true;
+        if (!s->req_ended) {
+            sluice_frame f = {.type = SLUICE_FRAME_CREDIT, .stream_id = s->id};
+            f.u.credit = s->w->window;
+            int rc = emit(s->w, &f, false);
+            if (rc < 0) {
+                s->granted_initial = false;
+                return rc;
+            }
+        }
+    }
+    s->unacked += s->held;
+    s->held = 0;
+    maybe_grant(s);
+    return 0;
+}
+
+int sluice_stream_read_start(sluice_stream *s)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    return do_read_start(s);
+}
+
+int sluice_stream_pause_reading(sluice_stream *s)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    s->reading = false;
+    return 0;
+}
+
+int sluice_stream_consumed(sluice_stream *s, size_t n)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (n > s->held)
+        return -EINVAL;
+    s->held -= n;
+    s->unacked += n;
+    maybe_grant(s);
+    return 0;
+}
+
+/* ---- request helpers ---------------------------------------------------------- */
+
+static bool name_eq(sluice_bytes a, const char *b, size_t blen)
+{
+    if (a.len != blen)
+        return false;
+    for (size_t i = 0; i < blen; i++)
+        if (tolower(a.ptr[i]) != tolower((unsigned char)b[i]))
+            return false;
+    return true;
+}
+
+bool sluice_headers_find(const sluice_headers *h, const char *name, sluice_bytes *value)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < h->count; i++) {
+        if (name_eq(h->items[i].name, name, n)) {
+            if (value)
+                *value = h->items[i].value;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Copies b's bytes to *pp (NUL-terminated, so they also work as C strings). */
+static sluice_bytes copy_bytes(uint8_t **pp, sluice_bytes b)
+{
+    sluice_bytes r = {*pp, b.len};
+    if (b.len)
+        memcpy(*pp, b.ptr, b.len);
+    (*pp)[b.len] = '\0';
+    *pp += b.len + 1;
+    return r;
+}
+
+sluice_req *sluice_req_copy(const sluice_req *r)
+{
+    size_t n = sizeof(sluice_req) + r->headers.count * sizeof(sluice_header);
+    size_t bytes = r->method.len + r->target.len + r->scheme.len + r->client.host.len +
+                   r->server.host.len + 5;
+    for (size_t i = 0; i < r->headers.count; i++)
+        bytes += r->headers.items[i].name.len + r->headers.items[i].value.len + 2;
+    sluice_req *c = malloc(n + bytes);
+    if (!c)
+        return NULL;
+    *c = *r;
+    sluice_header *hs = (sluice_header *)(c + 1);
+    uint8_t *p = (uint8_t *)(hs + r->headers.count);
+    c->method = copy_bytes(&p, r->method);
+    c->target = copy_bytes(&p, r->target);
+    c->scheme = copy_bytes(&p, r->scheme);
+    c->client.host = copy_bytes(&p, r->client.host);
+    c->server.host = copy_bytes(&p, r->server.host);
+    for (size_t i = 0; i < r->headers.count; i++) {
+        hs[i].name = copy_bytes(&p, r->headers.items[i].name);
+        hs[i].value = copy_bytes(&p, r->headers.items[i].value);
+    }
+    c->headers.items = r->headers.count ? hs : NULL;
+    return c;
+}
