@@ -1,0 +1,87 @@
+/* The loop owner: everything the modules of the gateway share. */
+#ifndef SLUICE_GATEWAY_H
+#define SLUICE_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "sluice_proto.h"
+
+typedef struct pool pool;
+typedef struct conn conn;
+typedef struct wlink wlink;
+typedef struct stream stream;
+
+/* Output produced during one loop iteration is written once, after all I/O
+ * callbacks of that iteration ran (a uv_check handle): many frames for one
+ * worker link, or a response head and body for one client, become one
+ * write. Modules embed a flush_node and queue it when they have output. */
+typedef struct flush_node {
+    struct flush_node *next;
+    void (*fn)(struct flush_node *);
+    bool queued;
+} flush_node;
+
+/* Free lists of byte buffers, so the hot path does not malloc. */
+typedef struct {
+    sluice_buf *items[256];
+    uint32_t count;
+} buf_pool;
+
+typedef struct gateway {
+    uv_loop_t *loop;
+    const sluice_config *cfg;
+    sluice_log *log;
+    pool *pool;
+
+    uv_tcp_t listener;
+    bool listening;
+    uv_check_t flush_check;
+    uv_signal_t sig_term, sig_int, sig_pipe;
+    uv_timer_t shutdown_timer;
+    flush_node *flush_head;
+
+    /* client connections, for shutdown and limits */
+    conn *conns;
+    uint32_t n_conns;
+    bool accept_paused;
+    bool stopping;
+
+    /* shared read buffer for connections without buffered input */
+    uint8_t *shared_in;
+    size_t shared_in_size;
+
+    buf_pool bufs;       /* 16 KiB-class buffers */
+
+    /* cached "Date: ...\r\n" header line */
+    char date_line[64];
+    size_t date_len;
+    time_t date_sec;
+
+    uint64_t requests_total;
+} gateway;
+
+void gw_defer_flush(gateway *gw, flush_node *n);
+/* The Date header line ("Date: <IMF-fixdate>\r\n"), refreshed once a second. */
+const char *gw_date_line(gateway *gw, size_t *len);
+
+/* Buffers from the free list (sluice_buf_init'ed, bounded by `max`). */
+sluice_buf *gw_buf_get(gateway *gw, size_t max);
+void gw_buf_put(gateway *gw, sluice_buf *b);
+
+/* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
+void gw_shutdown(gateway *gw);
+/* Called by modules when something that might unblock shutdown finished. */
+void gw_check_shutdown(gateway *gw);
+
+/* Client-connection side (http_conn.c). */
+int http_listen(gateway *gw);
+void http_stop_accepting(gateway *gw);
+void http_close_idle(gateway *gw);
+uint32_t http_active_requests(gateway *gw);
+void http_close_all(gateway *gw);
+
+#endif

@@ -1,0 +1,484 @@
+/* Worker link: one Unix-socket connection to a worker process.
+ *
+ * Input: bytes -> incremental decoder -> protocol state machine -> the
+ * stream the frame belongs to. Output: frames are appended to `out` and the
+ * link is queued for the end-of-iteration flush, so everything produced for
+ * this worker in one loop turn leaves in one write. */
+#include "worker_link.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "stream.h"
+
+#define READ_BUF (64 * 1024)
+/* Bound on queued output: heads plus request bodies, which credits bound to
+ * max_streams x window; beyond this the worker stopped reading. */
+#define OUT_MAX (256u << 20)
+
+struct wlink {
+    gateway *gw;
+    pool *pool;
+    uv_pipe_t pipe;
+    uv_timer_t hello_timer;
+    int handles; /* open uv handles; freed when 0 after close */
+    sluice_proto_link *proto;
+    sluice_proto_decoder *dec;
+    uint8_t *rbuf;
+    sluice_buf out, wbuf;
+    uv_write_t wreq;
+    bool writing;
+    flush_node flush;
+    bool closing;
+    bool ready;
+    int peer_pid;
+    int64_t worker_id;
+    size_t body_chunk; /* largest BODY payload the worker accepts */
+    worker_proc *proc;
+};
+
+static void link_flush(flush_node *n);
+static void link_fail(wlink *l, int err, const char *why);
+
+/* ---- lifetime --------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    wlink *l = h->data;
+    if (--l->handles > 0)
+        return;
+    sluice_proto_link_free(l->proto);
+    sluice_proto_decoder_free(l->dec);
+    sluice_buf_close(&l->out);
+    sluice_buf_close(&l->wbuf);
+    free(l->rbuf);
+    free(l);
+}
+
+static void on_hello_timeout(uv_timer_t *t)
+{
+    wlink *l = t->data;
+    slog(l->gw->log, LOG_WARN, "pool %s: worker connection (pid %d) sent no HELLO in time; closing",
+         pool_name(l->pool), l->peer_pid);
+    link_fail(l, SLUICE_PROTO_E_TIMEOUT, "no HELLO in time");
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    wlink *l = h->data;
+    buf->base = (char *)l->rbuf;
+    buf->len = READ_BUF;
+}
+
+static int peer_pid_of(uv_pipe_t *p)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)p, &fd) != 0)
+        return 0;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    return cred.pid;
+}
+
+int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
+{
+    wlink *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->gw = gw;
+    l->pool = p;
+    l->worker_id = -1;
+    l->flush.fn = link_flush;
+    sluice_buf_init(&l->out, OUT_MAX);
+    sluice_buf_init(&l->wbuf, OUT_MAX);
+    uv_pipe_init(gw->loop, &l->pipe, 0);
+    l->pipe.data = l;
+    l->handles = 1;
+    int rc = uv_accept(server, (uv_stream_t *)&l->pipe);
+    if (rc == 0) {
+        l->rbuf = malloc(READ_BUF);
+        rc = l->rbuf ? 0 : -ENOMEM;
+    }
+    sluice_link_config lc = {.max_streams = SLUICE_PROTO_MAX_STREAMS};
+    if (rc == 0)
+        rc = sluice_proto_link_new(&l->proto, SLUICE_ROLE_GATEWAY, &lc);
+    if (rc == 0)
+        rc = sluice_proto_decoder_new(&l->dec, gw->cfg->max_frame, SLUICE_PROTO_MAX_HEADERS);
+    if (rc == 0) {
+        uv_timer_init(gw->loop, &l->hello_timer);
+        l->hello_timer.data = l;
+        l->handles++;
+        uv_timer_start(&l->hello_timer, on_hello_timeout, gw->cfg->startup_timeout_ms, 0);
+        rc = uv_read_start((uv_stream_t *)&l->pipe, alloc_cb, on_read);
+    }
+    if (rc < 0) {
+        l->closing = true;
+        uv_close((uv_handle_t *)&l->pipe, on_handle_closed);
+        if (l->handles > 1)
+            uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
+        return rc;
+    }
+    l->peer_pid = peer_pid_of(&l->pipe);
+    return 0;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static void on_written(uv_write_t *req, int status)
+{
+    wlink *l = req->data;
+    l->writing = false;
+    sluice_buf_reset(&l->wbuf);
+    if (l->wbuf.cap > (1u << 20)) /* do not keep a burst's memory */
+        sluice_buf_close(&l->wbuf);
+    if (status < 0) {
+        if (!l->closing)
+            link_fail(l, status, "write failed");
+        return;
+    }
+    if (l->out.len && !l->closing)
+        link_flush(&l->flush);
+}
+
+static void link_flush(flush_node *n)
+{
+    wlink *l = (wlink *)((char *)n - offsetof(wlink, flush));
+    if (l->writing || l->out.len == 0 || l->closing)
+        return;
+    uv_buf_t b = uv_buf_init((char *)l->out.data, (unsigned)l->out.len);
+    int w = uv_try_write((uv_stream_t *)&l->pipe, &b, 1);
+    if (w == (int)l->out.len) {
+        sluice_buf_reset(&l->out);
+        return;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+        link_fail(l, w, "write failed");
+        return;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    /* the rest goes out asynchronously from wbuf; new frames gather in out */
+    sluice_buf tmp = l->wbuf;
+    l->wbuf = l->out;
+    l->out = tmp;
+    sluice_buf_reset(&l->out);
+    b = uv_buf_init((char *)l->wbuf.data + done, (unsigned)(l->wbuf.len - done));
+    l->writing = true;
+    l->wreq.data = l;
+    int rc = uv_write(&l->wreq, (uv_stream_t *)&l->pipe, &b, 1, on_written);
+    if (rc < 0) {
+        l->writing = false;
+        link_fail(l, rc, "write failed");
+    }
+}
+
+static void queue_flush(wlink *l) { gw_defer_flush(l->gw, &l->flush); }
+
+/* ---- failure ---------------------------------------------------------- */
+
+static void link_fail(wlink *l, int err, const char *why)
+{
+    if (l->closing)
+        return;
+    l->closing = true;
+    if (sluice_proto_err_name(err) && err != SLUICE_PROTO_E_TRUNCATED) {
+        /* best effort: tell the worker why, without waiting for it */
+        sluice_buf eb;
+        sluice_buf_init(&eb, 4096);
+        if (sluice_proto_encode_error(&eb, err, why) == 0 && !l->writing) {
+            uv_buf_t b = uv_buf_init((char *)eb.data, (unsigned)eb.len);
+            uv_try_write((uv_stream_t *)&l->pipe, &b, 1);
+        }
+        sluice_buf_close(&eb);
+    }
+    if (err != 0 && err != UV_EOF)
+        slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) link closed: %s (%s)",
+             pool_name(l->pool), (long long)l->worker_id, l->peer_pid, why, sluice_proto_strerror(err));
+    else
+        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) disconnected", pool_name(l->pool),
+             (long long)l->worker_id, l->peer_pid);
+    sluice_proto_link_fail(l->proto);
+    /* every open stream loses its worker */
+    sluice_proto_stream *ps = sluice_proto_link_next_stream(l->proto, NULL);
+    while (ps) {
+        sluice_proto_stream *next = sluice_proto_link_next_stream(l->proto, ps);
+        stream *s = sluice_proto_stream_udata(ps);
+        sluice_proto_stream_set_udata(ps, NULL);
+        if (s) {
+            s->link = NULL;
+            stream_on_lost(s);
+        }
+        ps = next;
+    }
+    uv_read_stop((uv_stream_t *)&l->pipe);
+    uv_timer_stop(&l->hello_timer);
+    pool_link_closed(l->pool, l);
+    uv_close((uv_handle_t *)&l->pipe, on_handle_closed);
+    uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
+}
+
+void wlink_close(wlink *l, int err, const char *why) { link_fail(l, err, why); }
+
+/* ---- sending ---------------------------------------------------------- */
+
+/* Run a frame through the state machine, then encode it. */
+static int send_frame(wlink *l, const sluice_frame *f, sluice_link_event *ev)
+{
+    if (l->closing)
+        return -EPIPE;
+    int rc = sluice_proto_link_send(l->proto, f, ev);
+    if (rc < 0)
+        return rc;
+    rc = sluice_proto_encode(&l->out, f, sluice_proto_link_peer_max_frame(l->proto));
+    if (rc < 0) {
+        link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
+        return rc;
+    }
+    queue_flush(l);
+    return 0;
+}
+
+int wlink_open(wlink *l, stream *s)
+{
+    if (!wlink_can_open(l))
+        return -EAGAIN;
+    uint64_t sid = sluice_proto_link_next_stream_id(l->proto);
+    sluice_frame f = {.type = SLUICE_FRAME_REQUEST, .stream_id = sid};
+    f.u.request = s->req;
+    f.u.request.body = s->body_mode;
+    /* The head must fit the worker's max_frame: check before the state
+     * machine opens the stream. */
+    size_t mark = l->out.len;
+    int rc = sluice_proto_encode_request(&l->out, sid, &f.u.request,
+                                         sluice_proto_link_peer_max_frame(l->proto));
+    if (rc < 0)
+        return rc;
+    sluice_link_event ev;
+    rc = sluice_proto_link_send(l->proto, &f, &ev);
+    if (rc < 0) {
+        l->out.len = mark;
+        return rc;
+    }
+    sluice_proto_stream_set_udata(ev.stream, s);
+    s->link = l;
+    s->sid = sid;
+    s->worker_id = l->worker_id;
+    queue_flush(l);
+    return 0;
+}
+
+bool wlink_can_open(const wlink *l)
+{
+    return l->ready && !l->closing && sluice_proto_link_can_open(l->proto);
+}
+
+uint32_t wlink_open_streams(const wlink *l) { return sluice_proto_link_open_streams(l->proto); }
+bool wlink_ready(const wlink *l) { return l->ready && !l->closing; }
+int64_t wlink_worker_id(const wlink *l) { return l->worker_id; }
+int wlink_pid(const wlink *l) { return l->peer_pid; }
+void wlink_set_proc(wlink *l, worker_proc *p, int64_t worker_id)
+{
+    l->proc = p;
+    l->worker_id = worker_id;
+}
+
+uint32_t wlink_send_window(const wlink *l, const stream *s)
+{
+    sluice_proto_stream *ps = sluice_proto_link_stream(l->proto, s->sid);
+    return ps ? sluice_proto_stream_send_window(ps) : 0;
+}
+
+int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len)
+{
+    while (len) {
+        size_t n = len < l->body_chunk ? len : l->body_chunk;
+        sluice_frame f = {.type = SLUICE_FRAME_BODY, .stream_id = s->sid};
+        f.u.body = (sluice_bytes){data, n};
+        int rc = sluice_proto_link_send(l->proto, &f, NULL);
+        if (rc < 0)
+            return rc;
+        rc = sluice_proto_encode_body(&l->out, s->sid, data, n);
+        if (rc < 0) {
+            link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
+            return rc;
+        }
+        data += n;
+        len -= n;
+    }
+    queue_flush(l);
+    return 0;
+}
+
+int wlink_send_end(wlink *l, stream *s, const sluice_header *trailers, size_t n)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_END, .stream_id = s->sid};
+    f.u.trailers = (sluice_headers){trailers, n};
+    return send_frame(l, &f, NULL);
+}
+
+int wlink_send_credit(wlink *l, stream *s, uint32_t n)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_CREDIT, .stream_id = s->sid};
+    f.u.credit = n;
+    return send_frame(l, &f, NULL);
+}
+
+void wlink_cancel(wlink *l, stream *s, uint32_t reason)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_CANCEL, .stream_id = s->sid};
+    f.u.code.code = reason;
+    sluice_link_event ev;
+    s->link = NULL;
+    if (send_frame(l, &f, &ev) == 0)
+        pool_link_capacity(l->pool, l);
+}
+
+void wlink_drain(wlink *l, uint64_t timeout_ms)
+{
+    if (l->closing || sluice_proto_link_state(l->proto) != SLUICE_LINK_READY)
+        return;
+    sluice_frame f = {.type = SLUICE_FRAME_DRAIN};
+    f.u.timeout_ms = timeout_ms;
+    send_frame(l, &f, NULL);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static void on_hello(wlink *l, const sluice_hello *h)
+{
+    uv_timer_stop(&l->hello_timer);
+    pool_link_hello(l->pool, l, h, l->peer_pid); /* sets worker_id and proc */
+    const sluice_config *cfg = l->gw->cfg;
+    const char *pname = pool_name(l->pool);
+    sluice_frame f = {.type = SLUICE_FRAME_HELLO};
+    sluice_hello *g = &f.u.hello;
+    g->version = SLUICE_PROTO_VERSION;
+    g->has = SLUICE_HELLO_HAS_WINDOW | SLUICE_HELLO_HAS_MAX_FRAME | SLUICE_HELLO_HAS_POOL |
+             SLUICE_HELLO_HAS_SERVER;
+    g->window = cfg->window;
+    g->max_frame = cfg->max_frame;
+    g->pool = (sluice_bytes){(const uint8_t *)pname, strlen(pname)};
+    g->server = (sluice_bytes){(const uint8_t *)SLUICE_SERVER_NAME, strlen(SLUICE_SERVER_NAME)};
+    if (l->worker_id >= 0) {
+        g->has |= SLUICE_HELLO_HAS_WORKER_ID;
+        g->worker_id = (uint64_t)l->worker_id;
+    }
+    if (cfg->max_streams && cfg->max_streams < h->max_streams) {
+        g->has |= SLUICE_HELLO_HAS_MAX_STREAMS;
+        g->max_streams = cfg->max_streams;
+    }
+    if (send_frame(l, &f, NULL) < 0)
+        return;
+    uint32_t mf = sluice_proto_link_peer_max_frame(l->proto);
+    l->body_chunk = SLUICE_PROTO_BODY_MAX(mf);
+    if (l->body_chunk > 256 * 1024)
+        l->body_chunk = 256 * 1024;
+    l->ready = true;
+    slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d, %.*s) ready, %u streams",
+         pname, (long long)l->worker_id, l->peer_pid, (int)h->lib.len, (const char *)h->lib.ptr,
+         sluice_proto_link_max_streams(l->proto));
+    pool_link_ready(l->pool, l);
+}
+
+static void handle_frame(wlink *l, const sluice_frame *f)
+{
+    sluice_link_event ev;
+    int rc = sluice_proto_link_recv(l->proto, f, &ev);
+    if (rc < 0) {
+        link_fail(l, rc, sluice_frame_type_name((int)f->type));
+        return;
+    }
+    if (ev.ignored)
+        return;
+    stream *s = ev.udata;
+    if (ev.closed && s)
+        s->link = NULL;
+    switch (f->type) {
+    case SLUICE_FRAME_HELLO:
+        on_hello(l, &f->u.hello);
+        return;
+    case SLUICE_FRAME_RESPONSE:
+        if (s)
+            stream_on_response(s, &f->u.response);
+        break;
+    case SLUICE_FRAME_BODY:
+        if (s)
+            stream_on_body(s, f->u.body.ptr, f->u.body.len);
+        break;
+    case SLUICE_FRAME_END:
+        if (s)
+            stream_on_end(s, &f->u.trailers);
+        break;
+    case SLUICE_FRAME_CREDIT:
+        if (s)
+            stream_on_credit(s);
+        break;
+    case SLUICE_FRAME_LIMIT:
+        if (s)
+            stream_on_limit(s, f->u.max_body);
+        break;
+    case SLUICE_FRAME_RESET:
+        if (s)
+            stream_on_reset(s, f->u.code.code);
+        break;
+    case SLUICE_FRAME_PING: {
+        sluice_frame p = {.type = SLUICE_FRAME_PONG};
+        p.u.opaque = f->u.opaque;
+        send_frame(l, &p, NULL);
+        return;
+    }
+    case SLUICE_FRAME_PONG:
+        return;
+    case SLUICE_FRAME_RETIRE:
+        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) retires%s%.*s", pool_name(l->pool),
+             (long long)l->worker_id, l->peer_pid, f->u.retire.has_reason ? ": " : "",
+             (int)f->u.retire.reason.len, (const char *)f->u.retire.reason.ptr);
+        pool_link_retire(l->pool, l);
+        return;
+    case SLUICE_FRAME_ERROR:
+        slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) reported error %s: %.*s",
+             pool_name(l->pool), (long long)l->worker_id, l->peer_pid,
+             sluice_proto_strerror(sluice_proto_err_from_code(f->u.code.code)),
+             (int)f->u.code.message.len, (const char *)f->u.code.message.ptr);
+        link_fail(l, 0, "worker sent ERROR");
+        return;
+    default:
+        return;
+    }
+    if (ev.closed && !l->closing)
+        pool_link_capacity(l->pool, l);
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    wlink *l = h->data;
+    if (nread < 0) {
+        int fin = sluice_proto_decoder_finish(l->dec);
+        link_fail(l, fin ? fin : (int)nread, nread == UV_EOF ? "connection closed" : "read failed");
+        return;
+    }
+    const uint8_t *p = (const uint8_t *)buf->base;
+    size_t left = (size_t)nread;
+    while (left && !l->closing) {
+        sluice_frame f;
+        size_t used;
+        int rc = sluice_proto_decoder_feed(l->dec, p, left, &used, &f);
+        p += used;
+        left -= used;
+        if (rc < 0) {
+            link_fail(l, rc, "bad frame");
+            return;
+        }
+        if (rc == 0)
+            break;
+        handle_frame(l, &f);
+    }
+}

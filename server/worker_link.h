@@ -1,0 +1,38 @@
+/* One connection to a worker: decoder, protocol state machine, batched
+ * output. Streams are multiplexed on it. */
+#ifndef SLUICE_WORKER_LINK_H
+#define SLUICE_WORKER_LINK_H
+
+#include "gateway.h"
+
+typedef struct worker_proc worker_proc;
+
+/* Accept a connection on a pool's socket. */
+int wlink_accept(pool *p, gateway *gw, uv_stream_t *server);
+
+/* Open stream `s` on the link: sends REQUEST. -EMSGSIZE if the head does not
+ * fit the worker's max_frame. */
+int wlink_open(wlink *l, stream *s);
+bool wlink_can_open(const wlink *l);
+uint32_t wlink_open_streams(const wlink *l);
+bool wlink_ready(const wlink *l);
+int64_t wlink_worker_id(const wlink *l);
+int wlink_pid(const wlink *l);
+
+/* Request-body credit the worker has granted on the stream. */
+uint32_t wlink_send_window(const wlink *l, const stream *s);
+/* Body bytes go out as BODY frames within the window. */
+int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len);
+int wlink_send_end(wlink *l, stream *s, const sluice_header *trailers, size_t n);
+/* Response-body credit back to the worker. */
+int wlink_send_credit(wlink *l, stream *s, uint32_t n);
+/* Abandon the stream (closes it: s->link becomes NULL). */
+void wlink_cancel(wlink *l, stream *s, uint32_t reason);
+/* Stop opening streams; the worker finishes and closes. */
+void wlink_drain(wlink *l, uint64_t timeout_ms);
+/* Close now (streams get stream_on_lost). */
+void wlink_close(wlink *l, int err, const char *why);
+
+void wlink_set_proc(wlink *l, worker_proc *p, int64_t worker_id);
+
+#endif
