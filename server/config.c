@@ -117,7 +117,6 @@ static const char usage[] =
     "\n"
     "Timeouts (DUR: 500ms, 10s, 2m; a bare number is seconds):\n"
     "      --header-timeout DUR     to receive a request head (default 10s; 408)\n"
-    "      --body-timeout DUR       idle time while receiving a request body (default 60s)\n"
     "      --keepalive-timeout DUR  idle keep-alive connections (default 75s)\n"
     "      --response-timeout DUR   for the worker's response head (default 60s; 504)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
