@@ -1,0 +1,215 @@
+/* echo: streams the request body back as the response body.
+ *
+ * The response head (200, application/octet-stream, no Content-Length: the
+ * gateway uses chunked encoding) goes out at once from on_request, and the
+ * body follows as it arrives. (For body_mode 2 -- Expect: 100-continue, or a
+ * Content-Length over the gateway's limit -- the head waits for the first
+ * body bytes, so that the gateway can still answer 100 Continue or 413.) Backpressure is end to end: the stream reads in the
+ * library's manual credit mode, and a chunk of request body is reported
+ * consumed (which lets the gateway send more) only once its echo has been
+ * handed to the socket, i.e. once the gateway granted response credit for
+ * it. So at most one request window (256 KiB by default) per stream is held
+ * here, however large the upload and however slow the client reads.
+ *
+ * `?limit=N` sends LIMIT N (the largest request body accepted for this
+ * stream) before any credit is granted, so it can raise or lower the
+ * gateway's --max-body. Requests with body_mode 2 (Expect: 100-continue, or
+ * a Content-Length over the limit) get their initial window from on_request.
+ *
+ * A cancelled stream prints one line to stderr:
+ *     echo[PID]: stream ID cancelled: REASON
+ * with REASON a CANCEL reason name (client_closed, timeout, ...), or
+ * link_closed when the link to the gateway was lost.
+ *
+ * Environment: SLUICE_SOCKET (set by the gateway), SLUICE_MAX_STREAMS
+ * (streams served at once; default 64).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice_worker.h"
+
+#define BYTES(lit) {(const uint8_t *)(lit), sizeof(lit) - 1}
+
+static const sluice_header echo_headers[] = {
+    {BYTES("Content-Type"), BYTES("application/octet-stream")},
+};
+
+/* A copy of one request-body chunk, alive until its echo is written. */
+typedef struct {
+    size_t len;
+    uint8_t data[];
+} chunk;
+
+static bool query_param(sluice_bytes target, const char *name, sluice_bytes *val)
+{
+    const uint8_t *q = memchr(target.ptr, '?', target.len);
+    if (!q)
+        return false;
+    const uint8_t *end = target.ptr + target.len;
+    size_t nlen = strlen(name);
+    for (const uint8_t *p = q + 1; p < end;) {
+        const uint8_t *amp = memchr(p, '&', (size_t)(end - p));
+        const uint8_t *pe = amp ? amp : end;
+        if ((size_t)(pe - p) >= nlen && memcmp(p, name, nlen) == 0 &&
+            (p + nlen == pe || p[nlen] == '=')) {
+            const uint8_t *v = p + nlen == pe ? pe : p + nlen + 1;
+            val->ptr = v;
+            val->len = (size_t)(pe - v);
+            return true;
+        }
+        p = pe + 1;
+    }
+    return false;
+}
+
+static bool parse_u64(sluice_bytes b, uint64_t *out)
+{
+    if (b.len == 0 || b.len > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < b.len; i++) {
+        if (b.ptr[i] < '0' || b.ptr[i] > '9')
+            return false;
+        unsigned d = (unsigned)(b.ptr[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* body_mode 2 streams whose response head waits for the first body bytes
+ * (the stream's udata; no per-stream allocation). */
+static char head_pending;
+
+static bool respond(sluice_stream *s)
+{
+    sluice_stream_set_udata(s, NULL);
+    if (sluice_stream_respond(s, 200, echo_headers, 1, true) < 0) {
+        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+        return false;
+    }
+    return true;
+}
+
+static void on_request(sluice_stream *s, const sluice_req *req, void *ud)
+{
+    (void)ud;
+    sluice_bytes v;
+    uint64_t limit;
+    /* LIMIT first: before the response head (so the gateway can still answer
+     * 413 when the body is over it) and before any credit. */
+    if (query_param(req->target, "limit", &v) && parse_u64(v, &limit))
+        sluice_stream_set_limit(s, limit > SLUICE_PROTO_MAX_ID ? SLUICE_PROTO_MAX_ID : limit);
+
+    if (req->body_mode == SLUICE_BODY_ON_CREDIT) {
+        /* The gateway holds the body until we grant credit, and then still
+         * decides between 100 Continue and 413 (a Content-Length over the
+         * limit): a response head sent now would pre-empt both. It goes out
+         * with the first body bytes instead (or at END for an empty body). */
+        sluice_stream_set_udata(s, &head_pending);
+    } else {
+        if (!respond(s))
+            return;
+        if (req->body_mode == SLUICE_BODY_NONE) {
+            sluice_stream_end(s, NULL, 0);
+            return;
+        }
+    }
+    /* Grant the initial window now (body_mode 2: the gateway sends 100
+     * Continue on it), then switch to manual credit: on_write_done reports
+     * each chunk consumed once its echo is written. */
+    sluice_stream_read_start(s);
+    sluice_stream_pause_reading(s);
+}
+
+static void on_write_done(sluice_stream *s, int status, void *ud)
+{
+    chunk *c = ud;
+    if (status == 0)
+        sluice_stream_consumed(s, c->len); /* -EPIPE/-EINVAL once closed/ended: fine */
+    free(c);
+}
+
+static void on_body(sluice_stream *s, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ud;
+    if (sluice_stream_udata(s) == &head_pending && !respond(s))
+        return;
+    /* data is a view into the library's read buffer: copy it. */
+    chunk *c = malloc(sizeof *c + len);
+    if (!c) {
+        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+        return;
+    }
+    c->len = len;
+    memcpy(c->data, data, len);
+    int rc = sluice_stream_write(s, c->data, len, on_write_done, c);
+    if (rc < 0) {
+        free(c);
+        if (rc != -EPIPE)
+            sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+    }
+}
+
+static void on_end(sluice_stream *s, const sluice_headers *trailers, void *ud)
+{
+    (void)trailers;
+    (void)ud;
+    if (sluice_stream_udata(s) == &head_pending && !respond(s))
+        return;
+    if (sluice_stream_end(s, NULL, 0) < 0)
+        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+}
+
+static void on_cancel(sluice_stream *s, uint64_t reason, void *ud)
+{
+    (void)ud;
+    const char *name =
+        reason == SLUICE_WORKER_CANCEL_LINK ? "link_closed" : sluice_cancel_reason_name(reason);
+    fprintf(stderr, "echo[%ld]: stream %" PRIu64 " cancelled: %s\n", (long)getpid(),
+            sluice_stream_id(s), name);
+    fflush(stderr);
+}
+
+static long env_max_streams(void)
+{
+    const char *e = getenv("SLUICE_MAX_STREAMS");
+    if (!e || !*e)
+        return 0;
+    char *endp;
+    errno = 0;
+    long v = strtol(e, &endp, 10);
+    if (errno || *endp || v < 1 || v > 65535)
+        return -1;
+    return v;
+}
+
+int main(void)
+{
+    const char *sock = getenv("SLUICE_SOCKET");
+    if (!sock || !*sock) {
+        fprintf(stderr, "echo: SLUICE_SOCKET is not set (run it under the sluice gateway)\n");
+        return 1;
+    }
+    sluice_worker_config cfg = {0};
+    long ms = env_max_streams();
+    if (ms < 0) {
+        fprintf(stderr, "echo: invalid SLUICE_MAX_STREAMS (want 1..65535)\n");
+        return 1;
+    }
+    cfg.max_streams = (uint32_t)ms;
+    sluice_worker_callbacks cb = {
+        .on_request = on_request,
+        .on_body = on_body,
+        .on_end = on_end,
+        .on_cancel = on_cancel,
+    };
+    return sluice_worker_main(&cfg, &cb, NULL);
+}
