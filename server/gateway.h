@@ -40,6 +40,7 @@ typedef struct gateway {
     uv_tcp_t listener;
     bool listening;
     uv_check_t flush_check;
+    uv_prepare_t flush_prepare;
     uv_signal_t sig_term, sig_int, sig_pipe;
     uv_timer_t shutdown_timer;
     flush_node *flush_head;

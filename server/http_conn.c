@@ -568,7 +568,9 @@ void stream_on_limit(stream *s, uint64_t max_body)
 {
     uint64_t ceiling = s->gw->cfg->max_body_ceiling;
     s->body_limit = max_body < ceiling ? max_body : ceiling;
-    if (s->conn && s->body_received > s->body_limit)
+    if (s->conn && !s->req_complete &&
+        (s->body_received > s->body_limit ||
+         (s->content_length != UINT64_MAX && s->content_length > s->body_limit)))
         exchange_fail(s->conn, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
 }
 

@@ -13,6 +13,7 @@
 void gw_flush_all(gateway *gw);
 
 static void on_check(uv_check_t *h) { gw_flush_all(h->data); }
+static void on_prepare(uv_prepare_t *h) { gw_flush_all(h->data); }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -54,6 +55,12 @@ int main(int argc, char **argv)
     uv_check_init(gw.loop, &gw.flush_check);
     gw.flush_check.data = &gw;
     uv_check_start(&gw.flush_check, on_check);
+    /* Timers run before the poll and check after it: flush in prepare too,
+     * so output queued by a timer (a 504, a CANCEL) leaves before the loop
+     * blocks. */
+    uv_prepare_init(gw.loop, &gw.flush_prepare);
+    gw.flush_prepare.data = &gw;
+    uv_prepare_start(&gw.flush_prepare, on_prepare);
     uv_timer_init(gw.loop, &gw.shutdown_timer);
     gw.shutdown_timer.data = &gw;
     uv_signal_init(gw.loop, &gw.sig_term);
