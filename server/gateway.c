@@ -1,5 +1,5 @@
-/* Loop-owner services: end-of-iteration flush, Date cache, buffer free
- * list, graceful shutdown. */
+/* Loop-owner services: end-of-iteration flush, Date cache,
+ * graceful shutdown. */
 #include "gateway.h"
 
 #include <stdlib.h>
@@ -47,29 +47,6 @@ const char *gw_date_line(gateway *gw, size_t *len)
     }
     *len = gw->date_len;
     return gw->date_line;
-}
-
-sluice_buf *gw_buf_get(gateway *gw, size_t max)
-{
-    sluice_buf *b = gw->bufs.count ? gw->bufs.items[--gw->bufs.count] : malloc(sizeof *b);
-    if (!b)
-        return NULL;
-    if (!b->data)
-        sluice_buf_init(b, max);
-    b->max = max;
-    b->len = 0;
-    return b;
-}
-
-void gw_buf_put(gateway *gw, sluice_buf *b)
-{
-    if (gw->bufs.count < sizeof gw->bufs.items / sizeof gw->bufs.items[0] && b->cap <= 16384) {
-        b->len = 0;
-        gw->bufs.items[gw->bufs.count++] = b;
-        return;
-    }
-    sluice_buf_close(b);
-    free(b);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)

@@ -25,12 +25,6 @@ typedef struct flush_node {
     bool queued;
 } flush_node;
 
-/* Free lists of byte buffers, so the hot path does not malloc. */
-typedef struct {
-    sluice_buf *items[256];
-    uint32_t count;
-} buf_pool;
-
 typedef struct gateway {
     uv_loop_t *loop;
     const sluice_config *cfg;
@@ -55,7 +49,8 @@ typedef struct gateway {
     uint8_t *shared_in;
     size_t shared_in_size;
 
-    buf_pool bufs;       /* 16 KiB-class buffers */
+    stream *free_streams; /* recycled stream objects */
+    uint32_t n_free_streams;
 
     /* cached "Date: ...\r\n" header line */
     char date_line[64];
@@ -69,9 +64,8 @@ void gw_defer_flush(gateway *gw, flush_node *n);
 /* The Date header line ("Date: <IMF-fixdate>\r\n"), refreshed once a second. */
 const char *gw_date_line(gateway *gw, size_t *len);
 
-/* Buffers from the free list (sluice_buf_init'ed, bounded by `max`). */
-sluice_buf *gw_buf_get(gateway *gw, size_t max);
-void gw_buf_put(gateway *gw, sluice_buf *b);
+/* Release the recycled stream objects (at exit). */
+void stream_free_all(gateway *gw);
 
 /* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
 void gw_shutdown(gateway *gw);

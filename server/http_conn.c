@@ -363,13 +363,21 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- streams (free list) ---------------------------------------------- */
 
+/* Streams come from a free list: no malloc per request once warm. */
+#define STREAM_FREE_MAX 1024
+
 stream *stream_get(gateway *gw)
 {
-    (void)gw;
     uint32_t cap = gw->cfg->max_headers + MAX_TRAILERS;
-    stream *s = malloc(sizeof *s + cap * sizeof(sluice_header));
-    if (!s)
-        return NULL;
+    stream *s = gw->free_streams;
+    if (s) {
+        gw->free_streams = s->qnext;
+        gw->n_free_streams--;
+    } else {
+        s = malloc(sizeof *s + cap * sizeof(sluice_header));
+        if (!s)
+            return NULL;
+    }
     memset(s, 0, sizeof *s);
     s->gw = gw;
     s->hdr_cap = cap;
@@ -379,9 +387,24 @@ stream *stream_get(gateway *gw)
     return s;
 }
 
+void stream_free_all(gateway *gw)
+{
+    while (gw->free_streams) {
+        stream *s = gw->free_streams;
+        gw->free_streams = s->qnext;
+        free(s);
+    }
+    gw->n_free_streams = 0;
+}
+
 void stream_put(gateway *gw, stream *s)
 {
-    (void)gw;
+    if (gw->n_free_streams < STREAM_FREE_MAX) {
+        s->qnext = gw->free_streams;
+        gw->free_streams = s;
+        gw->n_free_streams++;
+        return;
+    }
     free(s);
 }
 

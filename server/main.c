@@ -93,10 +93,7 @@ int main(int argc, char **argv)
     uv_run(gw.loop, UV_RUN_DEFAULT);
     if (gw.pool)
         pool_release(gw.pool);
-    for (uint32_t i = 0; i < gw.bufs.count; i++) {
-        sluice_buf_close(gw.bufs.items[i]);
-        free(gw.bufs.items[i]);
-    }
+    stream_free_all(&gw);
     free(gw.shared_in);
     slog(gw.log, LOG_INFO, "stopped after %llu requests", (unsigned long long)gw.requests_total);
     sluice_log_free(gw.log);
