@@ -1,40 +1,95 @@
-/* Command-line parsing for the one-pool gateway. */
+/* Configuration: defaults, command line, config file (INI, parsed by
+ * libinih; commands split by wordexp, both from the system's libraries). */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <ini.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <wordexp.h>
+
+/* ---- defaults --------------------------------------------------------- */
+
+void sluice_pool_defaults(sluice_pool_config *p, const char *name)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->min_workers = p->max_workers = 2;
+    p->idle_timeout_ms = 60000;
+    p->startup_timeout_ms = 10000;
+    p->graceful_timeout_ms = 30000;
+    p->max_body = 100ull << 20;
+    p->max_body_ceiling = UINT64_C(1) << 53;
+    p->response_timeout_ms = 60000;
+    p->queue_size = 1024;
+    p->queue_timeout_ms = 30000;
+    p->window = 256 * 1024;
+    p->max_frame = 1 << 20;
+    p->socket_mode = 0600;
+}
 
 void sluice_config_defaults(sluice_config *c)
 {
     memset(c, 0, sizeof *c);
     strcpy(c->listen_host, "127.0.0.1");
     c->listen_port = 8080;
-    c->workers = 2;
-    strcpy(c->pool_name, "default");
     c->max_header_bytes = 32768;
     c->max_headers = 128;
     c->max_target = 8192;
-    c->max_body = 100ull << 20;
-    c->max_body_ceiling = UINT64_C(1) << 53;
     c->header_timeout_ms = 10000;
-    c->body_timeout_ms = 60000;
     c->keepalive_timeout_ms = 75000;
-    c->response_timeout_ms = 60000;
-    c->queue_timeout_ms = 30000;
     c->graceful_timeout_ms = 30000;
-    c->startup_timeout_ms = 10000;
-    c->queue_size = 1024;
-    c->window = 256 * 1024;
-    c->max_frame = 1 << 20;
     c->max_connections = 10000;
     strcpy(c->access_log, "-");
     strcpy(c->error_log, "-");
     c->log_level = LOG_INFO;
 }
+
+static void free_strv(char **v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+void sluice_config_free(sluice_config *c)
+{
+    for (uint32_t i = 0; i < c->n_pools; i++) {
+        free_strv(c->pools[i].command);
+        free_strv(c->pools[i].env);
+    }
+    free(c->pools);
+    free(c->routes);
+    c->pools = NULL;
+    c->routes = NULL;
+    c->n_pools = c->n_routes = 0;
+}
+
+const sluice_pool_config *sluice_config_pool(const sluice_config *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->n_pools; i++)
+        if (!strcmp(c->pools[i].name, name))
+            return &c->pools[i];
+    return NULL;
+}
+
+static sluice_pool_config *add_pool(sluice_config *c, const char *name)
+{
+    sluice_pool_config *np = realloc(c->pools, (c->n_pools + 1) * sizeof *np);
+    if (!np)
+        return NULL;
+    c->pools = np;
+    sluice_pool_config *p = &c->pools[c->n_pools++];
+    sluice_pool_defaults(p, name);
+    return p;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
 
 int sluice_parse_size(const char *s, uint64_t *out)
 {
@@ -52,7 +107,7 @@ int sluice_parse_size(const char *s, uint64_t *out)
         default: return -EINVAL;
         }
         end++;
-        if (*end == 'b' || *end == 'B' || *end == 'i')
+        if (*end == 'b' || *end == 'B')
             end++;
         if (*end)
             return -EINVAL;
@@ -70,13 +125,15 @@ int sluice_parse_duration(const char *s, uint64_t *out_ms)
     double v = strtod(s, &end);
     if (errno || end == s || v < 0)
         return -EINVAL;
-    double mult = 1000.0;
+    double mult;
     if (!strcmp(end, "ms"))
         mult = 1.0;
     else if (!strcmp(end, "s") || !*end)
         mult = 1000.0;
     else if (!strcmp(end, "m") || !strcmp(end, "min"))
         mult = 60000.0;
+    else if (!strcmp(end, "h"))
+        mult = 3600000.0;
     else
         return -EINVAL;
     double ms = v * mult;
@@ -86,17 +143,419 @@ int sluice_parse_duration(const char *s, uint64_t *out_ms)
     return 0;
 }
 
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    uint64_t v;
+    if (sluice_parse_size(s, &v) < 0 || v < lo || v > hi)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_listen(const char *s, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -EINVAL;
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') { /* [::1]:8080 */
+        s++;
+        hl -= 2;
+    }
+    if (hl >= cap || hl == 0)
+        return -EINVAL;
+    char *end;
+    long v = strtol(colon + 1, &end, 10);
+    if (*end || v < 0 || v > 65535 || end == colon + 1)
+        return -EINVAL;
+    memcpy(host, s, hl);
+    host[hl] = 0;
+    *port = (int)v;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= cap || n == 0)
+        return -EINVAL;
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
+static int parse_level(const char *s, int *out)
+{
+    if (!strcasecmp(s, "error")) *out = LOG_ERROR;
+    else if (!strcasecmp(s, "warn")) *out = LOG_WARN;
+    else if (!strcasecmp(s, "info")) *out = LOG_INFO;
+    else if (!strcasecmp(s, "debug")) *out = LOG_DEBUG;
+    else return -EINVAL;
+    return 0;
+}
+
+/* Split a command line like a shell would, without running anything. */
+static int split_command(const char *s, char ***out)
+{
+    wordexp_t we;
+    if (wordexp(s, &we, WRDE_NOCMD | WRDE_UNDEF) != 0 || we.we_wordc == 0) {
+        if (we.we_wordc == 0)
+            wordfree(&we);
+        return -EINVAL;
+    }
+    char **v = calloc(we.we_wordc + 1, sizeof *v);
+    if (!v) {
+        wordfree(&we);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < we.we_wordc; i++)
+        if (!(v[i] = strdup(we.we_wordv[i]))) {
+            free_strv(v);
+            wordfree(&we);
+            return -ENOMEM;
+        }
+    wordfree(&we);
+    free_strv(*out);
+    *out = v;
+    return 0;
+}
+
+static int strv_from_argv(char **argv, char ***out)
+{
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    char **v = calloc(n + 1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] = strdup(argv[i]))) {
+            free_strv(v);
+            return -ENOMEM;
+        }
+    free_strv(*out);
+    *out = v;
+    return 0;
+}
+
+static int add_env(sluice_pool_config *p, const char *kv)
+{
+    if (!strchr(kv, '=') || kv[0] == '=')
+        return -EINVAL;
+    char **nv = realloc(p->env, (p->n_env + 2) * sizeof *nv);
+    if (!nv)
+        return -ENOMEM;
+    p->env = nv;
+    if (!(nv[p->n_env] = strdup(kv)))
+        return -ENOMEM;
+    nv[++p->n_env] = NULL;
+    return 0;
+}
+
+/* ---- keys shared by the command line and the file --------------------- */
+
+/* A [server] key. 1: unknown key; 0: set; <0: bad value. */
+static int set_server(sluice_config *c, const char *k, const char *v)
+{
+    uint64_t x;
+    if (!strcmp(k, "listen"))
+        return parse_listen(v, c->listen_host, sizeof c->listen_host, &c->listen_port);
+    if (!strcmp(k, "admin"))
+        return copy_str(c->admin, sizeof c->admin, v);
+    if (!strcmp(k, "max_header_bytes"))
+        return parse_u32(v, 256, 1 << 20, &c->max_header_bytes);
+    if (!strcmp(k, "max_headers"))
+        return parse_u32(v, 1, 1024, &c->max_headers);
+    if (!strcmp(k, "max_target"))
+        return parse_u32(v, 16, 1 << 20, &c->max_target);
+    if (!strcmp(k, "max_connections"))
+        return parse_u32(v, 1, 10000000, &c->max_connections);
+    if (!strcmp(k, "max_requests_per_conn"))
+        return parse_u32(v, 0, UINT32_MAX, &c->max_requests_per_conn);
+    if (!strcmp(k, "header_timeout"))
+        return sluice_parse_duration(v, &c->header_timeout_ms);
+    if (!strcmp(k, "keepalive_timeout"))
+        return sluice_parse_duration(v, &c->keepalive_timeout_ms);
+    if (!strcmp(k, "graceful_timeout"))
+        return sluice_parse_duration(v, &c->graceful_timeout_ms);
+    if (!strcmp(k, "access_log"))
+        return copy_str(c->access_log, sizeof c->access_log, v);
+    if (!strcmp(k, "error_log"))
+        return copy_str(c->error_log, sizeof c->error_log, v);
+    if (!strcmp(k, "log_level"))
+        return parse_level(v, &c->log_level);
+    (void)x;
+    return 1;
+}
+
+/* A [pool:NAME] key. */
+static int set_pool(sluice_pool_config *p, const char *k, const char *v)
+{
+    uint64_t x;
+    int rc;
+    if (!strcmp(k, "command"))
+        return split_command(v, &p->command);
+    if (!strcmp(k, "directory"))
+        return copy_str(p->directory, sizeof p->directory, v);
+    if (!strcmp(k, "env"))
+        return add_env(p, v);
+    if (!strcmp(k, "user"))
+        return copy_str(p->user, sizeof p->user, v);
+    if (!strcmp(k, "group"))
+        return copy_str(p->group, sizeof p->group, v);
+    if (!strcmp(k, "workers")) {
+        rc = parse_u32(v, 0, 4096, &p->min_workers);
+        p->max_workers = p->min_workers;
+        return rc;
+    }
+    if (!strcmp(k, "min_workers"))
+        return parse_u32(v, 0, 4096, &p->min_workers);
+    if (!strcmp(k, "max_workers"))
+        return parse_u32(v, 1, 4096, &p->max_workers);
+    if (!strcmp(k, "idle_timeout"))
+        return sluice_parse_duration(v, &p->idle_timeout_ms);
+    if (!strcmp(k, "max_streams"))
+        return parse_u32(v, 1, 65535, &p->max_streams);
+    if (!strcmp(k, "max_requests"))
+        return sluice_parse_size(v, &p->max_requests);
+    if (!strcmp(k, "max_requests_jitter"))
+        return sluice_parse_size(v, &p->max_requests_jitter);
+    if (!strcmp(k, "memory_limit"))
+        return sluice_parse_size(v, &p->memory_limit);
+    if (!strcmp(k, "startup_timeout"))
+        return sluice_parse_duration(v, &p->startup_timeout_ms);
+    if (!strcmp(k, "graceful_timeout"))
+        return sluice_parse_duration(v, &p->graceful_timeout_ms);
+    if (!strcmp(k, "max_body"))
+        return sluice_parse_size(v, &p->max_body);
+    if (!strcmp(k, "max_body_ceiling"))
+        return sluice_parse_size(v, &p->max_body_ceiling);
+    if (!strcmp(k, "response_timeout"))
+        return sluice_parse_duration(v, &p->response_timeout_ms);
+    if (!strcmp(k, "queue_size"))
+        return parse_u32(v, 0, 10000000, &p->queue_size);
+    if (!strcmp(k, "queue_timeout"))
+        return sluice_parse_duration(v, &p->queue_timeout_ms);
+    if (!strcmp(k, "window"))
+        return parse_u32(v, 1024, 0x7fffffff, &p->window);
+    if (!strcmp(k, "max_frame"))
+        return parse_u32(v, 16384, 16777215, &p->max_frame);
+    if (!strcmp(k, "socket_dir"))
+        return strlen(v) < 90 ? copy_str(p->socket_dir, sizeof p->socket_dir, v) : -EINVAL;
+    if (!strcmp(k, "socket_mode")) {
+        char *end;
+        unsigned long m = strtoul(v, &end, 8);
+        if (*end || (m != 0600 && m != 0660))
+            return -EINVAL;
+        p->socket_mode = (uint32_t)m;
+        return 0;
+    }
+    if (!strcmp(k, "socket_group"))
+        return copy_str(p->socket_group, sizeof p->socket_group, v);
+    if (!strcmp(k, "tcp_listen")) {
+        char h[256];
+        int port;
+        if (parse_listen(v, h, sizeof h, &port) < 0)
+            return -EINVAL;
+        return copy_str(p->tcp_listen, sizeof p->tcp_listen, v);
+    }
+    if (!strcmp(k, "token"))
+        return copy_str(p->token, sizeof p->token, v);
+    (void)x;
+    return 1;
+}
+
+static int set_route(sluice_route_config *r, const char *k, const char *v)
+{
+    if (!strcmp(k, "host"))
+        return strlen(v) < sizeof r->host ? (strcpy(r->host, v), 0) : -EINVAL;
+    if (!strcmp(k, "path"))
+        return v[0] == '/' && strlen(v) < sizeof r->path ? (strcpy(r->path, v), 0) : -EINVAL;
+    if (!strcmp(k, "pool"))
+        return copy_str(r->pool, sizeof r->pool, v);
+    return 1;
+}
+
+/* ---- config file ------------------------------------------------------ */
+
+typedef struct {
+    sluice_config *c;
+    char msg[512];
+    char section[128];
+    sluice_pool_config *pool;
+    sluice_route_config *route;
+} load_ctx;
+
+static bool valid_name(const char *s)
+{
+    if (!*s || strlen(s) >= 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    return true;
+}
+
+/* Section headers: [server], [pool:NAME] / [pool NAME], [route:NAME]. */
+static int enter_section(load_ctx *x, const char *section)
+{
+    snprintf(x->section, sizeof x->section, "%s", section);
+    x->pool = NULL;
+    x->route = NULL;
+    if (!strcmp(section, "server"))
+        return 1;
+    const char *name = NULL;
+    bool is_pool = false;
+    if (!strncmp(section, "pool:", 5) || !strncmp(section, "pool ", 5)) {
+        name = section + 5;
+        is_pool = true;
+    } else if (!strncmp(section, "route:", 6) || !strncmp(section, "route ", 6)) {
+        name = section + 6;
+    } else {
+        snprintf(x->msg, sizeof x->msg, "unknown section [%s] (expected [server], [pool:NAME] or [route:NAME])",
+                 section);
+        return 0;
+    }
+    while (*name == ' ')
+        name++;
+    if (!valid_name(name)) {
+        snprintf(x->msg, sizeof x->msg, "bad name in [%s]: use letters, digits, '-', '_', '.'", section);
+        return 0;
+    }
+    sluice_config *c = x->c;
+    /* A section named again continues it (as INI files usually behave). */
+    if (is_pool) {
+        x->pool = (sluice_pool_config *)sluice_config_pool(c, name);
+        if (!x->pool)
+            x->pool = add_pool(c, name);
+        return x->pool ? 1 : 0;
+    }
+    for (uint32_t i = 0; i < c->n_routes; i++)
+        if (!strcmp(c->routes[i].name, name)) {
+            x->route = &c->routes[i];
+            return 1;
+        }
+    sluice_route_config *nr = realloc(c->routes, (c->n_routes + 1) * sizeof *nr);
+    if (!nr)
+        return 0;
+    c->routes = nr;
+    x->route = &c->routes[c->n_routes++];
+    memset(x->route, 0, sizeof *x->route);
+    snprintf(x->route->name, sizeof x->route->name, "%s", name);
+    return 1;
+}
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+    load_ctx *x = user;
+    if (strcmp(section, x->section) && !enter_section(x, section))
+        return 0;
+    if (!*section) {
+        snprintf(x->msg, sizeof x->msg, "'%s' is outside any section", name);
+        return 0;
+    }
+    int rc;
+    if (x->pool)
+        rc = set_pool(x->pool, name, value);
+    else if (x->route)
+        rc = set_route(x->route, name, value);
+    else
+        rc = set_server(x->c, name, value);
+    if (rc == 1) {
+        snprintf(x->msg, sizeof x->msg, "unknown key '%s' in [%s]", name, section);
+        return 0;
+    }
+    if (rc < 0) {
+        snprintf(x->msg, sizeof x->msg, "invalid value for '%s': '%s'", name, value);
+        return 0;
+    }
+    return 1;
+}
+
+int sluice_config_load(sluice_config *c, const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(err, "sluice: %s: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    load_ctx x = {.c = c};
+    x.section[0] = 0;
+    int line = ini_parse_file(f, ini_cb, &x);
+    fclose(f);
+    if (line != 0) {
+        if (line < 0)
+            fprintf(err, "sluice: %s: cannot read\n", path);
+        else
+            fprintf(err, "%s:%d: %s\n", path, line, x.msg[0] ? x.msg : "syntax error");
+        return -EINVAL;
+    }
+    snprintf(c->config_path, sizeof c->config_path, "%s", path);
+    return 0;
+}
+
+int sluice_config_validate(const sluice_config *c, FILE *err)
+{
+    const char *where = c->config_path[0] ? c->config_path : "sluice";
+    if (c->n_pools == 0) {
+        fprintf(err, "%s: no pool defined (add a [pool:NAME] section with a command)\n", where);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < c->n_pools; i++) {
+        const sluice_pool_config *p = &c->pools[i];
+        if (!p->command || !p->command[0]) {
+            fprintf(err, "%s: pool '%s' has no command\n", where, p->name);
+            return -EINVAL;
+        }
+        if (p->max_workers < p->min_workers || p->max_workers == 0) {
+            fprintf(err, "%s: pool '%s': max_workers (%u) must be at least min_workers (%u) and 1\n", where,
+                    p->name, p->max_workers, p->min_workers);
+            return -EINVAL;
+        }
+        if (p->socket_mode == 0660 && !p->socket_group[0]) {
+            fprintf(err, "%s: pool '%s': socket_mode 0660 needs socket_group\n", where, p->name);
+            return -EINVAL;
+        }
+        if (p->tcp_listen[0] && !p->token[0]) {
+            fprintf(err, "%s: pool '%s': tcp_listen needs a token\n", where, p->name);
+            return -EINVAL;
+        }
+    }
+    for (uint32_t i = 0; i < c->n_routes; i++) {
+        const sluice_route_config *r = &c->routes[i];
+        if (!r->pool[0] || !sluice_config_pool(c, r->pool)) {
+            fprintf(err, "%s: route '%s' names %s pool '%s'\n", where, r->name, r->pool[0] ? "unknown" : "no",
+                    r->pool);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* ---- command line ----------------------------------------------------- */
+
 static const char usage[] =
     "usage: sluice [OPTIONS] -- COMMAND [ARGS...]\n"
+    "       sluice --config FILE [OPTIONS]\n"
+    "       sluice --check-config FILE\n"
     "\n"
     "Serve HTTP on LISTEN and relay every request to a pool of worker processes\n"
     "running COMMAND, which connect back over the Unix socket named by $SLUICE_SOCKET.\n"
+    "A config file (INI) defines several pools and routes; see docs/configuration.md.\n"
     "\n"
-    "Pool:\n"
+    "Server:\n"
+    "  -c, --config FILE            load pools, routes and settings from FILE\n"
+    "      --check-config FILE      check FILE and exit (0: valid)\n"
     "  -l, --listen HOST:PORT       address to serve HTTP on (default 127.0.0.1:8080)\n"
+    "      --admin HOST:PORT        admin listener: /status, /metrics, scale, reload (default off)\n"
+    "\n"
+    "Pool (command-line mode):\n"
     "  -w, --workers N              worker processes to run (default 2)\n"
+    "      --min-workers N          scale between min and max workers\n"
+    "      --max-workers N\n"
     "      --max-streams N          concurrent requests per worker (default: what the\n"
     "                               worker announces, e.g. 1 for a synchronous worker)\n"
+    "      --max-requests N         recycle a worker after N requests (default 0: never)\n"
     "      --socket-dir DIR         where the pool's Unix socket lives (default: a\n"
     "                               private directory under $TMPDIR)\n"
     "      --pool NAME              pool name passed to workers (default \"default\")\n"
@@ -104,21 +563,21 @@ static const char usage[] =
     "      --queue-timeout DUR      longest wait for a free worker before 504 (default 30s)\n"
     "      --startup-timeout DUR    a worker must connect and say HELLO within (default 10s)\n"
     "      --window SIZE            response-body credit per stream (default 256k)\n"
+    "      --max-body SIZE          request body (default 100m; 413 beyond; a worker may\n"
+    "                               raise it per request with LIMIT)\n"
+    "      --max-body-ceiling SIZE  the most a worker may raise it to (default: unlimited)\n"
+    "      --response-timeout DUR   for the worker's response head (default 60s; 504)\n"
     "\n"
     "Limits:\n"
     "      --max-header-bytes SIZE  request line and headers (default 32k; 431 beyond)\n"
     "      --max-headers N          header fields per request (default 128; 431 beyond)\n"
     "      --max-target SIZE        request target (default 8k; 414 beyond)\n"
-    "      --max-body SIZE          request body (default 100m; 413 beyond; a worker may\n"
-    "                               raise it per request with LIMIT)\n"
-    "      --max-body-ceiling SIZE  the most a worker may raise it to (default: unlimited)\n"
     "      --max-connections N      open client connections (default 10000)\n"
     "      --max-requests-per-conn N  then Connection: close (default 0: unlimited)\n"
     "\n"
     "Timeouts (DUR: 500ms, 10s, 2m; a bare number is seconds):\n"
     "      --header-timeout DUR     to receive a request head (default 10s; 408)\n"
     "      --keepalive-timeout DUR  idle keep-alive connections (default 75s)\n"
-    "      --response-timeout DUR   for the worker's response head (default 60s; 504)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
     "\n"
     "Logs:\n"
@@ -130,19 +589,34 @@ static const char usage[] =
     "  -V, --version                show the version\n"
     "\n"
     "Workers get SLUICE_SOCKET, SLUICE_POOL and SLUICE_WORKER_ID in their environment.\n"
-    "Signals: SIGTERM/SIGINT finish in-flight requests, then exit.\n";
+    "Signals: SIGTERM/SIGINT finish in-flight requests, then exit; SIGHUP reloads;\n"
+    "SIGUSR1 reopens log files; SIGTTIN/SIGTTOU add/remove a worker of the first pool.\n";
 
 enum {
     OPT_MAX_STREAMS = 256, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
     OPT_STARTUP_TIMEOUT, OPT_WINDOW, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_MAX_TARGET,
     OPT_MAX_BODY, OPT_MAX_BODY_CEILING, OPT_MAX_CONNECTIONS, OPT_MAX_REQUESTS_PER_CONN,
-    OPT_HEADER_TIMEOUT, OPT_BODY_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT,
-    OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL,
+    OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT,
+    OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
+    OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
+};
+
+/* Flags that shape the command-line pool (not allowed with --config). */
+static const int pool_opts[] = {
+    'w', OPT_MAX_STREAMS, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
+    OPT_STARTUP_TIMEOUT, OPT_WINDOW, OPT_MAX_BODY, OPT_MAX_BODY_CEILING, OPT_RESPONSE_TIMEOUT,
+    OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
 };
 
 static const struct option long_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"check-config", required_argument, NULL, OPT_CHECK_CONFIG},
     {"listen", required_argument, NULL, 'l'},
+    {"admin", required_argument, NULL, OPT_ADMIN},
     {"workers", required_argument, NULL, 'w'},
+    {"min-workers", required_argument, NULL, OPT_MIN_WORKERS},
+    {"max-workers", required_argument, NULL, OPT_MAX_WORKERS},
+    {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"socket-dir", required_argument, NULL, OPT_SOCKET_DIR},
     {"pool", required_argument, NULL, OPT_POOL},
@@ -158,7 +632,6 @@ static const struct option long_opts[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-requests-per-conn", required_argument, NULL, OPT_MAX_REQUESTS_PER_CONN},
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
-    {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
     {"keepalive-timeout", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
     {"response-timeout", required_argument, NULL, OPT_RESPONSE_TIMEOUT},
     {"graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT},
@@ -170,109 +643,136 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int parse_listen(sluice_config *c, const char *s)
+static const char *opt_name(int opt, int idx)
 {
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return -EINVAL;
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') { /* [::1]:8080 */
-        s++;
-        hl -= 2;
+    for (const struct option *o = long_opts; o->name; o++)
+        if (o->val == opt)
+            return o->name;
+    (void)idx;
+    return "?";
+}
+
+static bool is_pool_opt(int opt)
+{
+    for (size_t i = 0; i < sizeof pool_opts / sizeof pool_opts[0]; i++)
+        if (pool_opts[i] == opt)
+            return true;
+    return false;
+}
+
+/* Apply one option. */
+static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v)
+{
+    switch (opt) {
+    case 'l': return set_server(c, "listen", v);
+    case OPT_ADMIN: return set_server(c, "admin", v);
+    case 'w':
+        return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);
+    case OPT_MIN_WORKERS: return set_pool(p, "min_workers", v);
+    case OPT_MAX_WORKERS: return set_pool(p, "max_workers", v);
+    case OPT_MAX_REQUESTS: return set_pool(p, "max_requests", v);
+    case OPT_MAX_STREAMS: return set_pool(p, "max_streams", v);
+    case OPT_SOCKET_DIR: return set_pool(p, "socket_dir", v);
+    case OPT_POOL: return valid_name(v) ? (snprintf(p->name, sizeof p->name, "%s", v), 0) : -EINVAL;
+    case OPT_QUEUE_SIZE: return set_pool(p, "queue_size", v);
+    case OPT_QUEUE_TIMEOUT: return set_pool(p, "queue_timeout", v);
+    case OPT_STARTUP_TIMEOUT: return set_pool(p, "startup_timeout", v);
+    case OPT_WINDOW: return set_pool(p, "window", v);
+    case OPT_MAX_BODY: return set_pool(p, "max_body", v);
+    case OPT_MAX_BODY_CEILING: return set_pool(p, "max_body_ceiling", v);
+    case OPT_RESPONSE_TIMEOUT: return set_pool(p, "response_timeout", v);
+    case OPT_MAX_HEADER_BYTES: return set_server(c, "max_header_bytes", v);
+    case OPT_MAX_HEADERS: return set_server(c, "max_headers", v);
+    case OPT_MAX_TARGET: return set_server(c, "max_target", v);
+    case OPT_MAX_CONNECTIONS: return set_server(c, "max_connections", v);
+    case OPT_MAX_REQUESTS_PER_CONN: return set_server(c, "max_requests_per_conn", v);
+    case OPT_HEADER_TIMEOUT: return set_server(c, "header_timeout", v);
+    case OPT_KEEPALIVE_TIMEOUT: return set_server(c, "keepalive_timeout", v);
+    case OPT_GRACEFUL_TIMEOUT:
+        if (set_server(c, "graceful_timeout", v))
+            return -EINVAL;
+        p->graceful_timeout_ms = c->graceful_timeout_ms;
+        return 0;
+    case OPT_ACCESS_LOG: return set_server(c, "access_log", v);
+    case OPT_ERROR_LOG: return set_server(c, "error_log", v);
+    case OPT_LOG_LEVEL: return set_server(c, "log_level", v);
+    default: return -EINVAL;
     }
-    if (hl >= sizeof c->listen_host)
-        return -EINVAL;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535 || end == colon + 1)
-        return -EINVAL;
-    memcpy(c->listen_host, s, hl);
-    c->listen_host[hl] = 0;
-    c->listen_port = (int)port;
-    return 0;
-}
-
-static int copy_str(char *dst, size_t cap, const char *s)
-{
-    size_t n = strlen(s);
-    if (n >= cap || n == 0)
-        return -EINVAL;
-    memcpy(dst, s, n + 1);
-    return 0;
-}
-
-static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    uint64_t v;
-    if (sluice_parse_size(s, &v) < 0 || v < lo || v > hi)
-        return -EINVAL;
-    *out = (uint32_t)v;
-    return 0;
 }
 
 int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE *err)
 {
-    int opt, idx;
+    sluice_config_defaults(c);
+    int opt, idx = 0;
+    const char *config = NULL, *check = NULL;
+    /* pass 1: --config / --check-config / --help / --version, and errors */
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+l:w:hV", long_opts, &idx)) != -1) {
-        int rc = 0;
+    while ((opt = getopt_long(argc, argv, "+c:l:w:hV", long_opts, &idx)) != -1) {
         switch (opt) {
-        case 'l': rc = parse_listen(c, optarg); break;
-        case 'w': rc = parse_u32(optarg, 1, 4096, &c->workers); break;
-        case OPT_MAX_STREAMS: rc = parse_u32(optarg, 1, 65535, &c->max_streams); break;
-        case OPT_SOCKET_DIR: rc = copy_str(c->socket_dir, 100, optarg); break;
-        case OPT_POOL: rc = copy_str(c->pool_name, sizeof c->pool_name, optarg); break;
-        case OPT_QUEUE_SIZE: rc = parse_u32(optarg, 0, 10000000, &c->queue_size); break;
-        case OPT_QUEUE_TIMEOUT: rc = sluice_parse_duration(optarg, &c->queue_timeout_ms); break;
-        case OPT_STARTUP_TIMEOUT: rc = sluice_parse_duration(optarg, &c->startup_timeout_ms); break;
-        case OPT_WINDOW: rc = parse_u32(optarg, 1024, 0x7fffffff, &c->window); break;
-        case OPT_MAX_HEADER_BYTES: rc = parse_u32(optarg, 256, 1 << 20, &c->max_header_bytes); break;
-        case OPT_MAX_HEADERS: rc = parse_u32(optarg, 1, 1024, &c->max_headers); break;
-        case OPT_MAX_TARGET: rc = parse_u32(optarg, 16, 1 << 20, &c->max_target); break;
-        case OPT_MAX_BODY: rc = sluice_parse_size(optarg, &c->max_body); break;
-        case OPT_MAX_BODY_CEILING: rc = sluice_parse_size(optarg, &c->max_body_ceiling); break;
-        case OPT_MAX_CONNECTIONS: rc = parse_u32(optarg, 1, 10000000, &c->max_connections); break;
-        case OPT_MAX_REQUESTS_PER_CONN:
-            rc = parse_u32(optarg, 0, UINT32_MAX, &c->max_requests_per_conn);
-            break;
-        case OPT_HEADER_TIMEOUT: rc = sluice_parse_duration(optarg, &c->header_timeout_ms); break;
-        case OPT_BODY_TIMEOUT: rc = sluice_parse_duration(optarg, &c->body_timeout_ms); break;
-        case OPT_KEEPALIVE_TIMEOUT: rc = sluice_parse_duration(optarg, &c->keepalive_timeout_ms); break;
-        case OPT_RESPONSE_TIMEOUT: rc = sluice_parse_duration(optarg, &c->response_timeout_ms); break;
-        case OPT_GRACEFUL_TIMEOUT: rc = sluice_parse_duration(optarg, &c->graceful_timeout_ms); break;
-        case OPT_ACCESS_LOG: rc = copy_str(c->access_log, sizeof c->access_log, optarg); break;
-        case OPT_ERROR_LOG: rc = copy_str(c->error_log, sizeof c->error_log, optarg); break;
-        case OPT_LOG_LEVEL:
-            if (!strcasecmp(optarg, "error")) c->log_level = LOG_ERROR;
-            else if (!strcasecmp(optarg, "warn")) c->log_level = LOG_WARN;
-            else if (!strcasecmp(optarg, "info")) c->log_level = LOG_INFO;
-            else if (!strcasecmp(optarg, "debug")) c->log_level = LOG_DEBUG;
-            else rc = -EINVAL;
-            break;
-        case 'h':
-            fputs(usage, out);
-            return 1;
-        case 'V':
-            fprintf(out, "sluice %s\n", SLUICE_VERSION);
-            return 1;
+        case 'c': config = optarg; break;
+        case OPT_CHECK_CONFIG: check = optarg; break;
+        case 'h': fputs(usage, out); return 1;
+        case 'V': fprintf(out, "sluice %s\n", SLUICE_VERSION); return 1;
         case ':':
             fprintf(err, "sluice: option %s needs a value\n", argv[optind - 1]);
             return -EINVAL;
-        default:
+        case '?':
             fprintf(err, "sluice: unknown option %s (see sluice --help)\n", argv[optind - 1]);
             return -EINVAL;
+        default:
+            if (is_pool_opt(opt) && (config || check)) {
+                fprintf(err, "sluice: --%s cannot be combined with a config file: set it in the pool's section\n",
+                         opt_name(opt, idx));
+                return -EINVAL;
+            }
+            break;
         }
-        if (rc < 0) {
-            const char *name = opt == 'l' ? "listen" : opt == 'w' ? "workers" : long_opts[idx].name;
-            fprintf(err, "sluice: invalid value for --%s: '%s'\n", name, optarg);
+    }
+    int first_arg = optind;
+    const char *file = check ? check : config;
+    if (file) {
+        if (first_arg < argc) {
+            fprintf(err, "sluice: with a config file, the worker command goes in the pool's 'command'\n");
+            return -EINVAL;
+        }
+        int rc = sluice_config_load(c, file, err);
+        if (rc < 0)
+            return rc;
+    } else if (first_arg >= argc) {
+        fprintf(err, "sluice: no worker command given (usage: sluice [OPTIONS] -- COMMAND [ARGS...])\n");
+        return -EINVAL;
+    } else {
+        sluice_pool_config *p = add_pool(c, "default");
+        if (!p || strv_from_argv(&argv[first_arg], &p->command) < 0)
+            return -ENOMEM;
+    }
+    /* pass 2: apply flags (pool flags to the command-line pool) */
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "+c:l:w:hV", long_opts, &idx)) != -1) {
+        if (opt == 'c' || opt == OPT_CHECK_CONFIG)
+            continue;
+        if (is_pool_opt(opt) && file)
+            continue; /* rejected in pass 1 */
+        sluice_pool_config *p = c->n_pools ? &c->pools[0] : NULL;
+        if (!p && is_pool_opt(opt))
+            continue;
+        if (apply(c, p, opt, optarg) != 0) {
+            fprintf(err, "sluice: invalid value for --%s: '%s'\n", opt_name(opt, idx), optarg);
             return -EINVAL;
         }
     }
-    if (optind >= argc) {
-        fprintf(err, "sluice: no worker command given (usage: sluice [OPTIONS] -- COMMAND [ARGS...])\n");
-        return -EINVAL;
+    if (!file) {
+        /* --graceful-timeout given on the command line applies to the pool too */
+        c->pools[0].graceful_timeout_ms = c->graceful_timeout_ms;
     }
-    c->command = &argv[optind];
+    int rc = sluice_config_validate(c, err);
+    if (rc < 0)
+        return rc;
+    if (check) {
+        fprintf(out, "%s: ok (%u pool%s, %u route%s)\n", check, c->n_pools, c->n_pools == 1 ? "" : "s",
+                c->n_routes, c->n_routes == 1 ? "" : "s");
+        return 1;
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
-/* Gateway configuration: defaults and the command line (one pool). */
+/* Gateway configuration: defaults, the command line (one pool) and the
+ * config file (any number of pools and routes). */
 #ifndef SLUICE_CONFIG_H
 #define SLUICE_CONFIG_H
 
@@ -11,42 +12,86 @@
 
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
+/* One pool of workers running the same command. */
+typedef struct {
+    char name[64];
+    char **command;              /* argv, NULL-terminated (owned) */
+    char directory[512];         /* working directory; "" : the gateway's */
+    char **env;                  /* extra "KEY=VALUE" entries, NULL-terminated (owned) */
+    uint32_t n_env;
+    char user[64], group[64];    /* run workers as (gateway started as root) */
+    uint32_t min_workers, max_workers;
+    uint64_t idle_timeout_ms;    /* scale down workers idle this long */
+    uint32_t max_streams;        /* per worker; 0: what the worker announces */
+    uint64_t max_requests;       /* recycle a worker after this many; 0: never */
+    uint64_t max_requests_jitter;
+    uint64_t memory_limit;       /* recycle a worker above this RSS; 0: none */
+    uint64_t startup_timeout_ms; /* spawn -> HELLO */
+    uint64_t graceful_timeout_ms;
+    uint64_t max_body;           /* 413 beyond (a worker may change it with LIMIT) */
+    uint64_t max_body_ceiling;   /* LIMIT cannot raise beyond this */
+    uint64_t response_timeout_ms; /* REQUEST sent -> RESPONSE received */
+    uint32_t queue_size;
+    uint64_t queue_timeout_ms;
+    uint32_t window;             /* response-body window per stream (gateway HELLO) */
+    uint32_t max_frame;          /* largest frame accepted from workers */
+    char socket_dir[512];        /* "" : a private directory under $TMPDIR */
+    uint32_t socket_mode;        /* 0600, or 0660 with socket_group */
+    char socket_group[64];
+    char tcp_listen[280];        /* "HOST:PORT" for remote workers; "" : none */
+    char token[256];             /* required in HELLO from TCP workers */
+} sluice_pool_config;
+
+/* Host and path prefix -> pool; the most specific route wins. */
+typedef struct {
+    char name[64];
+    char host[256];              /* "" or "*": any host; "*.example.com": suffix */
+    char path[1024];             /* prefix; "" : "/" */
+    char pool[64];
+} sluice_route_config;
+
 typedef struct {
     char listen_host[256];
     int listen_port;
-    uint32_t workers;
-    uint32_t max_streams;        /* per worker; 0: what the worker announces */
-    char socket_dir[512];        /* "" : a private directory under $TMPDIR */
-    char pool_name[64];
+    char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */
     uint32_t max_target;         /* 414 beyond */
-    uint64_t max_body;           /* 413 beyond (a worker may change it with LIMIT) */
-    uint64_t max_body_ceiling;   /* LIMIT cannot raise beyond this */
     uint64_t header_timeout_ms;  /* request head must arrive in this time */
-    uint64_t body_timeout_ms;    /* idle time allowed while reading a request body */
     uint64_t keepalive_timeout_ms;
-    uint64_t response_timeout_ms; /* REQUEST sent -> RESPONSE received */
-    uint64_t queue_timeout_ms;
     uint64_t graceful_timeout_ms;
-    uint64_t startup_timeout_ms; /* spawn -> HELLO */
-    uint32_t queue_size;
-    uint32_t window;             /* response-body window per stream (gateway HELLO) */
-    uint32_t max_frame;          /* largest frame accepted from workers */
     uint32_t max_connections;
     uint32_t max_requests_per_conn; /* 0: unlimited */
     char access_log[512];        /* "-": stderr, "off": none */
     char error_log[512];         /* "-": stderr */
     int log_level;
-    char **command;              /* worker command line (NULL-terminated), points into argv */
+    char config_path[512];       /* "" : from the command line */
+
+    sluice_pool_config *pools;   /* pools[0] is the default pool */
+    uint32_t n_pools;
+    sluice_route_config *routes;
+    uint32_t n_routes;
 } sluice_config;
 
 void sluice_config_defaults(sluice_config *c);
+void sluice_pool_defaults(sluice_pool_config *p, const char *name);
+void sluice_config_free(sluice_config *c);
 
-/* Parse the command line. Returns 0 to run, 1 when the process should exit 0
- * (--help, --version printed to `out`), or -EINVAL after printing a message
- * to `err`. */
+/* Parse the command line into `c` (defaults first). With --config the file
+ * is loaded too (flags given on the command line still apply to its
+ * [server] section). Returns 0 to run, 1 when the process should exit 0
+ * (--help, --version, --check-config success, printed to `out`), or a
+ * negative error after printing a message to `err`. */
 int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE *err);
+
+/* Load a config file into `c` (which holds defaults). Errors are printed as
+ * "FILE:LINE: message" to `err`. */
+int sluice_config_load(sluice_config *c, const char *path, FILE *err);
+
+/* Cross-checks after parsing (a pool per route, commands present, ...). */
+int sluice_config_validate(const sluice_config *c, FILE *err);
+
+const sluice_pool_config *sluice_config_pool(const sluice_config *c, const char *name);
 
 /* "64k", "10m", "1g", "123" -> bytes; -EINVAL on error. */
 int sluice_parse_size(const char *s, uint64_t *out);

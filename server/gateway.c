@@ -2,11 +2,14 @@
  * graceful shutdown. */
 #include "gateway.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "pool.h"
+#include "router.h"
 
 void gw_defer_flush(gateway *gw, flush_node *n)
 {
@@ -54,7 +57,8 @@ static void on_shutdown_timeout(uv_timer_t *t)
     gateway *gw = t->data;
     slog(gw->log, LOG_WARN, "graceful timeout: closing %u connections still busy", http_active_requests(gw));
     http_close_all(gw);
-    pool_shutdown(gw->pool);
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        pool_shutdown(gw->pools[i]);
     gw_check_shutdown(gw);
 }
 
@@ -63,7 +67,8 @@ void gw_shutdown(gateway *gw)
     if (gw->stopping) {
         slog(gw->log, LOG_WARN, "second stop signal: exiting now");
         http_close_all(gw);
-        pool_shutdown(gw->pool);
+        for (uint32_t i = 0; i < gw->n_pools; i++)
+            pool_shutdown(gw->pools[i]);
         uv_stop(gw->loop);
         return;
     }
@@ -80,8 +85,75 @@ void gw_check_shutdown(gateway *gw)
 {
     if (!gw->stopping)
         return;
-    if (http_active_requests(gw) == 0)
-        pool_shutdown(gw->pool); /* idempotent: drains links, stops workers */
-    if (gw->n_conns == 0 && pool_stopped(gw->pool))
+    bool stopped = true;
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        if (http_active_requests(gw) == 0)
+            pool_shutdown(gw->pools[i]); /* idempotent: drains links, stops workers */
+        stopped = stopped && pool_stopped(gw->pools[i]);
+    }
+    if (gw->n_conns == 0 && stopped)
         uv_stop(gw->loop);
+}
+
+int gw_reload(gateway *gw)
+{
+    if (gw->stopping)
+        return -ECANCELED;
+    const sluice_config *old = gw->cfg;
+    if (!old->config_path[0]) {
+        slog(gw->log, LOG_INFO, "reload: replacing workers");
+        for (uint32_t i = 0; i < gw->n_pools; i++)
+            pool_reload(gw->pools[i]);
+        return 0;
+    }
+    sluice_config *nc = malloc(sizeof *nc);
+    if (!nc)
+        return -ENOMEM;
+    sluice_config_defaults(nc);
+    char *msg = NULL;
+    size_t msg_len = 0;
+    FILE *err = open_memstream(&msg, &msg_len);
+    int rc = err ? sluice_config_load(nc, old->config_path, err) : -ENOMEM;
+    if (rc == 0)
+        rc = sluice_config_validate(nc, err);
+    if (rc == 0 && nc->n_pools != gw->n_pools) {
+        fprintf(err, "adding or removing pools needs a restart");
+        rc = -EINVAL;
+    }
+    for (uint32_t i = 0; rc == 0 && i < gw->n_pools; i++)
+        if (!sluice_config_pool(nc, pool_name(gw->pools[i]))) {
+            fprintf(err, "pool '%s' is gone: adding or removing pools needs a restart", pool_name(gw->pools[i]));
+            rc = -EINVAL;
+        }
+    if (err)
+        fclose(err);
+    if (rc < 0) {
+        slog(gw->log, LOG_ERROR, "reload of %s failed, keeping the running config: %s", old->config_path,
+             msg ? msg : "");
+        free(msg);
+        sluice_config_free(nc);
+        free(nc);
+        return rc;
+    }
+    free(msg);
+    /* the listeners stay as they are */
+    memcpy(nc->listen_host, old->listen_host, sizeof nc->listen_host);
+    nc->listen_port = old->listen_port;
+    memcpy(nc->admin, old->admin, sizeof nc->admin);
+    memcpy(nc->access_log, old->access_log, sizeof nc->access_log);
+    memcpy(nc->error_log, old->error_log, sizeof nc->error_log);
+    router *r = NULL;
+    gw->cfg = nc;
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        pool_set_config(gw->pools[i], sluice_config_pool(nc, pool_name(gw->pools[i])));
+    if (router_new(&r, gw) == 0) {
+        router_free(gw->router);
+        gw->router = r;
+    }
+    sluice_config_free((sluice_config *)old);
+    free((sluice_config *)old);
+    slog(gw->log, LOG_INFO, "reloaded %s: replacing workers", nc->config_path);
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        pool_reload(gw->pools[i]);
+    return 0;
 }

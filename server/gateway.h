@@ -14,6 +14,7 @@ typedef struct pool pool;
 typedef struct conn conn;
 typedef struct wlink wlink;
 typedef struct stream stream;
+typedef struct router router;
 
 /* Output produced during one loop iteration is written once, after all I/O
  * callbacks of that iteration ran (a uv_check handle): many frames for one
@@ -29,13 +30,16 @@ typedef struct gateway {
     uv_loop_t *loop;
     const sluice_config *cfg;
     sluice_log *log;
-    pool *pool;
+    pool **pools;        /* pools[0]: the default pool */
+    uint32_t n_pools;
 
+    router *router;
     uv_tcp_t listener;
     bool listening;
     uv_check_t flush_check;
     uv_prepare_t flush_prepare;
-    uv_signal_t sig_term, sig_int, sig_pipe;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_ttin, sig_ttou;
+    uint64_t started_ms;
     uv_timer_t shutdown_timer;
     flush_node *flush_head;
 
@@ -66,6 +70,10 @@ const char *gw_date_line(gateway *gw, size_t *len);
 
 /* Release the recycled stream objects (at exit). */
 void stream_free_all(gateway *gw);
+
+/* Re-read the config file (if any) and replace every worker, each new one
+ * ready before its predecessor drains (SIGHUP, POST /reload). */
+int gw_reload(gateway *gw);
 
 /* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
 void gw_shutdown(gateway *gw);

@@ -17,6 +17,7 @@
 
 #include "gateway.h"
 #include "pool.h"
+#include "router.h"
 #include "stream.h"
 #include "worker_link.h"
 
@@ -218,7 +219,7 @@ static void credit_written(conn *c, uint64_t n)
     if (!n || !s || !s->link)
         return;
     c->unacked += n;
-    uint32_t half = c->gw->cfg->window / 2;
+    uint32_t half = pool_config(s->pool)->window / 2;
     if (c->unacked >= half || c->unacked >= 1u << 30) {
         uint32_t k = (uint32_t)c->unacked;
         c->unacked = 0;
@@ -319,12 +320,13 @@ static void on_timer(uv_timer_t *t);
 static void set_timer(conn *c, int kind)
 {
     const sluice_config *cfg = c->gw->cfg;
+    const sluice_pool_config *pc = c->cur && c->cur->pool ? pool_config(c->cur->pool) : NULL;
     uint64_t ms = 0;
     switch (kind) {
     case T_HEADER: ms = cfg->header_timeout_ms; break;
     case T_KEEPALIVE: ms = cfg->keepalive_timeout_ms; break;
-    case T_QUEUE: ms = cfg->queue_timeout_ms; break;
-    case T_RESPONSE: ms = cfg->response_timeout_ms; break;
+    case T_QUEUE: ms = pc ? pc->queue_timeout_ms : 1; break;
+    case T_RESPONSE: ms = pc ? pc->response_timeout_ms : 1; break;
     default: break;
     }
     c->timer_kind = kind;
@@ -352,7 +354,7 @@ static void on_timer(uv_timer_t *t)
         break;
     case T_QUEUE:
         if (c->cur && c->cur->queued)
-            pool_withdraw(c->gw->pool, c->cur);
+            pool_withdraw(c->cur->pool, c->cur);
         exchange_fail(c, 504, 0);
         break;
     case T_RESPONSE:
@@ -412,6 +414,9 @@ void stream_put(gateway *gw, stream *s)
 
 static void log_exchange(conn *c, stream *s)
 {
+    double ms = (double)(uv_hrtime() / 1000 - s->start_ms) / 1000.0;
+    if (s->pool)
+        pool_record(s->pool, s->status, ms / 1000.0, s->body_received, s->resp_bytes);
     if (!sluice_log_access_enabled(c->gw->log))
         return;
     sluice_access a = {
@@ -423,7 +428,7 @@ static void log_exchange(conn *c, stream *s)
         .http_minor = s->req.version == 10 ? 0 : 1,
         .status = s->status,
         .bytes = s->resp_bytes,
-        .duration_ms = (double)(uv_hrtime() / 1000 - s->start_ms) / 1000.0,
+        .duration_ms = ms,
         .worker_id = s->worker_id,
     };
     sluice_log_access(c->gw->log, &a);
@@ -456,7 +461,7 @@ static void exchange_maybe_finish(conn *c)
     if (s->link) /* cannot happen after END; be safe */
         wlink_cancel(s->link, s, SLUICE_CANCEL_INTERNAL);
     if (s->queued)
-        pool_withdraw(c->gw->pool, s);
+        pool_withdraw(s->pool, s);
     log_exchange(c, s);
     c->gw->requests_total++;
     c->cur = NULL;
@@ -486,7 +491,7 @@ static void exchange_fail(conn *c, int status, uint32_t cancel_reason)
     if (s->link)
         wlink_cancel(s->link, s, cancel_reason ? cancel_reason : SLUICE_CANCEL_INTERNAL);
     if (s->queued)
-        pool_withdraw(c->gw->pool, s);
+        pool_withdraw(s->pool, s);
     if (s->resp_started || status == 0) {
         /* mid-response: the client must see the response is broken */
         s->status = s->status ? s->status : 499;
@@ -589,7 +594,7 @@ void stream_on_credit(stream *s)
 
 void stream_on_limit(stream *s, uint64_t max_body)
 {
-    uint64_t ceiling = s->gw->cfg->max_body_ceiling;
+    uint64_t ceiling = pool_config(s->pool)->max_body_ceiling;
     s->body_limit = max_body < ceiling ? max_body : ceiling;
     if (s->conn && !s->req_complete &&
         (s->body_received > s->body_limit ||
@@ -946,7 +951,6 @@ static void start_exchange(conn *c)
     }
     s->conn = c;
     s->start_ms = uv_hrtime() / 1000;
-    s->body_limit = cfg->max_body;
     c->cur = s;
     c->requests++;
     /* room for trailers that must not move the head buffer later */
@@ -962,6 +966,7 @@ static void start_exchange(conn *c)
     s->req.scheme = (sluice_bytes){(const uint8_t *)"http", 4};
 
     bool expect_continue = false, expect_other = false;
+    sluice_bytes host = {NULL, 0};
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -979,11 +984,15 @@ static void start_exchange(conn *c)
                 expect_other = true;
             continue;
         }
+        if (!host.ptr && name_is(nb, "host"))
+            host = vb;
         s->hdrs[n].name = nb;
         s->hdrs[n].value = vb;
         n++;
     }
     s->req.headers = (sluice_headers){s->hdrs, n};
+    s->pool = router_pick(gw->router, host.ptr, host.len, s->req.target.ptr, s->req.target.len);
+    s->body_limit = pool_config(s->pool)->max_body;
 
     bool chunked = p->flags & F_CHUNKED;
     bool has_cl = p->flags & F_CONTENT_LENGTH;
@@ -1006,7 +1015,7 @@ static void start_exchange(conn *c)
         exchange_fail(c, 417, 0);
         return;
     }
-    int rc = pool_submit(gw->pool, s);
+    int rc = pool_submit(s->pool, s);
     if (rc == 1)
         set_timer(c, T_QUEUE);
     else if (rc == -EBUSY)
@@ -1255,7 +1264,7 @@ static void conn_close(conn *c)
         if (s->link)
             wlink_cancel(s->link, s, SLUICE_CANCEL_CLIENT_CLOSED);
         if (s->queued)
-            pool_withdraw(c->gw->pool, s);
+            pool_withdraw(s->pool, s);
         c->cur = NULL;
         stream_put(c->gw, s);
     }

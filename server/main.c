@@ -8,7 +8,9 @@
 #include "config.h"
 #include "gateway.h"
 #include "log.h"
+#include "admin.h"
 #include "pool.h"
+#include "router.h"
 
 void gw_flush_all(gateway *gw);
 
@@ -18,8 +20,37 @@ static void on_prepare(uv_prepare_t *h) { gw_flush_all(h->data); }
 static void on_signal(uv_signal_t *h, int signum)
 {
     gateway *gw = h->data;
-    slog(gw->log, LOG_INFO, "received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    gw_shutdown(gw);
+    switch (signum) {
+    case SIGHUP:
+        slog(gw->log, LOG_INFO, "received SIGHUP: reloading");
+        gw_reload(gw);
+        break;
+    case SIGUSR1:
+        if (sluice_log_reopen(gw->log) < 0)
+            slog(gw->log, LOG_ERROR, "SIGUSR1: cannot reopen the log files");
+        else
+            slog(gw->log, LOG_INFO, "received SIGUSR1: log files reopened");
+        break;
+    case SIGTTIN:
+    case SIGTTOU:
+        if (gw->n_pools && !gw->stopping) {
+            uint32_t n = pool_target(gw->pools[0]);
+            n = signum == SIGTTIN ? n + 1 : (n > 0 ? n - 1 : 0);
+            slog(gw->log, LOG_INFO, "received %s: pool %s to %u workers", signum == SIGTTIN ? "SIGTTIN" : "SIGTTOU",
+                 pool_name(gw->pools[0]), n);
+            pool_scale(gw->pools[0], n);
+        }
+        break;
+    default:
+        slog(gw->log, LOG_INFO, "received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        gw_shutdown(gw);
+    }
+}
+
+static void on_startup_failed(uv_timer_t *t)
+{
+    gateway *gw = t->data;
+    uv_stop(gw->loop);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -31,18 +62,25 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 int main(int argc, char **argv)
 {
-    sluice_config cfg;
-    sluice_config_defaults(&cfg);
-    int rc = sluice_config_parse(&cfg, argc, argv, stdout, stderr);
-    if (rc != 0)
+    /* heap-allocated: a reload replaces it */
+    sluice_config *cfgp = malloc(sizeof *cfgp);
+    if (!cfgp)
+        return 1;
+    int rc = sluice_config_parse(cfgp, argc, argv, stdout, stderr);
+    if (rc != 0) {
+        sluice_config_free(cfgp);
+        free(cfgp);
         return rc > 0 ? 0 : 2;
+    }
+    const sluice_config *cfg_now = cfgp;
 
     signal(SIGPIPE, SIG_IGN);
     gateway gw;
     memset(&gw, 0, sizeof gw);
-    gw.cfg = &cfg;
+    gw.cfg = cfg_now;
     gw.loop = uv_default_loop();
-    rc = sluice_log_new(&gw.log, cfg.error_log, cfg.access_log, cfg.log_level);
+    gw.started_ms = uv_now(gw.loop);
+    rc = sluice_log_new(&gw.log, cfg_now->error_log, cfg_now->access_log, cfg_now->log_level);
     if (rc < 0) {
         fprintf(stderr, "sluice: opening logs: %s\n", strerror(-rc));
         return 1;
@@ -63,40 +101,59 @@ int main(int argc, char **argv)
     uv_prepare_start(&gw.flush_prepare, on_prepare);
     uv_timer_init(gw.loop, &gw.shutdown_timer);
     gw.shutdown_timer.data = &gw;
-    uv_signal_init(gw.loop, &gw.sig_term);
-    uv_signal_init(gw.loop, &gw.sig_int);
-    gw.sig_term.data = gw.sig_int.data = &gw;
-    uv_signal_start(&gw.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&gw.sig_int, on_signal, SIGINT);
+    struct {
+        uv_signal_t *h;
+        int sig;
+    } sigs[] = {{&gw.sig_term, SIGTERM}, {&gw.sig_int, SIGINT},   {&gw.sig_hup, SIGHUP},
+                {&gw.sig_usr1, SIGUSR1}, {&gw.sig_ttin, SIGTTIN}, {&gw.sig_ttou, SIGTTOU}};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        uv_signal_init(gw.loop, sigs[i].h);
+        sigs[i].h->data = &gw;
+        uv_signal_start(sigs[i].h, on_signal, sigs[i].sig);
+    }
 
     int exit_code = 0;
-    rc = pool_new(&gw.pool, &gw);
+    gw.pools = calloc(cfg_now->n_pools, sizeof *gw.pools);
+    rc = gw.pools ? 0 : -ENOMEM;
+    for (uint32_t i = 0; rc == 0 && i < cfg_now->n_pools; i++) {
+        rc = pool_new(&gw.pools[i], &gw, &cfg_now->pools[i]);
+        if (rc == 0)
+            gw.n_pools++;
+    }
     if (rc == 0)
-        rc = pool_start(gw.pool);
+        rc = router_new(&gw.router, &gw);
+    for (uint32_t i = 0; rc == 0 && i < gw.n_pools; i++)
+        rc = pool_start(gw.pools[i]);
     if (rc == 0)
         rc = http_listen(&gw);
+    if (rc == 0 && cfg_now->admin[0])
+        rc = admin_listen(&gw);
     if (rc < 0) {
         exit_code = 1;
-        if (gw.pool)
-            pool_shutdown(gw.pool);
+        for (uint32_t i = 0; i < gw.n_pools; i++)
+            pool_shutdown(gw.pools[i]);
         /* let spawned workers be reaped before exiting */
-        uv_timer_start(&gw.shutdown_timer, (uv_timer_cb)uv_stop, 3000, 0);
-        gw.shutdown_timer.data = gw.loop;
+        uv_timer_start(&gw.shutdown_timer, on_startup_failed, 3000, 0);
         gw.stopping = true;
     }
     uv_run(gw.loop, UV_RUN_DEFAULT);
 
     /* clean shutdown: close every remaining handle, free everything */
-    if (gw.pool)
-        pool_free(gw.pool);
+    for (uint32_t i = 0; i < gw.n_pools; i++)
+        pool_free(gw.pools[i]);
+    admin_close(&gw);
     uv_walk(gw.loop, close_walk, NULL);
     uv_run(gw.loop, UV_RUN_DEFAULT);
-    if (gw.pool)
-        pool_release(gw.pool);
+    for (uint32_t i = 0; i < gw.n_pools; i++)
+        pool_release(gw.pools[i]);
+    free(gw.pools);
+    router_free(gw.router);
     stream_free_all(&gw);
     free(gw.shared_in);
     slog(gw.log, LOG_INFO, "stopped after %llu requests", (unsigned long long)gw.requests_total);
     sluice_log_free(gw.log);
     uv_loop_close(gw.loop);
+    sluice_config_free((sluice_config *)gw.cfg);
+    free((sluice_config *)gw.cfg);
     return exit_code;
 }

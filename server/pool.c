@@ -1,4 +1,12 @@
-/* Worker pool: processes, the socket they connect to, balancing, queue. */
+/* Worker pool: processes and their supervision, the socket workers connect
+ * to, load balancing, the wait queue, scaling and recycling.
+ *
+ * Each worker slot is `wanted` or not. The supervisor keeps every wanted
+ * slot running (respawn with exponential backoff), scales the number of
+ * wanted slots between min and max workers, and retires a worker (requests
+ * or memory budget spent, reload, scale-down) by DRAIN -- when the worker is
+ * being replaced, only after the replacement has said HELLO, so capacity
+ * never dips. */
 #include "pool.h"
 
 #include <errno.h>
@@ -14,7 +22,9 @@
 
 extern char **environ;
 
-typedef enum { PROC_IDLE, PROC_STARTING, PROC_RUNNING, PROC_BACKOFF, PROC_STOPPED } proc_state;
+typedef enum { PROC_IDLE, PROC_STARTING, PROC_RUNNING, PROC_BACKOFF, PROC_STOPPING } proc_state;
+
+static const char *const state_names[] = {"idle", "starting", "running", "backoff", "stopping"};
 
 struct worker_proc {
     pool *pool;
@@ -22,11 +32,19 @@ struct worker_proc {
     uv_process_t proc;
     uv_timer_t timer; /* startup timeout, restart backoff, kill escalation */
     bool proc_live;   /* uv_process_t handle open */
+    bool wanted;      /* the supervisor keeps this slot running */
+    bool retiring;    /* drained or about to be: takes no new work */
     int pid;
     proc_state state;
     uint64_t started_ms;
+    uint64_t last_active_ms;
     uint64_t backoff_ms;
-    uint32_t spawns;
+    uint32_t quick_exits; /* consecutive exits soon after start */
+    uint64_t requests;
+    uint64_t request_limit; /* max_requests +- jitter for this run; 0: none */
+    uint64_t restarts;
+    worker_proc *replaces;  /* the worker this one takes over from */
+    bool replaces_pending;  /* retiring, but serving until its successor is up */
     wlink *link;
 };
 
@@ -37,14 +55,19 @@ typedef struct link_node {
 
 struct pool {
     gateway *gw;
+    const sluice_pool_config *cfg;
     char name[64];
     char dir[512];
     char sock[600];
     bool own_dir;
     uv_pipe_t server;
     bool listening;
-    worker_proc *procs;
+    uv_timer_t tick; /* scaling and memory checks */
+    bool tick_live;
+    worker_proc **procs; /* slots; each allocated once (uv handles inside) */
     uint32_t n_procs;
+    uint32_t target;     /* wanted workers */
+    pool_stats stats;
     link_node *links;
     uint32_t n_links;
     stream *q_head, *q_tail;
@@ -52,12 +75,16 @@ struct pool {
     uint32_t rr;
     bool stopping;
     char **env;
+    char *own_env[2];
 };
 
 static void spawn_worker(worker_proc *w);
+static void retire_worker(worker_proc *w, const char *why, bool replace);
 
 const char *pool_name(const pool *p) { return p->name; }
+const sluice_pool_config *pool_config(const pool *p) { return p->cfg; }
 uint32_t pool_queue_len(const pool *p) { return p->q_len; }
+const pool_stats *pool_get_stats(const pool *p) { return &p->stats; }
 
 /* ---- queue ------------------------------------------------------------ */
 
@@ -73,6 +100,7 @@ static void q_push(pool *p, stream *s)
     s->queued = true;
     s->queued_at = uv_now(p->gw->loop);
     p->q_len++;
+    p->stats.queued_total++;
 }
 
 static void q_remove(pool *p, stream *s)
@@ -90,11 +118,48 @@ static void q_remove(pool *p, stream *s)
     s->qnext = s->qprev = NULL;
     s->queued = false;
     p->q_len--;
+    p->stats.queue_wait_sum += (double)(uv_now(p->gw->loop) - s->queued_at) / 1000.0;
 }
 
 void pool_withdraw(pool *p, stream *s) { q_remove(p, s); }
 
+/* ---- stats ------------------------------------------------------------ */
+
+const double pool_latency_bounds[POOL_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                       0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out)
+{
+    int cls = status / 100;
+    if (cls < 1 || cls > 5)
+        cls = 5;
+    p->stats.requests[cls]++;
+    p->stats.lat_count++;
+    p->stats.lat_sum += seconds;
+    for (int i = 0; i < POOL_LAT_BUCKETS; i++)
+        if (seconds <= pool_latency_bounds[i])
+            p->stats.lat_buckets[i]++;
+    p->stats.bytes_in += bytes_in;
+    p->stats.bytes_out += bytes_out;
+}
+
 /* ---- balancing -------------------------------------------------------- */
+
+static worker_proc *link_proc(pool *p, wlink *l)
+{
+    for (uint32_t i = 0; i < p->n_procs; i++)
+        if (p->procs[i]->link == l)
+            return p->procs[i];
+    return NULL;
+}
+
+static bool link_usable(pool *p, wlink *l)
+{
+    if (!wlink_can_open(l))
+        return false;
+    worker_proc *w = link_proc(p, l);
+    return !w || !w->retiring || w->replaces_pending;
+}
 
 /* The ready link with the fewest open streams; ties rotate. */
 static wlink *pick(pool *p)
@@ -109,7 +174,7 @@ static wlink *pick(pool *p)
         if (!n)
             n = p->links;
         wlink *l = n->link;
-        if (wlink_can_open(l)) {
+        if (link_usable(p, l)) {
             uint32_t open = wlink_open_streams(l);
             if (open < best_n) {
                 best = l;
@@ -128,9 +193,46 @@ static int dispatch(pool *p, wlink *l, stream *s)
     int rc = wlink_open(l, s);
     if (rc < 0)
         return rc;
+    worker_proc *w = link_proc(p, l);
+    if (w) {
+        w->requests++;
+        w->last_active_ms = uv_now(p->gw->loop);
+        if (w->request_limit && w->requests >= w->request_limit && !w->retiring)
+            retire_worker(w, "max_requests reached", true);
+    }
     stream_dispatched(s);
-    (void)p;
     return 0;
+}
+
+static uint32_t live_wanted(const pool *p, bool include_starting)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        const worker_proc *w = p->procs[i];
+        if (w->wanted && !w->retiring &&
+            (w->state == PROC_RUNNING || (include_starting && w->state != PROC_IDLE)))
+            n++;
+    }
+    return n;
+}
+
+static worker_proc *free_slot(pool *p);
+static void maybe_scale_up(pool *p)
+{
+    if (p->stopping || p->target >= p->cfg->max_workers)
+        return;
+    /* one start at a time: scale as fast as workers come up, no faster */
+    for (uint32_t i = 0; i < p->n_procs; i++)
+        if (p->procs[i]->wanted && p->procs[i]->state == PROC_STARTING)
+            return;
+    worker_proc *w = free_slot(p);
+    if (!w)
+        return;
+    p->target++;
+    slog(p->gw->log, LOG_INFO, "pool %s: scaling up to %u workers (%u requests queued)", p->name, p->target,
+         p->q_len);
+    w->wanted = true;
+    spawn_worker(w);
 }
 
 int pool_submit(pool *p, stream *s)
@@ -145,21 +247,27 @@ int pool_submit(pool *p, stream *s)
                 return rc;
         }
     }
-    if (p->q_len >= p->gw->cfg->queue_size)
+    if (p->q_len >= p->cfg->queue_size)
         return -EBUSY;
     q_push(p, s);
+    maybe_scale_up(p);
     return 1;
 }
 
 void pool_link_capacity(pool *p, wlink *l)
 {
-    while (p->q_head && wlink_can_open(l)) {
+    worker_proc *w = link_proc(p, l);
+    if (w)
+        w->last_active_ms = uv_now(p->gw->loop);
+    while (p->q_head && link_usable(p, l)) {
         stream *s = p->q_head;
         q_remove(p, s);
         int rc = dispatch(p, l, s);
         if (rc < 0) /* the head is too large for this worker */
             stream_on_unavailable(s, rc == -EMSGSIZE ? 431 : 502);
     }
+    if (w && w->retiring && wlink_open_streams(l) == 0)
+        gw_check_shutdown(p->gw);
 }
 
 /* ---- links ------------------------------------------------------------ */
@@ -180,17 +288,17 @@ void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
 {
     int pid = peer_pid ? peer_pid : (int)h->pid;
     for (uint32_t i = 0; i < p->n_procs; i++) {
-        worker_proc *w = &p->procs[i];
+        worker_proc *w = p->procs[i];
         if (w->pid == pid && w->proc_live && !w->link) {
             w->link = l;
             wlink_set_proc(l, w, w->id);
             w->state = PROC_RUNNING;
+            w->last_active_ms = uv_now(p->gw->loop);
             uv_timer_stop(&w->timer);
             return;
         }
     }
-    /* a worker started outside sluice: it still serves */
-    (void)h;
+    /* a worker started outside sluice: it serves too */
 }
 
 void pool_link_ready(pool *p, wlink *l)
@@ -204,17 +312,33 @@ void pool_link_ready(pool *p, wlink *l)
     n->next = p->links;
     p->links = n;
     p->n_links++;
-    if (p->stopping) {
-        wlink_drain(l, p->gw->cfg->graceful_timeout_ms);
+    worker_proc *w = link_proc(p, l);
+    if (p->stopping || (w && (!w->wanted || w->retiring))) {
+        wlink_drain(l, p->cfg->graceful_timeout_ms);
         return;
+    }
+    if (w && w->replaces) {
+        /* the replacement is up: now the old worker may go */
+        worker_proc *old = w->replaces;
+        w->replaces = NULL;
+        old->replaces_pending = false;
+        if (old->link)
+            wlink_drain(old->link, p->cfg->graceful_timeout_ms);
+        else if (old->proc_live)
+            uv_process_kill(&old->proc, SIGTERM);
     }
     pool_link_capacity(p, l);
 }
 
 void pool_link_retire(pool *p, wlink *l)
 {
-    /* Replacement happens when the process exits; answer with DRAIN. */
-    wlink_drain(l, p->gw->cfg->graceful_timeout_ms);
+    worker_proc *w = link_proc(p, l);
+    if (w && !w->retiring) {
+        retire_worker(w, "the worker asked to retire", true);
+        return;
+    }
+    if (!w)
+        wlink_drain(l, p->cfg->graceful_timeout_ms);
 }
 
 void pool_link_closed(pool *p, wlink *l)
@@ -229,32 +353,86 @@ void pool_link_closed(pool *p, wlink *l)
         }
     }
     for (uint32_t i = 0; i < p->n_procs; i++)
-        if (p->procs[i].link == l)
-            p->procs[i].link = NULL;
+        if (p->procs[i]->link == l)
+            p->procs[i]->link = NULL;
     gw_check_shutdown(p->gw);
 }
 
 /* ---- processes -------------------------------------------------------- */
 
+static worker_proc *free_slot(pool *p)
+{
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        worker_proc *w = p->procs[i];
+        if (!w->wanted && !w->proc_live && w->state == PROC_IDLE)
+            return w;
+    }
+    if (p->n_procs >= 65536)
+        return NULL;
+    worker_proc **np = realloc(p->procs, (p->n_procs + 1) * sizeof *np);
+    if (!np)
+        return NULL;
+    p->procs = np;
+    worker_proc *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->pool = p;
+    w->id = p->n_procs + 1;
+    uv_timer_init(p->gw->loop, &w->timer);
+    w->timer.data = w;
+    p->procs[p->n_procs++] = w;
+    return w;
+}
+
+/* Stop taking work on `w` and let it go; with `replace`, start its
+ * successor first and drain `w` only once the successor is ready. */
+static void retire_worker(worker_proc *w, const char *why, bool replace)
+{
+    pool *p = w->pool;
+    if (w->retiring)
+        return;
+    w->retiring = true;
+    slog(p->gw->log, LOG_INFO, "pool %s: retiring worker %u (pid %d): %s", p->name, w->id, w->pid, why);
+    if (replace && w->wanted && !p->stopping) {
+        worker_proc *n = free_slot(p);
+        if (n) {
+            w->wanted = false;
+            n->wanted = true;
+            n->replaces = w;
+            w->replaces_pending = true; /* keeps serving until then */
+            spawn_worker(n);
+            return;
+        }
+    }
+    w->wanted = false;
+    if (w->link)
+        wlink_drain(w->link, p->cfg->graceful_timeout_ms);
+    else if (w->proc_live)
+        uv_process_kill(&w->proc, SIGTERM);
+}
+
 static void on_proc_closed(uv_handle_t *h)
 {
     worker_proc *w = h->data;
     w->proc_live = false;
+    if (!w->wanted && w->state == PROC_STOPPING)
+        w->state = PROC_IDLE;
     gw_check_shutdown(w->pool->gw);
 }
 
-static void on_restart_timer(uv_timer_t *t)
+static void on_timer(uv_timer_t *t)
 {
     worker_proc *w = t->data;
-    if (w->state == PROC_BACKOFF && !w->pool->stopping)
+    pool *p = w->pool;
+    if (w->state == PROC_BACKOFF && w->wanted && !p->stopping) {
         spawn_worker(w);
-    else if (w->state == PROC_STARTING && w->proc_live) {
-        slog(w->pool->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) did not connect within %llums; killing it",
-             w->pool->name, w->id, w->pid, (unsigned long long)w->pool->gw->cfg->startup_timeout_ms);
+    } else if (w->state == PROC_STARTING && w->proc_live) {
+        slog(p->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) did not connect within %.1fs; killing it", p->name,
+             w->id, w->pid, p->cfg->startup_timeout_ms / 1000.0);
         uv_process_kill(&w->proc, SIGKILL);
-    } else if (w->state == PROC_STOPPED && w->proc_live) {
-        slog(w->pool->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) ignored SIGTERM; killing it",
-             w->pool->name, w->id, w->pid);
+    } else if (w->state == PROC_STOPPING && w->proc_live) {
+        slog(p->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) did not stop in time; killing it", p->name, w->id,
+             w->pid);
         uv_process_kill(&w->proc, SIGKILL);
     }
 }
@@ -265,32 +443,54 @@ static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
     pool *p = w->pool;
     uint64_t now = uv_now(p->gw->loop);
     uint64_t lived = now - w->started_ms;
+    bool expected = p->stopping || !w->wanted || w->retiring;
+    int level = expected && (sig == 0 || sig == SIGTERM) && status == 0 ? LOG_INFO : LOG_WARN;
     if (sig)
-        slog(p->gw->log, p->stopping ? LOG_INFO : LOG_WARN, "pool %s: worker %u (pid %d) killed by signal %d after %.1fs",
-             p->name, w->id, w->pid, sig, lived / 1000.0);
+        slog(p->gw->log, level, "pool %s: worker %u (pid %d) killed by signal %d after %.1fs", p->name, w->id,
+             w->pid, sig, lived / 1000.0);
     else
-        slog(p->gw->log, p->stopping || status == 0 ? LOG_INFO : LOG_WARN,
-             "pool %s: worker %u (pid %d) exited with status %lld after %.1fs", p->name, w->id, w->pid,
-             (long long)status, lived / 1000.0);
+        slog(p->gw->log, level, "pool %s: worker %u (pid %d) exited with status %lld after %.1fs", p->name,
+             w->id, w->pid, (long long)status, lived / 1000.0);
     uv_close((uv_handle_t *)&w->proc, on_proc_closed);
     w->pid = 0;
-    if (p->stopping) {
-        w->state = PROC_STOPPED;
+    bool was_retiring = w->retiring;
+    w->retiring = false;
+    /* a replacement that dies before taking over leaves the old one serving */
+    if (w->replaces) {
+        w->replaces->replaces_pending = false;
+        w->replaces->retiring = false;
+        w->replaces->wanted = true;
+        w->replaces = NULL;
+        w->wanted = false;
+    }
+    if (p->stopping || !w->wanted) {
+        w->state = PROC_STOPPING; /* becomes IDLE once the handle closed */
         uv_timer_stop(&w->timer);
         return;
     }
-    /* Respawn with exponential backoff; a worker that ran a while starts
-     * over from the shortest delay. */
-    if (lived > 10000)
+    (void)was_retiring;
+    w->restarts++;
+    p->stats.restarts++;
+    /* Respawn with exponential backoff. A worker that ran a while starts
+     * over from the shortest delay; one that keeps dying young is a crash
+     * loop, logged as such and retried at the longest delay. */
+    if (lived > 10000) {
         w->backoff_ms = 0;
+        w->quick_exits = 0;
+    } else {
+        w->quick_exits++;
+    }
     w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 100;
     if (w->backoff_ms > 10000)
         w->backoff_ms = 10000;
+    if (w->quick_exits == 5)
+        slog(p->gw->log, LOG_ERROR,
+             "pool %s: worker %u is crash-looping (%u exits within 10s of starting); retrying every %.0fs", p->name,
+             w->id, w->quick_exits, 10.0);
     w->state = PROC_BACKOFF;
     if (w->backoff_ms > 100)
-        slog(p->gw->log, LOG_WARN, "pool %s: worker %u restarting in %.1fs", p->name, w->id,
-             w->backoff_ms / 1000.0);
-    uv_timer_start(&w->timer, on_restart_timer, w->backoff_ms, 0);
+        slog(p->gw->log, LOG_WARN, "pool %s: worker %u restarting in %.1fs", p->name, w->id, w->backoff_ms / 1000.0);
+    uv_timer_start(&w->timer, on_timer, w->backoff_ms, 0);
 }
 
 static void spawn_worker(worker_proc *w)
@@ -299,19 +499,14 @@ static void spawn_worker(worker_proc *w)
     gateway *gw = p->gw;
     char id_env[64];
     snprintf(id_env, sizeof id_env, "SLUICE_WORKER_ID=%u", w->id);
-    /* env: ours, minus SLUICE_WORKER_ID, plus this worker's id */
     size_t n = 0;
     while (p->env[n])
         n++;
     char **env = calloc(n + 2, sizeof *env);
     if (!env)
         return;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(p->env[i], "SLUICE_WORKER_ID=", 17))
-            env[k++] = p->env[i];
-    env[k++] = id_env;
-    env[k] = NULL;
+    memcpy(env, p->env, n * sizeof *env);
+    env[n] = id_env;
 
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
@@ -320,49 +515,217 @@ static void spawn_worker(worker_proc *w)
     };
     uv_process_options_t opt = {
         .exit_cb = on_proc_exit,
-        .file = gw->cfg->command[0],
-        .args = gw->cfg->command,
+        .file = p->cfg->command[0],
+        .args = p->cfg->command,
         .env = env,
+        .cwd = p->cfg->directory[0] ? p->cfg->directory : NULL,
         .stdio_count = 3,
         .stdio = stdio,
     };
     w->proc.data = w;
     int rc = uv_spawn(gw->loop, &w->proc, &opt);
     free(env);
-    w->spawns++;
     w->started_ms = uv_now(gw->loop);
+    w->requests = 0;
+    w->retiring = false;
+    w->request_limit = 0;
+    if (p->cfg->max_requests) {
+        uint64_t j = p->cfg->max_requests_jitter;
+        uint64_t r = j ? (uint64_t)rand() % (2 * j + 1) : 0;
+        w->request_limit = p->cfg->max_requests + r > j ? p->cfg->max_requests + r - j : 1;
+    }
     if (rc < 0) {
-        slog(gw->log, LOG_ERROR, "pool %s: cannot start worker %u (%s): %s", p->name, w->id,
-             gw->cfg->command[0], uv_strerror(rc));
+        slog(gw->log, LOG_ERROR, "pool %s: cannot start worker %u (%s): %s", p->name, w->id, p->cfg->command[0],
+             uv_strerror(rc));
         uv_close((uv_handle_t *)&w->proc, NULL);
         w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 500;
         if (w->backoff_ms > 10000)
             w->backoff_ms = 10000;
         w->state = PROC_BACKOFF;
-        uv_timer_start(&w->timer, on_restart_timer, w->backoff_ms, 0);
+        uv_timer_start(&w->timer, on_timer, w->backoff_ms, 0);
         return;
     }
     w->proc_live = true;
     w->pid = w->proc.pid;
     w->state = PROC_STARTING;
     slog(gw->log, LOG_INFO, "pool %s: started worker %u (pid %d)", p->name, w->id, w->pid);
-    uv_timer_start(&w->timer, on_restart_timer, gw->cfg->startup_timeout_ms, 0);
+    uv_timer_start(&w->timer, on_timer, p->cfg->startup_timeout_ms, 0);
+}
+
+/* ---- scaling and memory ----------------------------------------------- */
+
+static uint64_t proc_rss(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+uint64_t pool_worker_rss(int pid) { return proc_rss(pid); }
+
+static void on_tick(uv_timer_t *t)
+{
+    pool *p = t->data;
+    if (p->stopping)
+        return;
+    uint64_t now = uv_now(p->gw->loop);
+    if (p->q_len)
+        maybe_scale_up(p);
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        worker_proc *w = p->procs[i];
+        if (w->state != PROC_RUNNING || !w->wanted || w->retiring)
+            continue;
+        if (p->cfg->memory_limit) {
+            uint64_t rss = proc_rss(w->pid);
+            if (rss > p->cfg->memory_limit) {
+                char why[96];
+                snprintf(why, sizeof why, "RSS %.1f MiB above memory_limit", rss / 1048576.0);
+                retire_worker(w, why, true);
+                continue;
+            }
+        }
+        /* scale down: a worker idle for idle_timeout, above min_workers */
+        if (p->target > p->cfg->min_workers && w->link && wlink_open_streams(w->link) == 0 && !p->q_len &&
+            now - w->last_active_ms > p->cfg->idle_timeout_ms) {
+            p->target--;
+            slog(p->gw->log, LOG_INFO, "pool %s: scaling down to %u workers (worker %u idle)", p->name, p->target,
+                 w->id);
+            retire_worker(w, "idle", false);
+        }
+    }
+}
+
+int pool_scale(pool *p, uint32_t n)
+{
+    if (p->stopping)
+        return -ECANCELED;
+    if (n > 4096)
+        return -EINVAL;
+    uint32_t live = live_wanted(p, true);
+    p->target = n;
+    while (live < n) {
+        worker_proc *w = free_slot(p);
+        if (!w)
+            return -ENOMEM;
+        w->wanted = true;
+        spawn_worker(w);
+        live++;
+    }
+    /* retire the newest wanted workers beyond n, idle ones first */
+    for (int pass = 0; pass < 2 && live > n; pass++) {
+        for (uint32_t i = p->n_procs; i-- > 0 && live > n;) {
+            worker_proc *w = p->procs[i];
+            if (!w->wanted || w->retiring || w->state == PROC_IDLE)
+                continue;
+            bool busy = w->link && wlink_open_streams(w->link) > 0;
+            if (pass == 0 && busy)
+                continue;
+            if (w->state == PROC_BACKOFF) {
+                uv_timer_stop(&w->timer);
+                w->wanted = false;
+                w->state = PROC_IDLE;
+            } else {
+                retire_worker(w, "scaled down", false);
+            }
+            live--;
+        }
+    }
+    slog(p->gw->log, LOG_INFO, "pool %s: scaled to %u workers", p->name, n);
+    return 0;
+}
+
+uint32_t pool_target(const pool *p) { return p->target; }
+
+int pool_reload(pool *p)
+{
+    if (p->stopping)
+        return -ECANCELED;
+    /* Decide first, then act: retiring spawns replacements into slots this
+     * loop would otherwise visit. */
+    uint32_t n = 0, count = p->n_procs;
+    bool *pick = calloc(count ? count : 1, sizeof *pick);
+    if (!pick)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < count; i++) {
+        worker_proc *w = p->procs[i];
+        pick[i] = w->wanted && !w->retiring && !w->replaces && w->state != PROC_IDLE;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        if (!pick[i])
+            continue;
+        worker_proc *w = p->procs[i];
+        if (w->state == PROC_RUNNING) {
+            retire_worker(w, "reload", true);
+            n++;
+        } else if (w->proc_live) {
+            /* not serving yet: restarting it picks up the new settings */
+            uv_process_kill(&w->proc, SIGTERM);
+        }
+    }
+    free(pick);
+    slog(p->gw->log, LOG_INFO, "pool %s: reloading %u workers", p->name, n);
+    return 0;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+uint32_t pool_worker_count(const pool *p) { return p->n_procs; }
+
+bool pool_worker_info(const pool *p, uint32_t i, pool_worker_view *v)
+{
+    if (i >= p->n_procs)
+        return false;
+    const worker_proc *w = p->procs[i];
+    memset(v, 0, sizeof *v);
+    v->id = w->id;
+    v->pid = w->pid;
+    v->state = w->retiring && w->state == PROC_RUNNING ? "retiring" : state_names[w->state];
+    v->wanted = w->wanted;
+    v->active_streams = w->link ? wlink_open_streams(w->link) : 0;
+    v->requests = w->requests;
+    v->restarts = w->restarts;
+    v->uptime_s = w->proc_live ? (double)(uv_now(p->gw->loop) - w->started_ms) / 1000.0 : 0;
+    v->rss = w->proc_live && w->pid ? proc_rss(w->pid) : 0;
+    return true;
 }
 
 /* ---- setup ------------------------------------------------------------ */
 
+/* The workers' environment: ours, then the pool's `env` entries, then the
+ * SLUICE_* variables (SLUICE_WORKER_ID is added per spawn). Entries are
+ * borrowed from environ and the config, except the two built here. */
 static int build_env(pool *p)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    p->env = calloc(n + 4, sizeof *p->env);
+    free(p->env);
+    free(p->own_env[0]);
+    free(p->own_env[1]);
+    p->env = calloc(n + p->cfg->n_env + 4, sizeof *p->env);
     if (!p->env)
         return -ENOMEM;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "SLUICE_SOCKET=", 14) && strncmp(environ[i], "SLUICE_POOL=", 12))
+    for (size_t i = 0; i < n; i++) {
+        if (!strncmp(environ[i], "SLUICE_", 7))
+            continue;
+        /* a pool entry for the same variable replaces ours */
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+        bool overridden = false;
+        for (uint32_t j = 0; j < p->cfg->n_env && !overridden; j++)
+            overridden = !strncmp(p->cfg->env[j], environ[i], klen);
+        if (!overridden)
             p->env[k++] = environ[i];
+    }
+    for (uint32_t j = 0; j < p->cfg->n_env; j++)
+        p->env[k++] = p->cfg->env[j];
     char *a = malloc(strlen(p->sock) + 16), *b = malloc(strlen(p->name) + 16);
     if (!a || !b) {
         free(a);
@@ -374,38 +737,34 @@ static int build_env(pool *p)
     p->env[k++] = a;
     p->env[k++] = b;
     p->env[k] = NULL;
+    p->own_env[0] = a;
+    p->own_env[1] = b;
     return 0;
 }
 
-int pool_new(pool **out, gateway *gw)
+int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg)
 {
-    const sluice_config *cfg = gw->cfg;
     pool *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->gw = gw;
-    snprintf(p->name, sizeof p->name, "%s", cfg->pool_name);
-    p->n_procs = cfg->workers;
-    p->procs = calloc(p->n_procs, sizeof *p->procs);
-    if (!p->procs) {
-        free(p);
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < p->n_procs; i++) {
-        worker_proc *w = &p->procs[i];
-        w->pool = p;
-        w->id = i + 1;
-        uv_timer_init(gw->loop, &w->timer);
-        w->timer.data = w;
-    }
+    p->cfg = cfg;
+    snprintf(p->name, sizeof p->name, "%s", cfg->name);
+    p->target = cfg->min_workers;
     *out = p;
     return 0;
+}
+
+void pool_set_config(pool *p, const sluice_pool_config *cfg)
+{
+    p->cfg = cfg;
+    build_env(p);
 }
 
 int pool_start(pool *p)
 {
     gateway *gw = p->gw;
-    const sluice_config *cfg = gw->cfg;
+    const sluice_pool_config *cfg = p->cfg;
     if (cfg->socket_dir[0]) {
         snprintf(p->dir, sizeof p->dir, "%s", cfg->socket_dir);
         if (mkdir(p->dir, 0700) < 0 && errno != EEXIST) {
@@ -431,24 +790,34 @@ int pool_start(pool *p)
     unlink(p->sock);
     uv_pipe_init(gw->loop, &p->server, 0);
     p->server.data = p;
-    /* only the gateway's user may connect */
-    mode_t old = umask(0177);
+    /* only the gateway's user may connect (or its group, when configured) */
+    mode_t old = umask(cfg->socket_mode == 0660 ? 0117 : 0177);
     int rc = uv_pipe_bind(&p->server, p->sock);
     umask(old);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&p->server, 256, on_connection);
     if (rc < 0) {
         slog(gw->log, LOG_ERROR, "listening on %s: %s", p->sock, uv_strerror(rc));
+        uv_close((uv_handle_t *)&p->server, NULL);
         return rc;
     }
     p->listening = true;
     rc = build_env(p);
     if (rc < 0)
         return rc;
-    slog(gw->log, LOG_INFO, "pool %s: socket %s, %u workers: %s", p->name, p->sock, p->n_procs,
-         cfg->command[0]);
-    for (uint32_t i = 0; i < p->n_procs; i++)
-        spawn_worker(&p->procs[i]);
+    uv_timer_init(gw->loop, &p->tick);
+    p->tick.data = p;
+    p->tick_live = true;
+    uv_timer_start(&p->tick, on_tick, 1000, 1000);
+    slog(gw->log, LOG_INFO, "pool %s: socket %s, %u workers (min %u, max %u): %s", p->name, p->sock, p->target,
+         cfg->min_workers, cfg->max_workers, cfg->command[0]);
+    for (uint32_t i = 0; i < p->target; i++) {
+        worker_proc *w = free_slot(p);
+        if (!w)
+            return -ENOMEM;
+        w->wanted = true;
+        spawn_worker(w);
+    }
     return 0;
 }
 
@@ -463,19 +832,20 @@ void pool_shutdown(pool *p)
         stream_on_unavailable(s, 503);
     }
     for (link_node *n = p->links; n; n = n->next)
-        wlink_drain(n->link, p->gw->cfg->graceful_timeout_ms);
+        wlink_drain(n->link, p->cfg->graceful_timeout_ms);
     for (uint32_t i = 0; i < p->n_procs; i++) {
-        worker_proc *w = &p->procs[i];
-        if (w->state == PROC_BACKOFF)
-            uv_timer_stop(&w->timer);
+        worker_proc *w = p->procs[i];
+        uv_timer_stop(&w->timer);
         if (w->proc_live) {
             uv_process_kill(&w->proc, SIGTERM);
-            w->state = PROC_STOPPED;
-            uv_timer_start(&w->timer, on_restart_timer, 5000, 0);
+            w->state = PROC_STOPPING;
+            uv_timer_start(&w->timer, on_timer, p->cfg->graceful_timeout_ms + 5000, 0);
         } else {
-            w->state = PROC_STOPPED;
+            w->state = PROC_IDLE;
         }
     }
+    if (p->tick_live)
+        uv_timer_stop(&p->tick);
     if (p->listening) {
         uv_close((uv_handle_t *)&p->server, NULL);
         p->listening = false;
@@ -487,7 +857,7 @@ bool pool_stopped(const pool *p)
     if (!p->stopping)
         return false;
     for (uint32_t i = 0; i < p->n_procs; i++)
-        if (p->procs[i].proc_live)
+        if (p->procs[i]->proc_live)
             return false;
     return p->n_links == 0;
 }
@@ -497,7 +867,9 @@ void pool_free(pool *p)
     if (!p)
         return;
     for (uint32_t i = 0; i < p->n_procs; i++)
-        uv_close((uv_handle_t *)&p->procs[i].timer, NULL);
+        uv_close((uv_handle_t *)&p->procs[i]->timer, NULL);
+    if (p->tick_live)
+        uv_close((uv_handle_t *)&p->tick, NULL);
     if (p->sock[0])
         unlink(p->sock);
     if (p->own_dir)
@@ -507,17 +879,17 @@ void pool_free(pool *p)
         p->links = n->next;
         free(n);
     }
-    if (p->env) {
-        for (size_t i = 0; p->env[i]; i++)
-            if (!strncmp(p->env[i], "SLUICE_SOCKET=", 14) || !strncmp(p->env[i], "SLUICE_POOL=", 12))
-                free(p->env[i]);
-        free(p->env);
-    }
-    /* procs are freed by the caller after the loop closed their timers */
+    free(p->own_env[0]);
+    free(p->own_env[1]);
+    free(p->env);
+    p->env = NULL;
+    p->own_env[0] = p->own_env[1] = NULL;
 }
 
 void pool_release(pool *p)
 {
+    for (uint32_t i = 0; i < p->n_procs; i++)
+        free(p->procs[i]);
     free(p->procs);
     free(p);
 }

@@ -5,7 +5,7 @@
 
 #include "gateway.h"
 
-int pool_new(pool **out, gateway *gw);
+int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg);
 /* pool_free closes what the pool owns; pool_release frees it once the loop
  * has run the close callbacks. */
 void pool_free(pool *p);
@@ -13,6 +13,7 @@ void pool_release(pool *p);
 /* Listen on the pool's socket and spawn its workers. */
 int pool_start(pool *p);
 const char *pool_name(const pool *p);
+const sluice_pool_config *pool_config(const pool *p);
 
 /* Send a stream to the least-loaded worker, or queue it. Returns 0 when it
  * was dispatched, 1 when queued, -EBUSY when the queue is full. */
@@ -26,6 +27,45 @@ void pool_link_ready(pool *p, wlink *l);
 void pool_link_capacity(pool *p, wlink *l);
 void pool_link_retire(pool *p, wlink *l);
 void pool_link_closed(pool *p, wlink *l);
+
+/* Counters for the admin API. */
+#define POOL_LAT_BUCKETS 14
+extern const double pool_latency_bounds[POOL_LAT_BUCKETS];
+typedef struct {
+    uint64_t requests[6]; /* by status class: [1] 1xx .. [5] 5xx */
+    uint64_t lat_buckets[POOL_LAT_BUCKETS]; /* cumulative (Prometheus "le") */
+    uint64_t lat_count;
+    double lat_sum;
+    uint64_t bytes_in, bytes_out;
+    uint64_t restarts;
+    uint64_t queued_total;
+    double queue_wait_sum;
+} pool_stats;
+
+void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out);
+const pool_stats *pool_get_stats(const pool *p);
+
+typedef struct {
+    uint32_t id;
+    int pid;
+    const char *state;
+    bool wanted;
+    uint32_t active_streams;
+    uint64_t requests, restarts;
+    double uptime_s;
+    uint64_t rss;
+} pool_worker_view;
+uint32_t pool_worker_count(const pool *p);
+bool pool_worker_info(const pool *p, uint32_t i, pool_worker_view *v);
+uint64_t pool_worker_rss(int pid);
+
+/* Set the number of workers (admin API, SIGTTIN/SIGTTOU). */
+int pool_scale(pool *p, uint32_t n);
+uint32_t pool_target(const pool *p);
+/* Replace every worker, one new worker ready before each old one drains. */
+int pool_reload(pool *p);
+/* Switch to a new config (reload); takes effect for workers started next. */
+void pool_set_config(pool *p, const sluice_pool_config *cfg);
 
 /* Graceful stop: drain links, stop respawning, terminate processes. */
 void pool_shutdown(pool *p);

@@ -16,6 +16,7 @@ struct stream {
     conn *conn;
 
     /* worker side */
+    pool *pool;           /* chosen by the router */
     wlink *link;          /* set while the protocol stream is open on a link */
     uint64_t sid;
     int64_t worker_id;    /* -1 until dispatched */

@@ -112,12 +112,12 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
     if (rc == 0)
         rc = sluice_proto_link_new(&l->proto, SLUICE_ROLE_GATEWAY, &lc);
     if (rc == 0)
-        rc = sluice_proto_decoder_new(&l->dec, gw->cfg->max_frame, SLUICE_PROTO_MAX_HEADERS);
+        rc = sluice_proto_decoder_new(&l->dec, pool_config(p)->max_frame, SLUICE_PROTO_MAX_HEADERS);
     if (rc == 0) {
         uv_timer_init(gw->loop, &l->hello_timer);
         l->hello_timer.data = l;
         l->handles++;
-        uv_timer_start(&l->hello_timer, on_hello_timeout, gw->cfg->startup_timeout_ms, 0);
+        uv_timer_start(&l->hello_timer, on_hello_timeout, pool_config(p)->startup_timeout_ms, 0);
         rc = uv_read_start((uv_stream_t *)&l->pipe, alloc_cb, on_read);
     }
     if (rc < 0) {
@@ -356,7 +356,7 @@ static void on_hello(wlink *l, const sluice_hello *h)
 {
     uv_timer_stop(&l->hello_timer);
     pool_link_hello(l->pool, l, h, l->peer_pid); /* sets worker_id and proc */
-    const sluice_config *cfg = l->gw->cfg;
+    const sluice_pool_config *cfg = pool_config(l->pool);
     const char *pname = pool_name(l->pool);
     sluice_frame f = {.type = SLUICE_FRAME_HELLO};
     sluice_hello *g = &f.u.hello;

@@ -45,6 +45,11 @@ def _is_sanitized(path):
 
 SANITIZED = _is_sanitized(SLUICE)
 
+# Lines that a sanitizer prints in the gateway's or a worker's stderr: any of
+# them fails the test (in teardown) even when the process survived.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "WARNING: ThreadSanitizer")
+
 
 def rss_limit_kib():
     """Peak RSS allowed for the gateway in the streaming tests, in KiB, or
@@ -316,11 +321,21 @@ def start_gateway(request):
 
     failed = getattr(request.node, "rep_call", None)
     failed = failed is not None and failed.failed
+    reports = []
     for gw in started:
         gw.stop()
-        if failed:
+        log = gw.log()
+        hit = next((m for m in SANITIZER_MARKS if m in log), None)
+        if failed or hit:
             print(f"\n--- gateway log ({' '.join(gw.argv)}) ---\n{gw.log_tail(80)}")
+        if hit:
+            i = log.index(hit)
+            start = max(0, log.rfind("\n", 0, max(0, i - 200)))
+            reports.append(log[start:i + 3000])
     shutil.rmtree(tmp_root, ignore_errors=True)
+    if reports:
+        pytest.fail("sanitizer report in the gateway/worker output:\n" + reports[0],
+                    pytrace=False)
 
 
 def run_cli(*args, timeout=10):

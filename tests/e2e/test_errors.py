@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -332,3 +333,118 @@ def test_worker_that_exits_immediately(start_gateway):
         assert gw.alive(), f"gateway died (exit {gw.proc.poll()})"
     time.sleep(1)
     assert gw.alive(), f"gateway died (exit {gw.proc.poll()})"
+
+
+# --------------------------------------------------------------------------
+# workers that break the protocol (tests/e2e/badworker.py)
+
+BADWORKER = os.path.join(os.path.dirname(__file__), "badworker.py")
+
+
+def bad_cmd(mode, mark_dir):
+    mark = os.path.join(str(mark_dir), f"mark-{mode}")
+    return ["/usr/bin/env", f"SLUICE_BADWORKER_MARK={mark}",
+            sys.executable, BADWORKER, mode]
+
+
+def test_badworker_control(start_gateway, tmp_path):
+    """The misbehaving-worker harness itself: its 'ok' mode is served."""
+    gw = start_gateway(bad_cmd("ok", tmp_path), workers=1)
+    r = get(gw.port, "/")
+    assert r.status == 200 and r.body == b"ok\n", r
+
+
+@pytest.mark.parametrize("mode", ["crlf-header", "bad-header-name", "garbage",
+                                  "oversize-frame", "reset"])
+def test_worker_protocol_violation_502(start_gateway, tmp_path, mode):
+    """A worker that breaks the protocol (or resets) before responding gets
+    the client a 502; the gateway survives and the next request is served."""
+    gw = start_gateway(bad_cmd(mode, tmp_path), workers=1)
+    with Conn(gw.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/"))
+        head = c.read_head()
+        assert head.status == 502, f"{mode}: {head}"
+        assert head.header("x-injected") is None, f"{mode}: header injected: {head}"
+        assert head.header("x-evil") is None, f"{mode}: invalid header relayed: {head}"
+    assert gw.alive(), f"gateway died (exit {gw.proc.poll()})"
+    r = get(gw.port, "/", timeout=10)
+    assert r.status == 200 and r.body == b"ok\n", f"{mode}: next request: {r}"
+
+
+def test_worker_body_over_window(start_gateway, tmp_path):
+    """BODY beyond the response window is a link error (flow_control): the
+    client gets 502 or an aborted response, never the excess bytes as a
+    complete response; the gateway survives."""
+    gw = start_gateway(bad_cmd("body-over-window", tmp_path), workers=1)
+    with Conn(gw.port, timeout=10) as c:
+        c.send(request_bytes("GET", "/"))
+        try:
+            head = c.read_head()
+        except (ConnectionClosed, ConnectionResetError):
+            head = None  # RESPONSE had arrived: closing is allowed (PROTOCOL.md 3.13)
+        if head is not None and head.status != 502:
+            assert head.status == 200, head
+            with pytest.raises((ConnectionClosed, ConnectionResetError)):
+                b"".join(c.iter_body(head))
+    assert gw.alive()
+    r = get(gw.port, "/", timeout=10)
+    assert r.status == 200 and r.body == b"ok\n", r
+
+
+def test_worker_hop_by_hop_headers_dropped(start_gateway, tmp_path):
+    gw = start_gateway(bad_cmd("hop-by-hop", tmp_path), workers=1)
+    with Conn(gw.port, timeout=5) as c:
+        c.send(request_bytes("GET", "/"))
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.body == b"ok\n", f"body framed wrongly: {r}"
+        assert len(r.header_all("transfer-encoding")) <= 1, r
+        assert r.header("keep-alive") is None, f"Keep-Alive from the worker relayed: {r}"
+        assert r.header("x-kept") == "1", r
+
+
+def test_worker_short_body_aborts_connection(start_gateway, tmp_path):
+    """Content-Length 10 but 3 bytes then END: the client must see the
+    connection closed (it cannot be completed), not wait forever."""
+    gw = start_gateway(bad_cmd("short-body", tmp_path), workers=1)
+    with Conn(gw.port, timeout=5) as c:
+        c.send(request_bytes("GET", "/"))
+        try:
+            head = c.read_head()
+        except (ConnectionClosed, ConnectionResetError):
+            return  # nothing sent at all: acceptable
+        if head.status == 502:
+            return
+        assert head.header("content-length") == "10", head
+        try:
+            body = b"".join(c.iter_body(head))
+        except (ConnectionClosed, ConnectionResetError):
+            return
+        except socket.timeout:
+            pytest.fail("short body: connection left open, client waits forever")
+        pytest.fail(f"short body completed?! {body!r}")
+
+
+def test_worker_long_body_not_smuggled(start_gateway, tmp_path):
+    """Content-Length 3 but 10+ bytes: bytes past the declared length must not
+    reach the client connection as if they were a next response."""
+    gw = start_gateway(bad_cmd("long-body", tmp_path), workers=1)
+    with Conn(gw.port, timeout=5) as c:
+        c.send(request_bytes("GET", "/") + request_bytes("GET", "/"))
+        try:
+            head = c.read_head()
+        except (ConnectionClosed, ConnectionResetError):
+            return
+        if head.status == 200:
+            assert head.header("content-length") == "3", head
+            body = b"".join(c.iter_body(head))
+            assert body == b"abc", body
+        else:
+            assert head.status == 502, head
+        # whatever follows must be a genuine second response or a close
+        try:
+            r2 = c.read_head()
+        except (ConnectionClosed, ConnectionResetError):
+            return
+        assert r2.status != 299, f"smuggled response reached the client: {r2}"
+        assert r2.status in (200, 502), r2

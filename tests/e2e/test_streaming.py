@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import RssMonitor, rss_limit_kib, SANITIZED
+from conftest import RssMonitor, rss_limit_kib
 from httpc import Conn, ConnectionClosed, request_bytes, get, blob_check, \
     blob_first_mismatch
 

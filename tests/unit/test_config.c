@@ -2,6 +2,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -49,6 +52,8 @@ static int parse(sluice_config *c, char **argv)
     sluice_config_defaults(c);
     FILE *null = fopen("/dev/null", "w");
     int rc = sluice_config_parse(c, argc, argv, null, null);
+    if (rc != 0)
+        sluice_config_free(c);
     fclose(null);
     return rc;
 }
@@ -62,15 +67,20 @@ Test(config, full_command_line)
     cr_assert_eq(parse(&c, argv), 0);
     cr_assert_str_eq(c.listen_host, "::1");
     cr_assert_eq(c.listen_port, 9000);
-    cr_assert_eq(c.workers, 3);
-    cr_assert_eq(c.max_streams, 8);
-    cr_assert_eq(c.max_body, 2ull << 30);
-    cr_assert_eq(c.response_timeout_ms, 250);
+    cr_assert_eq(c.n_pools, 1);
+    const sluice_pool_config *p = &c.pools[0];
+    cr_assert_str_eq(p->name, "default");
+    cr_assert_eq(p->min_workers, 3);
+    cr_assert_eq(p->max_workers, 3);
+    cr_assert_eq(p->max_streams, 8);
+    cr_assert_eq(p->max_body, 2ull << 30);
+    cr_assert_eq(p->response_timeout_ms, 250);
     cr_assert_str_eq(c.access_log, "off");
     cr_assert_eq(c.log_level, LOG_DEBUG);
-    cr_assert_str_eq(c.command[0], "/bin/worker");
-    cr_assert_str_eq(c.command[1], "--flag");
-    cr_assert_null(c.command[2]);
+    cr_assert_str_eq(p->command[0], "/bin/worker");
+    cr_assert_str_eq(p->command[1], "--flag");
+    cr_assert_null(p->command[2]);
+    sluice_config_free(&c);
 }
 
 Test(config, defaults_and_errors)
@@ -81,7 +91,8 @@ Test(config, defaults_and_errors)
     cr_assert_str_eq(c.listen_host, "127.0.0.1");
     cr_assert_eq(c.listen_port, 8080);
     cr_assert_eq(c.max_header_bytes, 32768);
-    cr_assert_eq(c.max_body, 100u << 20);
+    cr_assert_eq(c.pools[0].max_body, 100u << 20);
+    sluice_config_free(&c);
     char *help[] = {"sluice", "--help", NULL};
     cr_assert_eq(parse(&c, help), 1);
     char *version[] = {"sluice", "-V", NULL};
@@ -94,4 +105,123 @@ Test(config, defaults_and_errors)
     cr_assert_lt(parse(&c, badport), 0);
     char *zero[] = {"sluice", "--workers", "0", "--", "w", NULL};
     cr_assert_lt(parse(&c, zero), 0);
+}
+
+/* Write `text` to a temporary config file; returns its path (static). */
+static const char *write_conf(const char *text)
+{
+    static char path[64];
+    strcpy(path, "/tmp/sluice-test-XXXXXX.ini");
+    int fd = mkstemps(path, 4);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+Test(config_file, pools_routes_and_server)
+{
+    const char *path = write_conf(
+        "# a comment\n"
+        "[server]\n"
+        "listen = 0.0.0.0:9000\n"
+        "admin = 127.0.0.1:9001\n"
+        "max_header_bytes = 16k\n"
+        "\n"
+        "[pool:app]\n"
+        "command = python3 -m sluice.asgi 'my app:app'\n"
+        "min_workers = 1\n"
+        "max_workers = 4\n"
+        "env = A=1\n"
+        "env = B=two words\n"
+        "max_requests = 1000\n"
+        "max_requests_jitter = 100\n"
+        "memory_limit = 512m\n"
+        "response_timeout = 5s\n"
+        "\n"
+        "[pool:static]\n"
+        "command = /bin/worker\n"
+        "workers = 2\n"
+        "\n"
+        "[route:api]\n"
+        "host = api.example.com\n"
+        "path = /v1/\n"
+        "pool = app\n");
+    sluice_config c;
+    char *argv[] = {"sluice", "--config", (char *)path, NULL};
+    cr_assert_eq(parse(&c, argv), 0);
+    cr_assert_eq(c.listen_port, 9000);
+    cr_assert_str_eq(c.listen_host, "0.0.0.0");
+    cr_assert_str_eq(c.admin, "127.0.0.1:9001");
+    cr_assert_eq(c.max_header_bytes, 16384);
+    cr_assert_eq(c.n_pools, 2);
+    const sluice_pool_config *app = sluice_config_pool(&c, "app");
+    cr_assert_not_null(app);
+    cr_assert_str_eq(app->command[0], "python3");
+    cr_assert_str_eq(app->command[3], "my app:app", "quotes group words");
+    cr_assert_null(app->command[4]);
+    cr_assert_eq(app->min_workers, 1);
+    cr_assert_eq(app->max_workers, 4);
+    cr_assert_eq(app->n_env, 2);
+    cr_assert_str_eq(app->env[1], "B=two words");
+    cr_assert_eq(app->max_requests, 1000);
+    cr_assert_eq(app->memory_limit, 512u << 20);
+    cr_assert_eq(app->response_timeout_ms, 5000);
+    cr_assert_eq(sluice_config_pool(&c, "static")->min_workers, 2);
+    cr_assert_eq(c.n_routes, 1);
+    cr_assert_str_eq(c.routes[0].host, "api.example.com");
+    cr_assert_str_eq(c.routes[0].pool, "app");
+    sluice_config_free(&c);
+    unlink(path);
+}
+
+/* Each broken file must fail with its line number. */
+Test(config_file, errors_have_line_numbers)
+{
+    struct {
+        const char *text;
+        const char *want;
+    } cases[] = {
+        {"[pool:a]\ncommand = w\nworkers = many\n", ":3: invalid value for 'workers'"},
+        {"[pool:a]\ncommand = w\n\nfrobnicate = 1\n", ":4: unknown key 'frobnicate'"},
+        {"[server]\nlisten = 1.2.3.4\n", ":2: invalid value for 'listen'"},
+        {"[pools:a]\ncommand = w\n", ":2: unknown section [pools:a]"},
+        {"[pool:a]\ncommand = w\nmin_workers = 3\nmax_workers = 2\n", "max_workers (2) must be at least min_workers (3)"},
+        {"[pool:a]\ncommand = w\n[route:r]\npool = nope\n", "route 'r' names unknown pool 'nope'"},
+        {"[pool:a]\nworkers = 1\n", "pool 'a' has no command"},
+        {"[pool:a]\ncommand = w $(reboot)\n", ":2: invalid value for 'command'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = write_conf(cases[i].text);
+        char *msg = NULL;
+        size_t len = 0;
+        FILE *err = open_memstream(&msg, &len);
+        sluice_config c;
+        char *argv[] = {"sluice", "--check-config", (char *)path, NULL};
+        sluice_config_defaults(&c);
+        FILE *null = fopen("/dev/null", "w");
+        int rc = sluice_config_parse(&c, 3, argv, null, err);
+        fclose(null);
+        fclose(err);
+        cr_expect_lt(rc, 0, "case %zu should fail", i);
+        cr_expect(msg && strstr(msg, cases[i].want), "case %zu: got '%s', want '%s'", i, msg ? msg : "",
+                  cases[i].want);
+        free(msg);
+        sluice_config_free(&c);
+        unlink(path);
+    }
+}
+
+Test(config_file, pool_flags_rejected_with_config)
+{
+    const char *path = write_conf("[pool:a]\ncommand = w\n");
+    sluice_config c;
+    char *argv[] = {"sluice", "--config", (char *)path, "--workers", "3", NULL};
+    cr_assert_lt(parse(&c, argv), 0);
+    char *ok[] = {"sluice", "--config", (char *)path, "--listen", "127.0.0.1:7000", NULL};
+    cr_assert_eq(parse(&c, ok), 0);
+    cr_assert_eq(c.listen_port, 7000, "server flags override the file");
+    sluice_config_free(&c);
+    unlink(path);
 }

@@ -1,0 +1,440 @@
+/* Admin listener: a small HTTP/1.1 server (one request per connection) for
+ * status, metrics and control. It is meant for operators and monitoring on
+ * a private address or Unix socket, never for the public. */
+#include "admin.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool.h"
+
+#define URL_MAX 2048
+#define BODY_MAX 4096
+
+typedef struct admin_conn {
+    gateway *gw;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+    } h;
+    uv_timer_t timer;
+    int handles;
+    llhttp_t parser;
+    char url[URL_MAX];
+    size_t url_len;
+    bool done, closed;
+    sluice_buf out;
+    uv_write_t wreq;
+} admin_conn;
+
+static llhttp_settings_t settings;
+static union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} server;
+static bool server_live;
+static char unix_path[256];
+
+/* ---- output helpers --------------------------------------------------- */
+
+static void bprintf(sluice_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(sluice_buf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sluice_buf_append(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    admin_conn *c = h->data;
+    if (--c->handles > 0)
+        return;
+    sluice_buf_close(&c->out);
+    free(c);
+}
+
+static void close_conn(admin_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    uv_close((uv_handle_t *)&c->h.stream, on_closed);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    (void)status;
+    close_conn(req->data);
+}
+
+static void respond(admin_conn *c, int status, const char *ctype, sluice_buf *body)
+{
+    const char *reason = status == 200 ? "OK" : status == 400 ? "Bad Request" : status == 404 ? "Not Found"
+                         : status == 405 ? "Method Not Allowed" : status == 409 ? "Conflict" : "Error";
+    sluice_buf_reset(&c->out);
+    bprintf(&c->out, "HTTP/1.1 %d %s\r\nServer: " SLUICE_SERVER_NAME "\r\nContent-Type: %s\r\n"
+            "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            status, reason, ctype, body->len);
+    sluice_buf_append(&c->out, body->data, body->len);
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, &c->h.stream, &b, 1, on_written) < 0)
+        close_conn(c);
+}
+
+static void respond_text(admin_conn *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void respond_text(admin_conn *c, int status, const char *fmt, ...)
+{
+    sluice_buf body;
+    sluice_buf_init(&body, BODY_MAX);
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    sluice_buf_append(&body, tmp, n > 0 ? (size_t)n : 0);
+    respond(c, status, "application/json", &body);
+    sluice_buf_close(&body);
+}
+
+/* ---- /status ---------------------------------------------------------- */
+
+static void status_json(gateway *gw, sluice_buf *b)
+{
+    bprintf(b, "{\"server\":\"%s\",\"pid\":%d,\"uptime_s\":%.1f,\"connections\":%u,\"requests\":%llu,"
+               "\"stopping\":%s,\"pools\":[",
+            SLUICE_SERVER_NAME, (int)getpid(), (double)(uv_now(gw->loop) - gw->started_ms) / 1000.0,
+            gw->n_conns, (unsigned long long)gw->requests_total, gw->stopping ? "true" : "false");
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        pool *p = gw->pools[i];
+        const sluice_pool_config *pc = pool_config(p);
+        const pool_stats *st = pool_get_stats(p);
+        uint64_t total = 0;
+        for (int k = 1; k <= 5; k++)
+            total += st->requests[k];
+        bprintf(b, "%s{\"name\":\"%s\",\"workers_target\":%u,\"min_workers\":%u,\"max_workers\":%u,"
+                   "\"queue_depth\":%u,\"requests\":%llu,\"restarts\":%llu,\"workers\":[",
+                i ? "," : "", pool_name(p), pool_target(p), pc->min_workers, pc->max_workers, pool_queue_len(p),
+                (unsigned long long)total, (unsigned long long)st->restarts);
+        bool first = true;
+        for (uint32_t k = 0; k < pool_worker_count(p); k++) {
+            pool_worker_view v;
+            if (!pool_worker_info(p, k, &v) || (!strcmp(v.state, "idle") && !v.wanted))
+                continue;
+            bprintf(b, "%s{\"id\":%u,\"pid\":%d,\"state\":\"%s\",\"active_streams\":%u,\"requests\":%llu,"
+                       "\"restarts\":%llu,\"uptime_s\":%.1f,\"rss_bytes\":%llu}",
+                    first ? "" : ",", v.id, v.pid, v.state, v.active_streams, (unsigned long long)v.requests,
+                    (unsigned long long)v.restarts, v.uptime_s, (unsigned long long)v.rss);
+            first = false;
+        }
+        bprintf(b, "]}");
+    }
+    bprintf(b, "]}\n");
+}
+
+/* ---- /metrics --------------------------------------------------------- */
+
+static void metrics_text(gateway *gw, sluice_buf *b)
+{
+    bprintf(b, "# HELP sluice_requests_total Requests answered, by pool and status class.\n"
+               "# TYPE sluice_requests_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        const pool_stats *st = pool_get_stats(gw->pools[i]);
+        for (int k = 1; k <= 5; k++)
+            bprintf(b, "sluice_requests_total{pool=\"%s\",class=\"%dxx\"} %llu\n", pool_name(gw->pools[i]), k,
+                    (unsigned long long)st->requests[k]);
+    }
+    bprintf(b, "# HELP sluice_request_duration_seconds Time from request head to response end.\n"
+               "# TYPE sluice_request_duration_seconds histogram\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        const char *pn = pool_name(gw->pools[i]);
+        const pool_stats *st = pool_get_stats(gw->pools[i]);
+        for (int k = 0; k < POOL_LAT_BUCKETS; k++)
+            bprintf(b, "sluice_request_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", pn,
+                    pool_latency_bounds[k], (unsigned long long)st->lat_buckets[k]);
+        bprintf(b, "sluice_request_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", pn,
+                (unsigned long long)st->lat_count);
+        bprintf(b, "sluice_request_duration_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->lat_sum);
+        bprintf(b, "sluice_request_duration_seconds_count{pool=\"%s\"} %llu\n", pn, (unsigned long long)st->lat_count);
+    }
+    bprintf(b, "# HELP sluice_received_bytes_total Request body bytes read from clients.\n"
+               "# TYPE sluice_received_bytes_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_received_bytes_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
+                (unsigned long long)pool_get_stats(gw->pools[i])->bytes_in);
+    bprintf(b, "# HELP sluice_sent_bytes_total Response body bytes sent to clients.\n"
+               "# TYPE sluice_sent_bytes_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_sent_bytes_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
+                (unsigned long long)pool_get_stats(gw->pools[i])->bytes_out);
+    bprintf(b, "# HELP sluice_open_connections Open client connections.\n"
+               "# TYPE sluice_open_connections gauge\nsluice_open_connections %u\n", gw->n_conns);
+    bprintf(b, "# HELP sluice_workers Worker processes, by pool and state.\n# TYPE sluice_workers gauge\n");
+    static const char *const states[] = {"starting", "running", "retiring", "backoff", "stopping"};
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        pool *p = gw->pools[i];
+        uint32_t counts[5] = {0};
+        for (uint32_t k = 0; k < pool_worker_count(p); k++) {
+            pool_worker_view v;
+            if (!pool_worker_info(p, k, &v))
+                continue;
+            for (int s = 0; s < 5; s++)
+                if (!strcmp(v.state, states[s]))
+                    counts[s]++;
+        }
+        for (int s = 0; s < 5; s++)
+            bprintf(b, "sluice_workers{pool=\"%s\",state=\"%s\"} %u\n", pool_name(p), states[s], counts[s]);
+    }
+    bprintf(b, "# HELP sluice_worker_restarts_total Workers restarted after an unexpected exit.\n"
+               "# TYPE sluice_worker_restarts_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_worker_restarts_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
+                (unsigned long long)pool_get_stats(gw->pools[i])->restarts);
+    bprintf(b, "# HELP sluice_queue_depth Requests waiting for a worker.\n# TYPE sluice_queue_depth gauge\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_queue_depth{pool=\"%s\"} %u\n", pool_name(gw->pools[i]), pool_queue_len(gw->pools[i]));
+    bprintf(b, "# HELP sluice_queued_requests_total Requests that had to wait for a worker.\n"
+               "# TYPE sluice_queued_requests_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_queued_requests_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
+                (unsigned long long)pool_get_stats(gw->pools[i])->queued_total);
+    bprintf(b, "# HELP sluice_queue_wait_seconds_total Time requests spent waiting for a worker.\n"
+               "# TYPE sluice_queue_wait_seconds_total counter\n");
+    for (uint32_t i = 0; i < gw->n_pools; i++)
+        bprintf(b, "sluice_queue_wait_seconds_total{pool=\"%s\"} %.6f\n", pool_name(gw->pools[i]),
+                pool_get_stats(gw->pools[i])->queue_wait_sum);
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static bool query_u32(const char *q, const char *key, uint32_t *out)
+{
+    size_t kl = strlen(key);
+    while (q && *q) {
+        if (!strncmp(q, key, kl) && q[kl] == '=') {
+            char *end;
+            unsigned long v = strtoul(q + kl + 1, &end, 10);
+            if (end == q + kl + 1 || (*end && *end != '&') || v > 4096)
+                return false;
+            *out = (uint32_t)v;
+            return true;
+        }
+        q = strchr(q, '&');
+        if (q)
+            q++;
+    }
+    return false;
+}
+
+static void handle(admin_conn *c)
+{
+    gateway *gw = c->gw;
+    const char *method = llhttp_method_name((llhttp_method_t)c->parser.method);
+    char *q = strchr(c->url, '?');
+    if (q)
+        *q++ = 0;
+    const char *path = c->url;
+    sluice_buf body;
+    sluice_buf_init(&body, 16u << 20);
+    if (!strcmp(path, "/status")) {
+        if (strcmp(method, "GET")) {
+            respond_text(c, 405, "{\"error\":\"use GET\"}\n");
+        } else {
+            status_json(gw, &body);
+            respond(c, 200, "application/json", &body);
+        }
+    } else if (!strcmp(path, "/metrics")) {
+        if (strcmp(method, "GET")) {
+            respond_text(c, 405, "{\"error\":\"use GET\"}\n");
+        } else {
+            metrics_text(gw, &body);
+            respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", &body);
+        }
+    } else if (!strcmp(path, "/reload")) {
+        if (strcmp(method, "POST")) {
+            respond_text(c, 405, "{\"error\":\"use POST\"}\n");
+        } else {
+            int rc = gw_reload(gw);
+            if (rc < 0)
+                respond_text(c, 409, "{\"error\":\"reload failed: %s (see the error log)\"}\n", strerror(-rc));
+            else
+                respond_text(c, 200, "{\"reloading\":true}\n");
+        }
+    } else if (!strncmp(path, "/pools/", 7) && strlen(path) > 13 && !strcmp(path + strlen(path) - 6, "/scale")) {
+        char name[64];
+        size_t nl = strlen(path) - 13;
+        pool *p = NULL;
+        if (nl < sizeof name) {
+            memcpy(name, path + 7, nl);
+            name[nl] = 0;
+            for (uint32_t i = 0; i < gw->n_pools; i++)
+                if (!strcmp(pool_name(gw->pools[i]), name))
+                    p = gw->pools[i];
+        }
+        uint32_t n;
+        if (strcmp(method, "POST"))
+            respond_text(c, 405, "{\"error\":\"use POST\"}\n");
+        else if (!p)
+            respond_text(c, 404, "{\"error\":\"no such pool\"}\n");
+        else if (!query_u32(q, "workers", &n))
+            respond_text(c, 400, "{\"error\":\"give ?workers=N (0..4096)\"}\n");
+        else if (pool_scale(p, n) < 0)
+            respond_text(c, 409, "{\"error\":\"cannot scale now\"}\n");
+        else
+            respond_text(c, 200, "{\"pool\":\"%s\",\"workers\":%u}\n", pool_name(p), n);
+    } else {
+        respond_text(c, 404, "{\"error\":\"not found\",\"endpoints\":[\"GET /status\",\"GET /metrics\","
+                             "\"POST /pools/NAME/scale?workers=N\",\"POST /reload\"]}\n");
+    }
+    sluice_buf_close(&body);
+}
+
+/* ---- parsing ---------------------------------------------------------- */
+
+static int cb_url(llhttp_t *p, const char *at, size_t len)
+{
+    admin_conn *c = p->data;
+    if (c->url_len + len >= URL_MAX)
+        return HPE_USER;
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = 0;
+    return 0;
+}
+
+static int cb_message_complete(llhttp_t *p)
+{
+    admin_conn *c = p->data;
+    c->done = true;
+    return HPE_PAUSED;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    static char rbuf[8192]; /* one read at a time, parsed at once */
+    buf->base = rbuf;
+    buf->len = sizeof rbuf;
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    admin_conn *c = h->data;
+    if (c->closed || nread == 0)
+        return;
+    if (nread < 0) {
+        close_conn(c);
+        return;
+    }
+    if (c->done)
+        return;
+    llhttp_errno_t err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+    if (c->done) {
+        uv_read_stop(h);
+        handle(c);
+    } else if (err != HPE_OK) {
+        uv_read_stop(h);
+        respond_text(c, 400, "{\"error\":\"bad request\"}\n");
+    }
+}
+
+static void on_timeout(uv_timer_t *t) { close_conn(t->data); }
+
+static void on_connection(uv_stream_t *srv, int status)
+{
+    gateway *gw = srv->data;
+    if (status < 0)
+        return;
+    admin_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->gw = gw;
+    sluice_buf_init(&c->out, 32u << 20);
+    if (srv->type == UV_TCP)
+        uv_tcp_init(gw->loop, &c->h.tcp);
+    else
+        uv_pipe_init(gw->loop, &c->h.pipe, 0);
+    c->h.stream.data = c;
+    uv_timer_init(gw->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    if (uv_accept(srv, &c->h.stream) < 0) {
+        close_conn(c);
+        return;
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    uv_timer_start(&c->timer, on_timeout, 10000, 0);
+    uv_read_start(&c->h.stream, alloc_cb, on_read);
+}
+
+int admin_listen(gateway *gw)
+{
+    llhttp_settings_init(&settings);
+    settings.on_url = cb_url;
+    settings.on_message_complete = cb_message_complete;
+    const char *a = gw->cfg->admin;
+    int rc;
+    if (!strncmp(a, "unix:", 5)) {
+        snprintf(unix_path, sizeof unix_path, "%s", a + 5);
+        unlink(unix_path);
+        uv_pipe_init(gw->loop, &server.pipe, 0);
+        server.pipe.data = gw;
+        mode_t old = umask(0177);
+        rc = uv_pipe_bind(&server.pipe, unix_path);
+        umask(old);
+    } else {
+        char host[256];
+        const char *colon = strrchr(a, ':');
+        if (!colon || (size_t)(colon - a) >= sizeof host)
+            return -EINVAL;
+        size_t hl = (size_t)(colon - a);
+        const char *h = a;
+        if (a[0] == '[' && hl >= 2) {
+            h++;
+            hl -= 2;
+        }
+        memcpy(host, h, hl);
+        host[hl] = 0;
+        int port = atoi(colon + 1);
+        struct sockaddr_storage ss;
+        rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+        uv_tcp_init(gw->loop, &server.tcp);
+        server.tcp.data = gw;
+        if (rc == 0)
+            rc = uv_tcp_bind(&server.tcp, (struct sockaddr *)&ss, 0);
+    }
+    server_live = true;
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&server, 64, on_connection);
+    if (rc < 0) {
+        slog(gw->log, LOG_ERROR, "admin listener on %s: %s", a, uv_strerror(rc));
+        return rc;
+    }
+    slog(gw->log, LOG_INFO, "admin listening on %s", a);
+    return 0;
+}
+
+void admin_close(gateway *gw)
+{
+    (void)gw;
+    if (server_live && !uv_is_closing((uv_handle_t *)&server))
+        uv_close((uv_handle_t *)&server, NULL);
+    server_live = false;
+    if (unix_path[0])
+        unlink(unix_path);
+}
