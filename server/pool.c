@@ -10,6 +10,8 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +64,9 @@ struct pool {
     bool own_dir;
     uv_pipe_t server;
     bool listening;
+    uv_tcp_t tcp_server; /* remote workers, with a token */
+    bool tcp_listening;
+    uint32_t attached_seq;
     uv_timer_t tick; /* scaling and memory checks */
     bool tick_live;
     worker_proc **procs; /* slots; each allocated once (uv handles inside) */
@@ -298,7 +303,9 @@ void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
             return;
         }
     }
-    /* a worker started outside sluice: it serves too */
+    /* a worker started outside sluice (or over TCP): it serves too */
+    wlink_set_proc(l, NULL, 1000 + ++p->attached_seq);
+    slog(p->gw->log, LOG_INFO, "pool %s: attached worker %u (pid %d)", p->name, 1000 + p->attached_seq, pid);
 }
 
 void pool_link_ready(pool *p, wlink *l)
@@ -522,6 +529,30 @@ static void spawn_worker(worker_proc *w)
         .stdio_count = 3,
         .stdio = stdio,
     };
+    if (p->cfg->user[0] || p->cfg->group[0]) {
+        /* run as another user: only possible when the gateway runs as root */
+        if (p->cfg->user[0]) {
+            struct passwd *pw = getpwnam(p->cfg->user);
+            if (!pw) {
+                slog(gw->log, LOG_ERROR, "pool %s: no such user '%s'", p->name, p->cfg->user);
+                free(env);
+                return;
+            }
+            opt.uid = pw->pw_uid;
+            opt.gid = pw->pw_gid;
+            opt.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        }
+        if (p->cfg->group[0]) {
+            struct group *gr = getgrnam(p->cfg->group);
+            if (!gr) {
+                slog(gw->log, LOG_ERROR, "pool %s: no such group '%s'", p->name, p->cfg->group);
+                free(env);
+                return;
+            }
+            opt.gid = gr->gr_gid;
+            opt.flags |= UV_PROCESS_SETGID;
+        }
+    }
     w->proc.data = w;
     int rc = uv_spawn(gw->loop, &w->proc, &opt);
     free(env);
@@ -802,6 +833,42 @@ int pool_start(pool *p)
         return rc;
     }
     p->listening = true;
+    if (cfg->socket_group[0]) {
+        struct group *gr = getgrnam(cfg->socket_group);
+        if (!gr || chown(p->sock, (uid_t)-1, gr->gr_gid) < 0) {
+            slog(gw->log, LOG_ERROR, "pool %s: socket group '%s': %s", p->name, cfg->socket_group,
+                 gr ? strerror(errno) : "no such group");
+            return -EINVAL;
+        }
+    }
+    if (cfg->tcp_listen[0]) {
+        char host[256];
+        const char *colon = strrchr(cfg->tcp_listen, ':');
+        size_t hl = (size_t)(colon - cfg->tcp_listen);
+        const char *h = cfg->tcp_listen;
+        if (h[0] == '[') {
+            h++;
+            hl -= 2;
+        }
+        memcpy(host, h, hl);
+        host[hl] = 0;
+        struct sockaddr_storage ss;
+        rc = strchr(host, ':') ? uv_ip6_addr(host, atoi(colon + 1), (struct sockaddr_in6 *)&ss)
+                               : uv_ip4_addr(host, atoi(colon + 1), (struct sockaddr_in *)&ss);
+        uv_tcp_init(gw->loop, &p->tcp_server);
+        p->tcp_server.data = p;
+        p->tcp_listening = true;
+        if (rc == 0)
+            rc = uv_tcp_bind(&p->tcp_server, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&p->tcp_server, 256, on_connection);
+        if (rc < 0) {
+            slog(gw->log, LOG_ERROR, "pool %s: worker TCP listener on %s: %s", p->name, cfg->tcp_listen,
+                 uv_strerror(rc));
+            return rc;
+        }
+        slog(gw->log, LOG_INFO, "pool %s: accepting TCP workers on %s (token required)", p->name, cfg->tcp_listen);
+    }
     rc = build_env(p);
     if (rc < 0)
         return rc;
@@ -849,6 +916,10 @@ void pool_shutdown(pool *p)
     if (p->listening) {
         uv_close((uv_handle_t *)&p->server, NULL);
         p->listening = false;
+    }
+    if (p->tcp_listening) {
+        uv_close((uv_handle_t *)&p->tcp_server, NULL);
+        p->tcp_listening = false;
     }
 }
 

@@ -23,7 +23,12 @@
 struct wlink {
     gateway *gw;
     pool *pool;
-    uv_pipe_t pipe;
+    union { /* Unix socket, or TCP for remote workers */
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+        uv_stream_t stream;
+    } h;
+    bool tcp;
     uv_timer_t hello_timer;
     int handles; /* open uv handles; freed when 0 after close */
     sluice_proto_link *proto;
@@ -36,6 +41,7 @@ struct wlink {
     bool closing;
     bool ready;
     int peer_pid;
+    char peer[64]; /* TCP peer address */
     int64_t worker_id;
     size_t body_chunk; /* largest BODY payload the worker accepts */
     worker_proc *proc;
@@ -77,10 +83,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = READ_BUF;
 }
 
-static int peer_pid_of(uv_pipe_t *p)
+static int peer_pid_of(uv_stream_t *p)
 {
     uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)p, &fd) != 0)
+    if (p->type != UV_NAMED_PIPE || uv_fileno((uv_handle_t *)p, &fd) != 0)
         return 0;
     struct ucred cred;
     socklen_t len = sizeof cred;
@@ -100,10 +106,14 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
     l->flush.fn = link_flush;
     sluice_buf_init(&l->out, OUT_MAX);
     sluice_buf_init(&l->wbuf, OUT_MAX);
-    uv_pipe_init(gw->loop, &l->pipe, 0);
-    l->pipe.data = l;
+    l->tcp = server->type == UV_TCP;
+    if (l->tcp)
+        uv_tcp_init(gw->loop, &l->h.tcp);
+    else
+        uv_pipe_init(gw->loop, &l->h.pipe, 0);
+    l->h.stream.data = l;
     l->handles = 1;
-    int rc = uv_accept(server, (uv_stream_t *)&l->pipe);
+    int rc = uv_accept(server, &l->h.stream);
     if (rc == 0) {
         l->rbuf = malloc(READ_BUF);
         rc = l->rbuf ? 0 : -ENOMEM;
@@ -118,16 +128,27 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
         l->hello_timer.data = l;
         l->handles++;
         uv_timer_start(&l->hello_timer, on_hello_timeout, pool_config(p)->startup_timeout_ms, 0);
-        rc = uv_read_start((uv_stream_t *)&l->pipe, alloc_cb, on_read);
+        rc = uv_read_start(&l->h.stream, alloc_cb, on_read);
     }
     if (rc < 0) {
         l->closing = true;
-        uv_close((uv_handle_t *)&l->pipe, on_handle_closed);
+        uv_close((uv_handle_t *)&l->h.stream, on_handle_closed);
         if (l->handles > 1)
             uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
         return rc;
     }
-    l->peer_pid = peer_pid_of(&l->pipe);
+    l->peer_pid = peer_pid_of(&l->h.stream);
+    if (l->tcp) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        uv_tcp_nodelay(&l->h.tcp, 1);
+        if (uv_tcp_getpeername(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET)
+                uv_ip4_name((struct sockaddr_in *)&ss, l->peer, sizeof l->peer);
+            else
+                uv_ip6_name((struct sockaddr_in6 *)&ss, l->peer, sizeof l->peer);
+        }
+    }
     return 0;
 }
 
@@ -155,7 +176,7 @@ static void link_flush(flush_node *n)
     if (l->writing || l->out.len == 0 || l->closing)
         return;
     uv_buf_t b = uv_buf_init((char *)l->out.data, (unsigned)l->out.len);
-    int w = uv_try_write((uv_stream_t *)&l->pipe, &b, 1);
+    int w = uv_try_write(&l->h.stream, &b, 1);
     if (w == (int)l->out.len) {
         sluice_buf_reset(&l->out);
         return;
@@ -173,7 +194,7 @@ static void link_flush(flush_node *n)
     b = uv_buf_init((char *)l->wbuf.data + done, (unsigned)(l->wbuf.len - done));
     l->writing = true;
     l->wreq.data = l;
-    int rc = uv_write(&l->wreq, (uv_stream_t *)&l->pipe, &b, 1, on_written);
+    int rc = uv_write(&l->wreq, &l->h.stream, &b, 1, on_written);
     if (rc < 0) {
         l->writing = false;
         link_fail(l, rc, "write failed");
@@ -195,7 +216,7 @@ static void link_fail(wlink *l, int err, const char *why)
         sluice_buf_init(&eb, 4096);
         if (sluice_proto_encode_error(&eb, err, why) == 0 && !l->writing) {
             uv_buf_t b = uv_buf_init((char *)eb.data, (unsigned)eb.len);
-            uv_try_write((uv_stream_t *)&l->pipe, &b, 1);
+            uv_try_write(&l->h.stream, &b, 1);
         }
         sluice_buf_close(&eb);
     }
@@ -218,10 +239,10 @@ static void link_fail(wlink *l, int err, const char *why)
         }
         ps = next;
     }
-    uv_read_stop((uv_stream_t *)&l->pipe);
+    uv_read_stop(&l->h.stream);
     uv_timer_stop(&l->hello_timer);
     pool_link_closed(l->pool, l);
-    uv_close((uv_handle_t *)&l->pipe, on_handle_closed);
+    uv_close((uv_handle_t *)&l->h.stream, on_handle_closed);
     uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
 }
 
@@ -352,9 +373,28 @@ void wlink_drain(wlink *l, uint64_t timeout_ms)
 
 /* ---- receiving -------------------------------------------------------- */
 
+/* Compare without leaking where the first difference is. */
+static bool token_ok(const char *want, sluice_bytes got)
+{
+    size_t n = strlen(want);
+    unsigned diff = (unsigned)(n ^ got.len);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(uint8_t)want[i] ^ (i < got.len ? got.ptr[i] : 0u);
+    return diff == 0;
+}
+
 static void on_hello(wlink *l, const sluice_hello *h)
 {
     uv_timer_stop(&l->hello_timer);
+    const char *token = pool_config(l->pool)->token;
+    if (l->tcp && (!(h->has & SLUICE_HELLO_HAS_TOKEN) || !token[0] || !token_ok(token, h->token))) {
+        slog(l->gw->log, LOG_WARN, "pool %s: TCP worker from %s refused: missing or wrong token",
+             pool_name(l->pool), l->peer);
+        link_fail(l, SLUICE_PROTO_E_AUTH, "missing or wrong token");
+        return;
+    }
+    if (!l->peer_pid && (h->has & SLUICE_HELLO_HAS_PID) && h->pid <= INT32_MAX)
+        l->peer_pid = (int)h->pid; /* TCP: the worker's own word */
     pool_link_hello(l->pool, l, h, l->peer_pid); /* sets worker_id and proc */
     const sluice_pool_config *cfg = pool_config(l->pool);
     const char *pname = pool_name(l->pool);
