@@ -60,7 +60,7 @@ struct conn {
     /* request head being parsed */
     sluice_buf head;
     hoff *hoffs;
-    uint32_t nh, n_req_headers, n_trailers;
+    uint32_t nh, n_req_headers, n_trailers, max_headers;
     int hstate; /* 0: between headers, 1: in a name, 2: in a value */
     uint32_t url_off, url_len;
     bool msg_started, in_trailers;
@@ -368,14 +368,19 @@ static void on_timer(uv_timer_t *t)
 /* Streams come from a free list: no malloc per request once warm. */
 #define STREAM_FREE_MAX 1024
 
-stream *stream_get(gateway *gw)
+stream *stream_get(gateway *gw, uint32_t max_headers)
 {
-    uint32_t cap = gw->cfg->max_headers + MAX_TRAILERS;
+    uint32_t cap = max_headers + MAX_TRAILERS;
     stream *s = gw->free_streams;
     if (s) {
         gw->free_streams = s->qnext;
         gw->n_free_streams--;
-    } else {
+        if (s->hdr_cap < cap) { /* a reload raised max_headers */
+            free(s);
+            s = NULL;
+        }
+    }
+    if (!s) {
         s = malloc(sizeof *s + cap * sizeof(sluice_header));
         if (!s)
             return NULL;
@@ -812,7 +817,7 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 {
     conn *c = P(p);
     if (c->hstate != 1) {
-        uint32_t max = c->in_trailers ? c->n_req_headers + MAX_TRAILERS : c->gw->cfg->max_headers;
+        uint32_t max = c->in_trailers ? c->n_req_headers + MAX_TRAILERS : c->max_headers;
         if (c->nh >= max) {
             c->error_status = c->in_trailers ? 400 : 431;
             return HPE_USER;
@@ -944,7 +949,7 @@ static void start_exchange(conn *c)
     gateway *gw = c->gw;
     const sluice_config *cfg = gw->cfg;
     llhttp_t *p = &c->parser;
-    stream *s = stream_get(gw);
+    stream *s = stream_get(gw, c->max_headers);
     if (!s) {
         c->error_status = 503;
         return;
@@ -1326,7 +1331,9 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     gw->accept_paused = false;
-    c->hoffs = malloc((gw->cfg->max_headers + MAX_TRAILERS + 1) * sizeof *c->hoffs);
+    /* sized once: a reload that changes max_headers applies to new connections */
+    c->max_headers = gw->cfg->max_headers;
+    c->hoffs = malloc((c->max_headers + MAX_TRAILERS + 1) * sizeof *c->hoffs);
     if (!c->hoffs) {
         conn_close(c);
         return;

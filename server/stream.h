@@ -53,7 +53,7 @@ struct stream {
     sluice_header hdrs[];
 };
 
-stream *stream_get(gateway *gw);
+stream *stream_get(gateway *gw, uint32_t max_headers);
 void stream_put(gateway *gw, stream *s);
 
 /* Worker side -> HTTP side. When a frame closes the protocol stream
