@@ -74,6 +74,10 @@ struct conn {
     bool closing; /* close once output is flushed */
     bool closed;  /* handles are closing */
 
+    const char *feed_base;  /* start of the bytes given to llhttp_execute */
+    char prev_tail[8];      /* the last bytes of the previous feed */
+    size_t prev_tail_len;
+
     uint8_t pending[SLACK];
     size_t pending_len;
 
@@ -840,9 +844,36 @@ static int cb_header_field_complete(llhttp_t *p)
     return 0;
 }
 
+/* llhttp 8 accepts obs-fold (a value continued on a line starting with
+ * whitespace). A value span preceded, across whitespace, by a line feed is
+ * such a continuation; the bytes before this feed are kept in prev_tail. */
+static bool after_line_feed(conn *c, const char *at)
+{
+    const char *q = at;
+    while (q > c->feed_base) {
+        char ch = *--q;
+        if (ch == '\n')
+            return true;
+        if (ch != ' ' && ch != '\t')
+            return false;
+    }
+    for (size_t i = c->prev_tail_len; i > 0; i--) {
+        char ch = c->prev_tail[i - 1];
+        if (ch == '\n')
+            return true;
+        if (ch != ' ' && ch != '\t')
+            return false;
+    }
+    return false;
+}
+
 static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     conn *c = P(p);
+    if (len && after_line_feed(c, at)) {
+        c->error_status = 400; /* obs-fold: RFC 9112 5.2 */
+        return HPE_USER;
+    }
     if (c->hstate != 2) {
         c->hoffs[c->nh].val_off = (uint32_t)c->head.len;
         c->hstate = 2;
@@ -944,11 +975,38 @@ static void init_settings(void)
 }
 
 /* Headers are complete: build the stream and hand it to the pool. */
+/* Request-smuggling defences beyond llhttp's strict mode (RFC 9112 3.2,
+ * 5.2, 6.1): exactly one Host on HTTP/1.1 (at most one on 1.0), no obs-fold,
+ * and no transfer coding but a lone "chunked" -- anything the gateway would
+ * have to interpret differently from the worker is refused. */
+static bool head_acceptable(conn *c)
+{
+    uint8_t *hb = c->head.data;
+    uint32_t hosts = 0;
+    for (uint32_t i = 0; i < c->n_req_headers; i++) {
+        hoff *h = &c->hoffs[i];
+        sluice_bytes nb = {hb + h->name_off, h->name_len}, vb = {hb + h->val_off, h->val_len};
+        if (memchr(vb.ptr, '\r', vb.len) || memchr(vb.ptr, '\n', vb.len))
+            return false; /* obs-fold */
+        if (name_is(nb, "host"))
+            hosts++;
+        else if (name_is(nb, "transfer-encoding") &&
+                 !(vb.len == 7 && !strncasecmp((const char *)vb.ptr, "chunked", 7)))
+            return false;
+    }
+    bool http11 = c->parser.http_major == 1 && c->parser.http_minor == 1;
+    return http11 ? hosts == 1 : hosts <= 1;
+}
+
 static void start_exchange(conn *c)
 {
     gateway *gw = c->gw;
     const sluice_config *cfg = gw->cfg;
     llhttp_t *p = &c->parser;
+    if (!head_acceptable(c)) {
+        c->error_status = 400;
+        return;
+    }
     stream *s = stream_get(gw, c->max_headers);
     if (!s) {
         c->error_status = 503;
@@ -1113,11 +1171,17 @@ static void conn_parse(conn *c)
                 break;
             const char *base = (const char *)c->ibase + c->istart;
             c->pause = P_NONE;
+            c->feed_base = base;
             llhttp_errno_t err = llhttp_execute(&c->parser, base, feed);
             size_t used = feed;
             if (err != HPE_OK)
                 used = (size_t)(llhttp_get_error_pos(&c->parser) - base);
             c->istart += used;
+            if (used) {
+                size_t t = used < sizeof c->prev_tail ? used : sizeof c->prev_tail;
+                memcpy(c->prev_tail, base + used - t, t);
+                c->prev_tail_len = t;
+            }
             if (err == HPE_PAUSED) {
                 llhttp_resume(&c->parser);
                 if (c->pause == P_MESSAGE && c->cur)
