@@ -197,9 +197,15 @@ static int parse_level(const char *s, int *out)
 static int split_command(const char *s, char ***out)
 {
     wordexp_t we;
-    if (wordexp(s, &we, WRDE_NOCMD | WRDE_UNDEF) != 0 || we.we_wordc == 0) {
-        if (we.we_wordc == 0)
+    int wrc = wordexp(s, &we, WRDE_NOCMD | WRDE_UNDEF);
+    if (wrc != 0) {
+        /* `we` holds something to free only after WRDE_NOSPACE */
+        if (wrc == WRDE_NOSPACE)
             wordfree(&we);
+        return -EINVAL;
+    }
+    if (we.we_wordc == 0) {
+        wordfree(&we);
         return -EINVAL;
     }
     char **v = calloc(we.we_wordc + 1, sizeof *v);

@@ -986,6 +986,8 @@ static bool head_acceptable(conn *c)
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
         sluice_bytes nb = {hb + h->name_off, h->name_len}, vb = {hb + h->val_off, h->val_len};
+        if (nb.len == 0)
+            return false; /* empty field name: RFC 9110 5.1 */
         if (memchr(vb.ptr, '\r', vb.len) || memchr(vb.ptr, '\n', vb.len))
             return false; /* obs-fold */
         if (name_is(nb, "host"))
@@ -1118,6 +1120,12 @@ static void request_complete(conn *c)
     stream *s = c->cur;
     uint8_t *hb = c->head.data;
     uint32_t n = 0;
+    for (uint32_t i = c->n_req_headers; i < c->nh; i++)
+        if (c->hoffs[i].name_len == 0) { /* would not even encode: a bad request */
+            c->keepalive = false;
+            exchange_fail(c, 400, SLUICE_CANCEL_BAD_BODY);
+            return;
+        }
     for (uint32_t i = c->n_req_headers; i < c->nh && n < MAX_TRAILERS; i++) {
         hoff *h = &c->hoffs[i];
         uint8_t *name = hb + h->name_off;

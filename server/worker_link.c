@@ -259,8 +259,13 @@ static int send_frame(wlink *l, const sluice_frame *f, sluice_link_event *ev)
     if (rc < 0)
         return rc;
     rc = sluice_proto_encode(&l->out, f, sluice_proto_link_peer_max_frame(l->proto));
-    if (rc < 0) {
+    if (rc == -ENOBUFS) {
         link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
+        return rc;
+    }
+    if (rc < 0) { /* a frame we cannot encode is our bug, never the worker's */
+        slog(l->gw->log, LOG_ERROR, "pool %s: cannot encode %s: %s", pool_name(l->pool),
+             sluice_frame_type_name((int)f->type), sluice_proto_strerror(rc));
         return rc;
     }
     queue_flush(l);

@@ -137,6 +137,7 @@ struct conn {
     conn *rnext, *rprev;
     uint64_t connect_start;
     unsigned backoff_ms;
+    uint64_t answered;       /* responses on this connection */
     int status;              /* of the response being parsed */
     unsigned completions;    /* in the current read */
     inflight *q;             /* ring of `pipeline` entries */
@@ -178,9 +179,11 @@ struct sload_client {
     conn *ready_head, *ready_tail;
     bool sched_armed;
     unsigned inflight_total;
+    uint64_t watchdog_seen;
     sload_stats st;
     _Atomic uint64_t live_completed, live_errors, live_backlog;
     atomic_bool live_warming;
+    atomic_bool finished;        /* the loop has stopped: no more async sends */
 };
 
 static void conn_connect(conn *c);
@@ -413,6 +416,11 @@ static void conn_became_available(conn *c)
     }
     if (cl->phase != PH_RUN)
         return;
+    if (!cl->cfg.keepalive && !c->fresh && c->qlen == 0) {
+        /* One request per connection: the server kept it open anyway. */
+        conn_close(c, false);
+        return;
+    }
     if (cl->open_loop) {
         if (cl->cfg.keepalive || c->fresh)
             ready_push(c);
@@ -458,6 +466,8 @@ static int on_message_complete(llhttp_t *p)
     c->qlen--;
     cl->inflight_total--;
     c->completions++;
+    c->answered++;
+    c->backoff_ms = 0;
     uint64_t now = uv_hrtime();
     if (in_window(cl, e.origin)) {
         sload_hist_record(cl->st.latency, (now - e.origin + 500) / 1000);
@@ -537,9 +547,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
     }
     /* Closed or reset with requests outstanding: they failed. Without
-     * any, the server merely ended an idle keep-alive connection. */
+     * any, the server merely ended an idle keep-alive connection, unless it
+     * closed a connection it had just accepted (at its connection limit,
+     * say): a connect error, retried after a backoff, not in a tight loop. */
+    if (c->fresh && c->qlen == 0 && uv_hrtime() - c->connect_start < 1000000000u) {
+        count_error(cl, SLOAD_ERR_CONNECT, 1);
+        conn_close(c, true);
+        return;
+    }
     fail_inflight(c, SLOAD_ERR_READ, 0);
-    conn_close(c, false);
+    conn_close(c, c->answered == 0); /* never answered: back off */
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -563,7 +580,7 @@ static void on_connect(uv_connect_t *req, int status)
     c->state = CS_OPEN;
     c->fresh = true;
     c->close_after = false;
-    c->backoff_ms = 0;
+    c->answered = 0;
     cl->st.connects++;
     if (in_window(cl, c->connect_start))
         sload_hist_record(cl->st.connect, (now - c->connect_start + 500) / 1000);
@@ -758,8 +775,9 @@ static void dispatch(sload_client *cl)
             sched_arm(cl, t);
         /* else: due requests wait for a connection; a completion or a new
          * connection calls dispatch again. */
-    } else if (cl->rq_len == 0 && cl->inflight_total == 0) {
-        begin_drain(cl); /* -n: every scheduled request is done */
+    } else if (cl->rq_len == 0 && cl->inflight_total == 0 &&
+               (cl->cfg.duration_ns == 0 || cl->k_limit == cl->cfg.requests)) {
+        begin_drain(cl); /* -n: every scheduled request is done (-d: the window runs on) */
     }
 }
 
@@ -811,6 +829,10 @@ static void begin_drain(sload_client *cl)
             last = cl->k_limit;
         cl->st.scheduled = last > first ? last - first : 0;
         cl->st.backlog_end = cl->rq_len + (last > cl->next_k ? last - cl->next_k : 0);
+        if (cl->st.backlog_end) {
+            uint64_t oldest = cl->rq_len ? cl->requeue[cl->rq_head] : due_time(cl, cl->next_k);
+            cl->st.backlog_oldest_ns = end > oldest ? end - oldest : 0;
+        }
 #ifdef SLOAD_TIMERFD
         struct itimerspec its = {0};
         timerfd_settime(cl->tfd, 0, &its, NULL);
@@ -838,7 +860,24 @@ static void begin_drain(sload_client *cl)
 static void on_end_timer(uv_timer_t *t)
 {
     sload_client *cl = t->data;
+    if (cl->phase == PH_RUN && cl->cfg.duration_ns == 0) {
+        /* watchdog */
+        uint64_t progress = cl->st.completed + cl->st.sent;
+        for (int k = 0; k < SLOAD_ERR_COUNT; k++)
+            progress += k == SLOAD_ERR_CONNECT ? 0 : cl->st.errors[k];
+        if (progress == cl->watchdog_seen && cl->inflight_total == 0) {
+            cl->st.stalled = true;
+            begin_drain(cl);
+        }
+        cl->watchdog_seen = progress;
+        return;
+    }
     if (cl->phase == PH_RUN) {
+        uint64_t now = uv_hrtime();
+        if (now < cl->end_ns) { /* uv timers run on a millisecond clock: early */
+            uv_timer_start(&cl->end_timer, on_end_timer, ns_to_ms_ceil(cl->end_ns - now), 0);
+            return;
+        }
         begin_drain(cl);
         return;
     }
@@ -952,6 +991,7 @@ int sload_client_new(sload_client **out, const sload_client_config *cfg)
     atomic_init(&cl->live_errors, 0);
     atomic_init(&cl->live_backlog, 0);
     atomic_init(&cl->live_warming, true);
+    atomic_init(&cl->finished, false);
     cl->phase = PH_CONNECT;
     cl->end_ns = UINT64_MAX;
     *out = cl;
@@ -1042,6 +1082,11 @@ int sload_client_run(sload_client *cl)
             uint64_t now = uv_hrtime();
             uint64_t end = cl->end_ns > now ? cl->end_ns - now : 0;
             uv_timer_start(&cl->end_timer, on_end_timer, ns_to_ms_ceil(end), 0);
+        } else {
+            /* -n without -d: give up when nothing moves for a whole timeout. */
+            uint64_t period = cfg->response_timeout_ns > cfg->connect_timeout_ns ? cfg->response_timeout_ns
+                                                                                  : cfg->connect_timeout_ns;
+            uv_timer_start(&cl->end_timer, on_end_timer, ns_to_ms_ceil(period), ns_to_ms_ceil(period));
         }
         for (unsigned i = 0; i < cfg->connections; i++)
             if (cl->conns[i].state == CS_OPEN)
@@ -1052,6 +1097,7 @@ int sload_client_run(sload_client *cl)
             begin_drain(cl);
     }
     uv_run(&cl->loop, UV_RUN_DEFAULT);
+    atomic_store(&cl->finished, true);
     if (cl->window_end_ns > cl->measure_ns)
         cl->st.window_ns = cl->window_end_ns - cl->measure_ns;
     if (cfg->on_done)
@@ -1061,7 +1107,8 @@ int sload_client_run(sload_client *cl)
 
 void sload_client_stop(sload_client *cl)
 {
-    uv_async_send(&cl->stop_async);
+    if (!atomic_load(&cl->finished))
+        uv_async_send(&cl->stop_async);
 }
 
 const sload_stats *sload_client_stats(const sload_client *cl)

@@ -86,8 +86,10 @@ typedef struct {
     uint64_t bytes_written;      /* in the window */
     uint64_t scheduled;          /* open loop: due within the window */
     uint64_t backlog_end;        /* open loop: due but not sent when the window closed */
+    uint64_t backlog_oldest_ns;  /* ... how long the oldest of them had waited */
     uint64_t unfinished;         /* still in flight when the drain timed out */
     uint64_t window_ns;          /* length of the measured window */
+    bool stalled;                /* -n: ended early, nothing moved for a whole timeout */
     sload_hist *latency;         /* us; open loop: from the due time */
     sload_hist *service;         /* us; open loop: from the actual send */
     sload_hist *lag;             /* us; open loop: due -> sent */

@@ -101,7 +101,8 @@ void sload_report_text(FILE *f, const sload_report *r)
         fprintf(f, " after %.3gs warm-up", seconds(r->warmup_ns));
     if (r->body_len)
         fprintf(f, ", %" PRIu64 "-byte body", r->body_len);
-    fprintf(f, "%s\n\n", r->interrupted ? " (interrupted)" : "");
+    fprintf(f, "%s%s\n\n", r->interrupted ? " (interrupted)" : "",
+            r->st->stalled ? " (stopped: no progress for a whole timeout)" : "");
 
     format_count(a, sizeof a, st->completed);
     fprintf(f, "  requests   %s completed in %.2fs: %.1f req/s\n", a, win,
@@ -115,8 +116,13 @@ void sload_report_text(FILE *f, const sload_report *r)
         format_count(a, sizeof a, st->scheduled);
         format_count(b, sizeof b, st->sent);
         format_count(c, sizeof c, st->backlog_end);
-        fprintf(f, "  schedule   %s due in the window, %s sent, %s still waiting to be sent at the end%s\n",
-                a, b, c, st->backlog_end ? " (the target did not keep up)" : "");
+        fprintf(f, "  schedule   %s due in the window, %s sent, %s still waiting to be sent at the end\n", a, b, c);
+        if (st->backlog_end) {
+            sload_format_us(d, sizeof d, (double)st->backlog_oldest_ns / 1e3);
+            fprintf(f, "             not sent on time (the target did not keep up, or -c x -p is too small for\n"
+                       "             this rate and latency); the oldest unsent request had waited %s, and the\n"
+                       "             latencies below cover only the requests that were answered\n", d);
+        }
     }
     fprintf(f, "  status    ");
     const char *cls[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -215,9 +221,9 @@ void sload_report_json(FILE *f, const sload_report *r)
             r->rate > 0 ? "open" : "closed", r->rate, r->connections, r->threads, r->pipeline,
             r->keepalive ? "true" : "false");
     fprintf(f, "  \"duration_s\": %.6f, \"warmup_s\": %.6f, \"requests_limit\": %" PRIu64
-               ", \"body_bytes\": %" PRIu64 ", \"interrupted\": %s,\n",
+               ", \"body_bytes\": %" PRIu64 ", \"interrupted\": %s, \"stalled\": %s,\n",
             seconds(r->duration_ns), seconds(r->warmup_ns), r->requests, r->body_len,
-            r->interrupted ? "true" : "false");
+            r->interrupted ? "true" : "false", st->stalled ? "true" : "false");
     fprintf(f, "  \"window_s\": %.6f, \"completed\": %" PRIu64 ", \"completed_in_window\": %" PRIu64
                ", \"requests_per_s\": %.3f,\n",
             win, st->completed, st->completed_window, win > 0 ? (double)st->completed_window / win : 0.0);
@@ -229,8 +235,9 @@ void sload_report_json(FILE *f, const sload_report *r)
             st->bytes_read, st->bytes_written, win > 0 ? (double)st->bytes_read / win : 0.0,
             win > 0 ? (double)st->bytes_written / win : 0.0);
     if (r->rate > 0)
-        fprintf(f, "  \"schedule\": {\"due\": %" PRIu64 ", \"backlog_at_end\": %" PRIu64 "},\n",
-                st->scheduled, st->backlog_end);
+        fprintf(f, "  \"schedule\": {\"due\": %" PRIu64 ", \"backlog_at_end\": %" PRIu64
+                   ", \"backlog_oldest_us\": %" PRIu64 "},\n",
+                st->scheduled, st->backlog_end, st->backlog_oldest_ns / 1000);
     fprintf(f, "  \"status\": {\"2xx\": %" PRIu64 ", \"3xx\": %" PRIu64 ", \"4xx\": %" PRIu64
                ", \"5xx\": %" PRIu64 ", \"other\": %" PRIu64 "},\n",
             st->status[2], st->status[3], st->status[4], st->status[5], st->status[0]);

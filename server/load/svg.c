@@ -91,9 +91,11 @@ int sload_svg_write(FILE *f, const char *title, const char *subtitle,
     }
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">percentile</text>\n", ML + pw / 2, H - 14);
     fprintf(f, "</g>\n<g text-anchor=\"end\" fill=\"#333\">\n");
+    double unit = ymax >= 2e6 ? 1e6 : ymax >= 2e3 ? 1e3 : 1;
+    const char *uname = unit == 1e6 ? "s" : unit == 1e3 ? "ms" : "us";
     for (double y = 0; y <= ymax + ystep / 2; y += ystep) {
         char lab[32];
-        sload_format_us(lab, sizeof lab, y);
+        snprintf(lab, sizeof lab, "%g%s", round(y / unit * 1e6) / 1e6, uname);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", ML - 6, PY(y) + 4, lab);
     }
     fprintf(f, "</g>\n<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\" "

@@ -344,3 +344,19 @@ def run_cli(*args, timeout=10):
         pytest.skip(f"gateway binary not built: {SLUICE}")
     return subprocess.run([SLUICE, *args], stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=timeout, cwd=ROOT)
+
+
+# Known gateway gaps (tests/e2e/known_gaps.txt): run, but expected to fail.
+_GAPS_FILE = os.path.join(os.path.dirname(__file__), "known_gaps.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        with open(_GAPS_FILE) as f:
+            gaps = {l.strip() for l in f if l.strip() and not l.startswith("#")}
+    except OSError:
+        return
+    for item in items:
+        if item.nodeid in gaps:
+            item.add_marker(pytest.mark.xfail(reason="known gateway gap (tests/e2e/known_gaps.txt)",
+                                              strict=False))

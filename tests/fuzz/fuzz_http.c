@@ -77,6 +77,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg->pools[0].min_workers = 0;
     cfg->pools[0].max_workers = 0; /* only the in-process worker */
     cfg->pools[0].response_timeout_ms = 500;
+    cfg->pools[0].queue_timeout_ms = 500;
     cfg->pools[0].max_body = 4096;
     snprintf(cfg->pools[0].socket_dir, sizeof cfg->pools[0].socket_dir, "%s", dir);
     static char *cmd[] = {"/bin/false", NULL};
@@ -156,10 +157,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     close(fd);
     /* the gateway must let go of the connection once the client is gone */
-    for (int i = 0; i < 20000 && gw.n_conns > 0; i++) {
+    /* bounded in time, generously: the gateway's own timeouts are <= 500 ms */
+    for (int i = 0; i < 10000 && gw.n_conns > 0; i++) {
         uv_run(gw.loop, UV_RUN_NOWAIT);
         if (i > 100)
-            usleep(100);
+            usleep(1000);
+    }
+    /* a client must never cost the worker its link (neighbours would suffer) */
+    if (!sluice_worker_ready(worker)) {
+        fprintf(stderr, "fuzz_http: the worker lost its link\n");
+        abort();
     }
     if (gw.n_conns != 0) {
         fprintf(stderr, "fuzz_http: %u connections left open\n", gw.n_conns);

@@ -1,0 +1,719 @@
+'use strict';
+/*
+ * The worker runtime: one link to the gateway over a `net` socket. It does
+ * the handshake, multiplexes streams, applies credit in both directions,
+ * answers PING, and handles DRAIN, RETIRE and shutdown. The http-style API
+ * (http.js) sits on top of the per-stream `Stream` objects defined here.
+ *
+ * Output is batched: frames are encoded into a slab (protocol.Writer) and
+ * the socket is written once per tick (process.nextTick), with large body
+ * buffers passed by reference (one writev).
+ */
+const net = require('node:net');
+const { EventEmitter } = require('node:events');
+const P = require('./protocol');
+
+const LIB = 'sluice-node/0.1.0';
+const COPY_MAX = 16384; // body chunks up to this size are copied into the slab
+
+const NO_DELEGATE = {
+  body() {}, end() {}, drain() {}, close() {},
+};
+
+/** Parse a SLUICE_SOCKET value: PATH, unix:PATH, tcp:HOST:PORT, tcp:[V6]:PORT. */
+function parseAddress(s) {
+  if (typeof s !== 'string' || s === '') throw new Error('no socket: set SLUICE_SOCKET or pass options.socket');
+  if (s.startsWith('unix:')) return { path: s.slice(5) };
+  if (s.startsWith('tcp:')) {
+    const rest = s.slice(4);
+    let host;
+    let port;
+    if (rest.startsWith('[')) {
+      const end = rest.indexOf(']');
+      host = rest.slice(1, end);
+      port = rest.slice(end + 2);
+    } else {
+      const i = rest.lastIndexOf(':');
+      host = rest.slice(0, i);
+      port = rest.slice(i + 1);
+    }
+    const n = Number(port);
+    if (!host || !(n > 0 && n < 65536)) throw new Error(`bad tcp address: ${s}`);
+    return { host, port: n };
+  }
+  return { path: s };
+}
+
+function toText(s) {
+  /* User-facing text (messages, reasons) goes on the wire as UTF-8. */
+  return Buffer.from(String(s), 'utf8');
+}
+
+/**
+ * One request/response exchange: the protocol's per-stream state (windows,
+ * sides) plus what the runtime needs. Created by the Worker for every
+ * REQUEST and passed to `onRequest(stream)`. The owner sets
+ * `stream.delegate`, an object (usually shared by all streams) with:
+ *   body(stream, buf)         request body bytes (report use with consumed())
+ *   end(stream, trailers)     the request side ended (trailers: flat array or null)
+ *   drain(stream)             response bytes held for credit have all been framed
+ *   close(stream, cancel)     the stream is closed; cancel = {reason, name, message}
+ *                             when the gateway cancelled it, it was reset, or the
+ *                             link went away; null after the response ended
+ * and may keep its own state in `stream.owner`.
+ */
+class Stream extends P.StreamState {
+  constructor(worker, id) {
+    super(id);
+    this.worker = worker;
+    this.udata = this;
+    this.request = null;
+    this.closed = false;
+    this.responded = false;
+    this.ended = false; // END queued or sent
+    // request side
+    this.reqEnded = false;
+    this.received = 0;
+    this.granted = 0; // total credit given (the initial window included)
+    this.limitSent = false;
+    // response side
+    this.queue = null; // [Buffer, ...] waiting for credit
+    this.queued = 0;
+    this.queuedTotal = 0; // bytes ever queued (for write callbacks)
+    this.endPending = false;
+    this.endTrailers = null;
+    this.needDrain = false;
+    this.callbacks = null; // write callbacks waiting for their bytes to be framed: [queuedTotal, cb]
+    this.delegate = NO_DELEGATE;
+    this.owner = null; // free for the API layer
+  }
+
+  _init(frame) {
+    this.request = frame;
+    this.reqEnded = frame.body === 0;
+    this.granted = frame.body === 1 ? this.worker.window : 0;
+  }
+
+  /** Response bytes accepted but waiting for credit. */
+  get pending() { return this.queued; }
+
+  /**
+   * Send the response head. headers: flat [name, value, ...]; hasBody false
+   * ends the stream. A head larger than the gateway's max_frame cannot be
+   * sent: the stream is RESET instead (the client gets 502) and false is
+   * returned.
+   */
+  respond(status, headers, hasBody) {
+    if (this.closed) return false;
+    if (this.resp !== P.RESP_WAITING) throw new P.RejectedError('RESPONSE already sent');
+    if (!(status >= 200 && status <= 599 && Number.isInteger(status))) throw new RangeError(`status ${status}: a response is 200..599`);
+    if (headers) {
+      if (headers.length & 1) throw new TypeError('headers: a flat [name, value, ...] array');
+      for (let i = 0; i < headers.length; i += 2) {
+        if (!headers[i] || headers[i].length === 0) throw new TypeError('headers: empty name');
+      }
+    }
+    const w = this.worker;
+    if (!w._response(this.id, status, headers, hasBody ? 1 : 0)) {
+      this.reset(P.RESET.INTERNAL, 'response head larger than the gateway accepts');
+      return false;
+    }
+    w.link.sendResponse(this, hasBody ? 1 : 0);
+    this.responded = true;
+    if (!hasBody) { this.ended = true; this._closed(null); }
+    return true;
+  }
+
+  /**
+   * Queue response body bytes (a Buffer/Uint8Array). Returns true when all of
+   * them went out within the gateway's window, false when some wait for
+   * credit (then delegate.drain() follows once they are all framed). `cb` is called
+   * once these bytes are handed to the socket.
+   */
+  write(data, cb) {
+    if (this.closed || this.ended) return false;
+    const n = data.length;
+    if (this.queued === 0) {
+      const win = this.sendWin;
+      if (n <= win) {
+        if (n) this.worker._bodyFrames(this, data, 0, n);
+        if (cb) this.worker._afterFlush(cb);
+        return true;
+      }
+      if (win > 0) {
+        this.worker._bodyFrames(this, data, 0, win);
+        data = data.subarray(win);
+      }
+    }
+    if (this.queue === null) this.queue = [];
+    this.queue.push(data);
+    this.queued += data.length;
+    this.queuedTotal += data.length;
+    if (cb) {
+      if (this.callbacks === null) this.callbacks = [];
+      this.callbacks.push([this.queuedTotal, cb]);
+    }
+    this.needDrain = true;
+    return false;
+  }
+
+  /** write() for a string: small ones are encoded straight into the output slab. */
+  writeString(str, encoding, len, cb) {
+    if (this.closed || this.ended) return false;
+    const w = this.worker;
+    if (this.queued === 0 && len <= this.sendWin && len <= COPY_MAX && len <= w.bodyMax) {
+      w._bodyString(this, str, encoding, len);
+      if (cb) w._afterFlush(cb);
+      return true;
+    }
+    return this.write(Buffer.from(str, encoding), cb);
+  }
+
+  /** End the response (after queued bytes). trailers: flat array or null. */
+  end(trailers) {
+    if (this.closed || this.ended) return false;
+    this.ended = true;
+    if (this.queued > 0) {
+      this.endPending = true;
+      this.endTrailers = trailers || null;
+      return true;
+    }
+    this._sendEnd(trailers);
+    return true;
+  }
+
+  _sendEnd(trailers) {
+    const w = this.worker;
+    w.link.sendEnd(this);
+    w._end(this.id, trailers);
+    this._closed(null);
+  }
+
+  /** Abandon the stream: RESET with code (1 internal, 2 refused, 3 overloaded). */
+  reset(code = P.RESET.INTERNAL, message) {
+    if (this.closed) return false;
+    const w = this.worker;
+    w.link.sendReset(this);
+    w._frame({ type: P.FRAME.RESET, stream: this.id, code, message: message ? toText(message) : undefined });
+    this._closed(null);
+    return true;
+  }
+
+  /** LIMIT: the largest request body the gateway accepts for this stream. */
+  setLimit(bytes) {
+    if (this.closed || this.reqEnded) return false;
+    if (!(Number.isInteger(bytes) && bytes >= 0 && bytes <= P.MAX_ID)) throw new RangeError('limit out of range');
+    this.limit = bytes;
+    this.worker._frame({ type: P.FRAME.LIMIT, stream: this.id, max_body: bytes });
+    this.limitSent = true;
+    return true;
+  }
+
+  /**
+   * The consumer has used `total` request-body bytes so far (cumulative).
+   * Grants credit so that at most one window is buffered or in flight, in
+   * batches of half a window (or whatever is free when the gateway's view of
+   * the window is empty).
+   */
+  consumed(total) {
+    if (this.closed || this.reqEnded) return;
+    const W = this.worker.window;
+    const want = total + W - this.granted;
+    if (want <= 0) return;
+    if (want >= (W >>> 1) || this.granted === this.received) {
+      this.granted += want;
+      const w = this.worker;
+      w.link.sendCredit(this, want);
+      w._credit(this.id, want);
+    }
+  }
+
+  /* ---- from the worker ---- */
+
+  _credit() {
+    if (this.queued === 0) return;
+    const w = this.worker;
+    let win = this.sendWin;
+    const q = this.queue;
+    while (q.length && win > 0) {
+      const d = q[0];
+      const n = Math.min(d.length, win);
+      w._bodyFrames(this, d, 0, n);
+      win -= n;
+      this.queued -= n;
+      if (n === d.length) q.shift(); else q[0] = d.subarray(n);
+    }
+    if (this.callbacks !== null) {
+      const cbs = this.callbacks;
+      const framed = this.queuedTotal - this.queued;
+      let k = 0;
+      while (k < cbs.length && cbs[k][0] <= framed) { w._afterFlush(cbs[k][1]); k++; }
+      if (k === cbs.length) this.callbacks = null;
+      else if (k) cbs.splice(0, k);
+    }
+    if (this.queued === 0) {
+      if (this.endPending) {
+        this.endPending = false;
+        this._sendEnd(this.endTrailers);
+        return;
+      }
+      if (this.needDrain) {
+        this.needDrain = false;
+        w._afterFlush(() => this.delegate.drain(this));
+      }
+    }
+  }
+
+  _closed(cancel) {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue = null;
+    this.queued = 0;
+    const cbs = this.callbacks;
+    this.callbacks = null;
+    this.worker._streamClosed(this);
+    if (cbs) {
+      const err = new Error('the stream was closed before these bytes were sent');
+      err.code = 'ERR_STREAM_DESTROYED';
+      for (const e of cbs) process.nextTick(e[1], err);
+    }
+    this.delegate.close(this, cancel);
+  }
+}
+
+/**
+ * A link to the gateway.
+ *
+ * options:
+ *   socket            address (default $SLUICE_SOCKET)
+ *   maxStreams        concurrent streams announced (default 128)
+ *   window            request-body window per stream (default 256 KiB)
+ *   maxFrame          largest frame accepted (default 1 MiB)
+ *   token             for TCP workers (default $SLUICE_TOKEN)
+ *   handshakeTimeout  ms for connect + HELLO (default 10000)
+ *   shutdownTimeout   ms of grace for shutdown() (default 30000)
+ *   onRequest(stream) called for every new stream
+ *
+ * events: 'ready' (gateway settings), 'drain' (DRAIN received),
+ *         'close' (error or null), 'error' (link errors, also passed to 'close')
+ */
+class Worker extends EventEmitter {
+  constructor(options = {}) {
+    super();
+    const o = options;
+    this.address = o.socket !== undefined ? o.socket : process.env.SLUICE_SOCKET;
+    this.maxStreams = o.maxStreams || 128;
+    this.window = o.window !== undefined ? o.window : 256 * 1024;
+    this.maxFrame = o.maxFrame || P.DEFAULT_FRAME;
+    this.token = o.token !== undefined ? o.token : process.env.SLUICE_TOKEN;
+    this.handshakeTimeout = o.handshakeTimeout || 10000;
+    this.shutdownTimeout = o.shutdownTimeout || 30000;
+    this.onRequest = o.onRequest || null;
+    if (!(this.window >= 1 && this.window <= P.MAX_WINDOW)) throw new RangeError('window out of range');
+    if (!(this.maxStreams >= 1 && this.maxStreams <= P.MAX_STREAMS)) throw new RangeError('maxStreams out of range');
+    this.link = new P.Link('worker', { maxStreams: this.maxStreams });
+    this.link.makeStream = (id) => new Stream(this, id);
+    this.decoder = new P.FrameDecoder(this.maxFrame);
+    this.w = new P.Writer(64 * 1024);
+    this.out = []; // buffers to write, in order, besides the slab's pending bytes
+    this.after = []; // callbacks to run once this tick's output is written
+    this.scheduled = false;
+    this.sock = null;
+    this.gateway = null; // the gateway's HELLO settings
+    this.bodyMax = P.bodyMax(P.DEFAULT_FRAME);
+    this.peerMaxFrame = P.DEFAULT_FRAME; // the gateway's max_frame
+    this.draining = false; // DRAIN received
+    this.retiring = false; // RETIRE sent
+    this.refusing = false; // new REQUESTs are refused (shutdown)
+    this.closed = false;
+    this.closeError = null;
+    this._flushBound = () => this._flush();
+    this._onFrameBound = (f) => this._onFrame(f);
+    this._timer = null;
+  }
+
+  get openStreams() { return this.link.streams.size; }
+
+  /** Connect, send HELLO and wait for the gateway's. Resolves with its settings. */
+  connect() {
+    return new Promise((resolve, reject) => {
+      let addr;
+      try {
+        addr = parseAddress(this.address);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      /* Reads land in one reused buffer (no allocation per read); the
+       * decoder copies BODY data out of it. */
+      this.readBuf = Buffer.allocUnsafe(65536);
+      const sock = net.connect(Object.assign({
+        onread: { buffer: this.readBuf, callback: (n, buf) => { this._onData(buf.subarray(0, n), true); } },
+      }, addr));
+      this.sock = sock;
+      sock.setNoDelay && addr.host && sock.setNoDelay(true);
+      let settled = false;
+      const fail = (err) => {
+        if (settled) return;
+        settled = true;
+        reject(err);
+      };
+      this._timer = setTimeout(() => {
+        const e = new Error('handshake timeout');
+        fail(e);
+        this._fatal(P.E.TIMEOUT, 'no HELLO in time');
+      }, this.handshakeTimeout);
+      this._timer.unref && this._timer.unref();
+      this.once('ready', (h) => { settled = true; resolve(h); });
+      this.once('close', (err) => fail(err || new Error('the link closed during the handshake')));
+      sock.on('connect', () => {
+        const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.window };
+        if (this.maxFrame !== P.DEFAULT_FRAME) s.max_frame = this.maxFrame;
+        if (this.token) s.token = toText(this.token);
+        const hello = { type: P.FRAME.HELLO, stream: 0, version: P.VERSION, settings: s };
+        this.link.send(hello);
+        this._frame(hello);
+      });
+      sock.on('end', () => {
+        try {
+          this.decoder.finish();
+        } catch (e) {
+          this._close(e);
+          return;
+        }
+        this._close(this.draining ? null : new Error('the gateway closed the link'));
+      });
+      sock.on('error', (err) => this._close(err));
+      sock.on('close', () => this._close(this.closeError || (this.draining ? null : new Error('the link closed'))));
+    });
+  }
+
+  /* ---- input ---- */
+
+  _onData(chunk, transient = false) {
+    if (this.closed) return;
+    try {
+      this.decoder.feed(chunk, this._onFrameBound, transient);
+    } catch (e) {
+      if (e instanceof P.ProtocolError) {
+        this._fatal(e.code, e.detail || e.errorName, e.payload ? `frame: ${P.describePayload(e.payload)}` : '');
+      }
+      else throw e;
+    }
+  }
+
+  _onFrame(f) {
+    if (this.closed) return;
+    const ev = this.link.recv(f); // throws ProtocolError: handled in _onData
+    switch (f.type) {
+      case 2: { // REQUEST
+        const s = ev.stream;
+        s._init(f);
+        if (this.refusing) {
+          s.reset(P.RESET.REFUSED, 'the worker is shutting down');
+          return;
+        }
+        this._dispatch(s);
+        return;
+      }
+      case 4: { // BODY
+        const s = ev.udata;
+        if (s === null || ev.ignored) return;
+        s.received += f.data.length;
+        s.delegate.body(s, f.data);
+        return;
+      }
+      case 5: { // END
+        const s = ev.udata;
+        if (s === null || ev.ignored) return;
+        s.reqEnded = true;
+        s.delegate.end(s, f.trailers || null);
+        return;
+      }
+      case 6: { // CREDIT
+        const s = ev.udata;
+        if (s !== null && !ev.ignored) s._credit();
+        return;
+      }
+      case 7: { // CANCEL
+        const s = ev.udata;
+        if (s === null || ev.ignored) return;
+        s._closed({ reason: f.reason, name: P.cancelReasonName(f.reason), message: f.message || '' });
+        return;
+      }
+      case 10: // PING
+        this._frame({ type: P.FRAME.PONG, stream: 0, opaque: f.opaque });
+        return;
+      case 12: // DRAIN
+        this.draining = true;
+        this.emit('drain', f.timeout_ms);
+        this._maybeFinish();
+        return;
+      case 14: { // ERROR
+        const e = new P.ProtocolError(f.code, `from the gateway: ${Buffer.from(f.message, 'latin1').toString()}`);
+        this.closeError = e;
+        this._close(e);
+        return;
+      }
+      case 1: { // HELLO
+        clearTimeout(this._timer);
+        this._timer = null;
+        const h = f.settings;
+        this.gateway = Object.assign({}, h);
+        for (const k of ['lib', 'pool', 'server', 'token']) {
+          if (typeof this.gateway[k] === 'string') this.gateway[k] = Buffer.from(this.gateway[k], 'latin1').toString();
+        }
+        const mf = h.max_frame || P.DEFAULT_FRAME;
+        this.bodyMax = P.bodyMax(mf);
+        this.peerMaxFrame = mf;
+        this.emit('ready', this.gateway);
+        return;
+      }
+      default:
+        return; // PONG
+    }
+  }
+
+  _dispatch(s) {
+    if (this.onRequest === null) {
+      s.reset(P.RESET.REFUSED, 'no handler');
+      return;
+    }
+    this.onRequest(s);
+  }
+
+  /* ---- output ---- */
+
+  _schedule() {
+    if (!this.scheduled) {
+      this.scheduled = true;
+      process.nextTick(this._flushBound);
+    }
+  }
+
+  /** Run cb after this tick's output has been handed to the socket. */
+  _afterFlush(cb) {
+    this.after.push(cb);
+    this._schedule();
+  }
+
+  _flush() {
+    this.scheduled = false;
+    const w = this.w;
+    const sock = this.sock;
+    if (w.pending) this.out.push(w.take());
+    const out = this.out;
+    if (out.length && sock !== null && !sock.destroyed) {
+      if (out.length === 1) {
+        sock.write(out[0]);
+      } else {
+        sock.cork();
+        for (let i = 0; i < out.length; i++) sock.write(out[i]);
+        sock.uncork();
+      }
+      /* Nothing left in the socket's queue: the kernel took the bytes
+       * synchronously, so the slab can be written over from the start. */
+      if (sock.writableLength === 0 && w.start === w.pos) w.rewind();
+    }
+    if (out.length) this.out = [];
+    if (this.after.length) {
+      const after = this.after;
+      this.after = [];
+      for (let i = 0; i < after.length; i++) after[i]();
+    }
+  }
+
+  _frame(f) {
+    P.writeFrame(this.w, f);
+    this._schedule();
+  }
+
+  /* RESPONSE into the slab; false (nothing written) if it exceeds the gateway's max_frame. */
+  _response(sid, status, headers, body) {
+    const w = this.w;
+    const at = w.begin(24) - w.start;
+    w.u8(0x95); w.u8(3); w.uint(sid); w.uint(status);
+    w.headers(headers);
+    w.ensure(1);
+    w.u8(body);
+    if (w.finish(w.start + at) > this.peerMaxFrame) {
+      w.pos = w.start + at;
+      return false;
+    }
+    this._schedule();
+    return true;
+  }
+
+  _end(sid, trailers) {
+    if (trailers && trailers.length) {
+      const w = this.w;
+      const at = w.pos - w.start;
+      if (P.writeFrame(w, { type: P.FRAME.END, stream: sid, trailers }) <= this.peerMaxFrame) {
+        this._schedule();
+        return;
+      }
+      w.pos = w.start + at; // trailers too large for a frame: end without them
+    }
+    const w = this.w;
+    w.ensure(16);
+    const b = w.buf;
+    const at = w.pos;
+    w.pos += 4;
+    w.u8(0x92); w.u8(5); w.uint(sid);
+    b.writeUInt32BE(w.pos - at - 4, at);
+    this._schedule();
+  }
+
+  _credit(sid, n) {
+    const w = this.w;
+    w.ensure(24);
+    const at = w.pos;
+    w.pos += 4;
+    w.u8(0x93); w.u8(6); w.uint(sid); w.uint(n);
+    w.buf.writeUInt32BE(w.pos - at - 4, at);
+    this._schedule();
+  }
+
+  /** One BODY frame for a string of `len` bytes in `encoding` (fits the window and a frame). */
+  _bodyString(s, str, encoding, len) {
+    this.link.sendBody(s, len);
+    const w = this.w;
+    w.ensure(20 + len);
+    const b = w.buf;
+    const at = w.pos;
+    w.pos += 4;
+    w.u8(0x93); w.u8(4); w.uint(s.id); w.binHead(len);
+    b.writeUInt32BE(w.pos - at - 4 + len, at);
+    const p = w.pos;
+    if (len === str.length && (encoding === 'utf8' || encoding === 'utf-8' || encoding === 'latin1' || encoding === 'ascii')) {
+      /* one byte per character */
+      if (len <= 64) { for (let i = 0; i < len; i++) b[p + i] = str.charCodeAt(i); } else b.latin1Write(str, p, len);
+    } else {
+      b.write(str, p, len, encoding);
+    }
+    w.pos = p + len;
+    this._schedule();
+  }
+
+  /** BODY frames for data[off, off+n), within the window (checked by the link). */
+  _bodyFrames(s, data, off, n) {
+    const link = this.link;
+    const max = this.bodyMax;
+    const w = this.w;
+    const sid = s.id;
+    while (n > 0) {
+      const len = n < max ? n : max;
+      link.sendBody(s, len);
+      const copy = len <= COPY_MAX;
+      w.ensure(20 + (copy ? len : 0));
+      const b = w.buf;
+      const at = w.pos;
+      w.pos += 4;
+      w.u8(0x93); w.u8(4); w.uint(sid); w.binHead(len);
+      const head = w.pos - at - 4;
+      b.writeUInt32BE(head + len, at);
+      if (copy) {
+        if (off === 0 && len === data.length) b.set(data, w.pos);
+        else b.set(data.subarray(off, off + len), w.pos);
+        w.pos += len;
+      } else {
+        this.out.push(w.take());
+        this.out.push(off === 0 && len === data.length ? data : data.subarray(off, off + len));
+      }
+      off += len;
+      n -= len;
+    }
+    this._schedule();
+  }
+
+  /* ---- lifecycle ---- */
+
+  _streamClosed(s) {
+    if (this.link.streams.size === 0) this._maybeFinish();
+  }
+
+  _maybeFinish() {
+    if (this.draining && this.link.streams.size === 0 && !this.closed && !this._ending) {
+      this._ending = true;
+      /* Close once the last frames are out. */
+      this._afterFlush(() => {
+        if (this.sock) this.sock.end();
+      });
+    }
+  }
+
+  /**
+   * Ask the gateway for a replacement (RETIRE); keep serving until it
+   * answers with DRAIN, then close once the open streams have finished.
+   */
+  retire(reason) {
+    if (this.retiring || this.draining || this.closed || !this.link.ready) return;
+    this.retiring = true;
+    const f = { type: P.FRAME.RETIRE, stream: 0 };
+    if (reason) f.reason = toText(reason);
+    this.link.send(f);
+    this._frame(f);
+  }
+
+  /**
+   * Graceful shutdown (what SIGTERM does): RETIRE, refuse new requests with
+   * RESET refused (the gateway retries them elsewhere), finish the open
+   * streams, close once the gateway has answered with DRAIN. After `timeout`
+   * ms the link is closed whatever is left. Resolves when closed.
+   */
+  shutdown(timeout = this.shutdownTimeout) {
+    if (!this._shutdownPromise) {
+      this._shutdownPromise = new Promise((resolve) => {
+        if (this.closed) { resolve(); return; }
+        this.once('close', () => resolve());
+        this.refusing = true;
+        this.retire('shutdown');
+        const t = setTimeout(() => this.close(), timeout);
+        t.unref && t.unref();
+        this._maybeFinish();
+      });
+    }
+    return this._shutdownPromise;
+  }
+
+  /** Close the link now: open streams are cancelled. */
+  close() {
+    if (this.closed) return;
+    if (this.sock && !this.sock.destroyed) {
+      this._flush();
+      this.sock.end();
+      this.sock.destroySoon ? this.sock.destroySoon() : this.sock.destroy();
+    }
+    this._close(this.draining ? null : new Error('closed by the worker'));
+  }
+
+  /** A link error found here: send ERROR and close. */
+  _fatal(code, message, diagnostic = '') {
+    if (this.closed) return;
+    const e = new P.ProtocolError(code, diagnostic ? `${message}; ${diagnostic}` : message);
+    this.closeError = e;
+    try {
+      this.link.send({ type: P.FRAME.ERROR, stream: 0, code, message: toText(message) });
+      this._frame({ type: P.FRAME.ERROR, stream: 0, code, message: toText(message) });
+      this._flush();
+    } catch (_) { /* nothing more can be sent */ }
+    if (this.sock) this.sock.end();
+    this._close(e);
+  }
+
+  _close(err) {
+    if (this.closed) return;
+    this.closed = true;
+    if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+    this.link.fail();
+    if (this.sock && !this.sock.destroyed && !this.sock.writableEnded) this.sock.destroy();
+    const cancel = { reason: 0, name: 'link_closed', message: err ? err.message : 'the link closed' };
+    const open = this.link.streams.values();
+    this.link.streams.clear();
+    for (const s of open) s._closed(cancel);
+    if (err && this.listenerCount('error')) this.emit('error', err);
+    this.emit('close', err || null);
+  }
+}
+
+module.exports = { Worker, Stream, parseAddress, LIB };

@@ -1,0 +1,246 @@
+"""asyncio runtime (uvloop when installed): the link as an asyncio.Protocol.
+
+Why a Protocol and not streams: ``data_received`` hands us the bytes with no
+intermediate buffer or task switch, and all output produced during one loop
+iteration — by the dispatcher and by every handler that ran — leaves in a
+single ``writelines`` call scheduled with ``call_soon`` (one syscall per
+tick, however many streams are active).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Optional
+
+from . import protocol as P
+from ._core import Request, Runtime, Waiter, WorkerCore
+
+log = logging.getLogger("sluice")
+
+StartFn = Callable[[WorkerCore, Request], Awaitable[None]]
+
+
+class _AioWaiter(Waiter):
+    __slots__ = ("_loop", "_fut")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._fut: Optional[asyncio.Future] = None
+
+    async def wait(self) -> None:
+        fut = self._fut = self._loop.create_future()
+        try:
+            await fut
+        finally:
+            self._fut = None
+
+    def wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class AsyncioLink(asyncio.Protocol, Runtime):
+    """One link to the gateway, driving a :class:`WorkerCore`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: P.WorkerConnection,
+                 run_request: StartFn, grace: float = 30.0) -> None:
+        self.loop = loop
+        self.conn = conn
+        self.core = WorkerCore(conn, self)
+        self.run_request = run_request
+        self.grace = grace
+        self.transport: Optional[asyncio.Transport] = None
+        self._flush_pending = False
+        self._writable: Optional[asyncio.Future] = None
+        self.done: asyncio.Future = loop.create_future()
+        self._grace_timer: Optional[asyncio.TimerHandle] = None
+
+    # -- Runtime ------------------------------------------------------------
+    def waiter(self) -> Waiter:
+        return _AioWaiter(self.loop)
+
+    def flush(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        out = self.conn.chunks_to_send()
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            if len(out) == 1:
+                t.write(out[0])
+            else:
+                t.writelines(out)
+
+    def start(self, req: Request) -> None:
+        # No done-callback bookkeeping per task (it would cost a scheduled
+        # callback per request): live tasks are found through core.requests.
+        req.task = self.loop.create_task(self.run_request(self.core, req))
+
+    @property
+    def tasks(self) -> list:
+        return [r.task for r in self.core.requests.values() if r.task is not None and not r.task.done()]
+
+    def cancel(self, req: Request) -> None:
+        task = req.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def close(self) -> None:
+        self._flush()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
+        self.core.closed = True
+
+    async def wait_writable(self) -> None:
+        while self.core.paused and self.transport is not None and not self.transport.is_closing():
+            fut = self._writable
+            if fut is None or fut.done():
+                fut = self._writable = self.loop.create_future()
+            await fut
+
+    # -- asyncio.Protocol ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._flush()  # our HELLO
+
+    def data_received(self, data: bytes) -> None:
+        self.core.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        try:
+            self.conn.eof()
+        except P.RemoteProtocolError as exc:
+            log.error("sluice: link closed by the gateway mid-frame (%s)", exc)
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.core.lost()
+        self.transport = None
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.core.paused = True
+
+    def resume_writing(self) -> None:
+        self.core.paused = False
+        fut = self._writable
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- shutdown --------------------------------------------------------------
+    def shutdown(self) -> None:
+        """SIGTERM: finish in-flight requests, then exit (RETIRE -> DRAIN)."""
+        if self.core.retiring:
+            log.warning("sluice: second signal; exiting now")
+            self.close()
+            return
+        log.info("sluice: shutting down; finishing %d open request(s)", len(self.core.requests))
+        self.core.retire("shutting down")
+        self._grace_timer = self.loop.call_later(self.grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        log.warning("sluice: grace period over; closing with %d request(s) open", len(self.core.requests))
+        self.close()
+
+
+def parse_socket(spec: str) -> tuple[str, Any]:
+    """``PATH``, ``unix:PATH`` or ``tcp:HOST:PORT`` -> (kind, address)."""
+    if spec.startswith("tcp:"):
+        host, _, port = spec[4:].rpartition(":")
+        return "tcp", (host.strip("[]"), int(port))
+    if spec.startswith("unix:"):
+        spec = spec[5:]
+    return "unix", spec
+
+
+async def serve(run_request: StartFn, *, socket: Optional[str] = None, max_streams: int = 64,
+                window: int = P.DEFAULT_WINDOW, grace: float = 30.0,
+                on_ready: Optional[Callable[[AsyncioLink], Awaitable[None]]] = None,
+                handle_signals: bool = True, lib: str = "sluice-python/0.1.0") -> int:
+    """Connect to the gateway and serve until the link closes. Returns an
+    exit status (0 after a graceful drain)."""
+    loop = asyncio.get_running_loop()
+    spec = socket or os.environ.get("SLUICE_SOCKET")
+    if not spec:
+        raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
+    conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
+                              token=os.environ.get("SLUICE_TOKEN") or None)
+    link = AsyncioLink(loop, conn, run_request, grace)
+    kind, addr = parse_socket(spec)
+    if kind == "unix":
+        await loop.create_unix_connection(lambda: link, addr)
+    else:
+        await loop.create_connection(lambda: link, addr[0], addr[1])
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, link.shutdown)
+    try:
+        if on_ready is not None:
+            await on_ready(link)
+        await link.done
+        tasks = link.tasks
+        if tasks:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=5)
+    finally:
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    return 0 if (link.core.draining or link.core.retiring) else 1
+
+
+def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:
+    """An event loop of the requested kind: ``uvloop`` when installed and
+    asked for (or ``auto``), else the default asyncio loop."""
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise RuntimeError("--loop uvloop: uvloop is not installed (pip install 'sluice[uvloop]')")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(main: Callable[[], Awaitable[int]], loop: str = "auto") -> int:
+    """Run ``main()`` on a fresh loop of kind ``loop`` and return its result."""
+    ev = new_event_loop(loop)
+    asyncio.set_event_loop(ev)
+    try:
+        return ev.run_until_complete(main())
+    finally:
+        try:
+            ev.run_until_complete(ev.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            ev.close()
+
+
+def run_native(app: Callable[[Request], Awaitable[Any]], *, loop: str = "auto", **options: Any) -> int:
+    """Serve a native handler ``async def app(request)`` on asyncio."""
+    async def run_request(core: WorkerCore, req: Request) -> None:
+        await core.run_handler(app, req)
+
+    return run(lambda: serve(run_request, **options), loop)
+
+
+__all__ = ["AsyncioLink", "serve", "run", "run_native", "new_event_loop", "parse_socket"]
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("sluice workers need Unix sockets")

@@ -1,0 +1,638 @@
+"""The runtime-independent half of a worker: the native request/response
+objects and the dispatch of protocol events to streams.
+
+A runtime (asyncio, trio) supplies three things through :class:`Runtime`:
+a *waiter* (something a handler can ``await`` until the dispatcher wakes it),
+a way to start and cancel handler tasks, and a way to flush output. Everything
+else — body buffering, credit, LIMIT, response framing, the drain logic — is
+written once here, on top of :class:`sluice.protocol.WorkerConnection`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import parse_qsl, unquote
+
+from . import protocol as P
+from ._http import Headers, HeadersLike, Response, packed_headers, wire_headers
+
+log = logging.getLogger("sluice")
+
+_ERROR_BODY = b"Internal Server Error\n"
+_ERROR_HEADERS = P.pack_headers([[b"content-type", b"text/plain; charset=utf-8"],
+                                 [b"content-length", b"%d" % len(_ERROR_BODY)]])
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away (or the gateway cancelled the stream):
+    reading the body or sending the response is no longer possible."""
+
+
+class Waiter:
+    """What a handler awaits for body data or credit. Runtimes subclass it.
+
+    ``wake()`` is called by the dispatcher (same thread); ``wait()`` returns
+    after the next ``wake()``. Callers always re-check their condition in a
+    loop, so a spurious wake-up is harmless and a wake-up before ``wait()``
+    is never needed (the condition is checked first)."""
+
+    __slots__ = ()
+
+    async def wait(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def wake(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Runtime:
+    """The services a runtime gives the core."""
+
+    def waiter(self) -> Waiter:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Arrange for the connection's queued output to be written soon."""
+        raise NotImplementedError  # pragma: no cover
+
+    def start(self, req: "Request") -> None:
+        """Run the application for a new request (a task)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def cancel(self, req: "Request") -> None:
+        """Cancel the request's handler task (client went away)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def close(self) -> None:
+        """Close the link (after the final flush)."""
+        raise NotImplementedError  # pragma: no cover
+
+    async def wait_writable(self) -> None:
+        """Return when the transport accepts more output (backpressure on
+        the socket itself, beyond credit)."""
+        return None
+
+
+class Request:
+    """One HTTP request, as the native API sees it.
+
+    Attributes are computed lazily from the REQUEST frame, so a handler that
+    only looks at the path pays only for the path.
+    """
+
+    __slots__ = ("_core", "_frame", "id", "_chunks", "_buffered", "_ended", "_cancelled", "_trailers",
+                 "_waiter", "_credit_waiter", "_started", "_finished", "_granted", "_stream",
+                 "_max_size", "_received", "_headers", "task", "ctx", "_path", "_query", "_done_waiter")
+
+    def __init__(self, core: "WorkerCore", frame: P.Request) -> None:
+        self._core = core
+        self._frame = frame
+        self.id = frame.stream_id
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._ended = frame.body == 0
+        self._cancelled: Optional[int] = None
+        self._trailers: Optional[list] = None
+        self._waiter: Optional[Waiter] = None
+        self._credit_waiter: Optional[Waiter] = None
+        self._started = False       # RESPONSE sent
+        self._finished = False      # response complete, or stream closed
+        self._granted = frame.body != 2  # body mode 2: no credit until read
+        self._stream: Optional[RequestStream] = None
+        self._max_size: Optional[int] = None
+        self._received = 0
+        self._headers: Optional[Headers] = None
+        self._path: Optional[str] = None
+        self._query: Optional[str] = None
+        self.task: Any = None
+        self.ctx: Any = None  # free slot for adapters
+        self._done_waiter: Optional[Waiter] = None
+
+    # -- head ----------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self._frame.method.decode("latin-1")
+
+    @property
+    def target(self) -> bytes:
+        """The request target exactly as sent (``/path?query``)."""
+        return self._frame.target
+
+    def _split(self) -> None:
+        path, _, query = self._frame.target.partition(b"?")
+        self._path = unquote(path.decode("latin-1"), "utf-8", "surrogateescape") if b"%" in path \
+            else path.decode("latin-1")
+        self._query = query.decode("latin-1")
+
+    @property
+    def path(self) -> str:
+        """The path, percent-decoded (UTF-8)."""
+        if self._path is None:
+            self._split()
+        return self._path  # type: ignore[return-value]
+
+    @property
+    def raw_path(self) -> bytes:
+        return self._frame.target.partition(b"?")[0]
+
+    @property
+    def query(self) -> str:
+        """The raw query string (after ``?``, not decoded)."""
+        if self._query is None:
+            self._split()
+        return self._query  # type: ignore[return-value]
+
+    @property
+    def query_params(self) -> list[tuple[str, str]]:
+        """The query string parsed into (name, value) pairs, in order."""
+        return parse_qsl(self.query, keep_blank_values=True)
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is None:
+            h = self._headers = Headers(self._frame.headers)
+        return h
+
+    @property
+    def client(self) -> tuple[str, int]:
+        """(host, port) of the HTTP client; ("", 0) when unknown."""
+        return self._frame.client
+
+    @property
+    def server(self) -> tuple[str, int]:
+        return self._frame.server
+
+    @property
+    def scheme(self) -> str:
+        return self._frame.scheme
+
+    @property
+    def http_version(self) -> str:
+        return "1.1" if self._frame.version == 11 else "1.0"
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a request body follows (it may still be empty)."""
+        return self._frame.body != 0
+
+    @property
+    def disconnected(self) -> bool:
+        """True once the client went away (CANCEL) or the link was lost."""
+        return self._cancelled is not None
+
+    @property
+    def cancel_reason(self) -> Optional[str]:
+        c = self._cancelled
+        return None if c is None else P.CANCEL_REASONS.get(c, "internal")
+
+    @property
+    def trailers(self) -> Optional[Headers]:
+        """Request trailers, once the body has been read to its end."""
+        return Headers(self._trailers) if self._trailers else None
+
+    # -- body ------------------------------------------------------------------
+    @property
+    def stream(self) -> "RequestStream":
+        s = self._stream
+        if s is None:
+            s = self._stream = RequestStream(self)
+        return s
+
+    async def body(self) -> bytes:
+        """The whole request body (buffered in memory)."""
+        parts = []
+        while True:
+            chunk = await self._read()
+            if chunk is None:
+                break
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _read(self) -> Optional[bytes]:
+        """Next body chunk, or None at the end of the body."""
+        core = self._core
+        if not self._granted:
+            self._granted = True
+            core.conn.grant(self.id, core.conn.window)
+            core.runtime.flush()
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if core.conn.is_open(self.id):
+                    core.conn.consumed(self.id, len(chunk))
+                    core.runtime.flush()
+                return chunk
+            if self._ended:
+                return None
+            if self._cancelled is not None:
+                raise ClientDisconnected(self.cancel_reason)
+            w = self._waiter
+            if w is None:
+                w = self._waiter = core.runtime.waiter()
+            await w.wait()
+
+    # -- response ---------------------------------------------------------------
+    async def respond(self, status: int = 200, headers: HeadersLike = None,
+                      content_type: Optional[str] = None) -> "ResponseStream":
+        """Start a streamed response: sends the head now; then
+        ``await resp.send(data)`` (waits for credit) and ``await resp.end()``."""
+        if self._started or self._finished:
+            raise RuntimeError("a response was already started for this request")
+        if self._cancelled is not None:
+            raise ClientDisconnected(self.cancel_reason)
+        ph = packed_headers(headers, None if content_type is None else content_type.encode("latin-1"), None)
+        self._started = True
+        self._core.conn.respond(self.id, status, packed_headers=ph, body=True)
+        self._core.runtime.flush()
+        return ResponseStream(self)
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        core = self._core
+        conn = core.conn
+        sid = self.id
+        n = len(data)
+        off = 0
+        mv = None
+        while True:
+            if self._cancelled is not None:
+                raise ClientDisconnected(self.cancel_reason)
+            if self._finished:
+                raise RuntimeError("the response has already ended")
+            if off:
+                k = conn.send_body(sid, mv[off:])  # type: ignore[index]
+            else:
+                k = conn.send_body(sid, data)
+            if k:
+                core.runtime.flush()
+            off += k
+            if off >= n:
+                break
+            if mv is None:
+                mv = memoryview(data)
+            w = self._credit_waiter
+            if w is None:
+                w = self._credit_waiter = core.runtime.waiter()
+            await w.wait()
+        if core.paused:
+            await core.runtime.wait_writable()
+
+    def _end(self, trailers: HeadersLike = None) -> None:
+        if self._finished:
+            return
+        if self._cancelled is not None:
+            raise ClientDisconnected(self.cancel_reason)
+        self._complete()
+        self._core.conn.end(self.id, wire_headers(trailers) if trailers else None)
+        self._core.runtime.flush()
+
+    def _complete(self) -> None:
+        self._finished = True
+        w = self._done_waiter
+        if w is not None:
+            w.wake()
+
+    async def start_raw(self, status: int, ph: bytes) -> None:
+        """Send a response head with pre-packed headers (adapters)."""
+        if self._cancelled is not None:
+            raise ClientDisconnected(self.cancel_reason)
+        self._started = True
+        self._core.conn.respond(self.id, status, packed_headers=ph, body=True)
+        self._core.runtime.flush()
+
+    async def end_raw(self) -> None:
+        self._end()
+
+    async def send_response_raw(self, status: int, ph: bytes, body: bytes) -> None:
+        """A complete response with pre-packed headers (adapters)."""
+        if self._cancelled is not None:
+            return
+        core = self._core
+        self._started = True
+        if core.conn.respond_full(self.id, status, ph, body):
+            self._complete()
+            core.runtime.flush()
+            return
+        if not body:
+            self._complete()
+            core.conn.respond(self.id, status, packed_headers=ph, body=False)
+            core.runtime.flush()
+            return
+        core.conn.respond(self.id, status, packed_headers=ph, body=True)
+        await self._send(body)
+        self._end()
+
+    async def send_response(self, resp: Response) -> None:
+        """Send a complete :class:`Response` (what returning it does)."""
+        if self._started or self._finished:
+            raise RuntimeError("a response was already started for this request")
+        if self._cancelled is not None:
+            return
+        core = self._core
+        ph = resp.packed_headers()
+        self._started = True
+        if core.conn.respond_full(self.id, resp.status, ph, resp.body):
+            self._complete()
+            core.runtime.flush()
+            return
+        if not resp.body:
+            self._complete()
+            core.conn.respond(self.id, resp.status, packed_headers=ph, body=False)
+            core.runtime.flush()
+            return
+        core.conn.respond(self.id, resp.status, packed_headers=ph, body=True)
+        await self._send(resp.body)
+        self._end()
+
+    # -- dispatcher side ----------------------------------------------------------
+    def _on_body(self, data: bytes) -> None:
+        self._received += len(data)
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        w = self._waiter
+        if w is not None:
+            w.wake()
+
+    def _on_end(self, trailers: Optional[list]) -> None:
+        self._ended = True
+        self._trailers = trailers
+        w = self._waiter
+        if w is not None:
+            w.wake()
+
+    def _on_credit(self) -> None:
+        w = self._credit_waiter
+        if w is not None:
+            w.wake()
+
+    def _on_cancel(self, reason: int) -> None:
+        if self._cancelled is None:
+            self._cancelled = reason
+        self._finished = True
+        for w in (self._waiter, self._credit_waiter, self._done_waiter):
+            if w is not None:
+                w.wake()
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client has gone away or the response is complete
+        (what an ASGI ``receive()`` after the body waits for)."""
+        while self._cancelled is None and not self._finished:
+            w = self._done_waiter
+            if w is None:
+                w = self._done_waiter = self._core.runtime.waiter()
+            await w.wait()
+
+    def __repr__(self) -> str:
+        return f"<Request {self.id} {self._frame.method!r} {self._frame.target!r}>"
+
+
+class RequestStream:
+    """``request.stream``: the request body as an async iterator of chunks.
+
+    Set :attr:`max_size` before reading to change the body size limit the
+    gateway enforces for this request (sent as LIMIT): raise it for an
+    upload endpoint, lower it to refuse big bodies early (413)."""
+
+    __slots__ = ("_req",)
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+
+    @property
+    def max_size(self) -> Optional[int]:
+        return self._req._max_size
+
+    @max_size.setter
+    def max_size(self, n: Optional[int | float]) -> None:
+        req = self._req
+        if n is None or n == float("inf"):
+            n = P.MAX_ID
+        n = int(n)
+        if not 0 <= n <= P.MAX_ID:
+            raise ValueError("max_size must be in 0 .. 2^53-1")
+        req._max_size = n
+        core = req._core
+        if not req._ended and core.conn.is_open(req.id):
+            core.conn.limit(req.id, n)
+            core.runtime.flush()
+
+    def __aiter__(self) -> "RequestStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._req._read()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read(self) -> bytes:
+        """The next chunk, or b"" at the end of the body."""
+        chunk = await self._req._read()
+        return b"" if chunk is None else chunk
+
+    @property
+    def received(self) -> int:
+        """Body bytes received from the gateway so far."""
+        return self._req._received
+
+
+class ResponseStream:
+    """A response being streamed: returned by ``await request.respond()``."""
+
+    __slots__ = ("_req",)
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+
+    async def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Send body bytes; waits for credit from the gateway, so a slow
+        client slows this coroutine down (backpressure)."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if data:
+            await self._req._send(data)
+
+    async def end(self, trailers: HeadersLike = None) -> None:
+        """Complete the response (optional trailers)."""
+        self._req._end(trailers)
+
+    @property
+    def ended(self) -> bool:
+        return self._req._finished
+
+    async def __aenter__(self) -> "ResponseStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if not self._req._finished and exc[0] is None:
+            self._req._end()
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class WorkerCore:
+    """Dispatches protocol events to requests; shared by all runtimes."""
+
+    def __init__(self, conn: P.WorkerConnection, runtime: Runtime) -> None:
+        self.conn = conn
+        self.runtime = runtime
+        self.requests: dict[int, Request] = {}
+        self.draining = False
+        self.retiring = False
+        self.paused = False
+        self.closed = False
+        self.hello: Optional[P.Hello] = None
+        self.served = 0
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes from the gateway and dispatch the resulting events."""
+        try:
+            events = self.conn.receive_data(data)
+        except P.RemoteProtocolError as exc:
+            self._dispatch(exc.frames)
+            log.error("sluice: protocol error from the gateway: %s; closing the link", exc)
+            self.runtime.flush()
+            self.lost()
+            self.runtime.close()
+            return
+        self._dispatch(events)
+
+    def _dispatch(self, events: list) -> None:
+        reqs = self.requests
+        for ev in events:
+            t = ev.type
+            if t == 4:
+                r = reqs.get(ev.stream_id)
+                if r is not None:
+                    r._on_body(ev.data)
+                else:
+                    # handler already finished: the bytes are consumed
+                    self.conn.consumed(ev.stream_id, len(ev.data))
+            elif t == 2:
+                if self.retiring and not self.draining:
+                    self.conn.reset(ev.stream_id, "refused")
+                    continue
+                req = Request(self, ev)
+                reqs[ev.stream_id] = req
+                self.runtime.start(req)
+            elif t == 5:
+                r = reqs.get(ev.stream_id)
+                if r is not None:
+                    r._on_end(ev.trailers)
+            elif t == 6:
+                r = reqs.get(ev.stream_id)
+                if r is not None:
+                    r._on_credit()
+            elif t == 7:
+                r = reqs.get(ev.stream_id)
+                if r is not None:
+                    r._on_cancel(ev.reason)
+                    self.runtime.cancel(r)
+            elif t == 12:
+                self.draining = True
+                log.info("sluice: DRAIN received; finishing %d open request(s)", len(reqs))
+                self.maybe_close()
+            elif t == 1:
+                self.hello = ev
+            elif t == 14:
+                log.error("sluice: gateway reported error %s: %s", ev.error_name, ev.message)
+                self.lost()
+                self.runtime.close()
+        self.runtime.flush()
+
+    def finished(self, req: Request) -> None:
+        """A handler is done (whatever happened): forget the stream, RESET it
+        if the response is incomplete, and close the link when draining."""
+        self.served += 1
+        if self.requests.pop(req.id, None) is None:
+            return
+        req._finished = True
+        w = req._done_waiter
+        if w is not None:
+            w.wake()
+        if self.conn.is_open(req.id):
+            self.conn.reset(req.id, "internal")
+            self.runtime.flush()
+        self.maybe_close()
+
+    def maybe_close(self) -> None:
+        if self.draining and not self.requests and not self.closed:
+            self.runtime.flush()
+            self.runtime.close()
+
+    def retire(self, reason: str = "shutting down") -> None:
+        """Graceful stop requested locally (SIGTERM): RETIRE, refuse new
+        requests, finish the open ones; the gateway answers with DRAIN."""
+        if self.retiring or self.closed:
+            return
+        self.retiring = True
+        if self.draining:
+            self.maybe_close()
+            return
+        self.conn.retire(reason)
+        self.runtime.flush()
+
+    def lost(self) -> None:
+        """The link is gone: every handler is cancelled."""
+        self.closed = True
+        for r in list(self.requests.values()):
+            r._on_cancel(8)
+            self.runtime.cancel(r)
+
+    async def run_handler(self, app: Handler, req: Request) -> None:
+        """Run a native handler and turn its outcome into frames."""
+        try:
+            result = await app(req)
+            if req._finished:
+                return
+            if type(result) is Response and not req._started:
+                # the common case, inline: RESPONSE+BODY+END in one chunk
+                req._started = True
+                conn = self.conn
+                if conn.respond_full(req.id, result.status, result.packed_headers(), result.body):
+                    req._finished = True
+                    self.runtime.flush()
+                    return
+                req._started = False
+                await req.send_response(result)
+            elif isinstance(result, Response):
+                await req.send_response(result)
+            elif result is None:
+                if req._started:
+                    req._end()
+                else:
+                    log.error("sluice: handler for %s %s returned no response",
+                              req.method, req.target.decode("latin-1"))
+                    self._error_response(req)
+            elif isinstance(result, (bytes, str, bytearray, memoryview)):
+                await req.send_response(Response(result))
+            else:
+                raise TypeError(f"handler returned {type(result).__name__}, expected Response")
+        except ClientDisconnected:
+            pass
+        except Exception:
+            log.error("sluice: error in handler for %s %s", req.method,
+                      req.target.decode("latin-1"), exc_info=sys.exc_info())
+            self._error_response(req)
+        finally:
+            self.finished(req)
+
+    def _error_response(self, req: Request) -> None:
+        """500 if nothing was sent yet; otherwise RESET (the gateway closes
+        the client connection mid-response)."""
+        if req._cancelled is not None or not self.conn.is_open(req.id):
+            return
+        if not req._started:
+            req._started = req._finished = True
+            self.conn.respond_full(req.id, 500, _ERROR_HEADERS, _ERROR_BODY)
+        else:
+            req._finished = True
+            self.conn.reset(req.id, "internal", "handler error")
+        self.runtime.flush()
+

@@ -1,0 +1,146 @@
+"""Command line: ``python -m sluice[.asgi|.wsgi] [options] module:app``.
+
+The gateway spawns this command with ``SLUICE_SOCKET`` set; the options pick
+the interface (native, ASGI, WSGI), concurrency and event loop. Startup
+problems (bad import path, missing attribute, not callable, a loop that is
+not installed) are reported in one readable line and exit with status 2,
+before any connection is made, so they show up clearly in the gateway log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+DEFAULT_MAX_STREAMS = 64
+DEFAULT_THREADS = 8
+
+
+class AppLoadError(Exception):
+    """The application could not be loaded; the message says why."""
+
+
+def load_app(path: str) -> Any:
+    """Import ``module:attr`` (``attr`` may be dotted; default ``app``).
+
+    The current directory is put first on ``sys.path``, as the application's
+    own modules are usually there."""
+    module_name, _, attr = path.partition(":")
+    attr = attr or "app"
+    if not module_name:
+        raise AppLoadError(f"bad application path {path!r}: expected 'module:attribute'")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
+        raise AppLoadError(f"error while importing {module_name!r}: {exc!r}") from exc
+    except Exception as exc:
+        raise AppLoadError(f"error while importing {module_name!r}: {exc!r}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise AppLoadError(f"{path!r} is not callable (it is a {type(obj).__name__})")
+    return obj
+
+
+def _size(text: str) -> int:
+    t = text.strip().lower()
+    mult = 1
+    for suffix, m in (("k", 1024), ("m", 1024 ** 2), ("g", 1024 ** 3)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        return int(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+
+
+def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
+    prog = "python -m sluice" + (f".{interface}" if interface and interface != "native" else "")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a Python application as a sluice worker (started by the gateway, "
+                    "which sets SLUICE_SOCKET).")
+    p.add_argument("app", help="the application, as module:attribute")
+    if interface is None:
+        p.add_argument("--interface", choices=("native", "asgi", "wsgi"), default="native",
+                       help="how the application is called (default: native)")
+    p.add_argument("--max-streams", "-c", type=int, default=None, metavar="N",
+                   help=f"requests served at once (default {DEFAULT_MAX_STREAMS}; WSGI: --threads)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
+                   help=f"WSGI thread pool size, which is also max_streams (default {DEFAULT_THREADS})")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "trio"), default="auto",
+                   help="event loop (default auto: uvloop when installed, else asyncio)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--socket", default=None,
+                   help="gateway socket: PATH, unix:PATH or tcp:HOST:PORT (default $SLUICE_SOCKET)")
+    p.add_argument("--window", type=_size, default=256 * 1024, metavar="SIZE",
+                   help="request-body credit per stream (default 256k)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, longest wait for in-flight requests (default 30)")
+    p.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
+                   help="ASGI lifespan protocol (default auto)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) -> int:
+    parser = build_parser(interface)
+    args = parser.parse_args(argv)
+    iface = interface or args.interface
+    logging.basicConfig(level=args.log_level.upper(),
+                        format=f"[worker {os.environ.get('SLUICE_WORKER_ID', '?')} pid %(process)d] "
+                               "%(levelname)s %(message)s")
+    try:
+        app = load_app(args.app)
+    except AppLoadError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return 2
+    if iface == "wsgi":
+        max_streams = args.threads if args.max_streams is None else args.max_streams
+    else:
+        max_streams = args.max_streams or DEFAULT_MAX_STREAMS
+    if not 1 <= max_streams <= 65535:
+        print("sluice: error: --max-streams must be in 1..65535", file=sys.stderr)
+        return 2
+    if not (os.environ.get("SLUICE_SOCKET") or args.socket):
+        print("sluice: error: no gateway socket: run this under the sluice gateway "
+              "(it sets SLUICE_SOCKET) or pass --socket", file=sys.stderr)
+        return 2
+    opts = dict(socket=args.socket, max_streams=max_streams, window=args.window, grace=args.grace)
+    try:
+        if iface == "native":
+            if args.loop == "trio":
+                from ._trio import run_native as run_trio
+                return run_trio(app, **opts)
+            from ._asyncio import run_native
+            return run_native(app, loop=args.loop, **opts)
+        if iface == "asgi":
+            if args.loop == "trio":
+                print("sluice: error: the ASGI adapter runs on asyncio/uvloop (use --loop asyncio or uvloop)",
+                      file=sys.stderr)
+                return 2
+            from .asgi import run_asgi
+            return run_asgi(app, loop=args.loop, lifespan=args.lifespan, **opts)
+        from .wsgi import run_wsgi
+        return run_wsgi(app, threads=max_streams, loop="asyncio" if args.loop == "trio" else args.loop,
+                        **opts)
+    except ImportError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1

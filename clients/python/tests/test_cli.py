@@ -1,0 +1,67 @@
+"""Worker command line: readable startup errors, before any connection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import APPS
+
+
+def run_cli(*args: str, env_socket: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = APPS
+    if env_socket:
+        env["SLUICE_SOCKET"] = "/nonexistent/sluice.sock"
+    else:
+        env.pop("SLUICE_SOCKET", None)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          env=env, cwd=APPS, timeout=30)
+
+
+@pytest.mark.parametrize("module,path,message", [
+    ("sluice", "no_such_module:app", "cannot import module 'no_such_module'"),
+    ("sluice.asgi", "native_app:nope", "module 'native_app' has no attribute 'nope'"),
+    ("sluice.wsgi", "native_app:TMP", "'native_app:TMP' is not callable (it is a str)"),
+    ("sluice", ":app", "bad application path"),
+])
+def test_startup_errors_are_one_readable_line(module, path, message):
+    r = run_cli(module, path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"sluice: error: {message}" or message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_import_error_inside_app_module_is_reported(tmp_path):
+    (tmp_path / "broken_app.py").write_text("import no_such_dependency_xyz\n")
+    env = dict(os.environ, SLUICE_SOCKET="/nonexistent", PYTHONPATH=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "sluice", "broken_app:app"], capture_output=True,
+                       text=True, env=env, cwd=str(tmp_path), timeout=30)
+    assert r.returncode == 2
+    assert "error while importing 'broken_app'" in r.stderr
+    assert "no_such_dependency_xyz" in r.stderr
+
+
+def test_no_socket_is_explained():
+    r = run_cli("sluice", "native_app:app", env_socket=False)
+    assert r.returncode == 2
+    assert "SLUICE_SOCKET" in r.stderr
+
+
+def test_unreachable_socket_is_an_error_not_a_traceback():
+    r = run_cli("sluice", "native_app:app")
+    assert r.returncode == 1
+    assert r.stderr.startswith("sluice: error:")
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_options():
+    r = run_cli("sluice", "--help")
+    assert r.returncode == 0
+    for opt in ("--max-streams", "--loop", "--log-level", "--threads", "--interface"):
+        assert opt in r.stdout
+    r = run_cli("sluice.asgi", "--help")
+    assert "python -m sluice.asgi" in r.stdout and "--interface" not in r.stdout

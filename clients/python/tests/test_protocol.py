@@ -1,0 +1,184 @@
+"""Unit tests of the sans-I/O worker connection (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice import protocol as P
+
+GW_HELLO = P.encode(P.Hello(1, {"window": 100, "max_frame": 16384, "worker_id": 3, "pool": "p"}))
+
+
+def req(sid: int, body: int = 0, method: bytes = b"GET", target: bytes = b"/") -> bytes:
+    return P.encode(P.Request(sid, method, target, 11, [[b"host", b"x"]], ("127.0.0.1", 5), ("127.0.0.1", 80),
+                              "http", body))
+
+
+def frames(data: bytes) -> list[P.Frame]:
+    return P.FrameDecoder(P.MAX_MAX_FRAME).feed(data)
+
+
+def ready(**kw) -> P.WorkerConnection:
+    conn = P.WorkerConnection(pid=7, lib="t", **kw)
+    out = frames(conn.data_to_send())
+    assert out == [P.Hello(1, {"pid": 7, "lib": "t", "max_streams": kw.get("max_streams", 64),
+                               "window": kw.get("window", P.DEFAULT_WINDOW)})]
+    evs = conn.receive_data(GW_HELLO)
+    assert [e.type for e in evs] == [1]
+    return conn
+
+
+def test_hello_carries_settings_and_link_becomes_ready():
+    conn = ready(max_streams=2, window=1000)
+    assert conn.link.ready
+    assert conn.link.peer_max_frame == 16384
+
+
+def test_request_split_anywhere_gives_the_same_event():
+    conn = ready()
+    data = req(1) + req(3, body=1) + P.encode(P.Body(3, b"abc")) + P.encode(P.End(3))
+    events = []
+    for i in range(len(data)):
+        events += conn.receive_data(data[i:i + 1])
+    assert [e.type for e in events] == [2, 2, 4, 5]
+    assert events[0].method == b"GET" and events[0].headers == [[b"host", b"x"]]
+    assert events[2].data == b"abc"
+
+
+def test_respond_full_is_three_canonical_frames():
+    conn = ready()
+    conn.receive_data(req(5))
+    assert conn.respond_full(5, 200, P.pack_headers([(b"a", b"b")]), b"hi")
+    assert frames(conn.data_to_send()) == [P.Response(5, 200, [[b"a", b"b"]], 1), P.Body(5, b"hi"),
+                                           P.End(5)]
+    assert not conn.is_open(5)
+
+
+def test_body_respects_window_and_gateway_max_frame():
+    conn = ready()  # gateway window 100, max_frame 16384
+    conn.receive_data(req(1))
+    assert not conn.respond_full(1, 200, b"\x90", b"x" * 101)  # over the window: caller streams
+    conn.respond(1, 200, [])
+    assert conn.send_body(1, b"y" * 150) == 100
+    assert conn.send_body(1, b"z") == 0
+    out = frames(conn.data_to_send())
+    assert [f.type for f in out] == [3, 4] and out[1].data == b"y" * 100
+    conn.receive_data(P.encode(P.Credit(1, 40000)))
+    assert conn.send_body(1, b"q" * 40000) == 40000
+    bodies = [f for f in frames(conn.data_to_send()) if f.type == 4]
+    assert len(bodies) == 3  # split to fit the gateway's max_frame
+    assert all(len(P.encode(b)) - 4 <= 16384 for b in bodies)
+    assert b"".join(b.data for b in bodies) == b"q" * 40000
+    conn.end(1)
+    with pytest.raises(P.LocalProtocolError):
+        conn.send_body(1, b"late")
+
+
+def test_credit_is_batched_at_half_the_window():
+    conn = ready(window=1000)
+    conn.receive_data(req(1, body=1) + P.encode(P.Body(1, b"a" * 300)) + P.encode(P.Body(1, b"b" * 300)))
+    conn.data_to_send()
+    conn.consumed(1, 300)
+    assert conn.data_to_send() == b""  # 300 < 500: not yet
+    conn.consumed(1, 300)
+    assert frames(conn.data_to_send()) == [P.Credit(1, 600)]
+
+
+def test_credit_sent_at_once_when_window_is_exhausted():
+    conn = ready(window=10)
+    conn.receive_data(req(1, body=1) + P.encode(P.Body(1, b"a" * 2)))
+    conn.data_to_send()
+    conn.consumed(1, 2)
+    assert conn.data_to_send() == b""  # 2 < 5 and 8 bytes of window left
+    conn.receive_data(P.encode(P.Body(1, b"b" * 8)))
+    conn.consumed(1, 3)  # window 0 now: waiting for more would stall the gateway
+    assert frames(conn.data_to_send()) == [P.Credit(1, 5)]
+
+
+def test_body_mode_2_window_starts_at_zero_until_grant():
+    conn = ready()
+    conn.receive_data(req(1, body=2))
+    with pytest.raises(P.RemoteProtocolError) as e:
+        conn.receive_data(P.encode(P.Body(1, b"x")))
+    assert e.value.name == "flow_control"
+    # an ERROR frame is queued for the gateway
+    assert frames(conn.data_to_send())[-1].type == P.Error.type
+
+
+def test_grant_and_limit():
+    conn = ready()
+    conn.receive_data(req(1, body=2))
+    conn.limit(1, 10 ** 9)
+    conn.grant(1, 4096)
+    assert frames(conn.data_to_send()) == [P.Limit(1, 10 ** 9), P.Credit(1, 4096)]
+    assert conn.receive_data(P.encode(P.Body(1, b"x" * 4096)))[0].data == b"x" * 4096
+
+
+def test_ping_is_answered_and_not_returned():
+    conn = ready()
+    assert conn.receive_data(P.encode(P.Ping(99))) == []
+    assert frames(conn.data_to_send()) == [P.Pong(99)]
+
+
+def test_cancel_closes_the_stream_and_late_frames_are_ignored():
+    conn = ready()
+    conn.receive_data(req(1, body=1))
+    ev = conn.receive_data(P.encode(P.Cancel(1, 1)))
+    assert ev[0].reason_name == "client_closed"
+    assert not conn.is_open(1)
+    assert conn.receive_data(P.encode(P.Body(1, b"late")) + P.encode(P.End(1))) == []
+    with pytest.raises(P.LocalProtocolError):
+        conn.respond(1, 200, [])
+    conn.reset(1)  # no-op on a closed stream
+    assert conn.data_to_send() == b""
+
+
+def test_drain_then_request_is_a_link_error():
+    conn = ready()
+    assert conn.receive_data(P.encode(P.Drain(1000)))[0].type == P.Drain.type
+    assert conn.draining
+    with pytest.raises(P.RemoteProtocolError) as e:
+        conn.receive_data(req(1))
+    assert e.value.name == "unexpected_frame"
+
+
+def test_malformed_input_fails_with_error_frame_and_keeps_earlier_frames():
+    conn = ready()
+    with pytest.raises(P.RemoteProtocolError) as e:
+        conn.receive_data(req(1) + b"\x00\x00\x00\x02\x91\xc1")
+    assert e.value.name == "malformed"
+    assert [f.type for f in e.value.frames] == [2]
+    err = frames(conn.data_to_send())[-1]
+    assert err.type == P.Error.type and err.error_name == "malformed"
+
+
+def test_truncated_at_eof():
+    conn = ready()
+    conn.receive_data(req(1)[:5])
+    with pytest.raises(P.RemoteProtocolError) as e:
+        conn.eof()
+    assert e.value.name == "truncated"
+
+
+def test_retire_once_and_reset_codes():
+    conn = ready()
+    conn.retire("bye")
+    conn.retire("again")
+    conn.receive_data(req(1))
+    conn.reset(1, "refused", "busy")
+    assert frames(conn.data_to_send()) == [P.Retire("bye"), P.Reset(1, 2, "busy")]
+
+
+def test_too_many_streams():
+    conn = ready(max_streams=1)
+    conn.receive_data(req(1))
+    with pytest.raises(P.RemoteProtocolError) as e:
+        conn.receive_data(req(2))
+    assert e.value.name == "too_many_streams"
+
+
+def test_invalid_settings_rejected():
+    with pytest.raises(ValueError):
+        P.WorkerConnection(max_streams=0)
+    with pytest.raises(ValueError):
+        P.WorkerConnection(window=1 << 31)
