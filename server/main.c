@@ -138,6 +138,11 @@ int main(int argc, char **argv)
     }
     uv_run(gw.loop, UV_RUN_DEFAULT);
 
+    /* we are leaving: a late stop signal must not kill the cleanup (closing
+     * the signal handles below restores the default, fatal disposition) */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     /* clean shutdown: close every remaining handle, free everything */
     for (uint32_t i = 0; i < gw.n_pools; i++)
         pool_free(gw.pools[i]);
