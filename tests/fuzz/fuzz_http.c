@@ -130,8 +130,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        abort();
+    /* hundreds of thousands of loopback connections: retry when ephemeral
+     * ports run out rather than calling that a finding */
+    int tries = 0;
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if ((errno != EADDRNOTAVAIL && errno != EAGAIN) || ++tries > 1000) {
+            perror("fuzz_http: connect");
+            abort();
+        }
+        close(fd);
+        usleep(1000);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+    }
+    /* close with RST: no TIME_WAIT left behind per input */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     size_t sent = 0;
     bool eof = false;
