@@ -134,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * ports run out rather than calling that a finding */
     int tries = 0;
     while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        if ((errno != EADDRNOTAVAIL && errno != EAGAIN) || ++tries > 1000) {
+        if ((errno != EADDRNOTAVAIL && errno != EAGAIN && errno != EINTR) || ++tries > 1000) {
             perror("fuzz_http: connect");
             abort();
         }
