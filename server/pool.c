@@ -150,12 +150,13 @@ void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_
 
 /* ---- balancing -------------------------------------------------------- */
 
+/* The spawned worker behind a link (NULL for attached workers). O(1): it is
+ * on the dispatch path. */
 static worker_proc *link_proc(pool *p, wlink *l)
 {
-    for (uint32_t i = 0; i < p->n_procs; i++)
-        if (p->procs[i]->link == l)
-            return p->procs[i];
-    return NULL;
+    (void)p;
+    worker_proc *w = wlink_proc(l);
+    return w && w->link == l ? w : NULL;
 }
 
 static bool link_usable(pool *p, wlink *l)
@@ -842,19 +843,8 @@ int pool_start(pool *p)
         }
     }
     if (cfg->tcp_listen[0]) {
-        char host[256];
-        const char *colon = strrchr(cfg->tcp_listen, ':');
-        size_t hl = (size_t)(colon - cfg->tcp_listen);
-        const char *h = cfg->tcp_listen;
-        if (h[0] == '[') {
-            h++;
-            hl -= 2;
-        }
-        memcpy(host, h, hl);
-        host[hl] = 0;
         struct sockaddr_storage ss;
-        rc = strchr(host, ':') ? uv_ip6_addr(host, atoi(colon + 1), (struct sockaddr_in6 *)&ss)
-                               : uv_ip4_addr(host, atoi(colon + 1), (struct sockaddr_in *)&ss);
+        rc = sluice_listen_sockaddr(cfg->tcp_listen, &ss);
         uv_tcp_init(gw->loop, &p->tcp_server);
         p->tcp_server.data = p;
         p->tcp_listening = true;

@@ -310,6 +310,8 @@ uint32_t wlink_open_streams(const wlink *l) { return sluice_proto_link_open_stre
 bool wlink_ready(const wlink *l) { return l->ready && !l->closing; }
 int64_t wlink_worker_id(const wlink *l) { return l->worker_id; }
 int wlink_pid(const wlink *l) { return l->peer_pid; }
+worker_proc *wlink_proc(const wlink *l) { return l->proc; }
+
 void wlink_set_proc(wlink *l, worker_proc *p, int64_t worker_id)
 {
     l->proc = p;

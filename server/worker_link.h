@@ -34,5 +34,6 @@ void wlink_drain(wlink *l, uint64_t timeout_ms);
 void wlink_close(wlink *l, int err, const char *why);
 
 void wlink_set_proc(wlink *l, worker_proc *p, int64_t worker_id);
+worker_proc *wlink_proc(const wlink *l);
 
 #endif
