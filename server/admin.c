@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <llhttp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,18 @@ static void status_json(gateway *gw, sluice_buf *b)
 
 /* ---- /metrics --------------------------------------------------------- */
 
+/* One per-pool series of a uint64 pool_stats field. */
+static void per_pool(sluice_buf *b, gateway *gw, const char *name, const char *type, const char *help,
+                     size_t field)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        const pool_stats *st = pool_get_stats(gw->pools[i]);
+        uint64_t v = *(const uint64_t *)((const char *)st + field);
+        bprintf(b, "%s{pool=\"%s\"} %llu\n", name, pool_name(gw->pools[i]), (unsigned long long)v);
+    }
+}
+
 static void metrics_text(gateway *gw, sluice_buf *b)
 {
     bprintf(b, "# HELP sluice_requests_total Requests answered, by pool and status class.\n"
@@ -169,16 +182,10 @@ static void metrics_text(gateway *gw, sluice_buf *b)
         bprintf(b, "sluice_request_duration_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->lat_sum);
         bprintf(b, "sluice_request_duration_seconds_count{pool=\"%s\"} %llu\n", pn, (unsigned long long)st->lat_count);
     }
-    bprintf(b, "# HELP sluice_received_bytes_total Request body bytes read from clients.\n"
-               "# TYPE sluice_received_bytes_total counter\n");
-    for (uint32_t i = 0; i < gw->n_pools; i++)
-        bprintf(b, "sluice_received_bytes_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
-                (unsigned long long)pool_get_stats(gw->pools[i])->bytes_in);
-    bprintf(b, "# HELP sluice_sent_bytes_total Response body bytes sent to clients.\n"
-               "# TYPE sluice_sent_bytes_total counter\n");
-    for (uint32_t i = 0; i < gw->n_pools; i++)
-        bprintf(b, "sluice_sent_bytes_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
-                (unsigned long long)pool_get_stats(gw->pools[i])->bytes_out);
+    per_pool(b, gw, "sluice_received_bytes_total", "counter", "Request body bytes read from clients.",
+             offsetof(pool_stats, bytes_in));
+    per_pool(b, gw, "sluice_sent_bytes_total", "counter", "Response body bytes sent to clients.",
+             offsetof(pool_stats, bytes_out));
     bprintf(b, "# HELP sluice_open_connections Open client connections.\n"
                "# TYPE sluice_open_connections gauge\nsluice_open_connections %u\n", gw->n_conns);
     bprintf(b, "# HELP sluice_workers Worker processes, by pool and state.\n# TYPE sluice_workers gauge\n");
@@ -197,19 +204,13 @@ static void metrics_text(gateway *gw, sluice_buf *b)
         for (int s = 0; s < 5; s++)
             bprintf(b, "sluice_workers{pool=\"%s\",state=\"%s\"} %u\n", pool_name(p), states[s], counts[s]);
     }
-    bprintf(b, "# HELP sluice_worker_restarts_total Workers restarted after an unexpected exit.\n"
-               "# TYPE sluice_worker_restarts_total counter\n");
-    for (uint32_t i = 0; i < gw->n_pools; i++)
-        bprintf(b, "sluice_worker_restarts_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
-                (unsigned long long)pool_get_stats(gw->pools[i])->restarts);
+    per_pool(b, gw, "sluice_worker_restarts_total", "counter", "Workers restarted after an unexpected exit.",
+             offsetof(pool_stats, restarts));
     bprintf(b, "# HELP sluice_queue_depth Requests waiting for a worker.\n# TYPE sluice_queue_depth gauge\n");
     for (uint32_t i = 0; i < gw->n_pools; i++)
         bprintf(b, "sluice_queue_depth{pool=\"%s\"} %u\n", pool_name(gw->pools[i]), pool_queue_len(gw->pools[i]));
-    bprintf(b, "# HELP sluice_queued_requests_total Requests that had to wait for a worker.\n"
-               "# TYPE sluice_queued_requests_total counter\n");
-    for (uint32_t i = 0; i < gw->n_pools; i++)
-        bprintf(b, "sluice_queued_requests_total{pool=\"%s\"} %llu\n", pool_name(gw->pools[i]),
-                (unsigned long long)pool_get_stats(gw->pools[i])->queued_total);
+    per_pool(b, gw, "sluice_queued_requests_total", "counter", "Requests that had to wait for a worker.",
+             offsetof(pool_stats, queued_total));
     bprintf(b, "# HELP sluice_queue_wait_seconds_total Time requests spent waiting for a worker.\n"
                "# TYPE sluice_queue_wait_seconds_total counter\n");
     for (uint32_t i = 0; i < gw->n_pools; i++)
@@ -397,22 +398,8 @@ int admin_listen(gateway *gw)
         rc = uv_pipe_bind(&server.pipe, unix_path);
         umask(old);
     } else {
-        char host[256];
-        const char *colon = strrchr(a, ':');
-        if (!colon || (size_t)(colon - a) >= sizeof host)
-            return -EINVAL;
-        size_t hl = (size_t)(colon - a);
-        const char *h = a;
-        if (a[0] == '[' && hl >= 2) {
-            h++;
-            hl -= 2;
-        }
-        memcpy(host, h, hl);
-        host[hl] = 0;
-        int port = atoi(colon + 1);
         struct sockaddr_storage ss;
-        rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
-                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+        rc = sluice_listen_sockaddr(a, &ss);
         uv_tcp_init(gw->loop, &server.tcp);
         server.tcp.data = gw;
         if (rc == 0)

@@ -2,7 +2,10 @@
  * libinih; commands split by wordexp, both from the system's libraries). */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <getopt.h>
 #include <ini.h>
 #include <inttypes.h>
@@ -172,6 +175,35 @@ static int parse_listen(const char *s, char *host, size_t cap, int *port)
     host[hl] = 0;
     *port = (int)v;
     return 0;
+}
+
+int sluice_sockaddr(const char *host, int port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    if (port < 0 || port > 65535)
+        return -EINVAL;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int sluice_listen_sockaddr(const char *hostport, struct sockaddr_storage *out)
+{
+    char host[256];
+    int port;
+    if (parse_listen(hostport, host, sizeof host, &port) < 0)
+        return -EINVAL;
+    return sluice_sockaddr(host, port, out);
 }
 
 static int copy_str(char *dst, size_t cap, const char *s)

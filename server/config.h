@@ -93,6 +93,12 @@ int sluice_config_validate(const sluice_config *c, FILE *err);
 
 const sluice_pool_config *sluice_config_pool(const sluice_config *c, const char *name);
 
+struct sockaddr_storage;
+/* A numeric IPv4/IPv6 host and port -> socket address; -EINVAL if not numeric. */
+int sluice_sockaddr(const char *host, int port, struct sockaddr_storage *out);
+/* "HOST:PORT" or "[V6]:PORT" (as accepted for listen addresses) -> socket address. */
+int sluice_listen_sockaddr(const char *hostport, struct sockaddr_storage *out);
+
 /* "64k", "10m", "1g", "123" -> bytes; -EINVAL on error. */
 int sluice_parse_size(const char *s, uint64_t *out);
 /* "500ms", "10s", "2m", "30" (seconds) -> milliseconds. */

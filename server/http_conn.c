@@ -1429,11 +1429,7 @@ int http_listen(gateway *gw)
     init_settings();
     const sluice_config *cfg = gw->cfg;
     struct sockaddr_storage ss;
-    int rc;
-    if (strchr(cfg->listen_host, ':'))
-        rc = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&ss);
-    else
-        rc = uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&ss);
+    int rc = sluice_sockaddr(cfg->listen_host, cfg->listen_port, &ss);
     if (rc < 0) {
         slog(gw->log, LOG_ERROR, "bad listen address %s: %s", cfg->listen_host, uv_strerror(rc));
         return rc;
