@@ -236,6 +236,26 @@ class Request:
                 w = self._waiter = core.runtime.waiter()
             await w.wait()
 
+    async def _read_available(self) -> Optional[bytes]:
+        """Every body byte buffered so far (waiting for at least one chunk),
+        or None at the end of the body. For readers in other threads: one
+        loop round trip per window instead of one per chunk."""
+        first = await self._read()
+        if first is None or not self._chunks:
+            return first
+        parts = [first]
+        n = 0
+        while self._chunks:
+            c = self._chunks.popleft()
+            parts.append(c)
+            n += len(c)
+        self._buffered -= n
+        core = self._core
+        if core.conn.is_open(self.id):
+            core.conn.consumed(self.id, n)
+            core.runtime.flush()
+        return b"".join(parts)
+
     # -- response ---------------------------------------------------------------
     async def respond(self, status: int = 200, headers: HeadersLike = None,
                       content_type: Optional[str] = None) -> "ResponseStream":
