@@ -120,14 +120,13 @@ static void status_json(gateway *gw, sluice_buf *b)
             gw->n_conns, (unsigned long long)gw->requests_total, gw->stopping ? "true" : "false");
     for (uint32_t i = 0; i < gw->n_pools; i++) {
         pool *p = gw->pools[i];
-        const sluice_pool_config *pc = pool_config(p);
         const pool_stats *st = pool_get_stats(p);
         uint64_t total = 0;
         for (int k = 1; k <= 5; k++)
             total += st->requests[k];
         bprintf(b, "%s{\"name\":\"%s\",\"workers_target\":%u,\"min_workers\":%u,\"max_workers\":%u,"
                    "\"queue_depth\":%u,\"requests\":%llu,\"restarts\":%llu,\"workers\":[",
-                i ? "," : "", pool_name(p), pool_target(p), pc->min_workers, pc->max_workers, pool_queue_len(p),
+                i ? "," : "", pool_name(p), pool_target(p), pool_min_workers(p), pool_max_workers(p), pool_queue_len(p),
                 (unsigned long long)total, (unsigned long long)st->restarts);
         bool first = true;
         for (uint32_t k = 0; k < pool_worker_count(p); k++) {

@@ -742,7 +742,7 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
 {
     sluice_config_defaults(c);
     int opt, idx = 0;
-    const char *config = NULL, *check = NULL;
+    const char *config = NULL, *check = NULL, *pool_flag = NULL;
     /* pass 1: --config / --check-config / --help / --version, and errors */
     optind = 1;
     opterr = 0;
@@ -759,13 +759,15 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
             fprintf(err, "sluice: unknown option %s (see sluice --help)\n", argv[optind - 1]);
             return -EINVAL;
         default:
-            if (is_pool_opt(opt) && (config || check)) {
-                fprintf(err, "sluice: --%s cannot be combined with a config file: set it in the pool's section\n",
-                         opt_name(opt, idx));
-                return -EINVAL;
-            }
+            if (is_pool_opt(opt) && !pool_flag)
+                pool_flag = opt_name(opt, idx);
             break;
         }
+    }
+    if (pool_flag && (config || check)) { /* whichever came first */
+        fprintf(err, "sluice: --%s cannot be combined with a config file: set it in the pool's section\n",
+                pool_flag);
+        return -EINVAL;
     }
     int first_arg = optind;
     const char *file = check ? check : config;

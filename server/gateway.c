@@ -113,9 +113,10 @@ int gw_reload(gateway *gw)
     char *msg = NULL;
     size_t msg_len = 0;
     FILE *err = open_memstream(&msg, &msg_len);
-    int rc = err ? sluice_config_load(nc, old->config_path, err) : -ENOMEM;
-    if (rc == 0)
-        rc = sluice_config_validate(nc, err);
+    /* the file again, then the command-line flags over it, as at startup */
+    int rc = err ? sluice_config_parse(nc, gw->argc, gw->argv, err, err) : -ENOMEM;
+    if (rc > 0)
+        rc = -EINVAL;
     if (rc == 0 && nc->n_pools != gw->n_pools) {
         fprintf(err, "adding or removing pools needs a restart");
         rc = -EINVAL;
@@ -144,6 +145,7 @@ int gw_reload(gateway *gw)
     memcpy(nc->error_log, old->error_log, sizeof nc->error_log);
     router *r = NULL;
     gw->cfg = nc;
+    sluice_log_set_level(gw->log, nc->log_level);
     for (uint32_t i = 0; i < gw->n_pools; i++)
         pool_set_config(gw->pools[i], sluice_config_pool(nc, pool_name(gw->pools[i])));
     if (router_new(&r, gw) == 0) {

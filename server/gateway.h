@@ -29,6 +29,8 @@ typedef struct flush_node {
 typedef struct gateway {
     uv_loop_t *loop;
     const sluice_config *cfg;
+    int argc; /* the command line, parsed again on reload */
+    char **argv;
     sluice_log *log;
     pool **pools;        /* pools[0]: the default pool */
     uint32_t n_pools;

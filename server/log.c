@@ -93,6 +93,7 @@ void sluice_log_flush(sluice_log *l)
 }
 
 int sluice_log_level(const sluice_log *l) { return l->level; }
+void sluice_log_set_level(sluice_log *l, int level) { l->level = level; }
 int sluice_log_access_enabled(const sluice_log *l) { return l->acc != NULL; }
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};

@@ -16,6 +16,7 @@ void sluice_log_free(sluice_log *l);
 int sluice_log_reopen(sluice_log *l);
 void sluice_log_flush(sluice_log *l);
 int sluice_log_level(const sluice_log *l);
+void sluice_log_set_level(sluice_log *l, int level); /* reload */
 
 void slog(sluice_log *l, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -78,6 +78,8 @@ int main(int argc, char **argv)
     gateway gw;
     memset(&gw, 0, sizeof gw);
     gw.cfg = cfg_now;
+    gw.argc = argc;
+    gw.argv = argv;
     gw.loop = uv_default_loop();
     gw.started_ms = uv_now(gw.loop);
     rc = sluice_log_new(&gw.log, cfg_now->error_log, cfg_now->access_log, cfg_now->log_level);

@@ -45,6 +45,7 @@ struct worker_proc {
     uint64_t requests;
     uint64_t request_limit; /* max_requests +- jitter for this run; 0: none */
     uint64_t restarts;
+    uint32_t gen;           /* the pool's config generation it was started with */
     worker_proc *replaces;  /* the worker this one takes over from */
     bool replaces_pending;  /* retiring, but serving until its successor is up */
     wlink *link;
@@ -72,6 +73,10 @@ struct pool {
     worker_proc **procs; /* slots; each allocated once (uv handles inside) */
     uint32_t n_procs;
     uint32_t target;     /* wanted workers */
+    uint32_t min, max;   /* scaling bounds: the config's, until an operator scales outside them */
+    uint32_t gen;        /* config generation: bumped by each reload */
+    bool rolling;        /* a reload is replacing workers one by one */
+    char file[1024];     /* command[0], made absolute if it was relative */
     pool_stats stats;
     link_node *links;
     uint32_t n_links;
@@ -85,6 +90,8 @@ struct pool {
 
 static void spawn_worker(worker_proc *w);
 static void retire_worker(worker_proc *w, const char *why, bool replace);
+static void roll(pool *p);
+static void on_timer_linkless(uv_timer_t *t);
 
 const char *pool_name(const pool *p) { return p->name; }
 const sluice_pool_config *pool_config(const pool *p) { return p->cfg; }
@@ -225,7 +232,7 @@ static uint32_t live_wanted(const pool *p, bool include_starting)
 static worker_proc *free_slot(pool *p);
 static void maybe_scale_up(pool *p)
 {
-    if (p->stopping || p->target >= p->cfg->max_workers)
+    if (p->stopping || p->target >= p->max)
         return;
     /* one start at a time: scale as fast as workers come up, no faster */
     for (uint32_t i = 0; i < p->n_procs; i++)
@@ -336,6 +343,7 @@ void pool_link_ready(pool *p, wlink *l)
             uv_process_kill(&old->proc, SIGTERM);
     }
     pool_link_capacity(p, l);
+    roll(p);
 }
 
 void pool_link_retire(pool *p, wlink *l)
@@ -360,9 +368,17 @@ void pool_link_closed(pool *p, wlink *l)
             break;
         }
     }
-    for (uint32_t i = 0; i < p->n_procs; i++)
-        if (p->procs[i]->link == l)
-            p->procs[i]->link = NULL;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        worker_proc *w = p->procs[i];
+        if (w->link != l)
+            continue;
+        w->link = NULL;
+        /* A process that lost its link (it broke the protocol) serves
+         * nothing. Give it a moment to exit on its own (a crash closes the
+         * link first), then stop it; its slot respawns as after a crash. */
+        if (w->proc_live && w->wanted && !w->retiring && !p->stopping && w->state == PROC_RUNNING)
+            uv_timer_start(&w->timer, on_timer_linkless, 1000, 0);
+    }
     gw_check_shutdown(p->gw);
 }
 
@@ -425,6 +441,7 @@ static void on_proc_closed(uv_handle_t *h)
     w->proc_live = false;
     if (!w->wanted && w->state == PROC_STOPPING)
         w->state = PROC_IDLE;
+    roll(w->pool); /* a drained worker is gone: the reload may go on */
     gw_check_shutdown(w->pool->gw);
 }
 
@@ -443,6 +460,19 @@ static void on_timer(uv_timer_t *t)
              w->pid);
         uv_process_kill(&w->proc, SIGKILL);
     }
+}
+
+static void on_timer_linkless(uv_timer_t *t)
+{
+    worker_proc *w = t->data;
+    pool *p = w->pool;
+    if (w->link || !w->proc_live || w->state != PROC_RUNNING || p->stopping)
+        return;
+    slog(p->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) link closed but the process lives on; stopping it",
+         p->name, w->id, w->pid);
+    uv_process_kill(&w->proc, SIGTERM);
+    w->state = PROC_STOPPING; /* respawned on exit: the slot is still wanted */
+    uv_timer_start(&w->timer, on_timer, 5000, 0);
 }
 
 static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
@@ -493,8 +523,9 @@ static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
         w->backoff_ms = 10000;
     if (w->quick_exits == 5)
         slog(p->gw->log, LOG_ERROR,
-             "pool %s: worker %u is crash-looping (%u exits within 10s of starting); retrying every %.0fs", p->name,
-             w->id, w->quick_exits, 10.0);
+             "pool %s: worker %u is crash-looping (%u exits within 10s of starting); backing off, up to %.0fs "
+             "between restarts",
+             p->name, w->id, w->quick_exits, 10.0);
     w->state = PROC_BACKOFF;
     if (w->backoff_ms > 100)
         slog(p->gw->log, LOG_WARN, "pool %s: worker %u restarting in %.1fs", p->name, w->id, w->backoff_ms / 1000.0);
@@ -523,7 +554,7 @@ static void spawn_worker(worker_proc *w)
     };
     uv_process_options_t opt = {
         .exit_cb = on_proc_exit,
-        .file = p->cfg->command[0],
+        .file = p->file,
         .args = p->cfg->command,
         .env = env,
         .cwd = p->cfg->directory[0] ? p->cfg->directory : NULL,
@@ -558,6 +589,7 @@ static void spawn_worker(worker_proc *w)
     int rc = uv_spawn(gw->loop, &w->proc, &opt);
     free(env);
     w->started_ms = uv_now(gw->loop);
+    w->gen = p->gen;
     w->requests = 0;
     w->retiring = false;
     w->request_limit = 0;
@@ -609,6 +641,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = uv_now(p->gw->loop);
     if (p->q_len)
         maybe_scale_up(p);
+    roll(p); /* retries a reload step whose replacement failed to start */
     for (uint32_t i = 0; i < p->n_procs; i++) {
         worker_proc *w = p->procs[i];
         if (w->state != PROC_RUNNING || !w->wanted || w->retiring)
@@ -623,7 +656,7 @@ static void on_tick(uv_timer_t *t)
             }
         }
         /* scale down: a worker idle for idle_timeout, above min_workers */
-        if (p->target > p->cfg->min_workers && w->link && wlink_open_streams(w->link) == 0 && !p->q_len &&
+        if (p->target > p->min && w->link && wlink_open_streams(w->link) == 0 && !p->q_len &&
             now - w->last_active_ms > p->cfg->idle_timeout_ms) {
             p->target--;
             slog(p->gw->log, LOG_INFO, "pool %s: scaling down to %u workers (worker %u idle)", p->name, p->target,
@@ -633,12 +666,9 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-int pool_scale(pool *p, uint32_t n)
+/* Spawn or retire workers until `n` are wanted. */
+static int resize(pool *p, uint32_t n)
 {
-    if (p->stopping)
-        return -ECANCELED;
-    if (n > 4096)
-        return -EINVAL;
     uint32_t live = live_wanted(p, true);
     p->target = n;
     while (live < n) {
@@ -668,41 +698,81 @@ int pool_scale(pool *p, uint32_t n)
             live--;
         }
     }
-    slog(p->gw->log, LOG_INFO, "pool %s: scaled to %u workers", p->name, n);
     return 0;
 }
 
+int pool_scale(pool *p, uint32_t n)
+{
+    if (p->stopping)
+        return -ECANCELED;
+    /* The operator's word wins over the autoscaler's bounds until the next
+     * reload (as in gunicorn, TTIN grows a fixed-size pool too). */
+    if (n < p->min)
+        p->min = n;
+    if (n > p->max)
+        p->max = n;
+    int rc = resize(p, n);
+    if (rc == 0)
+        slog(p->gw->log, LOG_INFO, "pool %s: scaled to %u workers", p->name, n);
+    return rc;
+}
+
 uint32_t pool_target(const pool *p) { return p->target; }
+uint32_t pool_min_workers(const pool *p) { return p->min; }
+uint32_t pool_max_workers(const pool *p) { return p->max; }
+
+/* One step of a rolling reload: replace the next worker started with an
+ * older config, but only when no replacement is starting and every drained
+ * worker has exited, so a pool of N never runs more than N+1 processes. */
+static void roll(pool *p)
+{
+    if (!p->rolling || p->stopping)
+        return;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        const worker_proc *w = p->procs[i];
+        if (w->wanted && w->state == PROC_STARTING)
+            return;
+        live += w->proc_live;
+    }
+    if (live > p->target)
+        return;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        worker_proc *w = p->procs[i];
+        if (w->wanted && !w->retiring && w->state == PROC_RUNNING && w->gen != p->gen) {
+            retire_worker(w, "reload", true);
+            return;
+        }
+    }
+    p->rolling = false;
+    slog(p->gw->log, LOG_INFO, "pool %s: reload complete, %u workers on the new config", p->name,
+         live_wanted(p, false));
+}
 
 int pool_reload(pool *p)
 {
     if (p->stopping)
         return -ECANCELED;
-    /* Decide first, then act: retiring spawns replacements into slots this
-     * loop would otherwise visit. */
-    uint32_t n = 0, count = p->n_procs;
-    bool *pick = calloc(count ? count : 1, sizeof *pick);
-    if (!pick)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < count; i++) {
-        worker_proc *w = p->procs[i];
-        pick[i] = w->wanted && !w->retiring && !w->replaces && w->state != PROC_IDLE;
+    /* Workers started from now on run the new config (generation); the
+     * ones before it are replaced one at a time by roll(). A reload during
+     * a reload just moves the goal: replacements still starting on the
+     * older config are rolled over in turn once up. */
+    p->gen++;
+    p->rolling = true;
+    p->min = p->cfg->min_workers;
+    p->max = p->cfg->max_workers;
+    uint32_t n = p->target < p->min ? p->min : p->target > p->max ? p->max : p->target;
+    if (n != p->target)
+        slog(p->gw->log, LOG_INFO, "pool %s: %u workers (min %u, max %u)", p->name, n, p->min, p->max);
+    int rc = resize(p, n);
+    uint32_t old = 0;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        const worker_proc *w = p->procs[i];
+        old += w->wanted && !w->retiring && w->state != PROC_IDLE && w->gen != p->gen;
     }
-    for (uint32_t i = 0; i < count; i++) {
-        if (!pick[i])
-            continue;
-        worker_proc *w = p->procs[i];
-        if (w->state == PROC_RUNNING) {
-            retire_worker(w, "reload", true);
-            n++;
-        } else if (w->proc_live) {
-            /* not serving yet: restarting it picks up the new settings */
-            uv_process_kill(&w->proc, SIGTERM);
-        }
-    }
-    free(pick);
-    slog(p->gw->log, LOG_INFO, "pool %s: reloading %u workers", p->name, n);
-    return 0;
+    slog(p->gw->log, LOG_INFO, "pool %s: reloading, replacing %u workers one by one", p->name, old);
+    roll(p);
+    return rc;
 }
 
 /* ---- status ----------------------------------------------------------- */
@@ -782,24 +852,77 @@ int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg)
     p->gw = gw;
     p->cfg = cfg;
     snprintf(p->name, sizeof p->name, "%s", cfg->name);
-    p->target = cfg->min_workers;
+    p->target = p->min = cfg->min_workers;
+    p->max = cfg->max_workers;
     *out = p;
     return 0;
+}
+
+/* A relative command path ("bin/app", "./app") names a file from the
+ * gateway's working directory, not from the pool's `directory` (which is
+ * the worker's cwd): resolve it once, here. Bare names go through PATH. */
+static void resolve_command(pool *p)
+{
+    const char *cmd = p->cfg->command[0];
+    char cwd[512];
+    if (cmd[0] != '/' && strchr(cmd, '/') && getcwd(cwd, sizeof cwd) &&
+        (size_t)snprintf(p->file, sizeof p->file, "%s/%s", cwd, cmd) < sizeof p->file)
+        return;
+    snprintf(p->file, sizeof p->file, "%s", cmd);
 }
 
 void pool_set_config(pool *p, const sluice_pool_config *cfg)
 {
     p->cfg = cfg;
+    resolve_command(p);
     build_env(p);
+}
+
+/* Workers that run as another user (user=, group=) must reach the socket:
+ * a directory we created is handed to that user (or opened to the socket
+ * group, traverse only), and the socket to the user. Nobody else gets in. */
+static int open_socket_to_workers(pool *p, bool created_dir)
+{
+    const sluice_pool_config *cfg = p->cfg;
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (cfg->user[0]) {
+        struct passwd *pw = getpwnam(cfg->user);
+        if (!pw) {
+            slog(p->gw->log, LOG_ERROR, "pool %s: no such user '%s'", p->name, cfg->user);
+            return -EINVAL;
+        }
+        uid = pw->pw_uid;
+    }
+    if (cfg->socket_group[0]) {
+        struct group *gr = getgrnam(cfg->socket_group);
+        if (gr)
+            gid = gr->gr_gid;
+    }
+    if (uid == (uid_t)-1 && gid == (gid_t)-1)
+        return 0;
+    if (created_dir && (chown(p->dir, uid, gid) < 0 || chmod(p->dir, gid != (gid_t)-1 ? 0710 : 0700) < 0)) {
+        int e = errno;
+        slog(p->gw->log, LOG_ERROR, "pool %s: socket directory %s: %s", p->name, p->dir, strerror(e));
+        return -e;
+    }
+    if (uid != (uid_t)-1 && chown(p->sock, uid, (gid_t)-1) < 0) {
+        int e = errno;
+        slog(p->gw->log, LOG_ERROR, "pool %s: socket %s for user '%s': %s", p->name, p->sock, cfg->user, strerror(e));
+        return -e;
+    }
+    return 0;
 }
 
 int pool_start(pool *p)
 {
     gateway *gw = p->gw;
     const sluice_pool_config *cfg = p->cfg;
+    bool created = false;
     if (cfg->socket_dir[0]) {
         snprintf(p->dir, sizeof p->dir, "%s", cfg->socket_dir);
-        if (mkdir(p->dir, 0700) < 0 && errno != EEXIST) {
+        created = mkdir(p->dir, 0700) == 0;
+        if (!created && errno != EEXIST) {
             int e = -errno;
             slog(gw->log, LOG_ERROR, "socket directory %s: %s", p->dir, strerror(errno));
             return e;
@@ -813,6 +936,7 @@ int pool_start(pool *p)
             return e;
         }
         p->own_dir = true;
+        created = true;
     }
     snprintf(p->sock, sizeof p->sock, "%s/%s.sock", p->dir, p->name);
     if (strlen(p->sock) >= 108) {
@@ -842,6 +966,9 @@ int pool_start(pool *p)
             return -EINVAL;
         }
     }
+    rc = open_socket_to_workers(p, created);
+    if (rc < 0)
+        return rc;
     if (cfg->tcp_listen[0]) {
         struct sockaddr_storage ss;
         rc = sluice_listen_sockaddr(cfg->tcp_listen, &ss);
@@ -862,6 +989,7 @@ int pool_start(pool *p)
     rc = build_env(p);
     if (rc < 0)
         return rc;
+    resolve_command(p);
     uv_timer_init(gw->loop, &p->tick);
     p->tick.data = p;
     p->tick_live = true;

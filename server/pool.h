@@ -62,6 +62,9 @@ uint64_t pool_worker_rss(int pid);
 /* Set the number of workers (admin API, SIGTTIN/SIGTTOU). */
 int pool_scale(pool *p, uint32_t n);
 uint32_t pool_target(const pool *p);
+/* Current scaling bounds (an explicit scale outside them widens them). */
+uint32_t pool_min_workers(const pool *p);
+uint32_t pool_max_workers(const pool *p);
 /* Replace every worker, one new worker ready before each old one drains. */
 int pool_reload(pool *p);
 /* Switch to a new config (reload); takes effect for workers started next. */
