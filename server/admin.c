@@ -139,6 +139,14 @@ static void status_json(gateway *gw, sluice_buf *b)
                     (unsigned long long)v.restarts, v.uptime_s, (unsigned long long)v.rss);
             first = false;
         }
+        /* workers started outside sluice: served, not supervised */
+        bprintf(b, "],\"attached\":[");
+        pool_worker_view v;
+        for (uint32_t k = 0; pool_attached_info(p, k, &v); k++)
+            bprintf(b, "%s{\"id\":%u,\"pid\":%d,\"peer\":\"%s\",\"state\":\"%s\",\"active_streams\":%u,"
+                       "\"requests\":%llu,\"uptime_s\":%.1f,\"rss_bytes\":%llu}",
+                    k ? "," : "", v.id, v.pid, v.peer, v.state, v.active_streams, (unsigned long long)v.requests,
+                    v.uptime_s, (unsigned long long)v.rss);
         bprintf(b, "]}");
     }
     bprintf(b, "]}\n");
@@ -202,6 +210,10 @@ static void metrics_text(gateway *gw, sluice_buf *b)
         }
         for (int s = 0; s < 5; s++)
             bprintf(b, "sluice_workers{pool=\"%s\",state=\"%s\"} %u\n", pool_name(p), states[s], counts[s]);
+        uint32_t attached = 0;
+        for (pool_worker_view v; pool_attached_info(p, attached, &v);)
+            attached++;
+        bprintf(b, "sluice_workers{pool=\"%s\",state=\"attached\"} %u\n", pool_name(p), attached);
     }
     per_pool(b, gw, "sluice_worker_restarts_total", "counter", "Workers restarted after an unexpected exit.",
              offsetof(pool_stats, restarts));

@@ -797,6 +797,28 @@ bool pool_worker_info(const pool *p, uint32_t i, pool_worker_view *v)
     return true;
 }
 
+bool pool_attached_info(const pool *p, uint32_t i, pool_worker_view *v)
+{
+    for (const link_node *n = p->links; n; n = n->next) {
+        wlink *l = n->link;
+        if (wlink_proc(l) || !wlink_ready(l) || i-- > 0)
+            continue;
+        memset(v, 0, sizeof *v);
+        v->id = (uint32_t)wlink_worker_id(l);
+        v->pid = wlink_pid(l);
+        v->state = "running";
+        v->wanted = true;
+        v->active_streams = wlink_open_streams(l);
+        v->requests = wlink_requests(l);
+        v->uptime_s = (double)(uv_now(p->gw->loop) - wlink_connected_ms(l)) / 1000.0;
+        v->peer = wlink_peer(l);
+        /* a local peer's RSS is readable only for a Unix-socket worker */
+        v->rss = !v->peer[0] && v->pid ? proc_rss(v->pid) : 0;
+        return true;
+    }
+    return false;
+}
+
 /* ---- setup ------------------------------------------------------------ */
 
 /* The workers' environment: ours, then the pool's `env` entries, then the

@@ -54,8 +54,11 @@ typedef struct {
     uint64_t requests, restarts;
     double uptime_s;
     uint64_t rss;
+    const char *peer; /* attached over TCP: its address */
 } pool_worker_view;
 uint32_t pool_worker_count(const pool *p);
+/* Workers started outside sluice (Unix socket or TCP): the i-th ready one. */
+bool pool_attached_info(const pool *p, uint32_t i, pool_worker_view *v);
 bool pool_worker_info(const pool *p, uint32_t i, pool_worker_view *v);
 uint64_t pool_worker_rss(int pid);
 

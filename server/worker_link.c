@@ -43,6 +43,8 @@ struct wlink {
     int peer_pid;
     char peer[64]; /* TCP peer address */
     int64_t worker_id;
+    uint64_t requests;     /* streams opened */
+    uint64_t connected_ms;
     size_t body_chunk; /* largest BODY payload the worker accepts */
     worker_proc *proc;
 };
@@ -138,6 +140,7 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
         return rc;
     }
     l->peer_pid = peer_pid_of(&l->h.stream);
+    l->connected_ms = uv_now(gw->loop);
     if (l->tcp) {
         struct sockaddr_storage ss;
         int len = sizeof ss;
@@ -220,7 +223,10 @@ static void link_fail(wlink *l, int err, const char *why)
         }
         sluice_buf_close(&eb);
     }
-    if (err != 0 && err != UV_EOF)
+    if (err != 0 && err != UV_EOF && l->worker_id < 0) /* never said a valid HELLO */
+        slog(l->gw->log, LOG_WARN, "pool %s: worker connection (%s%s%d) closed: %s (%s)", pool_name(l->pool),
+             l->tcp ? l->peer : "", l->tcp ? ", pid " : "pid ", l->peer_pid, why, sluice_proto_strerror(err));
+    else if (err != 0 && err != UV_EOF)
         slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) link closed: %s (%s)",
              pool_name(l->pool), (long long)l->worker_id, l->peer_pid, why, sluice_proto_strerror(err));
     else
@@ -297,6 +303,7 @@ int wlink_open(wlink *l, stream *s)
     s->link = l;
     s->sid = sid;
     s->worker_id = l->worker_id;
+    l->requests++;
     queue_flush(l);
     return 0;
 }
@@ -310,6 +317,9 @@ uint32_t wlink_open_streams(const wlink *l) { return sluice_proto_link_open_stre
 bool wlink_ready(const wlink *l) { return l->ready && !l->closing; }
 int64_t wlink_worker_id(const wlink *l) { return l->worker_id; }
 int wlink_pid(const wlink *l) { return l->peer_pid; }
+uint64_t wlink_requests(const wlink *l) { return l->requests; }
+uint64_t wlink_connected_ms(const wlink *l) { return l->connected_ms; }
+const char *wlink_peer(const wlink *l) { return l->tcp ? l->peer : ""; }
 worker_proc *wlink_proc(const wlink *l) { return l->proc; }
 
 void wlink_set_proc(wlink *l, worker_proc *p, int64_t worker_id)

@@ -18,6 +18,9 @@ uint32_t wlink_open_streams(const wlink *l);
 bool wlink_ready(const wlink *l);
 int64_t wlink_worker_id(const wlink *l);
 int wlink_pid(const wlink *l);
+uint64_t wlink_requests(const wlink *l);
+uint64_t wlink_connected_ms(const wlink *l); /* loop time of accept */
+const char *wlink_peer(const wlink *l);     /* TCP peer address, "" for Unix */
 
 /* Request-body credit the worker has granted on the stream. */
 uint32_t wlink_send_window(const wlink *l, const stream *s);

@@ -273,6 +273,71 @@ def test_worker_alive_without_its_link_is_replaced(start_config):
     assert wait_for(lambda: not alive(first), 3), "the link-less worker still runs"
 
 
+def _start_attached(env):
+    """An example hello worker started outside sluice (stopped by PID)."""
+    return subprocess.Popen([os.path.join(EXAMPLES, "hello")], env=dict(os.environ, **env),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_attached_unix_worker_serves_and_is_listed(start_config):
+    """A worker started outside sluice that connects to the pool's socket
+    (mode 0600) serves requests and is listed under `attached` in /status."""
+    gw = start_config(hello_pool(workers=1, socket_dir="{TMP}/socks"))
+    assert len(gw.wait_running("web", 1)) == 1
+    sock = os.path.join(gw.tmp, "socks", "web.sock")
+    assert os.stat(sock).st_mode & 0o777 == 0o600
+    ext = _start_attached({"SLUICE_SOCKET": sock})
+    try:
+        att = wait_for(lambda: gw.pool("web")["attached"], 5)
+        assert att and att[0]["pid"] == ext.pid and att[0]["id"] > 1000, gw.pool("web")
+        assert wait_log(gw, rf"attached worker \d+ \(pid {ext.pid}\)")
+        hello_ok(gw.port, 20)
+        (a,) = gw.pool("web")["attached"]
+        assert a["requests"] > 0 and a["state"] == "running", a
+        assert gw.metrics().get("sluice_workers", pool="web", state="attached") == 1
+    finally:
+        _stop(ext)
+    assert wait_for(lambda: gw.pool("web")["attached"] == [], 5), gw.pool("web")
+    hello_ok(gw.port, 3)
+    assert len(gw.running("web")) == 1  # attached workers are not respawned
+
+
+def test_tcp_worker_needs_the_token(start_config):
+    """tcp_listen: a remote worker with the right token serves; a wrong or
+    missing token is refused and never gets a request."""
+    tport = free_port()
+    gw = start_config(hello_pool(workers=1, tcp_listen=f"127.0.0.1:{tport}", token="s3cret-token"))
+    assert len(gw.wait_running("web", 1)) == 1
+    addr = {"SLUICE_SOCKET": f"tcp:127.0.0.1:{tport}"}
+    for env in ({**addr, "SLUICE_TOKEN": "wrong"}, addr):
+        bad = _start_attached(env)
+        try:
+            assert wait_log(gw, r"TCP worker from 127\.0\.0\.1 refused: missing or wrong token",
+                            count=1 if "SLUICE_TOKEN" in env else 2)
+            hello_ok(gw.port, 4)
+            assert gw.pool("web")["attached"] == []
+        finally:
+            _stop(bad)
+    good = _start_attached({**addr, "SLUICE_TOKEN": "s3cret-token"})
+    try:
+        att = wait_for(lambda: gw.pool("web")["attached"], 5)
+        assert att and att[0]["peer"] == "127.0.0.1", gw.pool("web")
+        hello_ok(gw.port, 20)
+        assert gw.pool("web")["attached"][0]["requests"] > 0
+    finally:
+        _stop(good)
+
+
 # ==========================================================================
 # scaling
 
