@@ -24,16 +24,21 @@ class AppLoadError(Exception):
     """The application could not be loaded; the message says why."""
 
 
-def load_app(path: str) -> Any:
+def load_app(path: str, app_dir: Optional[str] = None) -> Any:
     """Import ``module:attr`` (``attr`` may be dotted; default ``app``).
 
-    The current directory is put first on ``sys.path``, as the application's
-    own modules are usually there."""
+    ``app_dir`` (default: the current directory) is put first on
+    ``sys.path``, as the application's own modules are usually there."""
     module_name, _, attr = path.partition(":")
     attr = attr or "app"
     if not module_name:
         raise AppLoadError(f"bad application path {path!r}: expected 'module:attribute'")
-    if "" not in sys.path and os.getcwd() not in sys.path:
+    if app_dir is not None:
+        d = os.path.abspath(app_dir)
+        if not os.path.isdir(d):
+            raise AppLoadError(f"--app-dir {app_dir!r} is not a directory")
+        sys.path.insert(0, d)
+    elif "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
@@ -73,6 +78,8 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
         description="Run a Python application as a sluice worker (started by the gateway, "
                     "which sets SLUICE_SOCKET).")
     p.add_argument("app", help="the application, as module:attribute")
+    p.add_argument("--app-dir", default=None, metavar="DIR",
+                   help="look for the application's module in DIR (default: the current directory)")
     if interface is None:
         p.add_argument("--interface", choices=("native", "asgi", "wsgi"), default="native",
                        help="how the application is called (default: native)")
@@ -103,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
                         format=f"[worker {os.environ.get('SLUICE_WORKER_ID', '?')} pid %(process)d] "
                                "%(levelname)s %(message)s")
     try:
-        app = load_app(args.app)
+        app = load_app(args.app, args.app_dir)
     except AppLoadError as exc:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return 2

@@ -65,3 +65,21 @@ def test_help_lists_options():
         assert opt in r.stdout
     r = run_cli("sluice.asgi", "--help")
     assert "python -m sluice.asgi" in r.stdout and "--interface" not in r.stdout
+
+
+def test_app_dir_finds_the_module_elsewhere(tmp_path):
+    """--app-dir DIR: the module is imported from DIR (uvicorn's flag)."""
+    (tmp_path / "elsewhere_app.py").write_text("TMP = 'x'\n")
+    env = dict(os.environ, SLUICE_SOCKET="/nonexistent")
+    env.pop("PYTHONPATH", None)
+    base = [sys.executable, "-m", "sluice.wsgi"]
+    r = subprocess.run(base + ["elsewhere_app:TMP"], capture_output=True, text=True, env=env,
+                       cwd="/", timeout=30)
+    assert r.returncode == 2 and "cannot import module 'elsewhere_app'" in r.stderr, r.stderr
+    r = subprocess.run(base + ["--app-dir", str(tmp_path), "elsewhere_app:TMP"], capture_output=True,
+                       text=True, env=env, cwd="/", timeout=30)
+    # found this time: the error is now about the attribute, not the import
+    assert r.returncode == 2 and "'elsewhere_app:TMP' is not callable" in r.stderr, r.stderr
+    r = subprocess.run(base + ["--app-dir", str(tmp_path / "nope"), "elsewhere_app:TMP"],
+                       capture_output=True, text=True, env=env, cwd="/", timeout=30)
+    assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
