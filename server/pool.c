@@ -51,6 +51,9 @@ struct worker_proc {
     wlink *link;
 };
 
+/* Consecutive quick exits (or failed starts) that make a crash loop. */
+#define CRASH_LOOP_EXITS 5
+
 typedef struct link_node {
     wlink *link;
     struct link_node *next;
@@ -76,6 +79,7 @@ struct pool {
     uint32_t min, max;   /* scaling bounds: the config's, until an operator scales outside them */
     uint32_t gen;        /* config generation: bumped by each reload */
     bool rolling;        /* a reload is replacing workers one by one */
+    bool down;           /* every worker crash-looping: fail fast with 503 */
     char file[1024];     /* command[0], made absolute if it was relative */
     pool_stats stats;
     link_node *links;
@@ -248,6 +252,43 @@ static void maybe_scale_up(pool *p)
     spawn_worker(w);
 }
 
+/* No worker can take requests and every wanted one keeps crashing or cannot
+ * be started: requests get 503 at once rather than waiting queue_timeout
+ * for a worker that is not coming. A pool still starting is not down. */
+static bool pool_is_down(pool *p)
+{
+    bool any = false;
+    if (!p->n_links) {
+        for (uint32_t i = 0; i < p->n_procs; i++) {
+            const worker_proc *w = p->procs[i];
+            if (!w->wanted)
+                continue;
+            any = true;
+            if (w->quick_exits < CRASH_LOOP_EXITS) {
+                any = false;
+                break;
+            }
+        }
+    }
+    if (any != p->down) {
+        p->down = any;
+        if (any)
+            slog(p->gw->log, LOG_ERROR, "pool %s: no worker stays up; answering 503 until one does", p->name);
+        else
+            slog(p->gw->log, LOG_INFO, "pool %s: a worker is up again", p->name);
+    }
+    return any;
+}
+
+static void fail_queue(pool *p, int status)
+{
+    while (p->q_head) {
+        stream *s = p->q_head;
+        q_remove(p, s);
+        stream_on_unavailable(s, status);
+    }
+}
+
 int pool_submit(pool *p, stream *s)
 {
     if (p->stopping)
@@ -260,7 +301,7 @@ int pool_submit(pool *p, stream *s)
                 return rc;
         }
     }
-    if (p->q_len >= p->cfg->queue_size)
+    if (p->q_len >= p->cfg->queue_size || (p->down && pool_is_down(p)))
         return -EBUSY;
     q_push(p, s);
     maybe_scale_up(p);
@@ -327,6 +368,8 @@ void pool_link_ready(pool *p, wlink *l)
     n->next = p->links;
     p->links = n;
     p->n_links++;
+    if (p->down)
+        pool_is_down(p);
     worker_proc *w = link_proc(p, l);
     if (p->stopping || (w && (!w->wanted || w->retiring))) {
         wlink_drain(l, p->cfg->graceful_timeout_ms);
@@ -521,12 +564,14 @@ static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
     w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 100;
     if (w->backoff_ms > 10000)
         w->backoff_ms = 10000;
-    if (w->quick_exits == 5)
+    if (w->quick_exits == CRASH_LOOP_EXITS)
         slog(p->gw->log, LOG_ERROR,
              "pool %s: worker %u is crash-looping (%u exits within 10s of starting); backing off, up to %.0fs "
              "between restarts",
              p->name, w->id, w->quick_exits, 10.0);
     w->state = PROC_BACKOFF;
+    if (pool_is_down(p))
+        fail_queue(p, 503);
     if (w->backoff_ms > 100)
         slog(p->gw->log, LOG_WARN, "pool %s: worker %u restarting in %.1fs", p->name, w->id, w->backoff_ms / 1000.0);
     uv_timer_start(&w->timer, on_timer, w->backoff_ms, 0);
@@ -605,7 +650,10 @@ static void spawn_worker(worker_proc *w)
         w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 500;
         if (w->backoff_ms > 10000)
             w->backoff_ms = 10000;
+        w->quick_exits++;
         w->state = PROC_BACKOFF;
+        if (pool_is_down(p))
+            fail_queue(p, 503);
         uv_timer_start(&w->timer, on_timer, w->backoff_ms, 0);
         return;
     }
@@ -1033,11 +1081,7 @@ void pool_shutdown(pool *p)
     if (p->stopping)
         return;
     p->stopping = true;
-    while (p->q_head) {
-        stream *s = p->q_head;
-        q_remove(p, s);
-        stream_on_unavailable(s, 503);
-    }
+    fail_queue(p, 503);
     for (link_node *n = p->links; n; n = n->next)
         wlink_drain(n->link, p->cfg->graceful_timeout_ms);
     for (uint32_t i = 0; i < p->n_procs; i++) {

@@ -223,7 +223,7 @@ def test_killed_worker_is_replaced(start_config):
 def test_crash_loop_is_logged_and_contained(start_config):
     """A worker command that exits at once is restarted with backoff and
     reported as a crash loop; the other pool serves on; requests for the
-    crashing pool get 504 after queue_timeout."""
+    crashing pool get 503 at once (no worker is coming), not a wait."""
     gw = start_config(hello_pool(workers=1)
                       + "[pool:crash]\ncommand = /bin/sh -c 'exit 3'\nworkers = 1\n"
                         "queue_timeout = 500ms\n"
@@ -235,9 +235,27 @@ def test_crash_loop_is_logged_and_contained(start_config):
     hello_ok(gw.port, 5)
     t0 = time.monotonic()
     r = get(gw.port, "/crash/x")
-    assert r.status == 504, r
-    assert 0.3 < time.monotonic() - t0 < 3
+    assert r.status == 503 and r.header("retry-after"), r
+    assert time.monotonic() - t0 < 0.4
     assert gw.pool("crash")["restarts"] >= 5
+    assert log_lines(gw, r"pool crash: no worker stays up; answering 503")
+    hello_ok(gw.port, 2)
+
+
+def test_requests_waiting_for_a_crash_looping_pool_fail_fast(start_config):
+    """Requests queued while a pool's workers are still being retried get
+    503 as soon as the pool is known to be crash-looping; when the worker
+    comes up later, the pool serves again."""
+    flag = "{TMP}/ok"
+    gw = start_config("[pool:web]\ncommand = /bin/sh -c 'test -e " + flag + " && exec {EXAMPLES}/hello; exit 3'\n"
+                      "workers = 1\nqueue_timeout = 20s\n")
+    t0 = time.monotonic()
+    r = get(gw.port, "/", timeout=15)
+    assert r.status == 503, r
+    assert time.monotonic() - t0 < 10, "a request waited for a pool that is down"
+    open(os.path.join(gw.tmp, "ok"), "w").close()
+    assert wait_log(gw, r"pool web: a worker is up again", timeout=15), gw.log_tail()
+    hello_ok(gw.port, 3)
 
 
 def test_startup_timeout_kills_silent_worker(start_config):
