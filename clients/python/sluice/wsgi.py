@@ -5,22 +5,27 @@ WSGI call runs in a thread of a fixed pool, and the worker announces
 ``max_streams = threads`` so the gateway never hands it more requests than it
 has threads (it queues the rest, or sends them to another worker).
 
-``wsgi.input`` reads the body as it arrives: every read asks the loop for the
-next chunk, and credit goes back to the gateway only once the application has
-read it, so a slow application slows the upload (backpressure) and the worker
-never holds more than one window of body per request. Response chunks from an
-iterable are sent one by one and each ``send`` waits for credit, so a slow
-client blocks the application thread rather than growing a buffer. A list
-body (the common case: Flask, Django) is joined in the thread and leaves as
-RESPONSE+BODY+END in one write.
+``wsgi.input`` reads the body as it arrives: a read takes every chunk the
+loop holds in one round trip, and credit goes back to the gateway only once
+the application has read it, so a slow application slows the upload
+(backpressure) and the worker never holds more than one window of body per
+request. A streamed response (an iterable, or ``write()``) is queued to one
+loop-side task per request that sends it in order, each chunk within the
+gateway's credit; the application thread blocks only when more than
+``_Sender.HIGH`` bytes wait (a slow client blocks it rather than growing a
+buffer) and once at the end, not once per chunk. A list body (the common
+case: Flask, Django) is joined in the thread and leaves as RESPONSE+BODY+END
+in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import logging
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import unquote_to_bytes
@@ -119,6 +124,94 @@ class _Input(io.RawIOBase):
         return iter(self.readline, b"")
 
 
+class _Sender:
+    """A streamed response, from the application thread to the loop: the
+    head, body chunks and end are queued and sent in order by one task."""
+
+    HIGH = 256 * 1024  # queued bytes above which the thread waits
+    _END = ("end",)
+
+    def __init__(self, req: Request, loop: asyncio.AbstractEventLoop) -> None:
+        self._req = req
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._items: collections.deque = collections.deque()
+        self._queued = 0
+        self._active = False
+        self._error: Optional[BaseException] = None
+
+    # -- application thread --
+    def put(self, item: Any, size: int = 0) -> None:
+        with self._cond:
+            self._raise()
+            self._items.append(item)
+            self._queued += size
+            if not self._active:
+                self._active = True
+                self._loop.call_soon_threadsafe(self._start)
+            while self._queued > self.HIGH and self._error is None:
+                self._cond.wait()
+            self._raise()
+
+    def finish(self) -> None:
+        """Queue the end and wait until everything went out."""
+        self.put(self._END)
+        self.settle()
+        with self._cond:
+            self._raise()
+
+    def settle(self) -> None:
+        """Wait until the queue is empty (errors are kept, not raised)."""
+        with self._cond:
+            while self._active:
+                self._cond.wait()
+
+    def _raise(self) -> None:
+        e = self._error
+        if e is None:
+            return
+        if isinstance(e, ClientDisconnected):
+            raise ClientGone("client disconnected")
+        raise RuntimeError(f"sending the response failed: {e!r}")
+
+    # -- loop thread --
+    def _start(self) -> None:
+        self._loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        req = self._req
+        cond = self._cond
+        while True:
+            with cond:
+                if not self._items or self._error is not None:
+                    self._items.clear()
+                    self._queued = 0
+                    self._active = False
+                    cond.notify_all()
+                    return
+                item = self._items.popleft()
+            size = 0
+            try:
+                if type(item) is tuple:
+                    if item is self._END:
+                        req._end()
+                    else:
+                        await req.start_raw(item[0], item[1])
+                else:
+                    size = len(item)
+                    await req._send(item)
+            except BaseException as exc:  # reported to the thread
+                with cond:
+                    self._error = exc
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            if size:
+                with cond:
+                    self._queued -= size
+                    cond.notify_all()
+
+
 class WSGIRunner:
     """Runs WSGI calls in a thread pool for the asyncio runtime."""
 
@@ -182,25 +275,29 @@ class WSGIRunner:
     def _call(self, core: WorkerCore, req: Request, fut: asyncio.Future) -> None:
         loop = self.loop
         assert loop is not None
+        box: list = []  # the _Sender, once the response streams
         try:
-            outcome = self._call_app(core, req)
+            outcome = self._call_app(core, req, box)
         except BaseException as exc:  # reported from the loop thread
             outcome = None
+            if box:
+                box[0].settle()  # what was queued goes out before any 500
             if not isinstance(exc, ClientGone):
                 log.error("sluice: exception in WSGI application for %s %s", req.method,
                           req.target.decode("latin-1"), exc_info=True)
                 loop.call_soon_threadsafe(self._fail, core, req)
         loop.call_soon_threadsafe(_set_result, fut, outcome)
 
-    def _call_app(self, core: WorkerCore, req: Request) -> Optional[tuple]:
+    def _call_app(self, core: WorkerCore, req: Request, box: list) -> Optional[tuple]:
+        head: list = []
+        sent: list = []  # non-empty once the head is queued
         loop = self.loop
         assert loop is not None
-        head: list = []
 
         def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             if exc_info is not None:
                 try:
-                    if req._started:
+                    if sent:
                         raise exc_info[1].with_traceback(exc_info[2])
                 finally:
                     exc_info = None
@@ -209,21 +306,16 @@ class WSGIRunner:
             head[:] = [int(status[:3]), headers]
             return write
 
-        def send_head(streaming: bool) -> None:
-            status, headers = head
-            ph = packed_headers(headers, None, None)
-            asyncio.run_coroutine_threadsafe(req.start_raw(status, ph), loop).result()
-
         def write(data: bytes) -> None:
             if not head:
                 raise RuntimeError("write() before start_response")
-            if not req._started:
-                send_head(True)
+            if not sent:
+                status, headers = head
+                sent.append(True)
+                box.append(_Sender(req, loop))  # type: ignore[arg-type]
+                box[0].put((status, packed_headers(headers, None, None)))
             if data:
-                try:
-                    asyncio.run_coroutine_threadsafe(req._send(data), loop).result()
-                except ClientDisconnected:
-                    raise ClientGone("client disconnected") from None
+                box[0].put(data, len(data))
 
         env = self.environ(req)
         result: Iterable[bytes] = self.app(env, start_response)
@@ -231,10 +323,10 @@ class WSGIRunner:
             if type(result) is list or type(result) is tuple:
                 if not head:
                     raise RuntimeError("WSGI application returned without calling start_response")
-                if req._started:  # write() was used: send the rest as a stream
+                if sent:  # write() was used: send the rest as a stream
                     for chunk in result:
                         write(chunk)
-                    asyncio.run_coroutine_threadsafe(req.end_raw(), loop).result()
+                    box[0].finish()
                     return None
                 body = result[0] if len(result) == 1 else b"".join(result)
                 status, headers = head
@@ -248,13 +340,10 @@ class WSGIRunner:
                     write(chunk)
             if not head:
                 raise RuntimeError("WSGI application returned without calling start_response")
-            if not req._started:
+            if not sent:
                 status, headers = head
                 return status, packed_headers(headers, None, None), b""
-            try:
-                asyncio.run_coroutine_threadsafe(req.end_raw(), loop).result()
-            except ClientDisconnected:
-                raise ClientGone("client disconnected") from None
+            box[0].finish()
             return None
         finally:
             close = getattr(result, "close", None)

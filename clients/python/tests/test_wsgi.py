@@ -84,3 +84,40 @@ def test_flask_threads_serve_concurrently(gateway):
     assert len({json.loads(r[2])["thread"] for r in results}) == 4
     assert elapsed < 2.0, f"4 requests of 0.6 s took {elapsed:.2f}s with 4 threads"
     assert "4 streams" in gw.log()  # max_streams = threads, announced in HELLO
+
+
+def test_streamed_iterable_many_chunks_in_order(gateway):
+    """10,000 small chunks from a generator arrive whole and in order (the
+    thread queues them; one loop task sends them)."""
+    gw = gateway(flask("--threads", "2"))
+    status, headers, body = gw.get("/many?n=10000&size=100")
+    assert status == 200
+    assert body == b"".join(bytes([65 + i % 26]) * 100 for i in range(10000))
+    assert headers.get("transfer-encoding") == "chunked"
+    assert gw.get("/")[0] == 200
+
+
+def test_streamed_response_backpressure_blocks_the_app_thread(gateway):
+    """A client that does not read: the generator is held back (credit plus
+    the sender's queue plus socket buffers), not run to the end."""
+    import socket
+    gw = gateway(flask("--threads", "2"))
+    total = 4000 * 65536  # 250 MiB if nothing held it back
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    try:
+        s.sendall(b"GET /many?n=4000&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(1024)
+        time.sleep(1.5)
+        made = int(gw.get("/produced")[2])
+        assert 0 < made < 32 * MiB, f"the app produced {made} bytes for a client that reads nothing"
+        time.sleep(0.5)
+        assert int(gw.get("/produced")[2]) == made, "the app kept producing"
+        got = 0
+        deadline = time.monotonic() + 60
+        while got < 8 * MiB and time.monotonic() < deadline:
+            got += len(s.recv(1 << 20))
+        assert int(gw.get("/produced")[2]) > made, "reading did not let the app go on"
+    finally:
+        s.close()
+    assert gw.get("/")[0] == 200

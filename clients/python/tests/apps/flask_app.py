@@ -74,3 +74,25 @@ def missing():
 @app.route("/boom")
 def boom():
     raise RuntimeError("boom")
+
+
+PRODUCED = {"n": 0}
+
+
+@app.route("/many")
+def many():
+    """`n` chunks of `size` bytes; PRODUCED counts what the generator made."""
+    n = int(request.args.get("n", "1000"))
+    size = int(request.args.get("size", "100"))
+    PRODUCED["n"] = 0
+
+    def gen():
+        for i in range(n):
+            PRODUCED["n"] += size
+            yield bytes([65 + i % 26]) * size
+    return Response(gen(), mimetype="application/octet-stream")
+
+
+@app.route("/produced")
+def produced():
+    return str(PRODUCED["n"])
