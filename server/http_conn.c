@@ -9,6 +9,7 @@
  * stops the reads from its client (TCP backpressure). Response bodies are
  * credited back to the worker only once the client socket took them. */
 #include <errno.h>
+#include <inttypes.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <strings.h>
 
 #include "gateway.h"
+#include "http_strict.h"
 #include "pool.h"
 #include "router.h"
 #include "stream.h"
@@ -31,7 +33,7 @@
 #define OUT_MAX (64u << 20)
 
 enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE };
-enum { P_NONE, P_HEADERS, P_MESSAGE };
+enum { P_NONE, P_HEADERS, P_CHUNK, P_MESSAGE };
 
 typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
@@ -66,6 +68,9 @@ struct conn {
     bool msg_started, in_trailers;
     int pause;
     int error_status;
+    head_scan hscan;  /* request head or trailer section being checked */
+    chunk_scan cscan;
+    bool chunk_line;  /* the next bytes are a chunk-size line (parsed here) */
 
     stream *cur;
     uint32_t requests;
@@ -140,28 +145,12 @@ static const char *reason_phrase(int status)
     }
 }
 
-/* RFC 9110 tchar */
-static const uint8_t tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
-};
-
 static bool valid_name(sluice_bytes b)
 {
     if (b.len == 0)
         return false;
     for (size_t i = 0; i < b.len; i++)
-        if (!tchar[b.ptr[i]])
+        if (!http_tchar[b.ptr[i]])
             return false;
     return true;
 }
@@ -394,7 +383,6 @@ stream *stream_get(gateway *gw, uint32_t max_headers)
     s->hdr_cap = cap;
     s->worker_id = -1;
     s->resp_cl = UINT64_MAX;
-    s->content_length = UINT64_MAX;
     return s;
 }
 
@@ -587,7 +575,7 @@ void stream_on_credit(stream *s)
         return;
     if (!s->credit_seen) {
         s->credit_seen = true;
-        if (s->body_mode == SLUICE_BODY_ON_CREDIT && s->content_length != UINT64_MAX &&
+        if (s->body_mode == SLUICE_BODY_ON_CREDIT && s->has_length &&
             s->content_length > s->body_limit) {
             exchange_fail(c, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
             return;
@@ -607,7 +595,7 @@ void stream_on_limit(stream *s, uint64_t max_body)
     s->body_limit = max_body < ceiling ? max_body : ceiling;
     if (s->conn && !s->req_complete &&
         (s->body_received > s->body_limit ||
-         (s->content_length != UINT64_MAX && s->content_length > s->body_limit)))
+         (s->has_length && s->content_length > s->body_limit)))
         exchange_fail(s->conn, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
 }
 
@@ -907,6 +895,10 @@ static int cb_headers_complete(llhttp_t *p)
     /* A request with a body stops here: the body is fed only as the
      * worker's credit allows. One without goes on to message_complete. */
     c->pause = P_HEADERS;
+    if (p->flags & F_CHUNKED) { /* always paused here: conn_parse reads the size lines */
+        c->chunk_line = true;
+        chunk_scan_start(&c->cscan);
+    }
     if (!c->cur || c->closing || c->cur->body_mode != SLUICE_BODY_NONE)
         return HPE_PAUSED;
     return 0;
@@ -917,6 +909,18 @@ static int cb_chunk_header(llhttp_t *p)
     if (p->content_length == 0)
         P(p)->in_trailers = true;
     return 0;
+}
+
+/* After a chunk's data and CRLF: pause, the next size line is ours. */
+static int cb_chunk_complete(llhttp_t *p)
+{
+    conn *c = P(p);
+    if (c->in_trailers)
+        return 0;
+    c->chunk_line = true;
+    chunk_scan_start(&c->cscan);
+    c->pause = P_CHUNK;
+    return HPE_PAUSED;
 }
 
 static int cb_body(llhttp_t *p, const char *at, size_t len)
@@ -970,19 +974,25 @@ static void init_settings(void)
     settings.on_header_value_complete = cb_header_value_complete;
     settings.on_headers_complete = cb_headers_complete;
     settings.on_chunk_header = cb_chunk_header;
+    settings.on_chunk_complete = cb_chunk_complete;
     settings.on_body = cb_body;
     settings.on_message_complete = cb_message_complete;
 }
 
 /* Headers are complete: build the stream and hand it to the pool. */
 /* Request-smuggling defences beyond llhttp's strict mode (RFC 9112 3.2,
- * 5.2, 6.1): exactly one Host on HTTP/1.1 (at most one on 1.0), no obs-fold,
- * and no transfer coding but a lone "chunked" -- anything the gateway would
- * have to interpret differently from the worker is refused. */
+ * 5.2, 6.1): exactly one valid Host on HTTP/1.1 (at most one on 1.0), a
+ * valid http(s) authority in an absolute-form target, no obs-fold, and no
+ * transfer coding but a lone "chunked" -- anything the gateway would have
+ * to interpret differently from the worker or a proxy is refused. */
 static bool head_acceptable(conn *c)
 {
     uint8_t *hb = c->head.data;
     uint32_t hosts = 0;
+    const uint8_t *auth;
+    size_t auth_len;
+    if (target_authority(hb + c->url_off, c->url_len, &auth, &auth_len) < 0)
+        return false;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
         sluice_bytes nb = {hb + h->name_off, h->name_len}, vb = {hb + h->val_off, h->val_len};
@@ -990,9 +1000,11 @@ static bool head_acceptable(conn *c)
             return false; /* empty field name: RFC 9110 5.1 */
         if (memchr(vb.ptr, '\r', vb.len) || memchr(vb.ptr, '\n', vb.len))
             return false; /* obs-fold */
-        if (name_is(nb, "host"))
+        if (name_is(nb, "host")) {
+            if (!host_valid(vb.ptr, vb.len))
+                return false; /* RFC 9110 7.2: it drives routing */
             hosts++;
-        else if (name_is(nb, "transfer-encoding") &&
+        } else if (name_is(nb, "transfer-encoding") &&
                  !(vb.len == 7 && !strncasecmp((const char *)vb.ptr, "chunked", 7)))
             return false;
     }
@@ -1032,6 +1044,9 @@ static void start_exchange(conn *c)
 
     bool expect_continue = false, expect_other = false;
     sluice_bytes host = {NULL, 0};
+    const uint8_t *auth = NULL;
+    size_t auth_len = 0;
+    bool absolute = target_authority(s->req.target.ptr, s->req.target.len, &auth, &auth_len) == 1;
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -1049,25 +1064,32 @@ static void start_exchange(conn *c)
                 expect_other = true;
             continue;
         }
-        if (!host.ptr && name_is(nb, "host"))
+        if (!host.ptr && name_is(nb, "host")) {
             host = vb;
+            if (absolute) /* RFC 9112 3.2.2: the target's authority replaces Host */
+                vb = (sluice_bytes){auth, auth_len};
+        }
         s->hdrs[n].name = nb;
         s->hdrs[n].value = vb;
         n++;
     }
     s->req.headers = (sluice_headers){s->hdrs, n};
+    if (absolute)
+        host = (sluice_bytes){auth, auth_len};
     s->pool = router_pick(gw->router, host.ptr, host.len, s->req.target.ptr, s->req.target.len);
     s->body_limit = pool_config(s->pool)->max_body;
 
     bool chunked = p->flags & F_CHUNKED;
     bool has_cl = p->flags & F_CONTENT_LENGTH;
-    if (has_cl && !chunked)
+    if (has_cl && !chunked) {
+        s->has_length = true;
         s->content_length = p->content_length;
+    }
     bool has_body = chunked || (has_cl && p->content_length > 0);
     if (!has_body)
         s->body_mode = SLUICE_BODY_NONE;
     else if ((expect_continue && s->req.version == 11) ||
-             (s->content_length != UINT64_MAX && s->content_length > s->body_limit))
+             (s->has_length && s->content_length > s->body_limit))
         s->body_mode = SLUICE_BODY_ON_CREDIT;
     else
         s->body_mode = SLUICE_BODY_FOLLOWS;
@@ -1076,6 +1098,8 @@ static void start_exchange(conn *c)
         s->req_complete = true; /* message_complete follows at once */
     c->keepalive = llhttp_should_keep_alive(p) && !gw->stopping &&
                    (cfg->max_requests_per_conn == 0 || c->requests < cfg->max_requests_per_conn);
+    if (chunked && s->req.version == 10)
+        c->keepalive = false; /* RFC 9112 6.1: faulty framing for 1.0; serve, then close */
     if (expect_other) {
         exchange_fail(c, 417, 0);
         return;
@@ -1145,6 +1169,47 @@ static void request_complete(conn *c)
     exchange_maybe_finish(c);
 }
 
+static void remember_tail(conn *c, const char *base, size_t used)
+{
+    if (!used)
+        return;
+    size_t t = used < sizeof c->prev_tail ? used : sizeof c->prev_tail;
+    memcpy(c->prev_tail, base + used - t, t);
+    c->prev_tail_len = t;
+}
+
+/* A chunk-size line is checked and consumed here; llhttp only gets the
+ * size as "HEX\r\n" (it cannot parse every valid extension). Returns true
+ * when the line was complete and parsing can go on. */
+static bool feed_chunk_line(conn *c, const uint8_t *base, size_t avail)
+{
+    bool done;
+    int status = 0;
+    size_t n = chunk_scan_run(&c->cscan, base, avail, &done, &status);
+    if (status) {
+        c->error_status = status;
+        parse_error(c, HPE_INVALID_CHUNK_SIZE);
+        return false;
+    }
+    c->istart += n;
+    if (!done)
+        return false;
+    c->chunk_line = false;
+    char line[24];
+    int len = snprintf(line, sizeof line, "%" PRIx64 "\r\n", c->cscan.size);
+    c->pause = P_NONE;
+    c->feed_base = line;
+    llhttp_errno_t err = llhttp_execute(&c->parser, line, (size_t)len);
+    remember_tail(c, line, (size_t)len);
+    if (err != HPE_OK) {
+        parse_error(c, err);
+        return false;
+    }
+    if (c->cscan.size == 0)
+        head_scan_start(&c->hscan, false); /* the trailer section follows */
+    return true;
+}
+
 /* Feed the parser as far as the current exchange allows. */
 static void conn_parse(conn *c)
 {
@@ -1175,25 +1240,47 @@ static void conn_parse(conn *c)
                 if (feed > lim)
                     feed = lim;
             }
-            if (feed == 0)
+            if (avail == 0)
                 break;
-            const char *base = (const char *)c->ibase + c->istart;
-            c->pause = P_NONE;
-            c->feed_base = base;
-            llhttp_errno_t err = llhttp_execute(&c->parser, base, feed);
-            size_t used = feed;
-            if (err != HPE_OK)
-                used = (size_t)(llhttp_get_error_pos(&c->parser) - base);
-            c->istart += used;
-            if (used) {
-                size_t t = used < sizeof c->prev_tail ? used : sizeof c->prev_tail;
-                memcpy(c->prev_tail, base + used - t, t);
-                c->prev_tail_len = t;
+            const uint8_t *ubase = c->ibase + c->istart;
+            if (c->chunk_line) {
+                if (!feed_chunk_line(c, ubase, avail))
+                    break;
+                continue;
             }
+            /* Strict checks run ahead of llhttp: it is fed only up to a
+             * violation, so nothing after one reaches a worker. */
+            int scan_status = 0;
+            if (head_scan_active(&c->hscan)) {
+                head_scan tmp = c->hscan;
+                size_t ok = head_scan_run(&tmp, ubase, feed, &scan_status);
+                if (scan_status)
+                    feed = ok;
+            }
+            const char *base = (const char *)ubase;
+            llhttp_errno_t err = HPE_OK;
+            size_t used = 0;
+            if (feed) {
+                c->pause = P_NONE;
+                c->feed_base = base;
+                err = llhttp_execute(&c->parser, base, feed);
+                used = feed;
+                if (err != HPE_OK)
+                    used = (size_t)(llhttp_get_error_pos(&c->parser) - base);
+            }
+            if (head_scan_active(&c->hscan)) {
+                int ignored = 0;
+                head_scan_run(&c->hscan, ubase, used, &ignored);
+            }
+            c->istart += used;
+            remember_tail(c, base, used);
             if (err == HPE_PAUSED) {
                 llhttp_resume(&c->parser);
-                if (c->pause == P_MESSAGE && c->cur)
-                    request_complete(c);
+                if (c->pause == P_MESSAGE) {
+                    head_scan_start(&c->hscan, true); /* the next request */
+                    if (c->cur)
+                        request_complete(c);
+                }
                 continue;
             }
             if (err == HPE_PAUSED_UPGRADE) { /* Upgrade is not supported: plain request */
@@ -1202,15 +1289,25 @@ static void conn_parse(conn *c)
                     request_complete(c);
                 continue;
             }
+            /* the pre-scan found the method bytes to be a token: a method
+             * llhttp does not know, not a malformed one */
+            if (err == HPE_INVALID_METHOD && !scan_status && !c->error_status)
+                c->error_status = 501;
             if (err != HPE_OK) {
                 parse_error(c, err);
+                break;
+            }
+            if (scan_status) {
+                c->error_status = scan_status;
+                parse_error(c, HPE_USER);
                 break;
             }
         }
     } while (c->reparse && !c->closed);
     c->parsing = false;
-    if (!c->closed)
+    if (!c->closed) {
         update_reading(c);
+    }
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -1420,6 +1517,10 @@ static void on_connection(uv_stream_t *server, int status)
         addr_text(&ss, c->local, sizeof c->local, &c->local_port);
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
+    /* llhttp 8.1 refuses HTTP/1.2 (to be served as 1.1, RFC 9110 6.2) and
+     * has no setter for this flag; head_scan checks the version instead */
+    c->parser.lenient_flags |= LENIENT_VERSION;
+    head_scan_start(&c->hscan, true);
     set_timer(c, T_HEADER);
     update_reading(c);
 }
