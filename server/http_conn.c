@@ -44,6 +44,8 @@ struct conn {
     conn *prev, *next;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_timer_t body_timer; /* client body idle (runs beside `timer`) */
+    bool body_timer_on;
     int handles;
     int timer_kind;
     llhttp_t parser;
@@ -353,6 +355,37 @@ static void on_timer(uv_timer_t *t)
     case T_RESPONSE:
         exchange_fail(c, 504, SLUICE_CANCEL_TIMEOUT);
         break;
+    }
+}
+
+/* The client sent no body bytes for body_timeout while the gateway was
+ * waiting for them: 408, or once the response started, abort it. */
+static void on_body_timer(uv_timer_t *t)
+{
+    conn *c = t->data;
+    c->body_timer_on = false;
+    stream *s = c->cur;
+    if (!s || s->req_complete || c->closed)
+        return;
+    slog(c->gw->log, LOG_INFO, "%s: no request body bytes for %llu ms; %s", c->remote,
+         (unsigned long long)c->gw->cfg->body_timeout_ms, s->resp_started ? "aborting" : "408");
+    c->keepalive = false;
+    exchange_fail(c, s->resp_started ? 0 : 408, SLUICE_CANCEL_BODY_TIMEOUT);
+}
+
+/* Runs while an exchange waits for request body bytes from the client (not
+ * while the worker holds the body back); any bytes read restart it. */
+static void update_body_timer(conn *c, bool starved)
+{
+    stream *s = c->cur;
+    bool want = starved && s && !s->req_complete && s->link && !c->closing && !c->closed &&
+                c->gw->cfg->body_timeout_ms > 0;
+    if (want && !c->body_timer_on) {
+        uv_timer_start(&c->body_timer, on_body_timer, c->gw->cfg->body_timeout_ms, 0);
+        c->body_timer_on = true;
+    } else if (!want && c->body_timer_on) {
+        uv_timer_stop(&c->body_timer);
+        c->body_timer_on = false;
     }
 }
 
@@ -1218,8 +1251,10 @@ static void conn_parse(conn *c)
         return;
     }
     c->parsing = true;
+    bool starved = false; /* stopped for want of client bytes */
     do {
         c->reparse = false;
+        starved = false;
         while (!c->closing && !c->closed) {
             stream *s = c->cur;
             size_t avail = c->iend - c->istart;
@@ -1240,12 +1275,16 @@ static void conn_parse(conn *c)
                 if (feed > lim)
                     feed = lim;
             }
-            if (avail == 0)
+            if (avail == 0) {
+                starved = true;
                 break;
+            }
             const uint8_t *ubase = c->ibase + c->istart;
             if (c->chunk_line) {
-                if (!feed_chunk_line(c, ubase, avail))
+                if (!feed_chunk_line(c, ubase, avail)) {
+                    starved = c->chunk_line;
                     break;
+                }
                 continue;
             }
             /* Strict checks run ahead of llhttp: it is fed only up to a
@@ -1306,6 +1345,7 @@ static void conn_parse(conn *c)
     } while (c->reparse && !c->closed);
     c->parsing = false;
     if (!c->closed) {
+        update_body_timer(c, starved);
         update_reading(c);
     }
 }
@@ -1391,6 +1431,10 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         update_reading(c);
         return;
     }
+    if (c->body_timer_on) { /* progress: conn_parse re-arms it if still waiting */
+        uv_timer_stop(&c->body_timer);
+        c->body_timer_on = false;
+    }
     if (buf->base == (char *)c->gw->shared_in) {
         c->ibase = (const uint8_t *)buf->base;
         c->istart = 0;
@@ -1445,6 +1489,7 @@ static void conn_close(conn *c)
     c->closed = true;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->body_timer, on_conn_closed);
 }
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
@@ -1475,9 +1520,11 @@ static void on_connection(uv_stream_t *server, int status)
     c->gw = gw;
     uv_tcp_init(gw->loop, &c->tcp);
     c->tcp.data = c;
-    c->handles = 2;
+    c->handles = 3;
     uv_timer_init(gw->loop, &c->timer);
     c->timer.data = c;
+    uv_timer_init(gw->loop, &c->body_timer);
+    c->body_timer.data = c;
     c->flush.fn = conn_flush;
     sluice_buf_init(&c->head, gw->cfg->max_header_bytes + TRAILER_BYTES);
     sluice_buf_init(&c->out, OUT_MAX);

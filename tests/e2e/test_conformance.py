@@ -1276,6 +1276,80 @@ def test_max_requests_per_conn_pipelined(limits_gw):
 
 
 # ==========================================================================
+# Request body idle timeout (--body-timeout 1s) -- RFC 9110 15.5.9
+
+@pytest.fixture(scope="module")
+def body_timeout_gw(reflect_log):
+    """reflect workers (they answer after END) with --body-timeout 1s."""
+    with running_gateway(reflect_cmd(reflect_log), "--body-timeout", "1s", workers=1) as g:
+        g.reflect_log = reflect_log
+        yield g
+
+
+@pytest.fixture(scope="module")
+def body_timeout_echo_gw():
+    """echo (its response head goes out before the body) with --body-timeout 1s."""
+    with running_gateway([example("echo")], "--body-timeout", "1s", workers=1) as g:
+        g.reflect_log = None
+        yield g
+
+
+def _stall(port, data, wait=4.0):
+    """Send `data`, then nothing; returns (raw, eof, seconds until EOF)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(data)
+        t0 = time.monotonic()
+        raw, eof = read_all(s, idle=wait, total=wait)
+        return raw, eof, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"],
+                         ids=lambda f: f"9110-15.5.9-body-idle-{f}")
+def test_body_idle_timeout_408(body_timeout_gw, framing):
+    """RFC 9110 15.5.9: a client that stops sending its request body (no
+    bytes for --body-timeout, 1 s) before any response gets 408 with
+    Connection: close, and the connection closes."""
+    if framing == "content-length":
+        data = req(b"POST /slow-body HTTP/1.1", b"Content-Length: 10", body=b"hello")
+    else:
+        data = post_chunked(b"a\r\nhello", line=b"POST /slow-body HTTP/1.1")
+    raw, eof, elapsed = _stall(body_timeout_gw.port, data)
+    rs = parse_stream(raw)
+    assert [r.status for r in rs] == [408], raw
+    assert rs[0].has_token("connection", "close") and eof, (raw, eof)
+    assert 0.8 <= elapsed <= 3.0, f"408 after {elapsed:.2f} s (body timeout 1 s)"
+
+
+def test_body_progress_keeps_upload_alive(body_timeout_gw):
+    """RFC 9110 15.5.9: the body timeout bounds the pause between body
+    bytes, not the upload: 6 pieces 0.4 s apart (2.4 s in all, over the 1 s
+    timeout) are served."""
+    head = req(b"POST /steady HTTP/1.1", b"Content-Length: 12")
+    raw, eof = talk(body_timeout_gw.port, None, pieces=[head] + [b"ab"] * 6, gap=0.4, idle=1.5)
+    rs = parse_stream(raw)
+    assert len(rs) == 1 and seen(rs[0])["body"] == "ab" * 6, raw
+
+
+def test_body_idle_timeout_after_response_head(body_timeout_echo_gw):
+    """RFC 9112 9.6 / 7.1: once the response head went out (echo streams the
+    body back), a stalled upload can no longer get a 408: after
+    --body-timeout the gateway cancels the stream (reason body_timeout) and
+    closes the connection; the chunked response is left incomplete, so the
+    client sees it was cut short."""
+    g = body_timeout_echo_gw
+    data = req(b"POST /echo HTTP/1.1", b"Content-Length: 10", body=b"hello")
+    raw, eof, elapsed = _stall(g.port, data)
+    assert raw.startswith(b"HTTP/1.1 200 "), raw
+    assert b"5\r\nhello\r\n" in raw and not raw.endswith(b"0\r\n\r\n"), raw
+    assert eof and 0.8 <= elapsed <= 3.0, (raw, eof, elapsed)
+    assert g.wait_log(lambda l: "cancelled: body_timeout" in l, timeout=3), g.log_tail()
+    assert g.alive()
+
+
+# ==========================================================================
 # last: nothing smuggled ever reached a worker, every gateway survived
 
 def test_zz_no_canary_reached_a_worker(gw):
