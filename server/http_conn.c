@@ -31,6 +31,9 @@
 #define TRAILER_BYTES 4096
 #define MAX_TRAILERS 32
 #define OUT_MAX (64u << 20)
+/* Unsent response bytes beyond which the next pipelined request is not
+ * started (nor, once IN_SIZE is buffered, more bytes read). */
+#define PIPELINE_OUT_MAX (64 * 1024)
 
 enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE };
 enum { P_NONE, P_HEADERS, P_CHUNK, P_MESSAGE };
@@ -222,6 +225,13 @@ static void credit_written(conn *c, uint64_t n)
     }
 }
 
+/* Output drained: a pipelined request held back by PIPELINE_OUT_MAX may go. */
+static void resume_pipeline(conn *c)
+{
+    if (!c->closed && !c->closing && !c->cur && c->iend > c->istart)
+        conn_parse(c);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     conn *c = req->data;
@@ -245,6 +255,7 @@ static void on_written(uv_write_t *req, int status)
         conn_flush(&c->flush);
     else if (c->closing)
         conn_close(c);
+    resume_pipeline(c);
 }
 
 static void conn_flush(flush_node *n)
@@ -266,6 +277,8 @@ static void conn_flush(flush_node *n)
         credit_written(c, credit);
         if (c->closing && c->out.len == 0)
             conn_close(c);
+        else
+            resume_pipeline(c);
         return;
     }
     if (w < 0 && w != UV_EAGAIN) {
@@ -1274,6 +1287,10 @@ static void conn_parse(conn *c)
                 size_t lim = (size_t)win + SLACK;
                 if (feed > lim)
                     feed = lim;
+            } else if (c->out.len + (c->writing ? c->wbuf.len : 0) > PIPELINE_OUT_MAX) {
+                /* the client is not reading its responses: the next
+                 * pipelined request waits until they drain (on_written) */
+                break;
             }
             if (avail == 0) {
                 starved = true;

@@ -39,12 +39,13 @@ import itertools
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
 
 from conformance_util import read_all, reflect_cmd, running_gateway
-from conftest import example
+from conftest import RssMonitor, example, proc_status_kib, rss_limit_kib
 from httpc import Conn, ConnectionClosed
 
 HELLO = b"Hello, world!\n"
@@ -1036,6 +1037,65 @@ def test_pipelining_10_in_order(gw):
             assert d["body"] == "abc", d
         if i % 5 == 3:
             assert d["body"] == "xyz", d
+
+
+def test_pipelining_1000_in_order(gw):
+    """RFC 9112 9.3.2: 1000 pipelined requests in one write are all answered,
+    in order, and the gateway's memory stays bounded (it serves one exchange
+    at a time and reads ahead at most its 64 KiB input buffer)."""
+    n = 1000
+    data = b"".join(req(b"GET /pipe-%d HTTP/1.1" % i) for i in range(n))
+    with RssMonitor(gw.pid) as mon, Conn(gw.port, timeout=20) as c:
+        c.send(data)
+        for i in range(n):
+            r = c.read_response()
+            assert seen(r)["target"] == f"/pipe-{i}", (i, r)
+        assert c.wait_closed(0.2) is False
+    limit = rss_limit_kib()
+    if limit:
+        assert mon.peak_kib() < limit, f"gateway RSS {mon.peak_kib()} KiB"
+
+
+def test_pipelining_unread_responses_bounded(start_gateway):
+    """RFC 9112 9.3.2 / DESIGN.md (every buffer has an upper bound): a client
+    that pipelines 20000 requests for 4 KiB each and does not read the
+    responses must not make the gateway buffer them (80 MB; unbounded they
+    pile up in the gateway until its 64 MiB output cap closes the
+    connection): it stops starting requests, and so reading, while 64 KiB
+    of responses are unsent. Its RSS grows by less than 8 MiB in 3 s of
+    this; then every response arrives, in order."""
+    from httpc import blob_check
+    g = start_gateway("blob", "--access-log", "off", workers=1)
+    n, size = 20_000, 4096
+    one_req = b"GET /?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size
+    rss0 = proc_status_kib(g.pid, "VmRSS")
+    # a small fixed receive buffer: no autotuned client buffer to hide them
+    c = Conn(g.port, timeout=60, rcvbuf=64 * 1024)
+    sent = threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            c.sock.sendall(one_req * n)
+        except OSError as e:
+            errors.append(e)
+        sent.set()
+
+    t = threading.Thread(target=writer, daemon=True)
+    try:
+        with RssMonitor(g.pid) as mon:
+            t.start()
+            time.sleep(3.0)  # not reading
+            grown = mon.max_kib - rss0
+        assert grown < 8 * 1024, f"gateway RSS grew by {grown} KiB while the client did not read"
+        for i in range(n):
+            r = c.read_response()
+            assert r.status == 200 and len(r.body) == size and blob_check(r.body, 0), (i, r)
+        t.join(10)
+        assert sent.is_set() and not errors, errors
+    finally:
+        c.close()
+    assert g.alive()
 
 
 def test_upgrade_ignored(gw):
