@@ -424,6 +424,32 @@ def test_absolute_form_routed_by_its_authority(routed_gw, target, host, pool):
     assert _routed_to(r) == pool, f"{target!r} with Host {host!r}: {r}"
 
 
+def test_absolute_form_host_replaced_by_authority(gw):
+    """RFC 9112 3.2.2: with an absolute-form target the received Host is
+    ignored in favour of the target's authority; the worker gets that
+    authority as Host, so it sees the same host the gateway routed on."""
+    d = seen(one(gw, req(b"GET http://a.example:8080/p HTTP/1.1", host=b"b.example")))
+    assert d["target"] == "http://a.example:8080/p", d
+    assert [v for k, v in d["headers"] if k == "host"] == ["a.example:8080"], d
+
+
+BAD_ABSOLUTE = {
+    "userinfo": b"http://user@a.example/",
+    "empty-authority": b"http:///p",
+    "bad-port": b"http://a.example:8x/",
+    "other-scheme": b"ftp://a.example/",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ABSOLUTE), ids=lambda n: f"9110-4.2-{n}")
+def test_absolute_form_bad_authority_400(gw, name):
+    """RFC 9110 4.2.1 (an http URI with an empty host is invalid), 4.2.4
+    (userinfo is an error), 7.2: the authority of an absolute-form target
+    routes the request, so it must be a valid http(s) uri-host [":" port]:
+    400 and close otherwise."""
+    reject(gw, req(b"GET " + BAD_ABSOLUTE[name] + b" HTTP/1.1", host=b"a.example"))
+
+
 def test_asterisk_form_options(gw):
     """RFC 9112 3.2.4: OPTIONS * is the server-wide OPTIONS request."""
     d = seen(one(gw, req(b"OPTIONS * HTTP/1.1")))
@@ -531,6 +557,8 @@ BARE_LF = {
     "field-line": b"GET / HTTP/1.1\r\nHost: x\n\r\n",
     "end-of-head": b"GET / HTTP/1.1\r\nHost: x\r\n\n",
     "bare-cr-request-line": b"GET / HTTP/1.1\rHost: x\r\n\r\n",
+    "leading-empty-line": b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bare-cr-end-of-head": b"GET / HTTP/1.1\r\nHost: x\r\n\r",
 }
 
 
@@ -770,6 +798,10 @@ BAD_CHUNKS = {
     "data-longer-than-size": b"3\r\nhello\r\n0\r\n\r\n",
     "data-bare-lf": b"5\r\nhello\n0\r\n\r\n",
     "last-chunk-bare-lf-end": b"5\r\nhello\r\n0\r\n\n",
+    "trailer-line-bare-lf": b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n",
+    "last-chunk-bare-cr": b"5\r\nhello\r\n0\r\n\rX",
+    "ext-bws-before-crlf": b"5;a=b \r\nhello\r\n0\r\n\r\n",
+    "size-trailing-space": b"5 \r\nhello\r\n0\r\n\r\n",
     "ext-empty-name": b"5;\r\nhello\r\n0\r\n\r\n",
     "ext-space-in-name": b"5;a b\r\nhello\r\n0\r\n\r\n",
     "ext-ctl": b"5;a\x01\r\nhello\r\n0\r\n\r\n",
@@ -809,6 +841,15 @@ def test_chunk_extension_bws_accepted(gw):
     """RFC 9112 7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS val ] ),
     and RFC 9110 5.6.3: a recipient MUST parse BWS and remove it."""
     d = seen(one(gw, post_chunked(b"5 ; a = b\r\nhello\r\n0\r\n\r\n")))
+    assert d["body"] == "hello", d
+
+
+def test_chunk_extension_near_limit_accepted(gw):
+    """RFC 9112 7.1.1: sluice bounds a chunk-size line (size, extensions,
+    CRLF) to 4 KiB; a 4000-byte extension, with a quoted-pair, is within it
+    and the body is served."""
+    ext = b';a="x\\"y";b=' + b"c" * 3980
+    d = seen(one(gw, post_chunked(b"5" + ext + b"\r\nhello\r\n0\r\n\r\n")))
     assert d["body"] == "hello", d
 
 
