@@ -1346,8 +1346,12 @@ static void conn_parse(conn *c)
                 continue;
             }
             /* the pre-scan found the method bytes to be a token: a method
-             * llhttp does not know, not a malformed one */
-            if (err == HPE_INVALID_METHOD && !scan_status && !c->error_status)
+             * llhttp does not know (or an RTSP one, refused at the version
+             * with only this reason to tell), not a malformed one */
+            const char *why = llhttp_get_error_reason(&c->parser);
+            if ((err == HPE_INVALID_METHOD ||
+                 (err == HPE_INVALID_CONSTANT && why && !strcmp(why, "Invalid method for HTTP/x.x request"))) &&
+                !scan_status && !c->error_status)
                 c->error_status = 501;
             if (err != HPE_OK) {
                 parse_error(c, err);

@@ -283,7 +283,7 @@ def test_invalid_method_token_400(gw, name):
     reject(gw, req(INVALID_METHODS[name]))
 
 
-@pytest.mark.parametrize("method", [b"BREW", b"FOO"], ids=lambda m: f"9110-9.1-{m.decode()}")
+@pytest.mark.parametrize("method", [b"BREW", b"FOO", b"DESCRIBE"], ids=lambda m: f"9110-9.1-{m.decode()}")
 def test_unknown_method_501(gw, method):
     """RFC 9110 9.1 + 15.6.2: a well-formed but unrecognised method SHOULD
     get 501 Not Implemented (not 400: the request is not malformed). The
