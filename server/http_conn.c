@@ -81,6 +81,7 @@ struct conn {
     uint32_t requests;
     bool keepalive;
     bool parsing, reparse;
+    bool held;      /* a pipelined request waits for unsent responses to drain */
     bool closing; /* close once output is flushed */
     bool closed;  /* handles are closing */
 
@@ -104,6 +105,7 @@ static void conn_close(conn *c);
 static void exchange_fail(conn *c, int status, uint32_t cancel_reason);
 static void exchange_maybe_finish(conn *c);
 static void update_reading(conn *c);
+static void set_timer(conn *c, int kind);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -228,8 +230,11 @@ static void credit_written(conn *c, uint64_t n)
 /* Output drained: a pipelined request held back by PIPELINE_OUT_MAX may go. */
 static void resume_pipeline(conn *c)
 {
-    if (!c->closed && !c->closing && !c->cur && c->iend > c->istart)
-        conn_parse(c);
+    if (!c->held || c->closed || c->closing || c->cur)
+        return;
+    c->held = false;
+    set_timer(c, T_HEADER);
+    conn_parse(c);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -1289,7 +1294,11 @@ static void conn_parse(conn *c)
                     feed = lim;
             } else if (c->out.len + (c->writing ? c->wbuf.len : 0) > PIPELINE_OUT_MAX) {
                 /* the client is not reading its responses: the next
-                 * pipelined request waits until they drain (on_written) */
+                 * pipelined request waits until they drain (resume_pipeline);
+                 * the wait is ours, not a slow head, so no header timer */
+                c->held = true;
+                if (c->timer_kind == T_HEADER)
+                    set_timer(c, T_NONE);
                 break;
             }
             if (avail == 0) {

@@ -1104,9 +1104,11 @@ def test_pipelining_unread_responses_bounded(start_gateway):
     pile up in the gateway until its 64 MiB output cap closes the
     connection): it stops starting requests, and so reading, while 64 KiB
     of responses are unsent. Its RSS grows by less than 8 MiB in 3 s of
-    this; then every response arrives, in order."""
+    this (three header timeouts: the held-back requests are not a slow
+    head); then every response arrives, in order."""
     from httpc import blob_check
-    g = start_gateway("blob", "--access-log", "off", workers=1)
+    # a 1 s header timeout: holding requests back is not a slow head
+    g = start_gateway("blob", "--access-log", "off", "--header-timeout", "1s", workers=1)
     n, size = 20_000, 4096
     one_req = b"GET /?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size
     rss0 = proc_status_kib(g.pid, "VmRSS")
