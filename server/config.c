@@ -44,6 +44,7 @@ void sluice_config_defaults(sluice_config *c)
     c->max_target = 8192;
     c->header_timeout_ms = 10000;
     c->keepalive_timeout_ms = 75000;
+    c->body_timeout_ms = 60000;
     c->graceful_timeout_ms = 30000;
     c->max_connections = 10000;
     strcpy(c->access_log, "-");
@@ -313,6 +314,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return sluice_parse_duration(v, &c->header_timeout_ms);
     if (!strcmp(k, "keepalive_timeout"))
         return sluice_parse_duration(v, &c->keepalive_timeout_ms);
+    if (!strcmp(k, "body_timeout"))
+        return sluice_parse_duration(v, &c->body_timeout_ms);
     if (!strcmp(k, "graceful_timeout"))
         return sluice_parse_duration(v, &c->graceful_timeout_ms);
     if (!strcmp(k, "access_log"))
@@ -616,6 +619,8 @@ static const char usage[] =
     "Timeouts (DUR: 500ms, 10s, 2m; a bare number is seconds):\n"
     "      --header-timeout DUR     to receive a request head (default 10s; 408)\n"
     "      --keepalive-timeout DUR  idle keep-alive connections (default 75s)\n"
+    "      --body-timeout DUR       longest pause in a request body upload (default 60s;\n"
+    "                               408, or the response is aborted once started)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
     "\n"
     "Logs:\n"
@@ -634,7 +639,7 @@ enum {
     OPT_MAX_STREAMS = 256, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
     OPT_STARTUP_TIMEOUT, OPT_WINDOW, OPT_MAX_HEADER_BYTES, OPT_MAX_HEADERS, OPT_MAX_TARGET,
     OPT_MAX_BODY, OPT_MAX_BODY_CEILING, OPT_MAX_CONNECTIONS, OPT_MAX_REQUESTS_PER_CONN,
-    OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT,
+    OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT, OPT_BODY_TIMEOUT,
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
 };
@@ -671,6 +676,7 @@ static const struct option long_opts[] = {
     {"max-requests-per-conn", required_argument, NULL, OPT_MAX_REQUESTS_PER_CONN},
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
     {"keepalive-timeout", required_argument, NULL, OPT_KEEPALIVE_TIMEOUT},
+    {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
     {"response-timeout", required_argument, NULL, OPT_RESPONSE_TIMEOUT},
     {"graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
@@ -726,6 +732,7 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
     case OPT_MAX_REQUESTS_PER_CONN: return set_server(c, "max_requests_per_conn", v);
     case OPT_HEADER_TIMEOUT: return set_server(c, "header_timeout", v);
     case OPT_KEEPALIVE_TIMEOUT: return set_server(c, "keepalive_timeout", v);
+    case OPT_BODY_TIMEOUT: return set_server(c, "body_timeout", v);
     case OPT_GRACEFUL_TIMEOUT:
         if (set_server(c, "graceful_timeout", v))
             return -EINVAL;

@@ -59,6 +59,7 @@ typedef struct {
     uint32_t max_target;         /* 414 beyond */
     uint64_t header_timeout_ms;  /* request head must arrive in this time */
     uint64_t keepalive_timeout_ms;
+    uint64_t body_timeout_ms;    /* longest gap in a request body upload; 0: none */
     uint64_t graceful_timeout_ms;
     uint32_t max_connections;
     uint32_t max_requests_per_conn; /* 0: unlimited */

@@ -9,6 +9,7 @@
  * stops the reads from its client (TCP backpressure). Response bodies are
  * credited back to the worker only once the client socket took them. */
 #include <errno.h>
+#include <inttypes.h>
 #include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <strings.h>
 
 #include "gateway.h"
+#include "http_strict.h"
 #include "pool.h"
 #include "router.h"
 #include "stream.h"
@@ -29,9 +31,12 @@
 #define TRAILER_BYTES 4096
 #define MAX_TRAILERS 32
 #define OUT_MAX (64u << 20)
+/* Unsent response bytes beyond which the next pipelined request is not
+ * started (nor, once IN_SIZE is buffered, more bytes read). */
+#define PIPELINE_OUT_MAX (64 * 1024)
 
 enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE };
-enum { P_NONE, P_HEADERS, P_MESSAGE };
+enum { P_NONE, P_HEADERS, P_CHUNK, P_MESSAGE };
 
 typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
@@ -42,6 +47,8 @@ struct conn {
     conn *prev, *next;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_timer_t body_timer; /* client body idle (runs beside `timer`) */
+    bool body_timer_on;
     int handles;
     int timer_kind;
     llhttp_t parser;
@@ -66,11 +73,15 @@ struct conn {
     bool msg_started, in_trailers;
     int pause;
     int error_status;
+    head_scan hscan;  /* request head or trailer section being checked */
+    chunk_scan cscan;
+    bool chunk_line;  /* the next bytes are a chunk-size line (parsed here) */
 
     stream *cur;
     uint32_t requests;
     bool keepalive;
     bool parsing, reparse;
+    bool held;      /* a pipelined request waits for unsent responses to drain */
     bool closing; /* close once output is flushed */
     bool closed;  /* handles are closing */
 
@@ -94,6 +105,7 @@ static void conn_close(conn *c);
 static void exchange_fail(conn *c, int status, uint32_t cancel_reason);
 static void exchange_maybe_finish(conn *c);
 static void update_reading(conn *c);
+static void set_timer(conn *c, int kind);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -140,28 +152,12 @@ static const char *reason_phrase(int status)
     }
 }
 
-/* RFC 9110 tchar */
-static const uint8_t tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
-};
-
 static bool valid_name(sluice_bytes b)
 {
     if (b.len == 0)
         return false;
     for (size_t i = 0; i < b.len; i++)
-        if (!tchar[b.ptr[i]])
+        if (!http_tchar[b.ptr[i]])
             return false;
     return true;
 }
@@ -231,6 +227,16 @@ static void credit_written(conn *c, uint64_t n)
     }
 }
 
+/* Output drained: a pipelined request held back by PIPELINE_OUT_MAX may go. */
+static void resume_pipeline(conn *c)
+{
+    if (!c->held || c->closed || c->closing || c->cur)
+        return;
+    c->held = false;
+    set_timer(c, T_HEADER);
+    conn_parse(c);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     conn *c = req->data;
@@ -254,6 +260,7 @@ static void on_written(uv_write_t *req, int status)
         conn_flush(&c->flush);
     else if (c->closing)
         conn_close(c);
+    resume_pipeline(c);
 }
 
 static void conn_flush(flush_node *n)
@@ -275,6 +282,8 @@ static void conn_flush(flush_node *n)
         credit_written(c, credit);
         if (c->closing && c->out.len == 0)
             conn_close(c);
+        else
+            resume_pipeline(c);
         return;
     }
     if (w < 0 && w != UV_EAGAIN) {
@@ -367,6 +376,37 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* The client sent no body bytes for body_timeout while the gateway was
+ * waiting for them: 408, or once the response started, abort it. */
+static void on_body_timer(uv_timer_t *t)
+{
+    conn *c = t->data;
+    c->body_timer_on = false;
+    stream *s = c->cur;
+    if (!s || s->req_complete || c->closed)
+        return;
+    slog(c->gw->log, LOG_INFO, "%s: no request body bytes for %llu ms; %s", c->remote,
+         (unsigned long long)c->gw->cfg->body_timeout_ms, s->resp_started ? "aborting" : "408");
+    c->keepalive = false;
+    exchange_fail(c, s->resp_started ? 0 : 408, SLUICE_CANCEL_BODY_TIMEOUT);
+}
+
+/* Runs while an exchange waits for request body bytes from the client (not
+ * while the worker holds the body back); any bytes read restart it. */
+static void update_body_timer(conn *c, bool starved)
+{
+    stream *s = c->cur;
+    bool want = starved && s && !s->req_complete && s->link && !c->closing && !c->closed &&
+                c->gw->cfg->body_timeout_ms > 0;
+    if (want && !c->body_timer_on) {
+        uv_timer_start(&c->body_timer, on_body_timer, c->gw->cfg->body_timeout_ms, 0);
+        c->body_timer_on = true;
+    } else if (!want && c->body_timer_on) {
+        uv_timer_stop(&c->body_timer);
+        c->body_timer_on = false;
+    }
+}
+
 /* ---- streams (free list) ---------------------------------------------- */
 
 /* Streams come from a free list: no malloc per request once warm. */
@@ -394,7 +434,6 @@ stream *stream_get(gateway *gw, uint32_t max_headers)
     s->hdr_cap = cap;
     s->worker_id = -1;
     s->resp_cl = UINT64_MAX;
-    s->content_length = UINT64_MAX;
     return s;
 }
 
@@ -587,7 +626,7 @@ void stream_on_credit(stream *s)
         return;
     if (!s->credit_seen) {
         s->credit_seen = true;
-        if (s->body_mode == SLUICE_BODY_ON_CREDIT && s->content_length != UINT64_MAX &&
+        if (s->body_mode == SLUICE_BODY_ON_CREDIT && s->has_length &&
             s->content_length > s->body_limit) {
             exchange_fail(c, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
             return;
@@ -607,7 +646,7 @@ void stream_on_limit(stream *s, uint64_t max_body)
     s->body_limit = max_body < ceiling ? max_body : ceiling;
     if (s->conn && !s->req_complete &&
         (s->body_received > s->body_limit ||
-         (s->content_length != UINT64_MAX && s->content_length > s->body_limit)))
+         (s->has_length && s->content_length > s->body_limit)))
         exchange_fail(s->conn, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
 }
 
@@ -907,6 +946,10 @@ static int cb_headers_complete(llhttp_t *p)
     /* A request with a body stops here: the body is fed only as the
      * worker's credit allows. One without goes on to message_complete. */
     c->pause = P_HEADERS;
+    if (p->flags & F_CHUNKED) { /* always paused here: conn_parse reads the size lines */
+        c->chunk_line = true;
+        chunk_scan_start(&c->cscan);
+    }
     if (!c->cur || c->closing || c->cur->body_mode != SLUICE_BODY_NONE)
         return HPE_PAUSED;
     return 0;
@@ -917,6 +960,18 @@ static int cb_chunk_header(llhttp_t *p)
     if (p->content_length == 0)
         P(p)->in_trailers = true;
     return 0;
+}
+
+/* After a chunk's data and CRLF: pause, the next size line is ours. */
+static int cb_chunk_complete(llhttp_t *p)
+{
+    conn *c = P(p);
+    if (c->in_trailers)
+        return 0;
+    c->chunk_line = true;
+    chunk_scan_start(&c->cscan);
+    c->pause = P_CHUNK;
+    return HPE_PAUSED;
 }
 
 static int cb_body(llhttp_t *p, const char *at, size_t len)
@@ -970,19 +1025,25 @@ static void init_settings(void)
     settings.on_header_value_complete = cb_header_value_complete;
     settings.on_headers_complete = cb_headers_complete;
     settings.on_chunk_header = cb_chunk_header;
+    settings.on_chunk_complete = cb_chunk_complete;
     settings.on_body = cb_body;
     settings.on_message_complete = cb_message_complete;
 }
 
 /* Headers are complete: build the stream and hand it to the pool. */
 /* Request-smuggling defences beyond llhttp's strict mode (RFC 9112 3.2,
- * 5.2, 6.1): exactly one Host on HTTP/1.1 (at most one on 1.0), no obs-fold,
- * and no transfer coding but a lone "chunked" -- anything the gateway would
- * have to interpret differently from the worker is refused. */
+ * 5.2, 6.1): exactly one valid Host on HTTP/1.1 (at most one on 1.0), a
+ * valid http(s) authority in an absolute-form target, no obs-fold, and no
+ * transfer coding but a lone "chunked" -- anything the gateway would have
+ * to interpret differently from the worker or a proxy is refused. */
 static bool head_acceptable(conn *c)
 {
     uint8_t *hb = c->head.data;
     uint32_t hosts = 0;
+    const uint8_t *auth;
+    size_t auth_len;
+    if (target_authority(hb + c->url_off, c->url_len, &auth, &auth_len) < 0)
+        return false;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
         sluice_bytes nb = {hb + h->name_off, h->name_len}, vb = {hb + h->val_off, h->val_len};
@@ -990,9 +1051,11 @@ static bool head_acceptable(conn *c)
             return false; /* empty field name: RFC 9110 5.1 */
         if (memchr(vb.ptr, '\r', vb.len) || memchr(vb.ptr, '\n', vb.len))
             return false; /* obs-fold */
-        if (name_is(nb, "host"))
+        if (name_is(nb, "host")) {
+            if (!host_valid(vb.ptr, vb.len))
+                return false; /* RFC 9110 7.2: it drives routing */
             hosts++;
-        else if (name_is(nb, "transfer-encoding") &&
+        } else if (name_is(nb, "transfer-encoding") &&
                  !(vb.len == 7 && !strncasecmp((const char *)vb.ptr, "chunked", 7)))
             return false;
     }
@@ -1032,6 +1095,9 @@ static void start_exchange(conn *c)
 
     bool expect_continue = false, expect_other = false;
     sluice_bytes host = {NULL, 0};
+    const uint8_t *auth = NULL;
+    size_t auth_len = 0;
+    bool absolute = target_authority(s->req.target.ptr, s->req.target.len, &auth, &auth_len) == 1;
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -1049,25 +1115,32 @@ static void start_exchange(conn *c)
                 expect_other = true;
             continue;
         }
-        if (!host.ptr && name_is(nb, "host"))
+        if (!host.ptr && name_is(nb, "host")) {
             host = vb;
+            if (absolute) /* RFC 9112 3.2.2: the target's authority replaces Host */
+                vb = (sluice_bytes){auth, auth_len};
+        }
         s->hdrs[n].name = nb;
         s->hdrs[n].value = vb;
         n++;
     }
     s->req.headers = (sluice_headers){s->hdrs, n};
+    if (absolute)
+        host = (sluice_bytes){auth, auth_len};
     s->pool = router_pick(gw->router, host.ptr, host.len, s->req.target.ptr, s->req.target.len);
     s->body_limit = pool_config(s->pool)->max_body;
 
     bool chunked = p->flags & F_CHUNKED;
     bool has_cl = p->flags & F_CONTENT_LENGTH;
-    if (has_cl && !chunked)
+    if (has_cl && !chunked) {
+        s->has_length = true;
         s->content_length = p->content_length;
+    }
     bool has_body = chunked || (has_cl && p->content_length > 0);
     if (!has_body)
         s->body_mode = SLUICE_BODY_NONE;
     else if ((expect_continue && s->req.version == 11) ||
-             (s->content_length != UINT64_MAX && s->content_length > s->body_limit))
+             (s->has_length && s->content_length > s->body_limit))
         s->body_mode = SLUICE_BODY_ON_CREDIT;
     else
         s->body_mode = SLUICE_BODY_FOLLOWS;
@@ -1076,6 +1149,8 @@ static void start_exchange(conn *c)
         s->req_complete = true; /* message_complete follows at once */
     c->keepalive = llhttp_should_keep_alive(p) && !gw->stopping &&
                    (cfg->max_requests_per_conn == 0 || c->requests < cfg->max_requests_per_conn);
+    if (chunked && s->req.version == 10)
+        c->keepalive = false; /* RFC 9112 6.1: faulty framing for 1.0; serve, then close */
     if (expect_other) {
         exchange_fail(c, 417, 0);
         return;
@@ -1145,6 +1220,47 @@ static void request_complete(conn *c)
     exchange_maybe_finish(c);
 }
 
+static void remember_tail(conn *c, const char *base, size_t used)
+{
+    if (!used)
+        return;
+    size_t t = used < sizeof c->prev_tail ? used : sizeof c->prev_tail;
+    memcpy(c->prev_tail, base + used - t, t);
+    c->prev_tail_len = t;
+}
+
+/* A chunk-size line is checked and consumed here; llhttp only gets the
+ * size as "HEX\r\n" (it cannot parse every valid extension). Returns true
+ * when the line was complete and parsing can go on. */
+static bool feed_chunk_line(conn *c, const uint8_t *base, size_t avail)
+{
+    bool done;
+    int status = 0;
+    size_t n = chunk_scan_run(&c->cscan, base, avail, &done, &status);
+    if (status) {
+        c->error_status = status;
+        parse_error(c, HPE_INVALID_CHUNK_SIZE);
+        return false;
+    }
+    c->istart += n;
+    if (!done)
+        return false;
+    c->chunk_line = false;
+    char line[24];
+    int len = snprintf(line, sizeof line, "%" PRIx64 "\r\n", c->cscan.size);
+    c->pause = P_NONE;
+    c->feed_base = line;
+    llhttp_errno_t err = llhttp_execute(&c->parser, line, (size_t)len);
+    remember_tail(c, line, (size_t)len);
+    if (err != HPE_OK) {
+        parse_error(c, err);
+        return false;
+    }
+    if (c->cscan.size == 0)
+        head_scan_start(&c->hscan, false); /* the trailer section follows */
+    return true;
+}
+
 /* Feed the parser as far as the current exchange allows. */
 static void conn_parse(conn *c)
 {
@@ -1153,8 +1269,10 @@ static void conn_parse(conn *c)
         return;
     }
     c->parsing = true;
+    bool starved = false; /* stopped for want of client bytes */
     do {
         c->reparse = false;
+        starved = false;
         while (!c->closing && !c->closed) {
             stream *s = c->cur;
             size_t avail = c->iend - c->istart;
@@ -1174,26 +1292,60 @@ static void conn_parse(conn *c)
                 size_t lim = (size_t)win + SLACK;
                 if (feed > lim)
                     feed = lim;
-            }
-            if (feed == 0)
+            } else if (c->out.len + (c->writing ? c->wbuf.len : 0) > PIPELINE_OUT_MAX) {
+                /* the client is not reading its responses: the next
+                 * pipelined request waits until they drain (resume_pipeline);
+                 * the wait is ours, not a slow head, so no header timer */
+                c->held = true;
+                if (c->timer_kind == T_HEADER)
+                    set_timer(c, T_NONE);
                 break;
-            const char *base = (const char *)c->ibase + c->istart;
-            c->pause = P_NONE;
-            c->feed_base = base;
-            llhttp_errno_t err = llhttp_execute(&c->parser, base, feed);
-            size_t used = feed;
-            if (err != HPE_OK)
-                used = (size_t)(llhttp_get_error_pos(&c->parser) - base);
-            c->istart += used;
-            if (used) {
-                size_t t = used < sizeof c->prev_tail ? used : sizeof c->prev_tail;
-                memcpy(c->prev_tail, base + used - t, t);
-                c->prev_tail_len = t;
             }
+            if (avail == 0) {
+                starved = true;
+                break;
+            }
+            const uint8_t *ubase = c->ibase + c->istart;
+            if (c->chunk_line) {
+                if (!feed_chunk_line(c, ubase, avail)) {
+                    starved = c->chunk_line;
+                    break;
+                }
+                continue;
+            }
+            /* Strict checks run ahead of llhttp: it is fed only up to a
+             * violation, so nothing after one reaches a worker. */
+            int scan_status = 0;
+            if (head_scan_active(&c->hscan)) {
+                head_scan tmp = c->hscan;
+                size_t ok = head_scan_run(&tmp, ubase, feed, &scan_status);
+                if (scan_status)
+                    feed = ok;
+            }
+            const char *base = (const char *)ubase;
+            llhttp_errno_t err = HPE_OK;
+            size_t used = 0;
+            if (feed) {
+                c->pause = P_NONE;
+                c->feed_base = base;
+                err = llhttp_execute(&c->parser, base, feed);
+                used = feed;
+                if (err != HPE_OK)
+                    used = (size_t)(llhttp_get_error_pos(&c->parser) - base);
+            }
+            if (head_scan_active(&c->hscan)) {
+                int ignored = 0;
+                head_scan_run(&c->hscan, ubase, used, &ignored);
+            }
+            c->istart += used;
+            remember_tail(c, base, used);
             if (err == HPE_PAUSED) {
                 llhttp_resume(&c->parser);
-                if (c->pause == P_MESSAGE && c->cur)
-                    request_complete(c);
+                if (c->pause == P_MESSAGE) {
+                    head_scan_start(&c->hscan, true); /* the next request */
+                    if (c->cur)
+                        request_complete(c);
+                }
                 continue;
             }
             if (err == HPE_PAUSED_UPGRADE) { /* Upgrade is not supported: plain request */
@@ -1202,15 +1354,30 @@ static void conn_parse(conn *c)
                     request_complete(c);
                 continue;
             }
+            /* the pre-scan found the method bytes to be a token: a method
+             * llhttp does not know (or an RTSP one, refused at the version
+             * with only this reason to tell), not a malformed one */
+            const char *why = llhttp_get_error_reason(&c->parser);
+            if ((err == HPE_INVALID_METHOD ||
+                 (err == HPE_INVALID_CONSTANT && why && !strcmp(why, "Invalid method for HTTP/x.x request"))) &&
+                !scan_status && !c->error_status)
+                c->error_status = 501;
             if (err != HPE_OK) {
                 parse_error(c, err);
+                break;
+            }
+            if (scan_status) {
+                c->error_status = scan_status;
+                parse_error(c, HPE_USER);
                 break;
             }
         }
     } while (c->reparse && !c->closed);
     c->parsing = false;
-    if (!c->closed)
+    if (!c->closed) {
+        update_body_timer(c, starved);
         update_reading(c);
+    }
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -1294,6 +1461,10 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
         update_reading(c);
         return;
     }
+    if (c->body_timer_on) { /* progress: conn_parse re-arms it if still waiting */
+        uv_timer_stop(&c->body_timer);
+        c->body_timer_on = false;
+    }
     if (buf->base == (char *)c->gw->shared_in) {
         c->ibase = (const uint8_t *)buf->base;
         c->istart = 0;
@@ -1348,6 +1519,7 @@ static void conn_close(conn *c)
     c->closed = true;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->body_timer, on_conn_closed);
 }
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
@@ -1378,9 +1550,11 @@ static void on_connection(uv_stream_t *server, int status)
     c->gw = gw;
     uv_tcp_init(gw->loop, &c->tcp);
     c->tcp.data = c;
-    c->handles = 2;
+    c->handles = 3;
     uv_timer_init(gw->loop, &c->timer);
     c->timer.data = c;
+    uv_timer_init(gw->loop, &c->body_timer);
+    c->body_timer.data = c;
     c->flush.fn = conn_flush;
     sluice_buf_init(&c->head, gw->cfg->max_header_bytes + TRAILER_BYTES);
     sluice_buf_init(&c->out, OUT_MAX);
@@ -1420,6 +1594,10 @@ static void on_connection(uv_stream_t *server, int status)
         addr_text(&ss, c->local, sizeof c->local, &c->local_port);
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
+    /* llhttp 8.1 refuses HTTP/1.2 (to be served as 1.1, RFC 9110 6.2) and
+     * has no setter for this flag; head_scan checks the version instead */
+    c->parser.lenient_flags |= LENIENT_VERSION;
+    head_scan_start(&c->hscan, true);
     set_timer(c, T_HEADER);
     update_reading(c);
 }

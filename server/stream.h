@@ -27,7 +27,8 @@ struct stream {
     /* request, as sent in REQUEST (views into the connection's head buffer) */
     sluice_request req;
     uint32_t body_mode;
-    uint64_t content_length; /* UINT64_MAX: unknown (chunked) */
+    uint64_t content_length; /* valid when has_length (any uint64, 2^64-1 too) */
+    bool has_length;         /* Content-Length framed (not chunked, not none) */
     uint64_t body_limit;
     uint64_t body_received;  /* client body bytes read so far */
     uint64_t body_sent;      /* forwarded to the worker */

@@ -39,12 +39,13 @@ import itertools
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
 
 from conformance_util import read_all, reflect_cmd, running_gateway
-from conftest import example
+from conftest import RssMonitor, example, proc_status_kib, rss_limit_kib
 from httpc import Conn, ConnectionClosed
 
 HELLO = b"Hello, world!\n"
@@ -282,7 +283,7 @@ def test_invalid_method_token_400(gw, name):
     reject(gw, req(INVALID_METHODS[name]))
 
 
-@pytest.mark.parametrize("method", [b"BREW", b"FOO"], ids=lambda m: f"9110-9.1-{m.decode()}")
+@pytest.mark.parametrize("method", [b"BREW", b"FOO", b"DESCRIBE"], ids=lambda m: f"9110-9.1-{m.decode()}")
 def test_unknown_method_501(gw, method):
     """RFC 9110 9.1 + 15.6.2: a well-formed but unrecognised method SHOULD
     get 501 Not Implemented (not 400: the request is not malformed). The
@@ -423,6 +424,32 @@ def test_absolute_form_routed_by_its_authority(routed_gw, target, host, pool):
     assert _routed_to(r) == pool, f"{target!r} with Host {host!r}: {r}"
 
 
+def test_absolute_form_host_replaced_by_authority(gw):
+    """RFC 9112 3.2.2: with an absolute-form target the received Host is
+    ignored in favour of the target's authority; the worker gets that
+    authority as Host, so it sees the same host the gateway routed on."""
+    d = seen(one(gw, req(b"GET http://a.example:8080/p HTTP/1.1", host=b"b.example")))
+    assert d["target"] == "http://a.example:8080/p", d
+    assert [v for k, v in d["headers"] if k == "host"] == ["a.example:8080"], d
+
+
+BAD_ABSOLUTE = {
+    "userinfo": b"http://user@a.example/",
+    "empty-authority": b"http:///p",
+    "bad-port": b"http://a.example:8x/",
+    "other-scheme": b"ftp://a.example/",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ABSOLUTE), ids=lambda n: f"9110-4.2-{n}")
+def test_absolute_form_bad_authority_400(gw, name):
+    """RFC 9110 4.2.1 (an http URI with an empty host is invalid), 4.2.4
+    (userinfo is an error), 7.2: the authority of an absolute-form target
+    routes the request, so it must be a valid http(s) uri-host [":" port]:
+    400 and close otherwise."""
+    reject(gw, req(b"GET " + BAD_ABSOLUTE[name] + b" HTTP/1.1", host=b"a.example"))
+
+
 def test_asterisk_form_options(gw):
     """RFC 9112 3.2.4: OPTIONS * is the server-wide OPTIONS request."""
     d = seen(one(gw, req(b"OPTIONS * HTTP/1.1")))
@@ -530,6 +557,8 @@ BARE_LF = {
     "field-line": b"GET / HTTP/1.1\r\nHost: x\n\r\n",
     "end-of-head": b"GET / HTTP/1.1\r\nHost: x\r\n\n",
     "bare-cr-request-line": b"GET / HTTP/1.1\rHost: x\r\n\r\n",
+    "leading-empty-line": b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bare-cr-end-of-head": b"GET / HTTP/1.1\r\nHost: x\r\n\r",
 }
 
 
@@ -769,6 +798,10 @@ BAD_CHUNKS = {
     "data-longer-than-size": b"3\r\nhello\r\n0\r\n\r\n",
     "data-bare-lf": b"5\r\nhello\n0\r\n\r\n",
     "last-chunk-bare-lf-end": b"5\r\nhello\r\n0\r\n\n",
+    "trailer-line-bare-lf": b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n",
+    "last-chunk-bare-cr": b"5\r\nhello\r\n0\r\n\rX",
+    "ext-bws-before-crlf": b"5;a=b \r\nhello\r\n0\r\n\r\n",
+    "size-trailing-space": b"5 \r\nhello\r\n0\r\n\r\n",
     "ext-empty-name": b"5;\r\nhello\r\n0\r\n\r\n",
     "ext-space-in-name": b"5;a b\r\nhello\r\n0\r\n\r\n",
     "ext-ctl": b"5;a\x01\r\nhello\r\n0\r\n\r\n",
@@ -808,6 +841,15 @@ def test_chunk_extension_bws_accepted(gw):
     """RFC 9112 7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS val ] ),
     and RFC 9110 5.6.3: a recipient MUST parse BWS and remove it."""
     d = seen(one(gw, post_chunked(b"5 ; a = b\r\nhello\r\n0\r\n\r\n")))
+    assert d["body"] == "hello", d
+
+
+def test_chunk_extension_near_limit_accepted(gw):
+    """RFC 9112 7.1.1: sluice bounds a chunk-size line (size, extensions,
+    CRLF) to 4 KiB; a 4000-byte extension, with a quoted-pair, is within it
+    and the body is served."""
+    ext = b';a="x\\"y";b=' + b"c" * 3980
+    d = seen(one(gw, post_chunked(b"5" + ext + b"\r\nhello\r\n0\r\n\r\n")))
     assert d["body"] == "hello", d
 
 
@@ -1036,6 +1078,67 @@ def test_pipelining_10_in_order(gw):
             assert d["body"] == "abc", d
         if i % 5 == 3:
             assert d["body"] == "xyz", d
+
+
+def test_pipelining_1000_in_order(gw):
+    """RFC 9112 9.3.2: 1000 pipelined requests in one write are all answered,
+    in order, and the gateway's memory stays bounded (it serves one exchange
+    at a time and reads ahead at most its 64 KiB input buffer)."""
+    n = 1000
+    data = b"".join(req(b"GET /pipe-%d HTTP/1.1" % i) for i in range(n))
+    with RssMonitor(gw.pid) as mon, Conn(gw.port, timeout=20) as c:
+        c.send(data)
+        for i in range(n):
+            r = c.read_response()
+            assert seen(r)["target"] == f"/pipe-{i}", (i, r)
+        assert c.wait_closed(0.2) is False
+    limit = rss_limit_kib()
+    if limit:
+        assert mon.peak_kib() < limit, f"gateway RSS {mon.peak_kib()} KiB"
+
+
+def test_pipelining_unread_responses_bounded(start_gateway):
+    """RFC 9112 9.3.2 / DESIGN.md (every buffer has an upper bound): a client
+    that pipelines 20000 requests for 4 KiB each and does not read the
+    responses must not make the gateway buffer them (80 MB; unbounded they
+    pile up in the gateway until its 64 MiB output cap closes the
+    connection): it stops starting requests, and so reading, while 64 KiB
+    of responses are unsent. Its RSS grows by less than 8 MiB in 3 s of
+    this (three header timeouts: the held-back requests are not a slow
+    head); then every response arrives, in order."""
+    from httpc import blob_check
+    # a 1 s header timeout: holding requests back is not a slow head
+    g = start_gateway("blob", "--access-log", "off", "--header-timeout", "1s", workers=1)
+    n, size = 20_000, 4096
+    one_req = b"GET /?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size
+    rss0 = proc_status_kib(g.pid, "VmRSS")
+    # a small fixed receive buffer: no autotuned client buffer to hide them
+    c = Conn(g.port, timeout=60, rcvbuf=64 * 1024)
+    sent = threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            c.sock.sendall(one_req * n)
+        except OSError as e:
+            errors.append(e)
+        sent.set()
+
+    t = threading.Thread(target=writer, daemon=True)
+    try:
+        with RssMonitor(g.pid) as mon:
+            t.start()
+            time.sleep(3.0)  # not reading
+            grown = mon.max_kib - rss0
+        assert grown < 8 * 1024, f"gateway RSS grew by {grown} KiB while the client did not read"
+        for i in range(n):
+            r = c.read_response()
+            assert r.status == 200 and len(r.body) == size and blob_check(r.body, 0), (i, r)
+        t.join(10)
+        assert sent.is_set() and not errors, errors
+    finally:
+        c.close()
+    assert g.alive()
 
 
 def test_upgrade_ignored(gw):
@@ -1273,6 +1376,80 @@ def test_max_requests_per_conn_pipelined(limits_gw):
     assert [r.status for r in rs] == [200, 200, 200], raw
     assert [r.has_token("connection", "close") for r in rs] == [False, False, True], rs
     assert eof
+
+
+# ==========================================================================
+# Request body idle timeout (--body-timeout 1s) -- RFC 9110 15.5.9
+
+@pytest.fixture(scope="module")
+def body_timeout_gw(reflect_log):
+    """reflect workers (they answer after END) with --body-timeout 1s."""
+    with running_gateway(reflect_cmd(reflect_log), "--body-timeout", "1s", workers=1) as g:
+        g.reflect_log = reflect_log
+        yield g
+
+
+@pytest.fixture(scope="module")
+def body_timeout_echo_gw():
+    """echo (its response head goes out before the body) with --body-timeout 1s."""
+    with running_gateway([example("echo")], "--body-timeout", "1s", workers=1) as g:
+        g.reflect_log = None
+        yield g
+
+
+def _stall(port, data, wait=4.0):
+    """Send `data`, then nothing; returns (raw, eof, seconds until EOF)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(data)
+        t0 = time.monotonic()
+        raw, eof = read_all(s, idle=wait, total=wait)
+        return raw, eof, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"],
+                         ids=lambda f: f"9110-15.5.9-body-idle-{f}")
+def test_body_idle_timeout_408(body_timeout_gw, framing):
+    """RFC 9110 15.5.9: a client that stops sending its request body (no
+    bytes for --body-timeout, 1 s) before any response gets 408 with
+    Connection: close, and the connection closes."""
+    if framing == "content-length":
+        data = req(b"POST /slow-body HTTP/1.1", b"Content-Length: 10", body=b"hello")
+    else:
+        data = post_chunked(b"a\r\nhello", line=b"POST /slow-body HTTP/1.1")
+    raw, eof, elapsed = _stall(body_timeout_gw.port, data)
+    rs = parse_stream(raw)
+    assert [r.status for r in rs] == [408], raw
+    assert rs[0].has_token("connection", "close") and eof, (raw, eof)
+    assert 0.8 <= elapsed <= 3.0, f"408 after {elapsed:.2f} s (body timeout 1 s)"
+
+
+def test_body_progress_keeps_upload_alive(body_timeout_gw):
+    """RFC 9110 15.5.9: the body timeout bounds the pause between body
+    bytes, not the upload: 6 pieces 0.4 s apart (2.4 s in all, over the 1 s
+    timeout) are served."""
+    head = req(b"POST /steady HTTP/1.1", b"Content-Length: 12")
+    raw, eof = talk(body_timeout_gw.port, None, pieces=[head] + [b"ab"] * 6, gap=0.4, idle=1.5)
+    rs = parse_stream(raw)
+    assert len(rs) == 1 and seen(rs[0])["body"] == "ab" * 6, raw
+
+
+def test_body_idle_timeout_after_response_head(body_timeout_echo_gw):
+    """RFC 9112 9.6 / 7.1: once the response head went out (echo streams the
+    body back), a stalled upload can no longer get a 408: after
+    --body-timeout the gateway cancels the stream (reason body_timeout) and
+    closes the connection; the chunked response is left incomplete, so the
+    client sees it was cut short."""
+    g = body_timeout_echo_gw
+    data = req(b"POST /echo HTTP/1.1", b"Content-Length: 10", body=b"hello")
+    raw, eof, elapsed = _stall(g.port, data)
+    assert raw.startswith(b"HTTP/1.1 200 "), raw
+    assert b"5\r\nhello\r\n" in raw and not raw.endswith(b"0\r\n\r\n"), raw
+    assert eof and 0.8 <= elapsed <= 3.0, (raw, eof, elapsed)
+    assert g.wait_log(lambda l: "cancelled: body_timeout" in l, timeout=3), g.log_tail()
+    assert g.alive()
 
 
 # ==========================================================================
