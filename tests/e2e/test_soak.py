@@ -263,8 +263,15 @@ class Soak:
                     if not good:
                         raise Bad(f"wrong body (request {i} of {len(batch)}): {r!r}")
                     self.success("pipelined", down=len(r.body))
-                if r.has_token("connection", "close"):
-                    raise ConnectionClosed("Connection: close in a pipeline")
+                    if r.has_token("connection", "close") and i + 1 < len(batch):
+                        raise Bad(f"Connection: close on a 200 in a pipeline: {r!r}")
+                elif r.has_token("connection", "close"):
+                    # a tolerated 502 that ends the connection: the rest of
+                    # the batch goes with it
+                    with self.lock:
+                        self.tolerated[("pipelined", "collateral")] += len(batch) - i - 1
+                    self.drop(state)
+                    return
             except Exception as e:  # noqa: BLE001
                 tolerated = isinstance(e, CLOSED) and \
                     self.failure("pipelined", target, start, "closed", f"{e}")
@@ -533,8 +540,9 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys):
         post.one("after", state, "/echo/after", lambda b: b == b"")
     post.drop(state)
     settled = wait_for(lambda: quiet(gw), 10)
-    fd_after = wait_for(lambda: (lambda n: n if n <= fd_before + FD_SLACK else None)(
-        fd_count(gw.pid)), 10) or fd_count(gw.pid)
+    # (an admin connection just answered may take a moment to be closed)
+    wait_for(lambda: fd_count(gw.pid) <= fd_before, 10)
+    fd_after = fd_count(gw.pid)
     rss_after = proc_status_kib(gw.pid, "VmRSS")
 
     tolerated = sum(soak.tolerated.values())
