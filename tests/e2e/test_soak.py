@@ -40,6 +40,7 @@ sanitizer builds). A summary is printed.
 import collections
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -563,6 +564,14 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys):
         f"  gateway RSS: {rss_before / 1024:.1f} MiB -> {rss_after / 1024:.1f} MiB"
         f" (slack {RSS_SLACK_MIB} MiB{', not checked: sanitizer build' if SANITIZED else ''})",
     ])
+    # the gateway's warnings and errors, by kind (digits masked): reported,
+    # not checked (a kill is logged as a warning, a crash loop as an error)
+    levels = collections.Counter()
+    for line in gw.log().splitlines():
+        m = re.search(r"\[(warn|error)\] (.*)", line)
+        if m:
+            levels[f"[{m.group(1)}] {re.sub(r'[0-9]+', 'N', m.group(2))[:100]}"] += 1
+    summary += "\n  gateway log:" + "".join(f"\n    {n:5d} x {k}" for k, n in levels.most_common(12))
     with capsys.disabled():
         print("\n" + summary)
 
