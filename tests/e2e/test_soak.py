@@ -64,7 +64,7 @@ KILL_EVERY = (2.0, 3.0)
 KILL_MIN_UPTIME = 1.0  # only kill workers that have been running this long
 KILL_GRACE = 3.0
 FD_SLACK = 2
-RSS_SLACK_MIB = 8
+RSS_SLACK_MIB = 4
 PIPELINE_MAX = 16
 
 POOLS = {"echo": 2, "blob": 1, "hello": 1}
@@ -511,7 +511,14 @@ def quiet(gw):
     return gw.status()["connections"] == 0
 
 
-def test_soak_mixed_traffic_with_worker_kills(start_config, capsys):
+def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch):
+    # glibc raises its mmap threshold dynamically once a large block is
+    # freed; large buffers then come from the heap, whose freed space is
+    # kept (RSS grew 3-8 MiB over a run while the bytes in use, per
+    # malloc_stats(), grew ~1 MiB, and malloc_trim() brought RSS back to the
+    # baseline). A fixed threshold keeps large blocks in mmap, returned to
+    # the system when freed, so that RSS follows the memory in use.
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     gw = start_config(CONFIG)
     assert wait_for(lambda: pool_ready(gw), 20), gw.status()
     gw.workers()
