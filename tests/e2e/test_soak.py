@@ -48,8 +48,6 @@ import struct
 import threading
 import time
 
-import pytest
-
 from conftest import BUILD_DIR, SANITIZED, proc_stat, proc_status_kib
 from httpc import Conn, ConnectionClosed, blob_check, request_bytes
 from pools_util import HELLO_BODY, start_config, wait_for  # noqa: F401 (fixture)
@@ -127,7 +125,6 @@ class Soak:
         self.bytes_up = 0
         self.bytes_down = 0
         self.stop = threading.Event()
-        self.killing = False
 
     # -- bookkeeping ------------------------------------------------------
     def error(self, kind, what):
