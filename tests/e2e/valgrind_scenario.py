@@ -1,0 +1,441 @@
+"""Run the gateway under valgrind memcheck through a representative scenario
+(called by scripts/valgrind; stdlib only, no pytest).
+
+    python3 tests/e2e/valgrind_scenario.py BUILD_DIR
+
+The gateway (BUILD_DIR/server/sluice, a build without sanitizers) runs under
+`valgrind --leak-check=full ... --error-exitcode=99 --track-fds=yes` from a
+config file with two pools of one example C worker each (echo, the default
+pool, and blob on /blob) and an admin listener. The workers run natively
+(valgrind does not trace children). The scenario: keep-alive requests,
+a pipelined batch, HTTP/1.0, HEAD, Connection: close, a 413, six concurrent
+clients, Content-Length and chunked uploads echoed back, a large
+download (Content-Length and chunked), clients that go away mid-download,
+mid-upload and while waiting (some with a reset), malformed and oversized
+request heads, admin /status and /metrics, a worker killed with SIGKILL
+while serving (and replaced), SIGUSR1 (log reopen), a SIGHUP reload (every
+worker replaced), and SIGTERM with a download in flight (it must complete).
+
+Exit status 0 when every step passed, the gateway exited with status 0, and
+valgrind reported no error (memory errors; definite or indirect leaks: exit
+code 99) and no descriptor opened by the gateway still open at exit.
+Valgrind's summary is printed either way; its full log is printed on failure.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from httpc import Conn, ConnectionClosed, blob_check, chunked, get, request_bytes  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MiB = 1 << 20
+TIMEOUT = 60.0  # any single wait: the gateway runs 10-50x slower under memcheck
+
+VALGRIND = ["valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
+            "--track-fds=yes", "--num-callers=30"]
+
+CONFIG = """
+[server]
+listen = 127.0.0.1:{port}
+admin = 127.0.0.1:{admin}
+access_log = {tmp}/access.log
+graceful_timeout = 60s
+
+[pool:echo]
+command = {examples}/echo
+workers = 1
+
+[pool:blob]
+command = {examples}/blob
+workers = 1
+
+[route:blob]
+path = /blob
+pool = blob
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step(name):
+    print(f"valgrind: {name}", flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Scenario:
+    def __init__(self, build_dir, tmp):
+        self.tmp = tmp
+        self.port, self.admin_port = free_port(), free_port()
+        examples = os.path.join(build_dir, "examples", "c")
+        self.config = os.path.join(tmp, "sluice.ini")
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(port=self.port, admin=self.admin_port, tmp=tmp,
+                                  examples=examples))
+        self.vg_log = os.path.join(tmp, "valgrind.log")
+        self.gw_log_path = os.path.join(tmp, "gateway.log")
+        self.gw_log = open(self.gw_log_path, "wb")
+        argv = VALGRIND + [f"--log-file={self.vg_log}",
+                           os.path.join(build_dir, "server", "sluice"), "--config", self.config]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.gw_log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT, close_fds=True)
+        self.seen = set()  # worker pids, killed by pid at the end if left over
+
+    # -- helpers ------------------------------------------------------------
+    def status(self):
+        r = get(self.admin_port, "/status", timeout=TIMEOUT)
+        check(r.status == 200, f"/status: {r!r}")
+        return json.loads(r.body)
+
+    def running(self):
+        """{pool: [pids of running workers]}, only when every worker of every
+        pool is running; else None."""
+        st = self.status()
+        out = {}
+        for p in st["pools"]:
+            if any(w["state"] != "running" for w in p["workers"]) \
+                    or len(p["workers"]) != p["workers_target"]:
+                return None
+            out[p["name"]] = sorted(w["pid"] for w in p["workers"])
+            self.seen.update(out[p["name"]])
+        return out
+
+    def wait(self, fn, what, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                v = fn()
+            except (OSError, ConnectionClosed, ValueError):
+                v = None
+            if v:
+                return v
+            check(self.proc.poll() is None, f"gateway exited while waiting for {what}")
+            check(time.monotonic() < deadline, f"timeout waiting for {what}")
+            time.sleep(0.1)
+
+    def ok(self, conn, target, body_check, method="GET", body=None, headers=None):
+        conn.send(request_bytes(method, target, headers, body))
+        r = conn.read_response(method)
+        check(r.status == 200 and body_check(r.body), f"{method} {target}: {r!r}")
+        return r
+
+    def upload(self, size, use_chunked):
+        data = os.urandom(size)
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            if use_chunked:
+                pieces = [data[i:i + 100000] for i in range(0, size, 100000)]
+                head = request_bytes("POST", "/up", [("Transfer-Encoding", "chunked")])
+                payload = chunked(pieces)
+            else:
+                head = request_bytes("POST", "/up", [("Content-Length", str(size))])
+                payload = data
+            err = []
+
+            def send():
+                try:
+                    c.sock.sendall(head + payload)
+                except OSError as e:
+                    err.append(e)
+            t = threading.Thread(target=send, daemon=True)
+            t.start()
+            r = c.read_response("POST")
+            t.join(TIMEOUT)
+            check(r.status == 200 and r.body == data and not err,
+                  f"echo of {size} bytes (chunked={use_chunked}): {r.status}, "
+                  f"{len(r.body)} bytes back, sender: {err}")
+
+    # -- the scenario -------------------------------------------------------
+    def run(self):
+        step(f"starting the gateway under valgrind (pid {self.proc.pid})")
+        self.wait(lambda: get(self.port, "/", timeout=5).status == 200, "the gateway to serve")
+        pools = self.wait(self.running, "both pools running")
+
+        step("keep-alive requests")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            for i in range(10):
+                self.ok(c, f"/k{i}", lambda b: b == b"")
+                n = 1000 * i
+                self.ok(c, f"/blob?n={n}", lambda b, n=n: len(b) == n and blob_check(b, 0))
+
+        step("pipelined batch")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            targets = [f"/blob?n={i * 100}&chunked={i % 2}" if i % 3 else f"/p{i}"
+                       for i in range(12)]
+            c.send(b"".join(request_bytes("GET", t) for t in targets))
+            for i, t in enumerate(targets):
+                r = c.read_response()
+                want = i * 100 if i % 3 else 0
+                check(r.status == 200 and len(r.body) == want, f"pipelined {t}: {r!r}")
+
+        step("HTTP/1.0, HEAD, Connection: close, 413")
+        r = get(self.port, "/blob?n=100", version="HTTP/1.0", timeout=TIMEOUT)
+        check(r.status == 200 and len(r.body) == 100, f"HTTP/1.0: {r!r}")
+        r = get(self.port, "/blob?n=100", method="HEAD", timeout=TIMEOUT)
+        check(r.status == 200 and r.body == b"", f"HEAD: {r!r}")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            self.ok(c, "/close", lambda b: b == b"", headers=[("Connection", "close")])
+            check(closed_soon(c.sock), "Connection: close not honoured")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            # only the head: LIMIT must arrive while the request side is open
+            c.send(request_bytes("POST", "/e?limit=10", [("Content-Length", "100000")]))
+            r = c.read_head()
+            check(r.status == 413, f"body over the worker's LIMIT: {r!r}")
+
+        step("concurrent clients")
+        errors = []
+
+        def client(k):
+            try:
+                with Conn(self.port, timeout=TIMEOUT) as c:
+                    for i in range(40):
+                        n = (k * 7919 + i * 104729) % 300000
+                        self.ok(c, f"/blob?n={n}&chunked={i % 2}",
+                                lambda b, n=n: len(b) == n and blob_check(b, 0))
+                        self.ok(c, f"/c{k}", lambda b: b == b"x" * n, "POST", b"x" * n)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(f"client {k}: {type(e).__name__}: {e}")
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT * 2)
+        check(not errors and not any(t.is_alive() for t in threads),
+              f"concurrent clients: {errors or 'hung'}")
+
+        step("uploads echoed back (Content-Length, chunked)")
+        self.upload(300 * 1024, False)
+        self.upload(2 * MiB, True)
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            c.send(request_bytes("POST", "/expect", [("Expect", "100-continue"),
+                                                     ("Content-Length", "5")]))
+            r = c.read_response("POST")
+            check(r.status == 100, f"Expect: 100-continue: {r!r}")
+            c.send(b"hello")
+            r = c.read_response("POST")
+            check(r.status == 200 and r.body == b"hello", f"after 100 Continue: {r!r}")
+
+        step("large downloads (Content-Length, chunked)")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            for target, n in ((f"/blob?n={32 * MiB}", 32 * MiB),
+                              (f"/blob?n={8 * MiB}&chunked=1", 8 * MiB)):
+                c.send(request_bytes("GET", target))
+                r = c.read_head()
+                got, off = 0, 0
+                for piece in c.iter_body(r):
+                    check(blob_check(piece, off), f"{target}: wrong bytes at {off}")
+                    off += len(piece)
+                    got += len(piece)
+                check(r.status == 200 and got == n, f"{target}: {r.status}, {got} bytes")
+
+        step("clients going away: mid-download, mid-upload, waiting, mid-head")
+        for reset in (False, True):
+            c = Conn(self.port, timeout=TIMEOUT, rcvbuf=64 * 1024)
+            c.send(request_bytes("GET", f"/blob?n={64 * MiB}"))
+            check(c.read_head().status == 200, "download to abandon")
+            c.sock.recv(65536)
+            self.abandon(c, reset)
+            c = Conn(self.port, timeout=TIMEOUT)
+            c.send(request_bytes("POST", "/gone", [("Content-Length", str(8 * MiB))]))
+            c.send(os.urandom(512 * 1024))
+            self.abandon(c, reset)
+            c = Conn(self.port, timeout=TIMEOUT)
+            c.send(request_bytes("POST", "/gone", [("Transfer-Encoding", "chunked")]))
+            c.send(b"10000\r\n" + os.urandom(1000))
+            self.abandon(c, reset)
+            c = Conn(self.port, timeout=TIMEOUT)
+            c.send(b"GET /half HTTP/1.1\r\nHost: x\r\nX-A: ")
+            self.abandon(c, reset)
+        self.wait(lambda: self.status()["connections"] == 0, "abandoned connections closed")
+
+        step("malformed and oversized request heads")
+        for raw, want in ((b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+                          (b"GE\x01T / HTTP/1.1\r\n\r\n", 400),
+                          (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n", 400),
+                          (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", 431),
+                          (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)):
+            with Conn(self.port, timeout=TIMEOUT) as c:
+                try:
+                    c.send(raw)
+                    r = c.read_response()
+                except (ConnectionResetError, BrokenPipeError) as e:
+                    raise Fail(f"malformed {raw[:40]!r}: {e}") from None
+                check(r.status == want, f"malformed {raw[:40]!r}: want {want}, got {r!r}")
+
+        step("admin /status and /metrics")
+        st = self.status()
+        check(st["pools"][0]["name"] == "echo", f"/status: {st}")
+        r = get(self.admin_port, "/metrics", timeout=TIMEOUT)
+        check(r.status == 200 and b"sluice_requests_total" in r.body, f"/metrics: {r!r}")
+        r = get(self.admin_port, "/nope", timeout=TIMEOUT)
+        check(r.status == 404, f"admin 404: {r!r}")
+
+        step("a worker killed while serving")
+        victim = pools["echo"][0]
+        c = Conn(self.port, timeout=TIMEOUT)
+        c.send(request_bytes("POST", "/dying", [("Content-Length", str(4 * MiB))]))
+        c.send(os.urandom(64 * 1024))
+        r = c.read_head()  # echo answers at once, before the body
+        check(r.status == 200, f"upload before the kill: {r!r}")
+        os.kill(victim, signal.SIGKILL)
+        # the response had started: the gateway cuts it off by closing the
+        # connection (echoed bytes may still arrive before the close)
+        check(closed_soon(c.sock), "connection of the killed worker's stream not closed")
+        c.close()
+        pools = self.wait(lambda: (lambda p: p if p and victim not in p["echo"] else None)(
+            self.running()), "the killed worker replaced")
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            self.ok(c, "/after-kill", lambda b: b == b"")
+        check(self.status()["pools"][0]["restarts"] == 1, "restart not counted")
+
+        step("SIGUSR1 (reopen logs)")
+        os.rename(os.path.join(self.tmp, "access.log"), os.path.join(self.tmp, "access.log.1"))
+        self.proc.send_signal(signal.SIGUSR1)
+        self.wait(lambda: os.path.exists(os.path.join(self.tmp, "access.log")), "access log reopened")
+
+        step("SIGHUP reload: every worker replaced")
+        old = {p for ps in pools.values() for p in ps}
+        self.proc.send_signal(signal.SIGHUP)
+        with Conn(self.port, timeout=TIMEOUT) as c:
+            for i in range(20):
+                self.ok(c, f"/blob?n={i}", lambda b, i=i: len(b) == i)
+        pools = self.wait(lambda: (lambda p: p if p and not old & {x for v in p.values() for x in v}
+                                   else None)(self.running()), "reload done")
+
+        step("SIGTERM with a download in flight")
+        c = Conn(self.port, timeout=TIMEOUT, rcvbuf=64 * 1024)
+        n = 4 * MiB
+        c.send(request_bytes("GET", f"/blob?n={n}"))
+        r = c.read_head()
+        check(r.status == 200, f"download before SIGTERM: {r!r}")
+        self.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        body = b"".join(c.iter_body(r))
+        check(len(body) == n and blob_check(body, 0), f"in-flight download: {len(body)} of {n}")
+        c.close()
+
+    def abandon(self, c, reset):
+        if reset:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+
+    def finish(self):
+        try:
+            return self.proc.wait(TIMEOUT * 2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_all(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self.seen:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid in (1, self.proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+
+
+def closed_soon(sock, timeout=TIMEOUT):
+    """True when the peer closes or resets `sock` within `timeout` (bytes
+    arriving meanwhile are discarded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(1 << 20):
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+    return False
+
+
+def leaked_fds(vg_text):
+    """Descriptors valgrind lists as open at exit that the gateway opened
+    itself (not inherited; valgrind's own log file is shown as inherited)."""
+    out = []
+    for m in re.finditer(r"==\d+== Open (?:file descriptor|AF_\w+ socket) (\d+):(.*)\n"
+                         r"((?:==\d+==    .*\n)*)", vg_text):
+        if "<inherited from parent>" not in m.group(3):
+            out.append(m.group(0))
+    return out
+
+
+def main():
+    build_dir = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build-valgrind")
+    tmp = tempfile.mkdtemp(prefix="sluice-valgrind-")
+    sc = Scenario(build_dir, tmp)
+    failure = None
+    t0 = time.monotonic()
+    try:
+        sc.run()
+    except (Fail, OSError, ConnectionClosed, ValueError) as e:
+        failure = f"{type(e).__name__}: {e}"
+    if failure and sc.proc.poll() is None:
+        sc.proc.send_signal(signal.SIGTERM)
+    code = sc.finish()
+    sc.kill_all()
+    elapsed = time.monotonic() - t0
+    try:
+        with open(sc.vg_log) as f:
+            vg = f.read()
+    except OSError:
+        vg = ""
+    summary = [l for l in vg.splitlines()
+               if re.search(r"FILE DESCRIPTORS|in use at exit|total heap usage|"
+                            r"definitely lost|indirectly lost|possibly lost|"
+                            r"still reachable|ERROR SUMMARY|All heap blocks", l)]
+    fds = leaked_fds(vg)
+    print("\n".join(["valgrind summary:"] + summary))
+    if code is None:
+        failure = failure or "the gateway did not exit after SIGTERM"
+    elif code == 99:
+        failure = failure or "valgrind reported errors (exit code 99)"
+    elif code != 0:
+        failure = failure or f"the gateway exited with status {code}"
+    if fds and not failure:
+        failure = f"{len(fds)} descriptors opened by the gateway still open at exit"
+    if failure:
+        with open(sc.gw_log_path, "rb") as f:
+            gw = f.read().decode("utf-8", "replace")
+        print(f"\n--- gateway log (last 60 lines) ---\n" + "\n".join(gw.splitlines()[-60:]))
+        print(f"\n--- valgrind log ---\n{vg}")
+        print(f"\nvalgrind: FAILED after {elapsed:.0f}s: {failure}")
+        print(f"(logs kept in {tmp})")
+        return 1
+    print(f"valgrind: OK in {elapsed:.0f}s (gateway exit status {code}, no memcheck errors, "
+          f"no leaks, no descriptor left open)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
