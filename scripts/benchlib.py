@@ -161,6 +161,7 @@ class Server:
         self.body = body
         self.port = port or free_port()
         self.work = tempfile.mkdtemp(prefix=f"bench-{name}-")
+        os.chmod(self.work, 0o755)  # nginx workers run as another user when started by root
         for fname, text in (files or {}).items():
             with open(os.path.join(self.work, fname), "w") as f:
                 f.write(self.subst(text))
@@ -200,8 +201,12 @@ class Server:
             except OSError as exc:
                 last = repr(exc)
             time.sleep(0.1)
-        tail = open(self.logname, "rb").read()[-2000:].decode(errors="replace")
-        raise BenchError(f"{self.label}: no correct answer on {self.url()} ({last}); log:\n{tail}")
+        tails = []
+        for fn in sorted(os.listdir(self.work)):
+            if fn.endswith(".log"):
+                with open(os.path.join(self.work, fn), "rb") as f:
+                    tails.append(f"--- {fn}\n" + f.read()[-1500:].decode(errors="replace"))
+        raise BenchError(f"{self.label}: no correct answer on {self.url()} ({last}); logs:\n" + "\n".join(tails))
 
     def tree(self) -> list[int]:
         return [self.pid] + [p for p, _ in descendants(self.pid)]
