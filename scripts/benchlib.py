@@ -502,7 +502,7 @@ def svg_lines(path: str, title: str, xlabels: Sequence[str], series: dict[str, S
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{_esc(title)}</text>']
     for t in ticks:
         out.append(f'<line x1="{L}" x2="{L + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{L - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:,.{0 if t >= 10 else 2}f}</text>')
+        out.append(f'<text x="{L - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:,.{0 if t >= 10 or t == 0 else 2}f}</text>')
     out.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="black"/>')
     out.append(f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="black"/>')
     for i, lab in enumerate(xlabels):
