@@ -524,6 +524,17 @@ def svg_lines(path: str, title: str, xlabels: Sequence[str], series: dict[str, S
         f.write("\n".join(out) + "\n")
 
 
+PCTS = [("p50", "p50"), ("p75", "p75"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99_9"),
+        ("p99.99", "p99_99"), ("max", "max")]
+
+
+def svg_percentiles(path: str, title: str, reports: dict[str, Sequence[dict]]) -> None:
+    """Latency percentiles (medians over rounds) of several servers on one log-scale chart."""
+    svg_lines(path, title, [p for p, _ in PCTS],
+              {name: [median(r["latency"][k] / 1000 for r in reps) for _, k in PCTS]
+               for name, reps in reports.items()}, "latency, ms (log scale)", log_y=True)
+
+
 def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
     """Horizontal bar chart, one bar per name."""
     W, rowh, L, R, T = 720, 28, 260, 90, 40
