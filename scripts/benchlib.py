@@ -162,7 +162,8 @@ class Server:
         self.port = port or free_port()
         self.work = tempfile.mkdtemp(prefix=f"bench-{name}-")
         os.chmod(self.work, 0o755)  # nginx workers run as another user when started by root
-        for fname, text in (files or {}).items():
+        self.files = dict(files or {})
+        for fname, text in self.files.items():
             with open(os.path.join(self.work, fname), "w") as f:
                 f.write(self.subst(text))
         self.argv = [self.subst(a) for a in argv]
