@@ -1,4 +1,4 @@
-"""The same "hello world" for every server in scripts/bench-python.
+"""The same "hello world" for every server in scripts/bench (section python).
 
 ``native``: the sluice native API. ``asgi``: a bare ASGI 3 app (served by
 sluice.asgi, uvicorn and Granian). ``wsgi``: a bare WSGI app (sluice.wsgi and
