@@ -42,6 +42,7 @@ struct worker_proc {
     uint64_t last_active_ms;
     uint64_t backoff_ms;
     uint32_t quick_exits; /* consecutive exits soon after start */
+    uint32_t failed_starts; /* consecutive runs that never said HELLO */
     uint64_t requests;
     uint64_t request_limit; /* max_requests +- jitter for this run; 0: none */
     uint64_t restarts;
@@ -51,8 +52,10 @@ struct worker_proc {
     wlink *link;
 };
 
-/* Consecutive quick exits (or failed starts) that make a crash loop. */
+/* Consecutive quick exits that make a crash loop (logged), and consecutive
+ * runs that never became ready that make a pool "down" (503 at once). */
 #define CRASH_LOOP_EXITS 5
+#define DOWN_FAILED_STARTS 3
 
 typedef struct link_node {
     wlink *link;
@@ -252,9 +255,11 @@ static void maybe_scale_up(pool *p)
     spawn_worker(w);
 }
 
-/* No worker can take requests and every wanted one keeps crashing or cannot
- * be started: requests get 503 at once rather than waiting queue_timeout
- * for a worker that is not coming. A pool still starting is not down. */
+/* No worker can take requests and every wanted one keeps failing before it
+ * is ready (exits before HELLO, or cannot be started): requests get 503 at
+ * once rather than waiting queue_timeout for a worker that is not coming.
+ * A pool still starting is not down, nor one whose workers do come up and
+ * get killed later: a respawn is on its way for those. */
 static bool pool_is_down(pool *p)
 {
     bool any = false;
@@ -264,7 +269,7 @@ static bool pool_is_down(pool *p)
             if (!w->wanted)
                 continue;
             any = true;
-            if (w->quick_exits < CRASH_LOOP_EXITS) {
+            if (w->failed_starts < DOWN_FAILED_STARTS) {
                 any = false;
                 break;
             }
@@ -347,6 +352,7 @@ void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
             w->link = l;
             wlink_set_proc(l, w, w->id);
             w->state = PROC_RUNNING;
+            w->failed_starts = 0;
             w->last_active_ms = uv_now(p->gw->loop);
             uv_timer_stop(&w->timer);
             return;
@@ -534,6 +540,8 @@ static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
              w->id, w->pid, (long long)status, lived / 1000.0);
     uv_close((uv_handle_t *)&w->proc, on_proc_closed);
     w->pid = 0;
+    if (w->state == PROC_STARTING)
+        w->failed_starts++;
     bool was_retiring = w->retiring;
     w->retiring = false;
     /* a replacement that dies before taking over leaves the old one serving */
@@ -651,6 +659,7 @@ static void spawn_worker(worker_proc *w)
         if (w->backoff_ms > 10000)
             w->backoff_ms = 10000;
         w->quick_exits++;
+        w->failed_starts++;
         w->state = PROC_BACKOFF;
         if (pool_is_down(p))
             fail_queue(p, 503);
