@@ -91,7 +91,7 @@ class Request:
         self._core = core
         self._frame = frame
         self.id = frame.stream_id
-        self._chunks: deque[bytes] = deque()
+        self._chunks: Optional[deque[bytes]] = None  # made on the first BODY (most requests have none)
         self._buffered = 0
         self._ended = frame.body == 0
         self._cancelled: Optional[int] = None
@@ -372,7 +372,10 @@ class Request:
     def _on_body(self, data: bytes) -> None:
         self._received += len(data)
         if data:
-            self._chunks.append(data)
+            c = self._chunks
+            if c is None:
+                c = self._chunks = deque()
+            c.append(data)
             self._buffered += len(data)
         w = self._waiter
         if w is not None:

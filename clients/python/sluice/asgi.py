@@ -32,11 +32,34 @@ _pack = P._pack
 _DISCONNECT = {"type": "http.disconnect"}
 
 
+_HEADER_CACHE: dict = {}
+
+
 def _pack_asgi_headers(headers: Any) -> bytes:
     """ASGI headers are already [name, value] byte pairs: pack them as is
-    (msgpack writes tuples as arrays, bytes as bin — the canonical form)."""
+    (msgpack writes tuples as arrays, bytes as bin — the canonical form).
+
+    Apps send the same few header sets again and again: packed forms are
+    cached by value (tuples of byte pairs hash cheaply; bytes cache their
+    hash), so a repeat costs a lookup instead of a check and a pack."""
     if not headers:
         return b"\x90"
+    try:
+        key = tuple(headers)
+        packed = _HEADER_CACHE.get(key)
+    except TypeError:  # lists inside: not hashable, not cached
+        key = packed = None
+    if packed is not None:
+        return packed
+    packed = _pack_checked(headers)
+    if key is not None:
+        if len(_HEADER_CACHE) >= 512:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[key] = packed
+    return packed
+
+
+def _pack_checked(headers: Any) -> bytes:
     try:
         for h in headers:
             if type(h[0]) is not bytes or type(h[1]) is not bytes or len(h) != 2:
@@ -145,26 +168,33 @@ class ASGIRunner:
         self._lifespan_events: Optional[asyncio.Queue] = None
         self.lifespan_supported = False
 
+    # the keys every scope has, in order; copied, then the per-request ones set
+    _TEMPLATE = {"type": "http", "asgi": _ASGI, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": [],
+                 "client": None, "server": None, "state": None}
+    _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
     def scope(self, req: Request) -> dict:
         f = req._frame
         raw_path, _, query = f.target.partition(b"?")
         client = f.client
         server = f.server
-        return {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": "1.1" if f.version == 11 else "1.0",
-            "method": f.method.decode("latin-1"),
-            "scheme": f.scheme,
-            "path": req.path if b"%" in raw_path else raw_path.decode("latin-1"),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": f.headers,
-            "client": client if client[0] else None,
-            "server": server if server[0] else None,
-            "state": self.state.copy(),
-        }
+        d = self._TEMPLATE.copy()
+        if f.version != 11:
+            d["http_version"] = "1.0"
+        m = f.method
+        d["method"] = self._METHODS.get(m) or m.decode("latin-1")
+        d["scheme"] = f.scheme
+        d["path"] = req.path if b"%" in raw_path else raw_path.decode("latin-1")
+        d["raw_path"] = raw_path
+        d["query_string"] = query
+        d["headers"] = f.headers
+        if client[0]:
+            d["client"] = client
+        if server[0]:
+            d["server"] = server
+        d["state"] = self.state.copy()
+        return d
 
     async def run_request(self, core: WorkerCore, req: Request) -> None:
         cycle = _Cycle(core, req)

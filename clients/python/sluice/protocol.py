@@ -1190,8 +1190,17 @@ class WorkerConnection:
 
     def _apply(self, frames: list[Frame]) -> list[Frame]:
         out: list[Frame] = []
-        recv = self.link.recv
+        link = self.link
+        recv = link.recv
+        streams = link.streams
         for f in frames:
+            # fast path for the common frame, REQUEST on a ready link: the
+            # same checks as LinkState._recv_stream, without the calls
+            if f.type == 2 and link.state == STATE_READY and f.stream_id > link.highest \
+                    and len(streams) < link._limit:
+                link._open(f.stream_id, f.body)  # type: ignore[attr-defined]
+                out.append(f)
+                continue
             try:
                 applied = recv(f)
             except RemoteProtocolError as exc:
