@@ -366,7 +366,8 @@ def bad_total(reps: Sequence[dict]) -> int:
 
 def shell_quote(cmd: Sequence[str]) -> str:
     import shlex
-    return " ".join(shlex.quote(os.path.relpath(c, ROOT) if c.startswith(ROOT + "/") else c) for c in cmd)
+    # repository paths shown relative to its root, also inside `sh -c` strings
+    return " ".join(shlex.quote(c.replace(ROOT + "/", "")) for c in cmd)
 
 
 # ---------------------------------------------------------------- machine facts
