@@ -4,8 +4,8 @@ does not have (the hello-world apps come from there).
 ``sleep_native`` / ``sleep_asgi``: ``await asyncio.sleep(0.05)``, then
 ``200 Hello, world!\\n`` (the sluice native API; a bare ASGI 3 app for
 sluice.asgi, uvicorn and Granian). ``starlette_app``: the same hello world
-as a one-route Starlette app. ``wsgi_hello``: a bare WSGI hello world with
-no imports, for uWSGI's Python plugin (which runs outside .venv).
+as a one-route Starlette app. ``wsgi_hello``: hello_apps' bare WSGI hello
+world under the name uWSGI's Python plugin (which runs outside .venv) loads.
 
 aiohttp has no separate server to run an app with, so this file also starts
 it, on uvloop like the other asyncio servers here::
@@ -14,20 +14,14 @@ it, on uvloop like the other asyncio servers here::
 """
 
 import asyncio
+import os
 import sys
 
-BODY = b"Hello, world!\n"
+# the hello worlds themselves (clients/python/bench/hello_apps.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "python", "bench"))
+from hello_apps import _BODY, _START, BODY, wsgi as wsgi_hello  # noqa: E402,F401
+
 SLEEP = 0.05
-
-
-def wsgi_hello(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "14")])
-    return [BODY]
-
-
-_START = {"type": "http.response.start", "status": 200,
-          "headers": [(b"content-type", b"text/plain"), (b"content-length", b"14")]}
-_BODY = {"type": "http.response.body", "body": BODY}
 
 
 async def sleep_asgi(scope, receive, send):

@@ -5,14 +5,17 @@ sluice.asgi, uvicorn and Granian). ``wsgi``: a bare WSGI app (sluice.wsgi and
 gunicorn). No framework, so the servers' own per-request cost is measured.
 """
 
-from sluice import Response
-
 BODY = b"Hello, world!\n"
-_HELLO = Response(BODY, headers={"content-type": "text/plain"})
 
+try:
+    from sluice import Response
+except ImportError:  # under uWSGI's own Python (scripts/bench_apps.py): asgi and wsgi only
+    pass
+else:
+    _HELLO = Response(BODY, headers={"content-type": "text/plain"})
 
-async def native(request):
-    return _HELLO
+    async def native(request):
+        return _HELLO
 
 
 _START = {"type": "http.response.start", "status": 200,
