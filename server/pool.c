@@ -82,7 +82,7 @@ struct pool {
     uint32_t min, max;   /* scaling bounds: the config's, until an operator scales outside them */
     uint32_t gen;        /* config generation: bumped by each reload */
     bool rolling;        /* a reload is replacing workers one by one */
-    bool down;           /* every worker crash-looping: fail fast with 503 */
+    bool down;           /* every worker failing before HELLO: fail fast with 503 */
     char file[1024];     /* command[0], made absolute if it was relative */
     pool_stats stats;
     link_node *links;
@@ -260,29 +260,34 @@ static void maybe_scale_up(pool *p)
  * once rather than waiting queue_timeout for a worker that is not coming.
  * A pool still starting is not down, nor one whose workers do come up and
  * get killed later: a respawn is on its way for those. */
+static bool every_worker_failing(const pool *p)
+{
+    if (p->n_links)
+        return false;
+    bool any = false;
+    for (uint32_t i = 0; i < p->n_procs; i++) {
+        const worker_proc *w = p->procs[i];
+        if (!w->wanted)
+            continue;
+        if (w->failed_starts < DOWN_FAILED_STARTS)
+            return false;
+        any = true;
+    }
+    return any;
+}
+
+/* Recompute p->down, logging each change once. */
 static bool pool_is_down(pool *p)
 {
-    bool any = false;
-    if (!p->n_links) {
-        for (uint32_t i = 0; i < p->n_procs; i++) {
-            const worker_proc *w = p->procs[i];
-            if (!w->wanted)
-                continue;
-            any = true;
-            if (w->failed_starts < DOWN_FAILED_STARTS) {
-                any = false;
-                break;
-            }
-        }
-    }
-    if (any != p->down) {
-        p->down = any;
-        if (any)
+    bool down = every_worker_failing(p);
+    if (down != p->down) {
+        p->down = down;
+        if (down)
             slog(p->gw->log, LOG_ERROR, "pool %s: no worker stays up; answering 503 until one does", p->name);
         else
             slog(p->gw->log, LOG_INFO, "pool %s: a worker is up again", p->name);
     }
-    return any;
+    return down;
 }
 
 static void fail_queue(pool *p, int status)
