@@ -324,9 +324,6 @@ class Request:
         self._core.conn.respond(self.id, status, packed_headers=ph, body=True)
         self._core.runtime.flush()
 
-    async def end_raw(self) -> None:
-        self._end()
-
     async def send_response_raw(self, status: int, ph: bytes, body: bytes) -> None:
         """A complete response with pre-packed headers (adapters)."""
         if self._cancelled is not None:
