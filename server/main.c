@@ -140,11 +140,16 @@ int main(int argc, char **argv)
     }
     uv_run(gw.loop, UV_RUN_DEFAULT);
 
-    /* we are leaving: a late stop signal must not kill the cleanup (closing
-     * the signal handles below restores the default, fatal disposition) */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
+    /* We are leaving: a late stop signal must not kill the cleanup. Closing
+     * the signal handles below makes libuv restore the default (fatal)
+     * disposition, overriding any SIG_IGN set here, so block the signals
+     * instead: one arriving now stays pending until we have exited. */
+    sigset_t late;
+    sigemptyset(&late);
+    sigaddset(&late, SIGTERM);
+    sigaddset(&late, SIGINT);
+    sigaddset(&late, SIGHUP);
+    sigprocmask(SIG_BLOCK, &late, NULL);
     /* clean shutdown: close every remaining handle, free everything */
     for (uint32_t i = 0; i < gw.n_pools; i++)
         pool_free(gw.pools[i]);

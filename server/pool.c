@@ -1143,10 +1143,12 @@ void pool_free(pool *p)
         unlink(p->sock);
     if (p->own_dir)
         rmdir(p->dir);
-    while (p->links) {
-        link_node *n = p->links;
-        p->links = n->next;
-        free(n);
+    /* Links still open (an immediate exit on a second stop signal): close
+     * them properly, so their handles' close callbacks free them. Each
+     * close takes its node off the list (pool_link_closed). */
+    for (link_node *n = p->links, *next; n; n = next) {
+        next = n->next;
+        wlink_close(n->link, 0, "gateway exiting");
     }
     free(p->own_env[0]);
     free(p->own_env[1]);
