@@ -188,10 +188,48 @@ static bool name_is(sluice_bytes b, const char *lower)
     return true;
 }
 
+/* RFC 9110 7.6.1: the fixed hop-by-hop fields. TE is handled by the
+ * caller (only "trailers" passes). */
 static bool hop_by_hop(sluice_bytes n)
 {
     return name_is(n, "connection") || name_is(n, "keep-alive") || name_is(n, "proxy-connection") ||
            name_is(n, "transfer-encoding") || name_is(n, "upgrade") || name_is(n, "te");
+}
+
+static bool ows(uint8_t ch) { return ch == ' ' || ch == '\t'; }
+
+/* The next element of a comma-separated list (RFC 9110 5.6.1) from *pos,
+ * whitespace trimmed; false at the end. */
+static bool list_next(sluice_bytes list, size_t *pos, sluice_bytes *elem)
+{
+    size_t i = *pos;
+    while (i < list.len && (ows(list.ptr[i]) || list.ptr[i] == ','))
+        i++;
+    if (i == list.len) {
+        *pos = i;
+        return false;
+    }
+    size_t start = i;
+    while (i < list.len && list.ptr[i] != ',')
+        i++;
+    size_t end = i;
+    while (end > start && ows(list.ptr[end - 1]))
+        end--;
+    *pos = i;
+    *elem = (sluice_bytes){list.ptr + start, end - start};
+    return true;
+}
+
+static bool bytes_caseeq(sluice_bytes a, sluice_bytes b)
+{
+    return a.len == b.len && !strncasecmp((const char *)a.ptr, (const char *)b.ptr, a.len);
+}
+
+/* TE is hop-by-hop; "trailers" alone tells the worker the client accepts
+ * trailers (gRPC relies on it), so that one value is passed on. */
+static bool te_trailers_only(sluice_bytes v)
+{
+    return v.len == 8 && !strncasecmp((const char *)v.ptr, "trailers", 8);
 }
 
 /* ---- output ----------------------------------------------------------- */
@@ -1063,6 +1101,42 @@ static bool head_acceptable(conn *c)
     return http11 ? hosts == 1 : hosts <= 1;
 }
 
+/* Whether a Connection header names anything beyond the usual close,
+ * keep-alive and upgrade (which are hop-by-hop fields or no field): the
+ * common case then skips the per-field lookups. */
+static bool has_connection_options(conn *c)
+{
+    uint8_t *hb = c->head.data;
+    for (uint32_t i = 0; i < c->n_req_headers; i++) {
+        hoff *h = &c->hoffs[i];
+        sluice_bytes nb = {hb + h->name_off, h->name_len}, t;
+        if (!name_is(nb, "connection"))
+            continue;
+        size_t pos = 0;
+        while (list_next((sluice_bytes){hb + h->val_off, h->val_len}, &pos, &t))
+            if (!name_is(t, "close") && !name_is(t, "keep-alive") && !name_is(t, "upgrade"))
+                return true;
+    }
+    return false;
+}
+
+/* Whether a Connection header of the request names `name`. */
+static bool connection_option(conn *c, sluice_bytes name)
+{
+    uint8_t *hb = c->head.data;
+    for (uint32_t i = 0; i < c->n_req_headers; i++) {
+        hoff *h = &c->hoffs[i];
+        sluice_bytes nb = {hb + h->name_off, h->name_len}, t;
+        if (!name_is(nb, "connection"))
+            continue;
+        size_t pos = 0;
+        while (list_next((sluice_bytes){hb + h->val_off, h->val_len}, &pos, &t))
+            if (bytes_caseeq(t, name))
+                return true;
+    }
+    return false;
+}
+
 static void start_exchange(conn *c)
 {
     gateway *gw = c->gw;
@@ -1098,6 +1172,7 @@ static void start_exchange(conn *c)
     const uint8_t *auth = NULL;
     size_t auth_len = 0;
     bool absolute = target_authority(s->req.target.ptr, s->req.target.len, &auth, &auth_len) == 1;
+    bool conn_options = has_connection_options(c);
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -1106,8 +1181,10 @@ static void start_exchange(conn *c)
             if (name[k] >= 'A' && name[k] <= 'Z')
                 name[k] += 32;
         sluice_bytes nb = {name, h->name_len}, vb = {hb + h->val_off, h->val_len};
-        if (hop_by_hop(nb))
+        if (hop_by_hop(nb) && !(name_is(nb, "te") && te_trailers_only(vb)))
             continue;
+        if (conn_options && !name_is(nb, "host") && connection_option(c, nb))
+            continue; /* RFC 9110 7.6.1: named in Connection, for this hop only */
         if (name_is(nb, "expect")) {
             if (vb.len == 12 && !strncasecmp((const char *)vb.ptr, "100-continue", 12))
                 expect_continue = true;
@@ -1246,6 +1323,14 @@ static bool feed_chunk_line(conn *c, const uint8_t *base, size_t avail)
     if (!done)
         return false;
     c->chunk_line = false;
+    /* A chunk that cannot fit under the body limit is refused now, not
+     * after the client has sent up to the limit (or waited for credit). */
+    stream *s = c->cur;
+    if (s && c->cscan.size > s->body_limit - (s->body_received < s->body_limit ? s->body_received : s->body_limit)) {
+        c->error_status = 413;
+        parse_error(c, HPE_USER);
+        return false;
+    }
     char line[24];
     int len = snprintf(line, sizeof line, "%" PRIx64 "\r\n", c->cscan.size);
     c->pause = P_NONE;

@@ -861,6 +861,42 @@ def test_chunk_extension_too_long_4xx(gw):
     reject(gw, data, (400, 413, 431))
 
 
+def test_chunk_size_beyond_body_limit_413_at_once(gw):
+    """RFC 9112 7.1 / RFC 9110 15.5.14: a chunk-size line announcing 1 TiB
+    under the default 100 MiB limit is refused when the line is parsed
+    (413 and close), not after waiting for data that would exceed it."""
+    t0 = time.monotonic()
+    r = reject(gw, post_chunked(b"10000000000\r\n"), 413, with_canary=False, idle=3.0)
+    assert time.monotonic() - t0 < 2.5, "413 only after the client went idle"
+    assert r.status == 413
+
+
+def test_chunk_size_beyond_limit_after_earlier_chunks_413(gw):
+    """The sum counts: a first small chunk, then one that would pass the
+    limit (1 KiB left to 100 MiB), refused at its size line."""
+    limit = 100 << 20
+    first = b"a" * 1024
+    data = post_chunked(b"400\r\n" + first + b"\r\n" + (b"%x\r\n" % (limit - 1024 + 1)))
+    reject(gw, data, 413, with_canary=False, idle=3.0)
+
+
+def test_chunk_size_beyond_limit_mid_response_closes(echo_gw):
+    """Once the response has started (the echo worker streams its answer),
+    a chunk that cannot fit cancels the stream and closes the connection:
+    the client sees a truncated chunked response and EOF, promptly."""
+    with Conn(echo_gw.port, timeout=5) as c:
+        c.send(post_chunked(b"5\r\nhello\r\n"))
+        head = c.read_head()
+        assert head.status == 200, head
+        c.send(b"10000000000\r\n")
+        t0 = time.monotonic()
+        raw, eof = read_all(c.sock, idle=3.0, total=5.0)
+        assert eof, f"connection not closed: {raw!r}"
+        assert not raw.endswith(b"0\r\n\r\n"), "a truncated body must not look complete"
+        assert time.monotonic() - t0 < 2.5
+    assert echo_gw.alive()
+
+
 def test_trailers_forwarded_content_length_dropped(gw):
     """RFC 9112 7.1.2 / RFC 9110 6.5: trailer fields go to the worker (END
     frame), apart from the header fields; a Content-Length in the trailer
@@ -1151,6 +1187,39 @@ def test_upgrade_ignored(gw):
     assert d0["target"] == "/up" and d1["target"] == "/after-up"
     names = [k for k, _ in d0["headers"]]
     assert "upgrade" not in names and "connection" not in names, d0
+
+
+def test_hop_by_hop_fields_not_forwarded(gw):
+    """RFC 9110 7.6.1: the fields named in Connection and the fixed
+    hop-by-hop set (Keep-Alive, Proxy-Connection, TE other than "trailers",
+    Upgrade without an upgrade) do not reach the worker; end-to-end fields
+    do, in order."""
+    d = seen(one(gw, req(b"GET /hop HTTP/1.1", b"Connection: keep-alive, X-Hop , x-other",
+                         b"X-Hop: 1", b"X-Keep: 2", b"Keep-Alive: timeout=5",
+                         b"Proxy-Connection: keep-alive", b"TE: gzip",
+                         b"Upgrade: foo/1", b"X-Other: 3", b"Connection: X-Third",
+                         b"X-Third: 4")))
+    names = [k for k, _ in d["headers"]]
+    for hop in ("connection", "x-hop", "x-other", "x-third", "keep-alive",
+                "proxy-connection", "te", "upgrade", "transfer-encoding"):
+        assert hop not in names, (hop, d["headers"])
+    assert names == ["host", "x-keep"], d["headers"]
+
+
+def test_te_trailers_forwarded(gw):
+    """TE: trailers tells the worker the client takes trailers (gRPC needs
+    it): that one value is passed on as te: trailers."""
+    d = seen(one(gw, req(b"GET /te HTTP/1.1", b"TE: trailers")))
+    assert ["te", "trailers"] in d["headers"], d["headers"]
+    d = seen(one(gw, req(b"GET /te HTTP/1.1", b"TE: trailers, deflate")))
+    assert "te" not in [k for k, _ in d["headers"]], d["headers"]
+
+
+def test_connection_cannot_strip_host(gw):
+    """Connection: host does not remove Host: the worker always sees the
+    Host the request was routed by (PROTOCOL.md)."""
+    d = seen(one(gw, req(b"GET /h HTTP/1.1", b"Connection: host", host=b"example.org")))
+    assert ["host", "example.org"] in d["headers"], d["headers"]
 
 
 # ==========================================================================
