@@ -27,7 +27,7 @@ void sluice_pool_defaults(sluice_pool_config *p, const char *name)
     p->max_body = 100ull << 20;
     p->max_body_ceiling = UINT64_C(1) << 53;
     p->response_timeout_ms = 60000;
-    p->queue_size = 1024;
+    p->queue_size = SLUICE_QUEUE_UNBOUNDED;
     p->queue_timeout_ms = 30000;
     p->window = 256 * 1024;
     p->max_frame = 1 << 20;
@@ -372,8 +372,13 @@ static int set_pool(sluice_pool_config *p, const char *k, const char *v)
         return sluice_parse_size(v, &p->max_body_ceiling);
     if (!strcmp(k, "response_timeout"))
         return sluice_parse_duration(v, &p->response_timeout_ms);
-    if (!strcmp(k, "queue_size"))
+    if (!strcmp(k, "queue_size")) {
+        if (!strcmp(v, "unbounded")) {
+            p->queue_size = SLUICE_QUEUE_UNBOUNDED;
+            return 0;
+        }
         return parse_u32(v, 0, 10000000, &p->queue_size);
+    }
     if (!strcmp(k, "queue_timeout"))
         return sluice_parse_duration(v, &p->queue_timeout_ms);
     if (!strcmp(k, "window"))
@@ -600,7 +605,8 @@ static const char usage[] =
     "      --socket-dir DIR         where the pool's Unix socket lives (default: a\n"
     "                               private directory under $TMPDIR)\n"
     "      --pool NAME              pool name passed to workers (default \"default\")\n"
-    "      --queue-size N           requests waiting for a free worker before 503 (default 1024)\n"
+    "      --queue-size N           requests waiting for a free worker before 503\n"
+    "                               (default unbounded: at most one per client connection)\n"
     "      --queue-timeout DUR      longest wait for a free worker before 504 (default 30s)\n"
     "      --startup-timeout DUR    a worker must connect and say HELLO within (default 10s)\n"
     "      --window SIZE            response-body credit per stream (default 256k)\n"

@@ -12,6 +12,10 @@
 
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
+/* queue_size default: no bound of its own. Each client connection has at
+ * most one request waiting, so --max-connections bounds the queue. */
+#define SLUICE_QUEUE_UNBOUNDED UINT32_MAX
+
 /* One pool of workers running the same command. */
 typedef struct {
     char name[64];
@@ -31,7 +35,7 @@ typedef struct {
     uint64_t max_body;           /* 413 beyond (a worker may change it with LIMIT) */
     uint64_t max_body_ceiling;   /* LIMIT cannot raise beyond this */
     uint64_t response_timeout_ms; /* REQUEST sent -> RESPONSE received */
-    uint32_t queue_size;
+    uint32_t queue_size;         /* SLUICE_QUEUE_UNBOUNDED: up to one per client connection */
     uint64_t queue_timeout_ms;
     uint32_t window;             /* response-body window per stream (gateway HELLO) */
     uint32_t max_frame;          /* largest frame accepted from workers */

@@ -34,6 +34,9 @@
 /* Unsent response bytes beyond which the next pipelined request is not
  * started (nor, once IN_SIZE is buffered, more bytes read). */
 #define PIPELINE_OUT_MAX (64 * 1024)
+/* The kernel caps it at net.core.somaxconn; bursts of thousands of
+ * connects should wait in it, not be dropped and retried a second later. */
+#define LISTEN_BACKLOG 4096
 
 enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE };
 enum { P_NONE, P_HEADERS, P_CHUNK, P_MESSAGE };
@@ -1701,7 +1704,7 @@ int http_listen(gateway *gw)
     gw->listener.data = gw;
     rc = uv_tcp_bind(&gw->listener, (struct sockaddr *)&ss, 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&gw->listener, 1024, on_connection);
+        rc = uv_listen((uv_stream_t *)&gw->listener, LISTEN_BACKLOG, on_connection);
     if (rc < 0) {
         slog(gw->log, LOG_ERROR, "listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(rc));
         uv_close((uv_handle_t *)&gw->listener, NULL);

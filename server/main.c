@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "gateway.h"
@@ -53,6 +54,29 @@ static void on_startup_failed(uv_timer_t *t)
     uv_stop(gw->loop);
 }
 
+/* --max-connections needs as many descriptors (plus worker links, logs,
+ * listeners): raise the soft open-file limit toward it, within the hard
+ * limit, as servers do (a 1024 soft default would refuse connections long
+ * before the configured bound). */
+static void raise_fd_limit(gateway *gw)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t need = (rlim_t)gw->cfg->max_connections + 1024;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        if (want > rl.rlim_cur) {
+            rl.rlim_cur = want;
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                getrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        slog(gw->log, LOG_INFO, "open-file limit %llu (hard limit) holds fewer than --max-connections %u "
+             "client connections; raise it with ulimit -n", (unsigned long long)rl.rlim_cur, gw->cfg->max_connections);
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -87,6 +111,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluice: opening logs: %s\n", strerror(-rc));
         return 1;
     }
+    raise_fd_limit(&gw);
     gw.shared_in_size = 64 * 1024;
     gw.shared_in = malloc(gw.shared_in_size);
     if (!gw.shared_in)

@@ -311,7 +311,8 @@ int pool_submit(pool *p, stream *s)
                 return rc;
         }
     }
-    if (p->q_len >= p->cfg->queue_size || (p->down && pool_is_down(p)))
+    if ((p->cfg->queue_size != SLUICE_QUEUE_UNBOUNDED && p->q_len >= p->cfg->queue_size) ||
+        (p->down && pool_is_down(p)))
         return -EBUSY;
     q_push(p, s);
     maybe_scale_up(p);

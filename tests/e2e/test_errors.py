@@ -317,6 +317,46 @@ def test_queue_full_503_with_retry_after(start_gateway):
     assert t_q >= 2.5, f"queued request answered after {t_q:.2f}s (not queued?)"
 
 
+def test_burst_within_max_connections_queues_not_503(start_gateway):
+    """2,000 connections each send one request at the same moment to a pool
+    of 2 workers (64 streams each): with the default queue bound (none of
+    its own: at most one waiting request per connection, so
+    --max-connections bounds it) every request waits its turn and gets
+    200; none is refused with 503."""
+    import asyncio
+    import resource
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 256:
+        if hard != resource.RLIM_INFINITY and hard < n + 256:
+            pytest.skip(f"open-file hard limit {hard} < {n + 256}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, hard))
+    gw = start_gateway("hello", "--queue-timeout", "60s", workers=2)
+    assert get(gw.port, "/").status == 200
+
+    async def burst():
+        conns = []
+        for _ in range(n):
+            conns.append(await asyncio.open_connection("127.0.0.1", gw.port))
+        for i, (_, w) in enumerate(conns):
+            w.write(b"GET /?delay=100&i=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        await asyncio.gather(*(w.drain() for _, w in conns))
+
+        async def status(r):
+            line = await r.readline()
+            return int(line.split()[1]) if line else None
+
+        out = await asyncio.wait_for(asyncio.gather(*(status(r) for r, _ in conns)), 60)
+        for _, w in conns:
+            w.close()
+        return out
+
+    statuses = asyncio.run(burst())
+    counts = {st: statuses.count(st) for st in set(statuses)}
+    assert counts == {200: n}, counts
+    assert gw.alive()
+
+
 def test_worker_that_exits_immediately(start_gateway):
     gw = start_gateway(["/bin/false"], "--response-timeout", "2s",
                        "--queue-timeout", "2s", workers=2)
