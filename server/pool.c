@@ -619,6 +619,10 @@ static void spawn_worker(worker_proc *w)
         .cwd = p->cfg->directory[0] ? p->cfg->directory : NULL,
         .stdio_count = 3,
         .stdio = stdio,
+        /* Its own session and process group: a terminal's Ctrl-C (SIGINT to
+         * the foreground group) reaches the gateway alone, which then drains
+         * its workers in order instead of racing their deaths. */
+        .flags = UV_PROCESS_DETACHED,
     };
     if (p->cfg->user[0] || p->cfg->group[0]) {
         /* run as another user: only possible when the gateway runs as root */

@@ -40,6 +40,7 @@ struct wlink {
     flush_node flush;
     bool closing;
     bool ready;
+    bool drained; /* DRAIN sent: the worker is expected to leave */
     int peer_pid;
     char peer[64]; /* TCP peer address */
     int64_t worker_id;
@@ -223,6 +224,11 @@ static void link_fail(wlink *l, int err, const char *why)
         }
         sluice_buf_close(&eb);
     }
+    /* A worker told to leave (DRAIN, or the gateway is stopping) may close
+     * its end while we still write: that is how it leaves, not a fault. */
+    bool leaving = (l->drained || l->gw->stopping) && (err == UV_EPIPE || err == UV_ECONNRESET);
+    if (leaving)
+        err = UV_EOF;
     if (err != 0 && err != UV_EOF && l->worker_id < 0) /* never said a valid HELLO */
         slog(l->gw->log, LOG_WARN, "pool %s: worker connection (%s%s%d) closed: %s (%s)", pool_name(l->pool),
              l->tcp ? l->peer : "", l->tcp ? ", pid " : "pid ", l->peer_pid, why, sluice_proto_strerror(err));
@@ -385,6 +391,7 @@ void wlink_drain(wlink *l, uint64_t timeout_ms)
         return;
     sluice_frame f = {.type = SLUICE_FRAME_DRAIN};
     f.u.timeout_ms = timeout_ms;
+    l->drained = true;
     send_frame(l, &f, NULL);
 }
 

@@ -156,7 +156,7 @@ def free_port():
 
 
 class Gateway:
-    def __init__(self, argv, port, log_path, sock_dir):
+    def __init__(self, argv, port, log_path, sock_dir, new_session=False):
         self.argv = argv
         self.port = port
         self.log_path = log_path
@@ -164,7 +164,7 @@ class Gateway:
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT)
+                                     cwd=ROOT, start_new_session=new_session)
         self.pid = self.proc.pid
         self.seen = {}  # pid -> starttime of every worker process seen
 
@@ -274,17 +274,20 @@ def _have(path):
 
 @pytest.fixture
 def start_gateway(request):
-    """Factory: start_gateway(worker, *args, workers=2, wait=True).
+    """Factory: start_gateway(worker, *args, workers=2, wait=True,
+    new_session=False).
 
     `worker` is an example name ("hello", "echo", "blob"), or a list giving
     the full COMMAND. Extra gateway flags go in `args`. Returns a Gateway
-    that accepts connections."""
+    that accepts connections. With new_session the gateway leads its own
+    process group, as a shell's foreground job does (os.killpg reaches
+    the whole group, like a terminal's Ctrl-C)."""
     if not _have(SLUICE):
         pytest.skip(f"gateway binary not built: {SLUICE}")
     started = []
     tmp_root = tempfile.mkdtemp(prefix="sluice-e2e-")
 
-    def start(worker, *args, workers=2, wait=True):
+    def start(worker, *args, workers=2, wait=True, new_session=False):
         if isinstance(worker, str):
             cmd = [example(worker)]
             if not _have(cmd[0]):
@@ -303,7 +306,7 @@ def start_gateway(request):
                 argv += ["--socket-dir", sock_dir]
             argv += args + ["--"] + cmd
             log_path = os.path.join(tmp_root, f"gateway-{len(started)}-{attempt}.log")
-            gw = Gateway(argv, port, log_path, sock_dir)
+            gw = Gateway(argv, port, log_path, sock_dir, new_session)
             started.append(gw)
             if not wait or gw.wait_ready():
                 gw.workers()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_cli, example, free_port, proc_stat
+from conftest import run_cli, example, free_port, proc_stat, descendants_of
 from httpc import (Conn, ConnectionClosed, request_bytes, chunked, get,
                    blob_expected, blob_check)
 
@@ -533,6 +533,48 @@ def test_sigterm_graceful_exit(start_gateway):
     # and it no longer listens
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+
+
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_ctrl_c_to_process_group_is_quiet(start_gateway, when):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process
+    group. The gateway alone must get it (workers run in their own group)
+    and stop them in order: an in-flight request completes, nothing is
+    respawned, exit 0, and the log has no warning or error. The same right
+    after start-up, before the workers said HELLO."""
+    gw = start_gateway("hello", workers=2, new_session=True, wait=(when == "serving"))
+    result = {}
+    th = None
+    if when == "serving":
+        gw.wait_workers(2)
+        assert get(gw.port, "/").status == 200
+
+        def inflight():
+            try:
+                result["r"] = get(gw.port, "/?delay=800", timeout=10)
+            except Exception as e:  # noqa: BLE001
+                result["e"] = e
+
+        th = threading.Thread(target=inflight)
+        th.start()
+        time.sleep(0.3)
+    else:
+        gw.wait_log(lambda line: "started worker 2" in line, timeout=5)
+    gw._remember(descendants_of(gw.pid))
+    os.killpg(gw.pid, signal.SIGINT)
+    try:
+        code = gw.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        code = None
+    if th:
+        th.join(10)
+        assert "r" in result and result["r"].status == 200, f"in-flight request: {result}"
+    log = gw.log()
+    assert code == 0, f"exit code {code}\n{log}"
+    bad = [ln for ln in log.splitlines() if "[warn]" in ln or "[error]" in ln]
+    assert bad == [], "\n".join(bad)
+    started = [ln for ln in log.splitlines() if "started worker" in ln]
+    assert len(started) == 2, "a worker was respawned while stopping:\n" + log
 
 
 def _alive(pid):
