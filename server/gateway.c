@@ -73,8 +73,9 @@ void gw_shutdown(gateway *gw)
         return;
     }
     gw->stopping = true;
-    slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight requests (up to %.1fs)", http_active_requests(gw),
-         gw->cfg->graceful_timeout_ms / 1000.0);
+    uint32_t active = http_active_requests(gw);
+    slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight request%s (up to %.1fs)", active,
+         active == 1 ? "" : "s", gw->cfg->graceful_timeout_ms / 1000.0);
     http_stop_accepting(gw);
     http_close_idle(gw);
     uv_timer_start(&gw->shutdown_timer, on_shutdown_timeout, gw->cfg->graceful_timeout_ms, 0);

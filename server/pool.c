@@ -1003,6 +1003,25 @@ static int open_socket_to_workers(pool *p, bool created_dir)
     return 0;
 }
 
+/* argv as one line for the log, arguments with spaces or quotes in single
+ * quotes (shell style), cut with "..." past `cap`. */
+static void command_text(char **argv, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; argv[i]; i++) {
+        const char *a = argv[i];
+        bool quote = !*a || strpbrk(a, " \t\"'\\$") != NULL;
+        int w = snprintf(out + n, cap - n, quote ? "%s'%s'" : "%s%s", i ? " " : "", a);
+        if (w < 0 || (size_t)w >= cap - n) {
+            if (cap > 4)
+                memcpy(out + cap - 4, "...", 4);
+            return;
+        }
+        n += (size_t)w;
+    }
+}
+
 int pool_start(pool *p)
 {
     gateway *gw = p->gw;
@@ -1083,8 +1102,10 @@ int pool_start(pool *p)
     p->tick.data = p;
     p->tick_live = true;
     uv_timer_start(&p->tick, on_tick, 1000, 1000);
+    char cmd[1024];
+    command_text(cfg->command, cmd, sizeof cmd);
     slog(gw->log, LOG_INFO, "pool %s: socket %s, %u workers (min %u, max %u): %s", p->name, p->sock, p->target,
-         cfg->min_workers, cfg->max_workers, cfg->command[0]);
+         cfg->min_workers, cfg->max_workers, cmd);
     for (uint32_t i = 0; i < p->target; i++) {
         worker_proc *w = free_slot(p);
         if (!w)

@@ -483,6 +483,41 @@ def test_access_log_to_stderr(start_gateway):
     assert "200" in line and "GET" in line, line
 
 
+def test_access_log_of_refused_requests(start_gateway):
+    """Requests the gateway answers itself are logged with the method and
+    target when the request line was parsed, and the body bytes sent."""
+    gw = start_gateway("hello", "--max-header-bytes", "4k")
+
+    def refused(data):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(data)
+            raw = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return raw
+                raw += chunk
+
+    raw = refused(b"GET /big-head-4410 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 431 "), raw[:100]
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    line = gw.wait_log(lambda l: "/big-head-4410" in l, timeout=3)
+    assert line is not None, gw.log_tail()
+    assert f'"GET /big-head-4410 HTTP/1.1" 431 {len(body)} ' in line, line
+
+    raw = refused(b"POST /expect-5521 HTTP/1.0\r\nExpect: x-other\r\nContent-Length: 9\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 417 "), raw[:100]
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    line = gw.wait_log(lambda l: "/expect-5521" in l, timeout=3)
+    assert line is not None, gw.log_tail()
+    assert f'"POST /expect-5521 HTTP/1.0" 417 {len(body)} ' in line, line
+
+    raw = refused(b"GET /\x01bad HTTP/1.1\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:100]
+    line = gw.wait_log(lambda l: '" 400 ' in l, timeout=3)
+    assert line is not None and '"GET - HTTP/1.1" 400 ' in line and '" 400 0 ' not in line, line
+
+
 def test_access_log_to_file_and_off(start_gateway, tmp_path):
     path = tmp_path / "access.log"
     gw = start_gateway("hello", "--access-log", str(path))
