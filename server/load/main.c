@@ -71,7 +71,7 @@ static const char usage[] =
     "\n"
     "Errors are counted by kind: connect, read, write, timeout, parse (per failed\n"
     "request; connect per failed attempt), and 4xx/5xx responses. Latency\n"
-    "percentiles cover completed responses, in microseconds with under 0.4%% error.\n"
+    "percentiles cover completed responses, in microseconds with under 0.4% error.\n"
     "\n"
     "Examples:\n"
     "  sluice-load -c 50 -d 10s http://127.0.0.1:8080/\n"

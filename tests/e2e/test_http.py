@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_cli, example, free_port, proc_stat, descendants_of
+from conftest import SLUICE, run_cli, example, free_port, proc_stat, descendants_of
 from httpc import (Conn, ConnectionClosed, request_bytes, chunked, get,
                    blob_expected, blob_check)
 
@@ -416,6 +416,52 @@ def test_cli_help():
     assert p.returncode == 0, p
     out = p.stdout.decode()
     assert "--listen" in out and "--workers" in out, f"usage not on stdout: {p}"
+
+
+def test_cli_help_is_complete():
+    """Every option the README's table lists is in --help, which also says
+    that --admin takes unix:PATH and durations take hours; no printf
+    escapes leak into the text."""
+    out = run_cli("--help").stdout.decode()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    table = re.findall(r"^\| `(-[^`]+)`", readme, re.M)
+    assert len(table) > 20, table
+    for row in table:
+        for opt in re.findall(r"--?[a-zA-Z][-a-zA-Z]*", row):
+            assert opt in out, f"{opt} (README) missing from --help"
+    assert "unix:PATH" in out and "1h" in out, out
+    load = os.path.join(os.path.dirname(SLUICE), "load", "sluice-load")
+    if os.path.exists(load):
+        text = subprocess.run([load, "--help"], capture_output=True, timeout=10).stdout.decode()
+        assert "%%" not in text and "usage" in text, text
+
+
+SCRIPTS = ["demo", "test", "e2e", "fuzz", "valgrind", "install-deps", "bench",
+           "bench-gateway", "bench-load", "bench-node", "bench-python",
+           "test-python", "test-node"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_help(name):
+    """Every script answers --help with its usage, at once (no build, no
+    install, no run)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", name)
+    p = subprocess.run([path, "--help"], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p
+    out = p.stdout.decode()
+    assert f"scripts/{name}" in out or "usage" in out, out
+    assert "\n#" not in out and not out.startswith("#"), out
+
+
+@pytest.mark.parametrize("args", [["fuzz", "--help-me"], ["fuzz", "abc"], ["fuzz", "10", "20"],
+                                  ["demo", "bogus"], ["install-deps", "x"], ["test", "--bogus"],
+                                  ["valgrind", "--bogus"], ["bench", "--bogus"]],
+                         ids=lambda a: " ".join(a))
+def test_script_rejects_bad_arguments(args):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", args[0])
+    p = subprocess.run([path, *args[1:]], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p
+    assert p.stderr.strip(), p
 
 
 def test_cli_version():
