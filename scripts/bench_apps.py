@@ -74,7 +74,7 @@ def run_aiohttp(port: int, kind: str) -> None:
     app = web.Application()
     app.router.add_get("/", sleep if kind == "sleep" else hello)
     uvloop.install()
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -456,6 +456,16 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Generous width of one character at font-size 12 in a sans-serif face
+# (capitals and digits are the widest): legends and labels are sized by
+# it, so no label runs off the chart whatever the reader's font.
+CHAR_W = 7.5
+
+
+def text_width(s: str) -> float:
+    return CHAR_W * len(s)
+
+
 def _nice_max(v: float) -> float:
     if v <= 0:
         return 1
@@ -470,8 +480,11 @@ def svg_lines(path: str, title: str, xlabels: Sequence[str], series: dict[str, S
               ylabel: str, log_y: bool = False) -> None:
     """A line chart: one line per series over categorical x values."""
     import math
-    W, H, L, R, T, B = 720, 400, 80, 200, 40, 50
-    pw, ph = W - L - R, H - T - B
+    # the plot keeps its size; the legend column is as wide as its longest label
+    pw, H, L, T, B = 440, 400, 80, 40, 50
+    R = 40 + max([text_width(n) for n in series] or [0]) + 15
+    W = round(L + pw + R)
+    ph = H - T - B
     vals = [v for s in series.values() for v in s if v == v and v > 0]
     if not vals:
         vals = [1]
@@ -539,10 +552,12 @@ def svg_percentiles(path: str, title: str, reports: dict[str, Sequence[dict]]) -
 
 def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
     """Horizontal bar chart, one bar per name."""
-    W, rowh, L, R, T = 720, 28, 260, 90, 40
-    H = T + rowh * len(bars) + 20
+    rowh, T, pw = 28, 40, 370
     hi = _nice_max(max([v for v in bars.values() if v == v] or [1]))
-    pw = W - L - R
+    L = max(120, 8 + max([text_width(n) for n in bars] or [0]) + 10)
+    R = 6 + max([text_width(f"{fmt_int(v)} {unit}") for v in bars.values()] or [0]) + 10
+    W = round(L + pw + R)
+    H = T + rowh * len(bars) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{_esc(title)}</text>']
