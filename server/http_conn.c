@@ -1144,10 +1144,9 @@ static bool head_acceptable(conn *c)
     return http11 ? hosts == 1 : hosts <= 1;
 }
 
-/* Whether a Connection header names anything beyond the usual close,
- * keep-alive and upgrade (which are hop-by-hop fields or no field): the
- * common case then skips the per-field lookups. */
-static bool has_connection_options(conn *c)
+/* Whether some token of the request's Connection headers satisfies
+ * match(token, arg). */
+static bool connection_token(conn *c, bool (*match)(sluice_bytes, sluice_bytes), sluice_bytes arg)
 {
     uint8_t *hb = c->head.data;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
@@ -1157,27 +1156,18 @@ static bool has_connection_options(conn *c)
             continue;
         size_t pos = 0;
         while (list_next((sluice_bytes){hb + h->val_off, h->val_len}, &pos, &t))
-            if (!name_is(t, "close") && !name_is(t, "keep-alive") && !name_is(t, "upgrade"))
+            if (match(t, arg))
                 return true;
     }
     return false;
 }
 
-/* Whether a Connection header of the request names `name`. */
-static bool connection_option(conn *c, sluice_bytes name)
+/* A token beyond the usual close, keep-alive and upgrade (hop-by-hop
+ * fields or no field): only then are fields looked up in Connection. */
+static bool names_a_field(sluice_bytes t, sluice_bytes unused)
 {
-    uint8_t *hb = c->head.data;
-    for (uint32_t i = 0; i < c->n_req_headers; i++) {
-        hoff *h = &c->hoffs[i];
-        sluice_bytes nb = {hb + h->name_off, h->name_len}, t;
-        if (!name_is(nb, "connection"))
-            continue;
-        size_t pos = 0;
-        while (list_next((sluice_bytes){hb + h->val_off, h->val_len}, &pos, &t))
-            if (bytes_caseeq(t, name))
-                return true;
-    }
-    return false;
+    (void)unused;
+    return !name_is(t, "close") && !name_is(t, "keep-alive") && !name_is(t, "upgrade");
 }
 
 static void start_exchange(conn *c)
@@ -1215,7 +1205,7 @@ static void start_exchange(conn *c)
     const uint8_t *auth = NULL;
     size_t auth_len = 0;
     bool absolute = target_authority(s->req.target.ptr, s->req.target.len, &auth, &auth_len) == 1;
-    bool conn_options = has_connection_options(c);
+    bool conn_options = connection_token(c, names_a_field, (sluice_bytes){NULL, 0});
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -1226,7 +1216,7 @@ static void start_exchange(conn *c)
         sluice_bytes nb = {name, h->name_len}, vb = {hb + h->val_off, h->val_len};
         if (hop_by_hop(nb) && !(name_is(nb, "te") && te_trailers_only(vb)))
             continue;
-        if (conn_options && !name_is(nb, "host") && connection_option(c, nb))
+        if (conn_options && !name_is(nb, "host") && connection_token(c, bytes_caseeq, nb))
             continue; /* RFC 9110 7.6.1: named in Connection, for this hop only */
         if (name_is(nb, "expect")) {
             if (vb.len == 12 && !strncasecmp((const char *)vb.ptr, "100-continue", 12))

@@ -534,34 +534,24 @@ def test_access_log_of_refused_requests(start_gateway):
     target when the request line was parsed, and the body bytes sent."""
     gw = start_gateway("hello", "--max-header-bytes", "4k")
 
-    def refused(data):
+    cases = [  # request, status, what the log line must hold
+        (b"GET /big-head-4410 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n",
+         431, '"GET /big-head-4410 HTTP/1.1" 431 '),
+        (b"POST /expect-5521 HTTP/1.0\r\nExpect: x-other\r\nContent-Length: 9\r\n\r\n",
+         417, '"POST /expect-5521 HTTP/1.0" 417 '),
+        (b"GET /\x01bad HTTP/1.1\r\n\r\n", 400, '"GET - HTTP/1.1" 400 '),  # line not parsed
+    ]
+    for data, status, logged in cases:
         with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
             s.sendall(data)
             raw = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return raw
+            while chunk := s.recv(65536):
                 raw += chunk
-
-    raw = refused(b"GET /big-head-4410 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 431 "), raw[:100]
-    body = raw.split(b"\r\n\r\n", 1)[1]
-    line = gw.wait_log(lambda l: "/big-head-4410" in l, timeout=3)
-    assert line is not None, gw.log_tail()
-    assert f'"GET /big-head-4410 HTTP/1.1" 431 {len(body)} ' in line, line
-
-    raw = refused(b"POST /expect-5521 HTTP/1.0\r\nExpect: x-other\r\nContent-Length: 9\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 417 "), raw[:100]
-    body = raw.split(b"\r\n\r\n", 1)[1]
-    line = gw.wait_log(lambda l: "/expect-5521" in l, timeout=3)
-    assert line is not None, gw.log_tail()
-    assert f'"POST /expect-5521 HTTP/1.0" 417 {len(body)} ' in line, line
-
-    raw = refused(b"GET /\x01bad HTTP/1.1\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 400 "), raw[:100]
-    line = gw.wait_log(lambda l: '" 400 ' in l, timeout=3)
-    assert line is not None and '"GET - HTTP/1.1" 400 ' in line and '" 400 0 ' not in line, line
+        assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:100]
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        line = gw.wait_log(lambda ln: logged in ln, timeout=3)
+        assert line is not None, gw.log_tail()
+        assert f"{logged}{len(body)} " in line, line
 
 
 def test_access_log_to_file_and_off(start_gateway, tmp_path):
@@ -584,20 +574,27 @@ def test_access_log_to_file_and_off(start_gateway, tmp_path):
     assert "/off-probe-8812" not in gw2.log(), "--access-log off still logs"
 
 
-def test_sigterm_graceful_exit(start_gateway):
-    gw = start_gateway("hello", workers=2)
-    workers = gw.wait_workers(2)
+def start_inflight(gw, path):
+    """A GET of `path` in a thread, under way when this returns; the thread
+    and its result dict ("r": response or "e": exception)."""
     result = {}
 
     def inflight():
         try:
-            result["r"] = get(gw.port, "/?delay=1000", timeout=10)
+            result["r"] = get(gw.port, path, timeout=10)
         except Exception as e:  # noqa: BLE001
             result["e"] = e
 
     th = threading.Thread(target=inflight)
     th.start()
     time.sleep(0.3)
+    return th, result
+
+
+def test_sigterm_graceful_exit(start_gateway):
+    gw = start_gateway("hello", workers=2)
+    workers = gw.wait_workers(2)
+    th, result = start_inflight(gw, "/?delay=1000")
     code = gw.terminate(timeout=8)
     th.join(10)
     assert code == 0, f"gateway exit code after SIGTERM: {code}"
@@ -624,21 +621,11 @@ def test_ctrl_c_to_process_group_is_quiet(start_gateway, when):
     respawned, exit 0, and the log has no warning or error. The same right
     after start-up, before the workers said HELLO."""
     gw = start_gateway("hello", workers=2, new_session=True, wait=(when == "serving"))
-    result = {}
     th = None
     if when == "serving":
         gw.wait_workers(2)
         assert get(gw.port, "/").status == 200
-
-        def inflight():
-            try:
-                result["r"] = get(gw.port, "/?delay=800", timeout=10)
-            except Exception as e:  # noqa: BLE001
-                result["e"] = e
-
-        th = threading.Thread(target=inflight)
-        th.start()
-        time.sleep(0.3)
+        th, result = start_inflight(gw, "/?delay=800")
     else:
         gw.wait_log(lambda line: "started worker 2" in line, timeout=5)
     gw._remember(descendants_of(gw.pid))
