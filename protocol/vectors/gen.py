@@ -793,6 +793,22 @@ def build_decode_invalid():
     bad("trailers-1025", "END with 1025 trailer entries", R([5, 1, [[b"a", b"b"]] * 1025]), "too_many_headers")
     bad("response-headers-1025", "RESPONSE with 1025 header entries", R([3, 1, 200, [[b"a", b""]] * 1025, 1]),
         "too_many_headers")
+    # added with PROTOCOL.md's rules moved from this README (appended to keep names stable)
+    ft("request-address-one", "REQUEST client address of one element (an address is exactly [host, port])",
+       R([2, 1, b"GET", b"/", 11, [], [Text(b"::1")], [Text(b""), 0], Text(b"http"), 0]))
+    ft("request-address-empty", "REQUEST server address as an empty array",
+       R([2, 1, b"GET", b"/", 11, [], [Text(b""), 0], [], Text(b"http"), 0]))
+    ft("sid-true", "CREDIT with stream id true (not an integer: field_type)", R([6, True, 1]))
+    ft("sid-bin", "END with the stream id as a bin", R([5, b"\x01"]))
+    bad("precedence-header-count-over-entries", "RESPONSE with 1025 header entries, the first one malformed "
+        "(one element): the count is checked before the entries, too_many_headers",
+        R([3, 1, 200, [[b"a"]] + [[b"a", b"b"]] * 1024, 1]), "too_many_headers")
+    bad("precedence-header-entries-in-order", "two header entries, the first with an empty name (field_value), "
+        "the second of three elements (field_type): entries are checked in order, field_value",
+        R([3, 1, 200, [[b"", b"v"], [b"a", b"b", b"c"]], 1]), "field_value")
+    bad("precedence-header-name-before-value", "a header entry whose name is empty (field_value) and whose "
+        "value is nil (field_type): within an entry, name then value, field_value",
+        R([3, 1, 200, [[b"", None]], 1]), "field_value")
 
 
 # ---------------------------------------------------------------------------
@@ -1061,6 +1077,40 @@ def build_sessions():
                                recv(body(2, "9"), "flow_control")])
     S("s-gw-credit-zero", "gateway: CREDIT 0 (rejected when decoding)", "gateway",
       gw_ready() + [send(request(1, body=1)), recv(credit(1, 0), "field_value", raw=framed(R([6, 1, 0])))])
+    # added with PROTOCOL.md's rules moved from this README (appended to keep names stable)
+    S("s-gw-unsolicited-pong", "gateway: a PONG that answers no PING (none sent, or an unknown opaque) is "
+      "accepted and has no effect", "gateway",
+      gw_ready() + [recv(pong(77)), send(request(1)), send(ping(5)), recv(pong(6)), recv(pong(5)), recv(pong(5)),
+                    recv(response(1, 200, [], 0))])
+    S("s-w-unsolicited-pong", "worker: a PONG that answers no PING is accepted and has no effect", "worker",
+      wk_ready() + [recv(pong(0)), recv(request(1)), recv(pong(MAX_ID)), send(response(1, 204, [], 0))], 4)
+    S("s-gw-recv-empty-body-window-zero", "gateway: response window used up (8 of 8); an empty BODY is still "
+      "legal, one more byte is not", "gateway",
+      gw_ready() + [send(request(1)), recv(response(1, 200, [], 1)), recv(body(1, "12345678")), recv(body(1, "")),
+                    recv(body(1, "9"), "flow_control")])
+    S("s-w-send-empty-body-window-used", "worker: after using the whole response window an empty BODY may "
+      "still be sent", "worker",
+      wk_ready() + [recv(request(1)), send(response(1, 200, [], 1)), send(body(1, "x" * 8)), send(body(1, "")),
+                    send(body(1, "y"), "rejected"), send(end(1))], 4)
+    S("s-w-credit-then-response", "worker: Expect: 100-continue done right: body mode 2, the worker sends "
+      "CREDIT before its RESPONSE (the gateway answers 100 Continue on the CREDIT), then reads the body", "worker",
+      wk_ready() + [recv(request(1, "PUT", "/upload", headers=[["host", "h"], ["content-length", "5"]], body=2)),
+                    send(credit(1, 16)), send(response(1, 200, [], 1)), recv(body(1, "12345")), recv(end(1)),
+                    send(body(1, "ok")), send(end(1))], 4)
+    S("s-gw-credit-then-response", "gateway: body mode 2, CREDIT then RESPONSE from the worker: the body flows "
+      "while the response is open", "gateway",
+      gw_ready() + [send(request(1, "PUT", "/upload", headers=[["host", "h"], ["content-length", "5"]], body=2)),
+                    recv(credit(1, 16)), recv(response(1, 200, [], 1)), send(body(1, "12345")), send(end(1)),
+                    recv(body(1, "ok")), recv(end(1))])
+    S("s-gw-answer-without-credit", "gateway: body mode 2, the worker answers 401 without granting credit: "
+      "the stream closes and the body is never sent", "gateway",
+      gw_ready() + [send(request(1, "POST", "/upload", body=2)), send(body(1, "x"), "rejected"),
+                    recv(response(1, 401, [], 0)), send(body(1, "x"), "rejected"), send(end(1), "rejected"),
+                    recv(credit(1, 10), "ignored")])
+    S("s-w-request-after-retire", "worker: REQUESTs the gateway sent before it read RETIRE are legal and "
+      "must be served (or RESET refused); only DRAIN ends them", "worker",
+      wk_ready() + [send(retire("shutdown")), recv(request(1)), recv(request(2)), send(response(1, 200, [], 0)),
+                    send(reset(2, 2)), recv(drain(30000)), recv(request(3), "unexpected_frame")], 4)
 
 
 # ---------------------------------------------------------------------------

@@ -389,21 +389,20 @@ def _headers(v: Any) -> list:
     """Validate a header list in place; str names/values become bytes."""
     if type(v) is not list:
         raise _FieldType
+    # PROTOCOL.md 2: the entry count first, then each entry in order, its
+    # name (type, then non-empty) before its value.
+    if len(v) > MAX_HEADERS:
+        raise _TooMany
     for e in v:
         if type(e) is not list or len(e) != 2:
             raise _FieldType
         n, val = e
         if type(n) is not bytes:
             e[0] = n = _as_bytes(n)
-        if type(val) is not bytes:
-            e[1] = _as_bytes(val)
         if not n:
             raise _FieldValue
-    if len(v) > MAX_HEADERS:
-        # Checked after the entries so that a bad entry (an earlier field
-        # problem) is reported first... but PROTOCOL.md orders
-        # too_many_headers after field_type/field_value of the same field.
-        raise _TooMany
+        if type(val) is not bytes:
+            e[1] = _as_bytes(val)
     return v
 
 
