@@ -19,7 +19,7 @@ static FILE *open_log(const char *path, bool *is_std)
     *is_std = !strcmp(path, "-");
     if (*is_std)
         return stderr;
-    return fopen(path, "a");
+    return fopen(path, "ae"); /* close-on-exec: workers must not inherit it */
 }
 
 int sluice_log_new(sluice_log **out, const char *error_path, const char *access_path, int level)
@@ -69,14 +69,14 @@ int sluice_log_reopen(sluice_log *l)
 {
     sluice_log_flush(l);
     if (!l->err_std) {
-        FILE *f = fopen(l->err_path, "a");
+        FILE *f = fopen(l->err_path, "ae");
         if (!f)
             return -errno;
         fclose(l->err);
         l->err = f;
     }
     if (l->acc && !l->acc_std) {
-        FILE *f = fopen(l->acc_path, "a");
+        FILE *f = fopen(l->acc_path, "ae");
         if (!f)
             return -errno;
         fclose(l->acc);
