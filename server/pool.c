@@ -99,6 +99,7 @@ static void spawn_worker(worker_proc *w);
 static void retire_worker(worker_proc *w, const char *why, bool replace);
 static void roll(pool *p);
 static void on_timer_linkless(uv_timer_t *t);
+static void on_timer_drained(uv_timer_t *t);
 
 const char *pool_name(const pool *p) { return p->name; }
 const sluice_pool_config *pool_config(const pool *p) { return p->cfg; }
@@ -433,6 +434,10 @@ void pool_link_closed(pool *p, wlink *l)
          * link first), then stop it; its slot respawns as after a crash. */
         if (w->proc_live && w->wanted && !w->retiring && !p->stopping && w->state == PROC_RUNNING)
             uv_timer_start(&w->timer, on_timer_linkless, 1000, 0);
+        /* A drained worker's link is closed (by it, or at DRAIN's timeout):
+         * it has nothing left to do, so it must not linger either. */
+        else if (w->proc_live && !w->wanted && !p->stopping && w->state == PROC_RUNNING)
+            uv_timer_start(&w->timer, on_timer_drained, 2000, 0);
     }
     gw_check_shutdown(p->gw);
 }
@@ -530,6 +535,19 @@ static void on_timer_linkless(uv_timer_t *t)
     uv_timer_start(&w->timer, on_timer, 5000, 0);
 }
 
+static void on_timer_drained(uv_timer_t *t)
+{
+    worker_proc *w = t->data;
+    pool *p = w->pool;
+    if (w->link || !w->proc_live || w->wanted || w->state != PROC_RUNNING || p->stopping)
+        return;
+    slog(p->gw->log, LOG_WARN, "pool %s: worker %u (pid %d) was drained and its link closed, but it does not exit; "
+         "stopping it", p->name, w->id, w->pid);
+    uv_process_kill(&w->proc, SIGTERM);
+    w->state = PROC_STOPPING; /* on_timer kills it if SIGTERM is not enough */
+    uv_timer_start(&w->timer, on_timer, 5000, 0);
+}
+
 static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
 {
     worker_proc *w = proc->data;
@@ -550,13 +568,21 @@ static void on_proc_exit(uv_process_t *proc, int64_t status, int sig)
         w->failed_starts++;
     bool was_retiring = w->retiring;
     w->retiring = false;
-    /* a replacement that dies before taking over leaves the old one serving */
+    /* A replacement that dies before taking over leaves the old one
+     * serving -- unless the old one asked to go (RETIRE): its link opens no
+     * more streams, so it is drained now and this slot, still wanted,
+     * restarts with backoff like any crash. */
     if (w->replaces) {
-        w->replaces->replaces_pending = false;
-        w->replaces->retiring = false;
-        w->replaces->wanted = true;
+        worker_proc *old = w->replaces;
         w->replaces = NULL;
-        w->wanted = false;
+        old->replaces_pending = false;
+        if (old->link && wlink_retiring(old->link)) {
+            wlink_drain(old->link, p->cfg->graceful_timeout_ms);
+        } else {
+            old->retiring = false;
+            old->wanted = true;
+            w->wanted = false;
+        }
     }
     if (p->stopping || !w->wanted) {
         w->state = PROC_STOPPING; /* becomes IDLE once the handle closed */

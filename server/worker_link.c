@@ -20,6 +20,9 @@
  * max_streams x window; beyond this the worker stopped reading. */
 #define OUT_MAX (256u << 20)
 
+/* Past DRAIN's timeout, how long the link may still take to close. */
+#define DRAIN_GRACE_MS 2000
+
 struct wlink {
     gateway *gw;
     pool *pool;
@@ -29,7 +32,7 @@ struct wlink {
         uv_stream_t stream;
     } h;
     bool tcp;
-    uv_timer_t hello_timer;
+    uv_timer_t hello_timer; /* the HELLO deadline, then DRAIN's */
     int handles; /* open uv handles; freed when 0 after close */
     sluice_proto_link *proto;
     sluice_proto_decoder *dec;
@@ -74,6 +77,18 @@ static void on_hello_timeout(uv_timer_t *t)
     slog(l->gw->log, LOG_WARN, "pool %s: worker connection (pid %d) sent no HELLO in time; closing",
          pool_name(l->pool), l->peer_pid);
     link_fail(l, SLUICE_PROTO_E_TIMEOUT, "no HELLO in time");
+}
+
+/* DRAIN's timeout (plus a little grace for the close to arrive) passed
+ * with the link still open: the worker is stuck or ignores DRAIN. Its
+ * streams are lost either way; closing the link lets a reload go on and
+ * the gateway exit (the pool stops the process if it lingers). */
+static void on_drain_timeout(uv_timer_t *t)
+{
+    wlink *l = t->data;
+    slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) still open %u streams after DRAIN's timeout; closing",
+         pool_name(l->pool), (long long)l->worker_id, l->peer_pid, sluice_proto_link_open_streams(l->proto));
+    wlink_close(l, 0, "DRAIN timeout");
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
@@ -319,6 +334,7 @@ bool wlink_can_open(const wlink *l)
     return l->ready && !l->closing && sluice_proto_link_can_open(l->proto);
 }
 
+bool wlink_retiring(const wlink *l) { return sluice_proto_link_retiring(l->proto); }
 uint32_t wlink_open_streams(const wlink *l) { return sluice_proto_link_open_streams(l->proto); }
 bool wlink_ready(const wlink *l) { return l->ready && !l->closing; }
 int64_t wlink_worker_id(const wlink *l) { return l->worker_id; }
@@ -392,7 +408,8 @@ void wlink_drain(wlink *l, uint64_t timeout_ms)
     sluice_frame f = {.type = SLUICE_FRAME_DRAIN};
     f.u.timeout_ms = timeout_ms;
     l->drained = true;
-    send_frame(l, &f, NULL);
+    if (send_frame(l, &f, NULL) == 0 && !l->closing)
+        uv_timer_start(&l->hello_timer, on_drain_timeout, timeout_ms + DRAIN_GRACE_MS, 0);
 }
 
 /* ---- receiving -------------------------------------------------------- */

@@ -14,6 +14,8 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server);
  * fit the worker's max_frame. */
 int wlink_open(wlink *l, stream *s);
 bool wlink_can_open(const wlink *l);
+/* The worker sent RETIRE: the link opens no more streams. */
+bool wlink_retiring(const wlink *l);
 uint32_t wlink_open_streams(const wlink *l);
 bool wlink_ready(const wlink *l);
 int64_t wlink_worker_id(const wlink *l);

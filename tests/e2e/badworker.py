@@ -18,6 +18,9 @@ REQUEST misbehaves according to MODE:
     short-body      Content-Length: 10 but only 3 body bytes, then END
     long-body       Content-Length: 3 but 10 body bytes, then END
     ok              a correct 200 "ok" response (control)
+    ignore-drain    correct answers, but DRAIN and SIGTERM are ignored: the
+                    link stays open and, once the gateway closes it, the
+                    process lingers (a stuck worker)
 
 With `SLUICE_BADWORKER_MARK=PATH`, only one REQUEST is mishandled, by
 whichever process gets there first (it creates PATH); every other one, also
@@ -25,7 +28,9 @@ in restarted workers, gets the correct answer.
 """
 
 import os
+import signal
 import socket
+import time
 import struct
 import sys
 
@@ -170,6 +175,8 @@ class Link:
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "ok"
     mark = os.environ.get("SLUICE_BADWORKER_MARK")
+    if mode == "ignore-drain":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path = os.environ["SLUICE_SOCKET"]
     if path.startswith("unix:"):
         path = path[5:]
@@ -186,12 +193,16 @@ def main():
     while True:
         f = link.recv_frame()
         if f is None:
+            if mode == "ignore-drain":
+                time.sleep(3600)  # stuck: only SIGKILL ends it
             return 0
         ftype, sid = f[0], f[1]
         if ftype == PING:
             link.send(frame(PONG, 0, f[2]))
             continue
         if ftype == DRAIN:
+            if mode == "ignore-drain":
+                continue
             return 0
         if ftype != REQUEST:
             continue
@@ -201,7 +212,7 @@ def main():
                 os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 m = "ok"
-        if m == "ok":
+        if m in ("ok", "ignore-drain"):
             link.send(frame(RESPONSE, sid, 200, [[b"content-type", b"text/plain"],
                                                  [b"content-length", b"3"]], 1)
                       + frame(BODY, sid, b"ok\n") + frame(END, sid))

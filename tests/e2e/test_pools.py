@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -717,6 +718,54 @@ def test_reload_replaces_workers_one_by_one(start_config):
     assert most <= 4, f"{most} worker processes at once while reloading a pool of 3"
 
 
+BADWORKER = os.path.join(os.path.dirname(__file__), "badworker.py")
+
+
+def test_reload_past_a_worker_that_ignores_drain(start_config):
+    """A worker that ignores DRAIN (and SIGTERM) does not stall a reload:
+    its link is closed once DRAIN's timeout (graceful_timeout) and a short
+    grace have passed, then the process is stopped (SIGTERM, SIGKILL 5 s
+    later), and the reload completes on new workers."""
+    text = ("[pool:bad]\ncommand = {PYTHON} " + BADWORKER + " ignore-drain\n"
+            "workers = 1\ngraceful_timeout = 1s\n")
+    gw = start_config(text)
+    (old,) = gw.wait_running("bad", 1)
+    assert get(gw.port, "/").status == 200
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_log(gw, r"pool bad: worker \d+ \(pid %d\) still open 0 streams after DRAIN's timeout" % old,
+                    timeout=8), gw.log_tail()
+    assert wait_log(gw, r"pool bad: reload complete", timeout=15), gw.log_tail()
+    assert wait_for(lambda: not alive(old), 12), f"drained worker {old} still running"
+    assert wait_log(gw, r"worker \d+ \(pid %d\) was drained and its link closed, but it does not exit" % old)
+    new = gw.wait_running("bad", 1)
+    assert new and old not in new
+    assert get(gw.port, "/").status == 200
+    # a second reload is not stalled either
+    os.kill(gw.pid, signal.SIGHUP)
+    assert wait_log(gw, r"pool bad: reload complete", timeout=25, count=2), gw.log_tail()
+
+
+def test_shutdown_past_an_attached_worker_that_ignores_drain(start_config):
+    """An attached worker that never closes its link after DRAIN does not
+    keep the gateway from exiting: the link is closed at DRAIN's timeout
+    plus a short grace."""
+    gw = start_config(hello_pool(workers=1, socket_dir="{TMP}/socks", graceful_timeout="1s"))
+    assert len(gw.wait_running("web", 1)) == 1
+    sock = os.path.join(gw.tmp, "socks", "web.sock")
+    ext = subprocess.Popen([sys.executable, BADWORKER, "ignore-drain"],
+                           env=dict(os.environ, SLUICE_SOCKET=sock), stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: gw.pool("web")["attached"], 5), gw.pool("web")
+        t0 = time.monotonic()
+        code = gw.terminate(timeout=15)
+        took = time.monotonic() - t0
+        assert code == 0, (code, gw.log_tail())
+        assert took < 8, f"gateway took {took:.1f}s to exit"
+    finally:
+        ext.kill()
+        ext.wait(5)
+
+
 # ==========================================================================
 # graceful stop
 
@@ -736,7 +785,7 @@ def test_sigterm_completes_in_flight_request(start_config):
     code = gw.terminate(timeout=8)
     assert code == 0, f"exit code {code}"
     assert wait_for(lambda: not any(alive(p) for p in workers), 3)
-    assert log_lines(gw, r"stopping: finishing 1 in-flight requests")
+    assert log_lines(gw, r"stopping: finishing 1 in-flight request \(")
 
 
 # ==========================================================================
