@@ -640,13 +640,31 @@ void stream_on_lost(stream *s)
         exchange_fail(c, 502, 0);
 }
 
+/* A worker that refuses a request (it is stopping, or full) has done
+ * nothing with it: when no request body byte went to it either, the
+ * request is placed again, on another worker or in the queue, so a worker
+ * leaving mid-load fails no request. Bounded, then 503. */
+#define MAX_REFUSALS 3
+
 void stream_on_reset(stream *s, uint64_t code)
 {
     conn *c = s->conn;
     if (!c)
         return;
-    int status = code == SLUICE_RESET_REFUSED || code == SLUICE_RESET_OVERLOADED ? 503 : 502;
-    exchange_fail(c, status, 0);
+    bool refused = code == SLUICE_RESET_REFUSED || code == SLUICE_RESET_OVERLOADED;
+    if (refused && !s->resp_started && s->body_sent == 0 && s->refusals < MAX_REFUSALS) {
+        s->refusals++;
+        s->end_sent = false; /* the next worker gets its own END */
+        s->worker_id = -1;
+        int rc = pool_submit(s->pool, s);
+        if (rc == 1) {
+            set_timer(c, T_QUEUE);
+            return;
+        }
+        if (rc == 0)
+            return;
+    }
+    exchange_fail(c, refused ? 503 : 502, 0);
 }
 
 /* Forward pending body bytes and END as credit allows. */

@@ -23,6 +23,7 @@ struct stream {
     stream *qnext, *qprev;
     bool queued;
     uint64_t queued_at;
+    uint8_t refusals;     /* RESET refused/overloaded taken, each retried elsewhere */
 
     /* request, as sent in REQUEST (views into the connection's head buffer) */
     sluice_request req;

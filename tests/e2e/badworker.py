@@ -13,6 +13,7 @@ REQUEST misbehaves according to MODE:
     oversize-frame  a frame length above the gateway's max_frame
     body-over-window  RESPONSE 200 then more BODY than the response window
     reset           RESET (internal) before any response
+    refuse          RESET (refused) before any response, as a stopping worker does
     hop-by-hop      200 "ok\n" with Transfer-Encoding/Connection/Keep-Alive
                     headers of its own (the gateway must drop them)
     short-body      Content-Length: 10 but only 3 body bytes, then END
@@ -232,6 +233,8 @@ def main():
             link.send(frame(BODY, sid, b"x" * (resp_window + 1)))
         elif m == "reset":
             link.send(frame(RESET, sid, 1))
+        elif m == "refuse":
+            link.send(frame(RESET, sid, 2))
         elif m == "hop-by-hop":
             link.send(frame(RESPONSE, sid, 200,
                             [[b"transfer-encoding", b"chunked"],

@@ -411,6 +411,28 @@ def test_worker_protocol_violation_502(start_gateway, tmp_path, mode):
     assert r.status == 200 and r.body == b"ok\n", f"{mode}: next request: {r}"
 
 
+def test_refused_request_is_placed_again(start_gateway, tmp_path):
+    """RESET refused before any response and before any body byte went to
+    the worker (a stopping worker's answer) is not the client's failure:
+    the gateway places the request again and the client gets 200."""
+    gw = start_gateway(bad_cmd("refuse", tmp_path), workers=2)
+    for i in range(3):
+        r = get(gw.port, f"/?i={i}", timeout=10)
+        assert r.status == 200 and r.body == b"ok\n", r
+    assert os.path.exists(os.path.join(str(tmp_path), "mark-refuse")), "nothing was refused"
+
+
+def test_always_refused_request_gets_503(start_gateway):
+    """A worker that refuses every request: the retries are bounded, then
+    503 with Retry-After; the gateway carries on."""
+    gw = start_gateway([sys.executable, BADWORKER, "refuse"], workers=1)
+    t0 = time.monotonic()
+    r = get(gw.port, "/", timeout=10)
+    assert r.status == 503 and r.header("retry-after"), r
+    assert time.monotonic() - t0 < 3
+    assert gw.alive()
+
+
 def test_worker_body_over_window(start_gateway, tmp_path):
     """BODY beyond the response window is a link error (flow_control): the
     client gets 502 or an aborted response, never the excess bytes as a
