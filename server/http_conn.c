@@ -1792,6 +1792,9 @@ void http_close_all(gateway *gw)
 {
     for (conn *c = gw->conns, *next; c; c = next) {
         next = c->next;
+        /* the worker learns why its stream ends: the gateway is leaving */
+        if (c->cur && c->cur->link)
+            wlink_cancel(c->cur->link, c->cur, SLUICE_CANCEL_SHUTDOWN);
         conn_close(c);
     }
 }

@@ -255,6 +255,24 @@ def test_client_disconnect_mid_upload_cancels_worker(start_gateway):
     assert gw.alive()
 
 
+def test_graceful_timeout_cancels_with_shutdown(start_gateway):
+    """A stream still open when the graceful timeout runs out is cancelled
+    with reason `shutdown` (the worker learns why), then the gateway exits."""
+    gw = start_gateway("echo", "--graceful-timeout", "1s", workers=1)
+    assert get(gw.port, "/").status == 200
+    c = Conn(gw.port, timeout=5)
+    try:
+        c.send(request_bytes("POST", "/?who=stuck", [("Content-Length", str(50 * MiB))]))
+        c.send(os.urandom(MiB))  # and then nothing: the upload never ends
+        time.sleep(0.3)
+        code = gw.terminate(timeout=10)
+        assert code == 0, code
+        line = gw.wait_log(lambda l: "cancelled" in l and "shutdown" in l, timeout=3)
+        assert line is not None, gw.log_tail()
+    finally:
+        c.close()
+
+
 def test_client_disconnect_mid_download(start_gateway):
     gw = start_gateway("blob", workers=1)
     assert get(gw.port, "/?n=1").status == 200
