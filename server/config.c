@@ -276,9 +276,20 @@ static int strv_from_argv(char **argv, char ***out)
     return 0;
 }
 
+/* The variables the gateway sets for its workers (PROTOCOL.md 10.2): a
+ * pool entry must not shadow them. */
+static bool gateway_env(const char *kv)
+{
+    static const char *const own[] = {"SLUICE_SOCKET=", "SLUICE_POOL=", "SLUICE_WORKER_ID="};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!strncmp(kv, own[i], strlen(own[i])))
+            return true;
+    return false;
+}
+
 static int add_env(sluice_pool_config *p, const char *kv)
 {
-    if (!strchr(kv, '=') || kv[0] == '=')
+    if (!strchr(kv, '=') || kv[0] == '=' || gateway_env(kv))
         return -EINVAL;
     char **nv = realloc(p->env, (p->n_env + 2) * sizeof *nv);
     if (!nv)

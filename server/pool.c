@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1072,6 +1073,10 @@ int pool_start(pool *p)
         p->own_dir = true;
         created = true;
     }
+    /* workers may run in another directory: give them an absolute path */
+    char abs[PATH_MAX];
+    if (p->dir[0] != '/' && realpath(p->dir, abs) && strlen(abs) < sizeof p->dir)
+        snprintf(p->dir, sizeof p->dir, "%s", abs);
     snprintf(p->sock, sizeof p->sock, "%s/%s.sock", p->dir, p->name);
     if (strlen(p->sock) >= 108) {
         slog(gw->log, LOG_ERROR, "socket path too long: %s", p->sock);

@@ -1028,6 +1028,20 @@ def test_relative_command_resolved_against_gateway_directory(start_config, tmp_p
     hello_ok(gw.port)
 
 
+def test_relative_socket_dir_with_another_directory(start_config, tmp_path):
+    """A relative socket_dir is the gateway's (its working directory): the
+    workers, started in another `directory`, get an absolute SLUICE_SOCKET
+    and connect."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    rel = os.path.relpath(str(tmp_path / "socks"), ROOT)
+    assert not os.path.isabs(rel)
+    gw = start_config(env_pool(workers=1, directory=str(wd), socket_dir=rel))
+    assert len(gw.wait_running("env", 1)) == 1, gw.log_tail()
+    sock = env_of(gw.port)["env"]["SLUICE_SOCKET"]
+    assert os.path.isabs(sock) and sock == os.path.join(os.path.realpath(tmp_path / "socks"), "env.sock"), sock
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (workers run as another user)")
 def test_workers_run_as_configured_user(start_config):
     """user/group: workers run as that user, and reach the pool's socket

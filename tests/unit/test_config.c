@@ -191,6 +191,8 @@ Test(config_file, errors_have_line_numbers)
         {"[pool:a]\ncommand = w\n[route:r]\npool = nope\n", "route 'r' names unknown pool 'nope'"},
         {"[pool:a]\nworkers = 1\n", "pool 'a' has no command"},
         {"[pool:a]\ncommand = w $(reboot)\n", ":2: invalid value for 'command'"},
+        {"[pool:a]\ncommand = w\nenv = SLUICE_SOCKET=/tmp/x\n", ":3: invalid value for 'env'"},
+        {"[pool:a]\ncommand = w\nenv = SLUICE_WORKER_ID=7\n", ":3: invalid value for 'env'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = write_conf(cases[i].text);
