@@ -17,7 +17,7 @@ import sys
 from typing import Any, Awaitable, Callable, Optional
 
 from . import protocol as P
-from ._core import Request, Runtime, Waiter, WorkerCore
+from ._core import Request, Runtime, Waiter, WorkerCore, requests_text
 
 log = logging.getLogger("sluice")
 
@@ -92,6 +92,11 @@ class AsyncioLink(asyncio.Protocol, Runtime):
         task = req.task
         if task is not None and not task.done():
             task.cancel()
+            # A task cancelled before its first step never runs its coroutine
+            # at all, not even the ``finally`` that calls core.finished(): the
+            # stream would stay counted as open and a DRAIN would wait for it
+            # until the grace period ran out. finished() is idempotent.
+            task.add_done_callback(lambda _t, req=req: self.core.finished(req))
 
     def close(self) -> None:
         self._flush()
@@ -148,12 +153,12 @@ class AsyncioLink(asyncio.Protocol, Runtime):
             log.warning("sluice: second signal; exiting now")
             self.close()
             return
-        log.info("sluice: shutting down; finishing %d open request(s)", len(self.core.requests))
+        log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
         self.core.retire("shutting down")
         self._grace_timer = self.loop.call_later(self.grace, self._grace_over)
 
     def _grace_over(self) -> None:
-        log.warning("sluice: grace period over; closing with %d request(s) open", len(self.core.requests))
+        log.warning("sluice: grace period over; closing with %s", requests_text(len(self.core.requests)))
         self.close()
 
 

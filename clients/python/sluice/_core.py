@@ -26,6 +26,11 @@ _ERROR_HEADERS = P.pack_headers([[b"content-type", b"text/plain; charset=utf-8"]
                                  [b"content-length", b"%d" % len(_ERROR_BODY)]])
 
 
+def requests_text(n: int) -> str:
+    """``"1 open request"``, ``"3 open requests"`` (for the drain logs)."""
+    return f"{n} open request" if n == 1 else f"{n} open requests"
+
+
 class ClientDisconnected(Exception):
     """The HTTP client went away (or the gateway cancelled the stream):
     reading the body or sending the response is no longer possible."""
@@ -556,7 +561,7 @@ class WorkerCore:
                     self.runtime.cancel(r)
             elif t == 12:
                 self.draining = True
-                log.info("sluice: DRAIN received; finishing %d open request(s)", len(reqs))
+                log.info("sluice: DRAIN received; finishing %s", requests_text(len(reqs)))
                 self.maybe_close()
             elif t == 1:
                 self.hello = ev
@@ -569,9 +574,9 @@ class WorkerCore:
     def finished(self, req: Request) -> None:
         """A handler is done (whatever happened): forget the stream, RESET it
         if the response is incomplete, and close the link when draining."""
-        self.served += 1
         if self.requests.pop(req.id, None) is None:
             return
+        self.served += 1
         req._finished = True
         w = req._done_waiter
         if w is not None:

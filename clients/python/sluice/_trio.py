@@ -18,7 +18,7 @@ import trio
 
 from . import protocol as P
 from ._asyncio import parse_socket
-from ._core import Request, Runtime, Waiter, WorkerCore
+from ._core import Request, Runtime, Waiter, WorkerCore, requests_text
 
 log = logging.getLogger("sluice")
 
@@ -148,13 +148,13 @@ class TrioLink(Runtime):
                     log.warning("sluice: second signal; exiting now")
                     self.close()
                     return
-                log.info("sluice: shutting down; finishing %d open request(s)", len(self.core.requests))
+                log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
                 self.core.retire("shutting down")
                 self.nursery.start_soon(self._grace_timer)  # type: ignore[union-attr]
 
     async def _grace_timer(self) -> None:
         await trio.sleep(self.grace)
-        log.warning("sluice: grace period over; closing with %d request(s) open", len(self.core.requests))
+        log.warning("sluice: grace period over; closing with %s", requests_text(len(self.core.requests)))
         self.close()
 
 
