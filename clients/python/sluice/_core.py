@@ -26,9 +26,9 @@ log = logging.getLogger("sluice")
 # and a few KiB, and the request bodies are bounded by the link's
 # body_buffer (protocol.initial_window), not by this number. 4096 lets a
 # worker with 50 ms handlers take ~80,000 req/s before it queues, far above
-# what one Python process computes, as uvicorn and Granian do (no per-worker
-# cap by default); the gateway's --max-connections (10,000) and --queue-size
-# (1,024) still bound the whole.
+# what one Python process computes (uvicorn sets no limit by default, Granian
+# allows thousands); the gateway's --max-connections (10,000) still bounds
+# the whole.
 DEFAULT_MAX_STREAMS = 4096
 
 _ERROR_BODY = b"Internal Server Error\n"
