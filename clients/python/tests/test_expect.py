@@ -16,12 +16,13 @@ WORKERS = {
     "native-uvloop": ["sluice", "--loop", "uvloop", "native_app:app"],
     "native-trio": ["sluice", "--loop", "trio", "native_app:app"],
     "asgi": ["sluice.asgi", "load_apps:asgi"],
+    "starlette": ["sluice.asgi", "star_app:app"],
     "wsgi": ["sluice.wsgi", "load_apps:wsgi"],
 }
 
 
 def _worker(name: str) -> list[str]:
-    for lib in ("uvloop", "trio"):
+    for lib in ("uvloop", "trio", "starlette"):
         if lib in name:
             pytest.importorskip(lib)
     return WORKERS[name]
@@ -102,7 +103,7 @@ def test_streaming_echo_gets_100_continue_before_its_head(gateway, name):
         assert r.body(head) == b"hello"
 
 
-@pytest.mark.parametrize("name", ["native-uvloop", "asgi", "wsgi"])
+@pytest.mark.parametrize("name", ["native-uvloop", "asgi", "starlette", "wsgi"])
 def test_refusing_without_reading_gets_no_upload(gateway, name):
     gw = gateway(_worker(name))
     with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
