@@ -2,7 +2,7 @@
 arrives, with backpressure both ways (a client that uploads fast but reads
 slowly slows its own upload down; memory stays at about one window).
 
-    build/server/sluice -- python3 -m sluice --loop trio examples.python.echo:app
+    build/server/sluice -- .venv/bin/python -m sluice --loop trio examples.python.echo:app
     curl -T bigfile http://127.0.0.1:8080/ | cmp - bigfile
 """
 

@@ -1,8 +1,8 @@
 """A Flask application served through the WSGI adapter (a pool of threads
 in one process; the worker announces max_streams = threads).
 
-    pip install flask
-    build/server/sluice -- python3 -m sluice.wsgi --threads 8 examples.python.flask_app:app
+    .venv/bin/pip install flask          # see examples/python/README.md
+    build/server/sluice -- .venv/bin/python -m sluice.wsgi --threads 8 examples.python.flask_app:app
 """
 
 import hashlib

@@ -1,8 +1,8 @@
 """Hello world on the native API.
 
-    build/server/sluice --listen 127.0.0.1:8080 -- python3 -m sluice examples.python.hello:app
+    build/server/sluice --listen 127.0.0.1:8080 -- .venv/bin/python -m sluice examples.python.hello:app
     # or, from this directory:
-    build/server/sluice -- python3 examples/python/hello.py
+    build/server/sluice -- .venv/bin/python examples/python/hello.py
 """
 
 import sys

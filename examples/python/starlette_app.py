@@ -1,7 +1,7 @@
 """A Starlette application served through the ASGI adapter.
 
-    pip install starlette
-    build/server/sluice -- python3 -m sluice.asgi examples.python.starlette_app:app
+    .venv/bin/pip install starlette      # see examples/python/README.md
+    build/server/sluice -- .venv/bin/python -m sluice.asgi examples.python.starlette_app:app
 """
 
 import asyncio

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Awaitable, Callable, Optional
 
 from . import protocol as P
-from ._core import Request, Runtime, Waiter, WorkerCore
+from ._core import DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, requests_text
 
 log = logging.getLogger("sluice")
 
@@ -92,6 +92,11 @@ class AsyncioLink(asyncio.Protocol, Runtime):
         task = req.task
         if task is not None and not task.done():
             task.cancel()
+            # A task cancelled before its first step never runs its coroutine
+            # at all, not even the ``finally`` that calls core.finished(): the
+            # stream would stay counted as open and a DRAIN would wait for it
+            # until the grace period ran out. finished() is idempotent.
+            task.add_done_callback(lambda _t, req=req: self.core.finished(req))
 
     def close(self) -> None:
         self._flush()
@@ -148,12 +153,12 @@ class AsyncioLink(asyncio.Protocol, Runtime):
             log.warning("sluice: second signal; exiting now")
             self.close()
             return
-        log.info("sluice: shutting down; finishing %d open request(s)", len(self.core.requests))
+        log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
         self.core.retire("shutting down")
         self._grace_timer = self.loop.call_later(self.grace, self._grace_over)
 
     def _grace_over(self) -> None:
-        log.warning("sluice: grace period over; closing with %d request(s) open", len(self.core.requests))
+        log.warning("sluice: grace period over; closing with %s", requests_text(len(self.core.requests)))
         self.close()
 
 
@@ -167,8 +172,9 @@ def parse_socket(spec: str) -> tuple[str, Any]:
     return "unix", spec
 
 
-async def serve(run_request: StartFn, *, socket: Optional[str] = None, max_streams: int = 64,
-                window: int = P.DEFAULT_WINDOW, grace: float = 30.0,
+async def serve(run_request: StartFn, *, socket: Optional[str] = None,
+                max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
+                body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
                 on_ready: Optional[Callable[[AsyncioLink], Awaitable[None]]] = None,
                 handle_signals: bool = True, lib: str = "sluice-python/0.1.0") -> int:
     """Connect to the gateway and serve until the link closes. Returns an
@@ -178,7 +184,7 @@ async def serve(run_request: StartFn, *, socket: Optional[str] = None, max_strea
     if not spec:
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
     conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None)
+                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer)
     link = AsyncioLink(loop, conn, run_request, grace)
     kind, addr = parse_socket(spec)
     if kind == "unix":

@@ -21,9 +21,24 @@ from ._http import Headers, HeadersLike, Response, packed_headers, wire_headers
 
 log = logging.getLogger("sluice")
 
+# Requests an async worker (native API, ASGI) serves at once by default. The
+# cap exists to bound memory, not CPU: a handler waiting on I/O costs a task
+# and a few KiB, and the request bodies are bounded by the link's
+# body_buffer (protocol.initial_window), not by this number. 4096 lets a
+# worker with 50 ms handlers take ~80,000 req/s before it queues, far above
+# what one Python process computes (uvicorn sets no limit by default, Granian
+# allows thousands); the gateway's --max-connections (10,000) still bounds
+# the whole.
+DEFAULT_MAX_STREAMS = 4096
+
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = P.pack_headers([[b"content-type", b"text/plain; charset=utf-8"],
                                  [b"content-length", b"%d" % len(_ERROR_BODY)]])
+
+
+def requests_text(n: int) -> str:
+    """``"1 open request"``, ``"3 open requests"`` (for the drain logs)."""
+    return f"{n} open request" if n == 1 else f"{n} open requests"
 
 
 class ClientDisconnected(Exception):
@@ -100,7 +115,7 @@ class Request:
         self._credit_waiter: Optional[Waiter] = None
         self._started = False       # RESPONSE sent
         self._finished = False      # response complete, or stream closed
-        self._granted = frame.body != 2  # body mode 2: no credit until read
+        self._granted = frame.body == 0  # read window opened (start_reading)
         self._stream: Optional[RequestStream] = None
         self._max_size: Optional[int] = None
         self._received = 0
@@ -216,9 +231,11 @@ class Request:
         """Next body chunk, or None at the end of the body."""
         core = self._core
         if not self._granted:
+            # the first read: body mode 2's first credit, and the stream's
+            # full read window (a handler that never reads grants nothing)
             self._granted = True
-            core.conn.grant(self.id, core.conn.window)
-            core.runtime.flush()
+            if core.conn.start_reading(self.id):
+                core.runtime.flush()
         while True:
             if self._chunks:
                 chunk = self._chunks.popleft()
@@ -228,6 +245,7 @@ class Request:
                     core.runtime.flush()
                 return chunk
             if self._ended:
+                core.conn.release(self.id)
                 return None
             if self._cancelled is not None:
                 raise ClientDisconnected(self.cancel_reason)
@@ -556,7 +574,7 @@ class WorkerCore:
                     self.runtime.cancel(r)
             elif t == 12:
                 self.draining = True
-                log.info("sluice: DRAIN received; finishing %d open request(s)", len(reqs))
+                log.info("sluice: DRAIN received; finishing %s", requests_text(len(reqs)))
                 self.maybe_close()
             elif t == 1:
                 self.hello = ev
@@ -569,9 +587,10 @@ class WorkerCore:
     def finished(self, req: Request) -> None:
         """A handler is done (whatever happened): forget the stream, RESET it
         if the response is incomplete, and close the link when draining."""
-        self.served += 1
         if self.requests.pop(req.id, None) is None:
             return
+        self.served += 1
+        self.conn.release(req.id)
         req._finished = True
         w = req._done_waiter
         if w is not None:

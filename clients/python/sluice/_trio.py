@@ -18,7 +18,7 @@ import trio
 
 from . import protocol as P
 from ._asyncio import parse_socket
-from ._core import Request, Runtime, Waiter, WorkerCore
+from ._core import DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, requests_text
 
 log = logging.getLogger("sluice")
 
@@ -148,19 +148,20 @@ class TrioLink(Runtime):
                     log.warning("sluice: second signal; exiting now")
                     self.close()
                     return
-                log.info("sluice: shutting down; finishing %d open request(s)", len(self.core.requests))
+                log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
                 self.core.retire("shutting down")
                 self.nursery.start_soon(self._grace_timer)  # type: ignore[union-attr]
 
     async def _grace_timer(self) -> None:
         await trio.sleep(self.grace)
-        log.warning("sluice: grace period over; closing with %d request(s) open", len(self.core.requests))
+        log.warning("sluice: grace period over; closing with %s", requests_text(len(self.core.requests)))
         self.close()
 
 
-async def serve(run_request: StartFn, *, socket: Optional[str] = None, max_streams: int = 64,
-                window: int = P.DEFAULT_WINDOW, grace: float = 30.0, handle_signals: bool = True,
-                lib: str = "sluice-python/0.1.0") -> int:
+async def serve(run_request: StartFn, *, socket: Optional[str] = None,
+                max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
+                body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
+                handle_signals: bool = True, lib: str = "sluice-python/0.1.0") -> int:
     """Connect to the gateway and serve until the link closes."""
     spec = socket or os.environ.get("SLUICE_SOCKET")
     if not spec:
@@ -171,7 +172,7 @@ async def serve(run_request: StartFn, *, socket: Optional[str] = None, max_strea
     else:
         stream = await trio.open_tcp_stream(addr[0], addr[1])
     conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None)
+                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer)
     link = TrioLink(stream, conn, run_request, grace)
     async with trio.open_nursery() as nursery:
         link.nursery = nursery

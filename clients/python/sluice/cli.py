@@ -16,7 +16,8 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-DEFAULT_MAX_STREAMS = 64
+from ._core import DEFAULT_MAX_STREAMS
+
 DEFAULT_THREADS = 8
 
 
@@ -94,7 +95,11 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
     p.add_argument("--socket", default=None,
                    help="gateway socket: PATH, unix:PATH or tcp:HOST:PORT (default $SLUICE_SOCKET)")
     p.add_argument("--window", type=_size, default=256 * 1024, metavar="SIZE",
-                   help="request-body credit per stream (default 256k)")
+                   help="request-body credit of a stream being read (default 256k)")
+    p.add_argument("--body-buffer", type=_size, default=64 * 1024 ** 2, metavar="SIZE",
+                   help="request-body bytes buffered at most for all streams together; streams "
+                        "start with a smaller window when max-streams x window exceeds it "
+                        "(default 64m)")
     p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, longest wait for in-flight requests (default 30)")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
@@ -125,7 +130,8 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
         print("sluice: error: no gateway socket: run this under the sluice gateway "
               "(it sets SLUICE_SOCKET) or pass --socket", file=sys.stderr)
         return 2
-    opts = dict(socket=args.socket, max_streams=max_streams, window=args.window, grace=args.grace)
+    opts = dict(socket=args.socket, max_streams=max_streams, window=args.window,
+                body_buffer=args.body_buffer, grace=args.grace)
     try:
         if iface == "native":
             if args.loop == "trio":

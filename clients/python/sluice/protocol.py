@@ -38,7 +38,7 @@ __all__ = [
     "Reset", "Limit", "Ping", "Pong", "Drain", "Retire", "Error",
     "FRAME_TYPES", "FrameDecoder", "encode", "encode_response",
     "encode_body_head", "encode_end", "encode_credit", "Link",
-    "WorkerConnection",
+    "WorkerConnection", "DEFAULT_WINDOW", "DEFAULT_BODY_BUFFER", "initial_window",
 ]
 
 PROTOCOL_VERSION = 1
@@ -1102,6 +1102,26 @@ class Link:
 # The worker side, ready for a runtime
 
 DEFAULT_WINDOW = 256 * 1024
+DEFAULT_BODY_BUFFER = 64 * 1024 * 1024
+MIN_INITIAL_WINDOW = 1024
+
+
+def initial_window(max_streams: int, window: int, body_buffer: int | None = DEFAULT_BODY_BUFFER) -> int:
+    """The request-body window a worker announces in HELLO.
+
+    ``window`` is the most credit one stream holds while the application
+    reads it; ``body_buffer`` bounds the request-body bytes buffered for the
+    whole link. When ``max_streams x window`` fits in the budget, every
+    stream starts with the full window. Otherwise streams start with a
+    smaller window (half the budget shared by ``max_streams``, in whole KiB,
+    at least 1 KiB) and the rest of the budget is lent, up to ``window``,
+    to the streams whose body the application is reading
+    (:meth:`WorkerConnection.start_reading`)."""
+    if body_buffer is None or max_streams * window <= body_buffer:
+        return window
+    w = body_buffer // (2 * max_streams)
+    w -= w % 1024
+    return min(window, max(MIN_INITIAL_WINDOW, w))
 
 
 class WorkerConnection:
@@ -1123,28 +1143,48 @@ class WorkerConnection:
     returned). A protocol violation raises :class:`RemoteProtocolError` after
     queueing an ERROR frame: send ``data_to_send()`` and close.
 
-    Request-body credit: call :meth:`consumed` as the application reads body
-    bytes; CREDIT is sent once half the window is consumed (batched), and at
-    once when a stream's window would otherwise run dry.
+    Request-body credit: call :meth:`start_reading` when the application
+    starts reading a stream's body (the first grant in body mode 2, and the
+    stream's full read window), :meth:`consumed` as it reads body bytes
+    (CREDIT is sent once half the stream's window is consumed, batched, and
+    at once when the window would otherwise run dry), and :meth:`release`
+    once the body is read or dropped.
+
+    Memory: the request-body bytes of a link (granted but not yet received,
+    plus received but not yet consumed) stay within
+    ``max(body_buffer, max_streams x initial_window)`` (see
+    :func:`initial_window`); ``body_buffer=None`` gives every stream the
+    full ``window`` from the start (``max_streams x window``).
     """
 
     def __init__(self, max_streams: int = 64, window: int = DEFAULT_WINDOW,
                  max_frame: int = DEFAULT_MAX_FRAME, lib: str = "sluice-python",
-                 pid: int | None = None, token: str | None = None) -> None:
+                 pid: int | None = None, token: str | None = None,
+                 body_buffer: int | None = DEFAULT_BODY_BUFFER) -> None:
         if not 1 <= max_streams <= MAX_STREAMS:
             raise ValueError("max_streams must be in 1..65535")
         if not 0 <= window <= MAX_WINDOW:
             raise ValueError("window must be in 0..2^31-1")
         if not MIN_MAX_FRAME <= max_frame <= MAX_MAX_FRAME:
             raise ValueError("max_frame must be in 16384..16777215")
+        if body_buffer is not None and body_buffer < 0:
+            raise ValueError("body_buffer must be >= 0")
         self.link = Link("worker", max_streams)
         self.window = window
+        self.initial_window = w0 = initial_window(max_streams, window, body_buffer)
         self.decoder = FrameDecoder(max_frame)
         self._out: list[bytes] = []
         self._consumed: dict[int, int] = {}
-        self._credit_at = max(1, window // 2)
+        self._credit_at = max(1, w0 // 2)
+        # the budget lent to streams being read, beyond their initial window
+        self._pool = 0 if body_buffer is None else max(0, body_buffer - max_streams * w0)
+        self._extra: dict[int, int] = {}
+        # RESPONSE heads queued (not yet taken for writing) for body-on-credit
+        # streams whose body is not being read yet: sid -> index in _out, so
+        # that a grant made before the output is written goes out first
+        self._heads: dict[int, int] = {}
         settings: dict[str, Any] = {"pid": os.getpid() if pid is None else pid, "lib": lib,
-                                    "max_streams": max_streams, "window": window}
+                                    "max_streams": max_streams, "window": w0}
         if max_frame != DEFAULT_MAX_FRAME:
             settings["max_frame"] = max_frame
         if token:
@@ -1162,6 +1202,8 @@ class WorkerConnection:
         if not out:
             return b""
         self._out = []
+        if self._heads:
+            self._heads.clear()
         return out[0] if len(out) == 1 else b"".join(out)
 
     def chunks_to_send(self) -> list[bytes]:
@@ -1169,6 +1211,8 @@ class WorkerConnection:
         large body chunks are not copied)."""
         out = self._out
         self._out = []
+        if self._heads:
+            self._heads.clear()
         return out
 
     @property
@@ -1259,11 +1303,35 @@ class WorkerConnection:
             raise LocalProtocolError("response head larger than the gateway's max_frame")
         if body:
             s.resp = RESP_SENDING
+            if s.body_mode == BODY_ON_CREDIT and s.req == REQ_OPEN and s.recv_window == 0:
+                self._hold_head(sid)
         else:
             s.resp = RESP_ENDED
             del self.link.streams[sid]
             self._consumed.pop(sid, None)
         self._out.append(frame)
+
+    def _hold_head(self, sid: int) -> None:
+        """Remember where the RESPONSE of ``sid`` goes in the output. The
+        gateway answers ``Expect: 100-continue`` with 100 only when the first
+        CREDIT arrives before the final head; a handler that starts its
+        response and then reads the body (a streaming echo) grants in the
+        same loop iteration, and that CREDIT (with a LIMIT) is put before the
+        head. A handler that answers without reading grants nothing."""
+        self._heads[sid] = len(self._out)
+
+    def _before_head(self, sid: int, frame: bytes) -> None:
+        """Queue a CREDIT or LIMIT of ``sid``: before its held RESPONSE if
+        that has not been written yet, else at the end."""
+        i = self._heads.get(sid)
+        if i is None:
+            self._out.append(frame)
+            return
+        self._out.insert(i, frame)
+        heads = self._heads
+        for k, j in heads.items():
+            if j >= i:
+                heads[k] = j + 1
 
     def send_body(self, sid: int, data: bytes | memoryview) -> int:
         """Queue as much of ``data`` as the window allows, split into frames
@@ -1345,10 +1413,15 @@ class WorkerConnection:
         """Queue LIMIT: this stream's request-body size limit."""
         f = Limit(sid, max_body)
         self.link.send(f)
-        self._out.append(encode(f))
+        if self._heads:
+            self._before_head(sid, encode(f))
+        else:
+            self._out.append(encode(f))
 
     def grant(self, sid: int, n: int) -> None:
-        """Queue CREDIT ``n`` now (e.g. the initial grant for body mode 2)."""
+        """Queue CREDIT ``n`` now (e.g. the initial grant for body mode 2).
+        A grant made in the same loop iteration as a RESPONSE on this
+        stream goes out before it (``Expect: 100-continue``)."""
         s = self.link.streams.get(sid)
         if s is None or s.req != REQ_OPEN or n <= 0:
             return
@@ -1356,7 +1429,43 @@ class WorkerConnection:
         if n <= 0:
             return
         s.recv_window += n
-        self._out.append(encode_credit(sid, n))
+        if self._heads:
+            self._before_head(sid, encode_credit(sid, n))
+            self._heads.pop(sid, None)
+        else:
+            self._out.append(encode_credit(sid, n))
+
+    def start_reading(self, sid: int) -> bool:
+        """The application starts reading the request body of ``sid`` (call
+        once per stream): open its read window. Returns True if CREDIT was
+        queued.
+
+        In body mode 2 this is the first grant: the gateway holds the body
+        (and ``Expect: 100-continue`` waits for it) until then. A stream
+        that started with a window below ``window`` (see
+        :func:`initial_window`) gets extra credit up to ``window`` from the
+        link's budget while any is left, so a big upload flows at full
+        speed; :meth:`release` gives it back."""
+        s = self.link.streams.get(sid)
+        if s is None or s.req != REQ_OPEN:
+            return False
+        n = self.initial_window if s.body_mode == BODY_ON_CREDIT else 0
+        extra = min(self.window - self.initial_window, self._pool)
+        if extra > 0:
+            self._pool -= extra
+            self._extra[sid] = self._extra.get(sid, 0) + extra
+            n += extra
+        if n <= 0:
+            return False
+        self.grant(sid, n)
+        return True
+
+    def release(self, sid: int) -> None:
+        """The body of ``sid`` is read to its end, or dropped: return the
+        credit :meth:`start_reading` lent it to the link's budget."""
+        if self._extra:
+            e = self._extra.pop(sid, 0)
+            self._pool += e
 
     def consumed(self, sid: int, n: int) -> None:
         """The application consumed ``n`` request-body bytes of ``sid``.
@@ -1367,7 +1476,9 @@ class WorkerConnection:
         if s is None or s.req != REQ_OPEN or n <= 0:
             return
         c = self._consumed.get(sid, 0) + n
-        if c >= self._credit_at or s.recv_window == 0:
+        e = self._extra.get(sid) if self._extra else None
+        at = self._credit_at if e is None else (self.initial_window + e) >> 1
+        if c >= at or s.recv_window == 0:
             self._consumed.pop(sid, None)
             s.recv_window += c
             self._out.append(encode_credit(sid, c))

@@ -22,7 +22,9 @@ def ready(**kw) -> P.WorkerConnection:
     conn = P.WorkerConnection(pid=7, lib="t", **kw)
     out = frames(conn.data_to_send())
     assert out == [P.Hello(1, {"pid": 7, "lib": "t", "max_streams": kw.get("max_streams", 64),
-                               "window": kw.get("window", P.DEFAULT_WINDOW)})]
+                               "window": conn.initial_window})]
+    assert conn.initial_window == P.initial_window(kw.get("max_streams", 64), kw.get("window", P.DEFAULT_WINDOW),
+                                                   kw.get("body_buffer", P.DEFAULT_BODY_BUFFER))
     evs = conn.receive_data(GW_HELLO)
     assert [e.type for e in evs] == [1]
     return conn
@@ -182,3 +184,124 @@ def test_invalid_settings_rejected():
         P.WorkerConnection(max_streams=0)
     with pytest.raises(ValueError):
         P.WorkerConnection(window=1 << 31)
+
+
+def test_initial_window_fits_the_body_buffer():
+    assert P.initial_window(64, 256 * 1024) == 256 * 1024          # 16 MiB: fits in 64 MiB
+    assert P.initial_window(4096, 256 * 1024) == 8 * 1024           # half of 64 MiB over 4096
+    assert P.initial_window(1000, 256 * 1024) == 32 * 1024          # whole KiB
+    assert P.initial_window(65535, 256 * 1024) == P.MIN_INITIAL_WINDOW
+    assert P.initial_window(4096, 256 * 1024, None) == 256 * 1024   # no budget: as configured
+    conn = P.WorkerConnection(max_streams=4096, pid=1, lib="t")
+    hello = frames(conn.data_to_send())[0]
+    assert hello.settings["max_streams"] == 4096 and hello.settings["window"] == 8192
+    assert conn.window == 256 * 1024 and conn.initial_window == 8192
+
+
+def test_start_reading_lends_the_full_window_from_the_budget_and_release_returns_it():
+    # 16 streams x 64k > 256k: streams start with 8k; 128k of budget to lend
+    conn = ready(max_streams=16, window=65536, body_buffer=256 * 1024)
+    assert conn.initial_window == 8192
+    conn.receive_data(req(1, body=1) + req(3, body=1) + req(5, body=1) + req(7, body=2))
+    conn.data_to_send()
+    assert conn.start_reading(1) and conn.start_reading(3)
+    assert frames(conn.data_to_send()) == [P.Credit(1, 65536 - 8192), P.Credit(3, 65536 - 8192)]
+    # 128k - 2 x 56k = 16k left: stream 5 gets what is left
+    assert conn.start_reading(5)
+    assert frames(conn.data_to_send()) == [P.Credit(5, 16384)]
+    # body mode 2 with the budget spent: the initial window only
+    assert conn.start_reading(7)
+    assert frames(conn.data_to_send()) == [P.Credit(7, 8192)]
+    # a stream with a lent window batches credit at half of its window
+    conn.receive_data(P.encode(P.Body(1, b"x" * 40000)))
+    conn.consumed(1, 30000)
+    assert conn.data_to_send() == b""
+    conn.consumed(1, 3000)
+    assert frames(conn.data_to_send()) == [P.Credit(1, 33000)]
+    # one without, at half of the initial window
+    conn.receive_data(P.encode(P.Body(7, b"y" * 5000)))
+    conn.consumed(7, 5000)
+    assert frames(conn.data_to_send()) == [P.Credit(7, 5000)]
+    conn.release(1)
+    conn.release(1)  # idempotent
+    conn.receive_data(req(9, body=1))
+    assert conn.start_reading(9)
+    assert frames(conn.data_to_send()) == [P.Credit(9, 65536 - 8192)]
+    # a stream whose request side ended gets nothing
+    conn.receive_data(req(11, body=1) + P.encode(P.End(11)))
+    assert not conn.start_reading(11)
+
+
+def test_request_body_memory_stays_within_the_budget():
+    """Random reads on many streams: what the gateway may still send plus
+    what the worker holds unread never exceeds the budget, and the worker
+    never grants beyond what it announced (no flow_control error)."""
+    import random
+    rnd = random.Random(7)
+    budget = 256 * 1024
+    conn = ready(max_streams=16, window=65536, body_buffer=budget)
+    held = {}     # sid -> bytes received, not consumed
+    reading = set()
+    sid = 1
+    for step in range(3000):
+        open_ids = [s for s in held if conn.is_open(s)]
+        if len(open_ids) < 16 and rnd.random() < 0.1:
+            conn.receive_data(req(sid, body=rnd.choice((1, 2))))
+            held[sid] = 0
+            sid += 2
+            continue
+        if not open_ids:
+            continue
+        s = rnd.choice(open_ids)
+        st = conn.stream(s)
+        r = rnd.random()
+        if r < 0.4 and st.recv_window:
+            n = rnd.randint(1, st.recv_window)
+            conn.receive_data(P.encode(P.Body(s, b"z" * n)))
+            held[s] += n
+        elif r < 0.7:
+            if s not in reading:
+                reading.add(s)
+                conn.start_reading(s)
+            n = rnd.randint(0, held[s])
+            held[s] -= n
+            conn.consumed(s, n)
+        elif r < 0.75:
+            conn.respond(s, 200, [], body=False)
+            conn.release(s)
+            held[s] = 0
+        conn.data_to_send()
+        total = sum(held[k] + (conn.stream(k).recv_window if conn.is_open(k) else 0) for k in held)
+        assert total <= budget, (step, total)
+
+
+def test_credit_granted_after_the_head_in_the_same_batch_goes_before_it():
+    """Body mode 2 (Expect: 100-continue): the gateway answers 100 only if
+    the first CREDIT arrives before the final head. A handler that starts
+    its response and then reads gets [LIMIT,] CREDIT before RESPONSE."""
+    conn = ready()
+    conn.receive_data(req(1, body=2) + req(3, body=2) + req(5, body=2) + req(7, body=1))
+    conn.respond(1, 200, [])
+    conn.respond(3, 200, [])
+    conn.respond(7, 200, [])
+    conn.limit(3, 10 ** 6)
+    conn.start_reading(3)
+    conn.start_reading(1)
+    conn.respond(5, 201, [])
+    assert frames(conn.data_to_send()) == [
+        P.Credit(1, P.DEFAULT_WINDOW), P.Response(1, 200, [], 1),
+        P.Limit(3, 10 ** 6), P.Credit(3, P.DEFAULT_WINDOW), P.Response(3, 200, [], 1),
+        P.Response(7, 200, [], 1), P.Response(5, 201, [], 1)]
+    # once the head was written, a late grant just follows it
+    conn.start_reading(5)
+    assert frames(conn.data_to_send()) == [P.Credit(5, P.DEFAULT_WINDOW)]
+
+
+def test_answering_without_reading_grants_nothing():
+    conn = ready()
+    conn.receive_data(req(1, body=2))
+    conn.respond(1, 401, [])
+    conn.send_body(1, b"no")  # window from the gateway's HELLO: 100
+    conn.end(1)
+    assert [f.type for f in frames(conn.data_to_send())] == [3, 4, 5]
+    assert conn._heads == {}

@@ -72,8 +72,18 @@ async def boom(request):
     raise RuntimeError("boom")
 
 
+async def echo(request):
+    # streams the body back as it arrives (the response starts before any read)
+    return StreamingResponse(request.stream(), media_type="application/octet-stream")
+
+
+async def auth(request):
+    return PlainTextResponse("no\n", status_code=401)
+
+
 app = Starlette(routes=[
     Route("/", home), Route("/users/{name}", user), Route("/json", echo_json, methods=["POST"]),
     Route("/form", form, methods=["POST"]), Route("/upload", upload, methods=["POST"]),
     Route("/stream", stream), Route("/forever", forever), Route("/boom", boom),
+    Route("/echo", echo, methods=["POST"]), Route("/auth", auth, methods=["POST"]),
 ], lifespan=lifespan)
