@@ -28,8 +28,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_STREAMS 64u
-#define DEFAULT_WINDOW (256u * 1024u)
+/* An async (libuv) worker must not cap concurrency below what peers allow:
+ * 4096 streams; with a 32 KiB window the request-body credit a link can have
+ * outstanding stays at 128 MiB (see README.md, "Concurrency and memory"). */
+#define DEFAULT_MAX_STREAMS 4096u
+#define DEFAULT_WINDOW (32u * 1024u)
 #define DEFAULT_HANDSHAKE_MS 10000u
 #define DEFAULT_SHUTDOWN_MS 30000u
 #define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)

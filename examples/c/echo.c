@@ -5,11 +5,12 @@
  * body follows as it arrives. For body_mode 2 (Expect: 100-continue, or a
  * Content-Length over the gateway's limit) the library puts the initial
  * CREDIT, granted from on_request, in front of that head, so the gateway
- * still answers 100 Continue (or 413) before it. Backpressure is end to end: the stream reads in the
- * library's manual credit mode, and a chunk of request body is reported
+ * still answers 100 Continue (or 413) before it. Backpressure is end to
+ * end: the stream reads in the library's manual credit mode, and a chunk of
+ * request body is reported
  * consumed (which lets the gateway send more) only once its echo has been
  * handed to the socket, i.e. once the gateway granted response credit for
- * it. So at most one request window (256 KiB by default) per stream is held
+ * it. So at most one request window (32 KiB by default) per stream is held
  * here, however large the upload and however slow the client reads.
  *
  * `?limit=N` sends LIMIT N (the largest request body accepted for this
@@ -23,7 +24,7 @@
  * link_closed when the link to the gateway was lost.
  *
  * Environment: SLUICE_SOCKET (set by the gateway), SLUICE_MAX_STREAMS
- * (streams served at once; default 64).
+ * (streams served at once; default 4096).
  */
 #include <errno.h>
 #include <inttypes.h>

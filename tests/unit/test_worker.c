@@ -604,8 +604,8 @@ Test(worker, defaults_and_env)
     gw_accept();
     gframe g = {0};
     gw_expect(&g, SLUICE_FRAME_HELLO);
-    cr_assert_eq(g.hello.max_streams, 64);
-    cr_assert_eq(g.hello.window, 256 * 1024);
+    cr_assert_eq(g.hello.max_streams, 4096);
+    cr_assert_eq(g.hello.window, 32 * 1024);
     cr_assert_eq(g.hello.max_frame, 1048576);
     cr_assert_str_eq(g.lib, SLUICE_WORKER_LIB);
     cr_assert_str_eq(g.token, "from-env");
