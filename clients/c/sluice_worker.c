@@ -28,8 +28,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_STREAMS 64u
-#define DEFAULT_WINDOW (256u * 1024u)
+/* An async (libuv) worker must not cap concurrency below what peers allow:
+ * 4096 streams; with a 32 KiB window the request-body credit a link can have
+ * outstanding stays at 128 MiB (see README.md, "Concurrency and memory"). */
+#define DEFAULT_MAX_STREAMS 4096u
+#define DEFAULT_WINDOW (32u * 1024u)
 #define DEFAULT_HANDSHAKE_MS 10000u
 #define DEFAULT_SHUTDOWN_MS 30000u
 #define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)
@@ -98,6 +101,12 @@ struct sluice_stream {
     bool granted_initial; /* SLUICE_BODY_ON_CREDIT: initial window granted */
     bool req_ended;
     bool end_queued;      /* END encoded in end_frame, waiting behind writes */
+    /* SLUICE_BODY_ON_CREDIT before the initial grant: the RESPONSE sits at
+     * heads[head_mark] of the batch numbered head_seq (0: none), which has not
+     * been written yet, so the first CREDIT (and a LIMIT) can still go in
+     * front of it: the gateway then answers 100 Continue before the head. */
+    uint64_t head_seq;
+    size_t head_mark;
     uint64_t unacked;     /* consumed, not yet credited */
     uint64_t held;        /* delivered while paused, not yet reported consumed */
     size_t queued;        /* write bytes not yet framed */
@@ -460,6 +469,52 @@ static int emit_queued_end(sluice_worker *w, sluice_stream *s)
     sluice_buf_close(&s->end_frame);
     if (ev.closed && ev.udata)
         closed_by_us(w, ev.udata);
+    schedule_flush(w);
+    return 0;
+}
+
+/* Emits a control frame of stream s (the initial CREDIT, a LIMIT) in front
+ * of its RESPONSE when that is still waiting in the accumulating batch (see
+ * head_seq), otherwise at the end like emit(). The link sees the frames in
+ * the order they were made; only the wire order changes, and no state of
+ * the RESPONSE depends on them. */
+static int emit_before_head(sluice_worker *w, sluice_stream *s, const sluice_frame *f)
+{
+    struct batch *b = accum(w);
+    if (!s->head_seq || s->head_seq != b->seq || w->state != W_READY)
+        return emit(w, f, false);
+    size_t at = s->head_mark, end0 = b->heads.len;
+    int rc = sluice_proto_encode(&b->heads, f, peer_max_frame(w));
+    if (rc < 0)
+        return rc;
+    size_t n = b->heads.len - end0;
+    uint8_t frame[64]; /* CREDIT and LIMIT encode to at most 24 bytes */
+    if (n > sizeof frame) {
+        b->heads.len = end0;
+        return -EMSGSIZE;
+    }
+    sluice_link_event ev = {0};
+    rc = sluice_proto_link_send(w->link, f, &ev);
+    if (rc < 0) {
+        b->heads.len = end0;
+        return rc;
+    }
+    memcpy(frame, b->heads.data + end0, n);
+    memmove(b->heads.data + at + n, b->heads.data + at, end0 - at);
+    memcpy(b->heads.data + at, frame, n);
+    /* The segment holding the head grows; the encoded bytes after it move. */
+    for (size_t i = 0; i < b->nseg; i++) {
+        struct seg *sg = &b->segs[i];
+        if (sg->ptr)
+            continue;
+        if (sg->off > at)
+            sg->off += n;
+        else if (at < sg->off + sg->len)
+            sg->len += n;
+    }
+    for (sluice_stream *o = w->streams; o; o = o->next)
+        if (o->head_seq == b->seq && o->head_mark >= at)
+            o->head_mark += n; /* s too: a later frame goes after this one */
     schedule_flush(w);
     return 0;
 }
@@ -852,7 +907,11 @@ static void on_request_frame(sluice_worker *w, const sluice_frame *f, sluice_str
     };
     s->refs++;
     w->cb.on_request(s, &req, w->udata);
-    if (s->ps && s->reading && !s->granted_initial)
+    /* Reading (the default) grants the initial window of a held body now --
+     * in front of a RESPONSE sent from on_request, so the gateway can still
+     * answer 100 Continue. Not if the response is already complete (or its
+     * END queued): that handler answered without reading. */
+    if (s->ps && s->reading && !s->granted_initial && !s->end_queued)
         do_read_start(s);
     stream_unref(s);
 }
@@ -1406,7 +1465,14 @@ int sluice_stream_respond(sluice_stream *s, unsigned status, const sluice_header
     f.u.response.headers.items = headers;
     f.u.response.headers.count = n_headers;
     f.u.response.body = has_body ? SLUICE_BODY_FOLLOWS : SLUICE_BODY_NONE;
-    return emit(s->w, &f, true);
+    struct batch *b = accum(s->w);
+    size_t mark = b->heads.len;
+    int rc = emit(s->w, &f, true);
+    if (rc == 0 && has_body && !s->granted_initial && !s->req_ended) {
+        s->head_seq = b->seq;
+        s->head_mark = mark;
+    }
+    return rc;
 }
 
 int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_write_cb cb,
@@ -1477,7 +1543,8 @@ int sluice_stream_set_limit(sluice_stream *s, uint64_t max_body)
         return -EPIPE;
     sluice_frame f = {.type = SLUICE_FRAME_LIMIT, .stream_id = s->id};
     f.u.max_body = max_body;
-    return emit(s->w, &f, false);
+    /* before the first CREDIT, so also before a head waiting for it */
+    return emit_before_head(s->w, s, &f);
 }
 
 static int do_read_start(sluice_stream *s)
@@ -1488,7 +1555,7 @@ static int do_read_start(sluice_stream *s)
         if (!s->req_ended) {
             sluice_frame f = {.type = SLUICE_FRAME_CREDIT, .stream_id = s->id};
             f.u.credit = s->w->window;
-            int rc = emit(s->w, &f, false);
+            int rc = emit_before_head(s->w, s, &f);
             if (rc < 0) {
                 s->granted_initial = false;
                 return rc;

@@ -57,8 +57,8 @@ typedef struct {
      * or "tcp:HOST:PORT" ("tcp:[::1]:9000" for IPv6; host names are resolved
      * synchronously by sluice_worker_connect). NULL: $SLUICE_SOCKET. */
     const char *socket_path;
-    uint32_t max_streams;          /* 0: 64. Streams open at once (1 .. 65535) */
-    uint32_t window;               /* 0: 256 KiB. Request-body window per stream */
+    uint32_t max_streams;          /* 0: 4096. Streams open at once (1 .. 65535) */
+    uint32_t window;               /* 0: 32 KiB. Request-body window per stream */
     uint32_t max_frame;            /* 0: 1 MiB. Largest frame accepted (16 KiB .. 16 MiB-1) */
     const char *lib;               /* NULL: SLUICE_WORKER_LIB */
     const char *token;             /* NULL: $SLUICE_TOKEN if set (for TCP workers) */
@@ -117,7 +117,9 @@ typedef struct {
     /* A new stream. Respond now or later (from any loop callback). For
      * body_mode SLUICE_BODY_ON_CREDIT the gateway holds the body until the
      * worker grants credit: the library grants the initial window right after
-     * this callback returns unless it called sluice_stream_pause_reading (then
+     * this callback returns (placed ahead of a response head sent from it, so
+     * the gateway can still answer 100 Continue; not at all if the response
+     * is already complete) unless it called sluice_stream_pause_reading (then
      * sluice_stream_read_start grants it later; call sluice_stream_set_limit
      * first to raise the body limit, or respond without reading to refuse). */
     void (*on_request)(sluice_stream *s, const sluice_req *req, void *ud);

@@ -2,13 +2,15 @@
  *
  * The response head (200, application/octet-stream, no Content-Length: the
  * gateway uses chunked encoding) goes out at once from on_request, and the
- * body follows as it arrives. (For body_mode 2 -- Expect: 100-continue, or a
- * Content-Length over the gateway's limit -- the head waits for the first
- * body bytes, so that the gateway can still answer 100 Continue or 413.) Backpressure is end to end: the stream reads in the
- * library's manual credit mode, and a chunk of request body is reported
+ * body follows as it arrives. For body_mode 2 (Expect: 100-continue, or a
+ * Content-Length over the gateway's limit) the library puts the initial
+ * CREDIT, granted from on_request, in front of that head, so the gateway
+ * still answers 100 Continue (or 413) before it. Backpressure is end to
+ * end: the stream reads in the library's manual credit mode, and a chunk of
+ * request body is reported
  * consumed (which lets the gateway send more) only once its echo has been
  * handed to the socket, i.e. once the gateway granted response credit for
- * it. So at most one request window (256 KiB by default) per stream is held
+ * it. So at most one request window (32 KiB by default) per stream is held
  * here, however large the upload and however slow the client reads.
  *
  * `?limit=N` sends LIMIT N (the largest request body accepted for this
@@ -22,7 +24,7 @@
  * link_closed when the link to the gateway was lost.
  *
  * Environment: SLUICE_SOCKET (set by the gateway), SLUICE_MAX_STREAMS
- * (streams served at once; default 64).
+ * (streams served at once; default 4096).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,45 +49,28 @@ typedef struct {
 
 /* body_mode 2 streams whose response head waits for the first body bytes
  * (the stream's udata; no per-stream allocation). */
-static char head_pending;
-
-static bool respond(sluice_stream *s)
-{
-    sluice_stream_set_udata(s, NULL);
-    if (sluice_stream_respond(s, 200, echo_headers, 1, true) < 0) {
-        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
-        return false;
-    }
-    return true;
-}
-
 static void on_request(sluice_stream *s, const sluice_req *req, void *ud)
 {
     (void)ud;
     sluice_bytes v;
     uint64_t limit;
-    /* LIMIT first: before the response head (so the gateway can still answer
-     * 413 when the body is over it) and before any credit. */
+    /* LIMIT first: before any credit (so the gateway can still answer 413
+     * when the body is over it). */
     if (query_param(req->target, "limit", &v) && parse_u64(v, &limit))
         sluice_stream_set_limit(s, limit > SLUICE_PROTO_MAX_ID ? SLUICE_PROTO_MAX_ID : limit);
 
-    if (req->body_mode == SLUICE_BODY_ON_CREDIT) {
-        /* The gateway holds the body until we grant credit, and then still
-         * decides between 100 Continue and 413 (a Content-Length over the
-         * limit): a response head sent now would pre-empt both. It goes out
-         * with the first body bytes instead (or at END for an empty body). */
-        sluice_stream_set_udata(s, &head_pending);
-    } else {
-        if (!respond(s))
-            return;
-        if (req->body_mode == SLUICE_BODY_NONE) {
-            sluice_stream_end(s, NULL, 0);
-            return;
-        }
+    if (sluice_stream_respond(s, 200, echo_headers, 1, true) < 0) {
+        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+        return;
+    }
+    if (req->body_mode == SLUICE_BODY_NONE) {
+        sluice_stream_end(s, NULL, 0);
+        return;
     }
     /* Grant the initial window now (body_mode 2: the gateway sends 100
-     * Continue on it), then switch to manual credit: on_write_done reports
-     * each chunk consumed once its echo is written. */
+     * Continue on it; the library sends this CREDIT ahead of the head above),
+     * then switch to manual credit: on_write_done reports each chunk
+     * consumed once its echo is written. */
     sluice_stream_read_start(s);
     sluice_stream_pause_reading(s);
 }
@@ -101,8 +86,6 @@ static void on_write_done(sluice_stream *s, int status, void *ud)
 static void on_body(sluice_stream *s, const uint8_t *data, size_t len, void *ud)
 {
     (void)ud;
-    if (sluice_stream_udata(s) == &head_pending && !respond(s))
-        return;
     /* data is a view into the library's read buffer: copy it. */
     chunk *c = malloc(sizeof *c + len);
     if (!c) {
@@ -123,8 +106,6 @@ static void on_end(sluice_stream *s, const sluice_headers *trailers, void *ud)
 {
     (void)trailers;
     (void)ud;
-    if (sluice_stream_udata(s) == &head_pending && !respond(s))
-        return;
     if (sluice_stream_end(s, NULL, 0) < 0)
         sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
 }

@@ -13,7 +13,7 @@
  * stopped and closed with the stream.
  *
  * Environment: SLUICE_SOCKET (set by the gateway), SLUICE_MAX_STREAMS
- * (streams served at once; default 64).
+ * (streams served at once; default 4096).
  */
 #include <errno.h>
 #include <stdio.h>

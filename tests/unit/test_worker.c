@@ -604,8 +604,8 @@ Test(worker, defaults_and_env)
     gw_accept();
     gframe g = {0};
     gw_expect(&g, SLUICE_FRAME_HELLO);
-    cr_assert_eq(g.hello.max_streams, 64);
-    cr_assert_eq(g.hello.window, 256 * 1024);
+    cr_assert_eq(g.hello.max_streams, 4096);
+    cr_assert_eq(g.hello.window, 32 * 1024);
     cr_assert_eq(g.hello.max_frame, 1048576);
     cr_assert_str_eq(g.lib, SLUICE_WORKER_LIB);
     cr_assert_str_eq(g.token, "from-env");
@@ -867,6 +867,80 @@ Test(worker, body_on_credit_grants_when_reading_starts)
     /* body=1 already has the HELLO window: nothing to grant. */
     gw_request(3, SLUICE_BODY_FOLLOWS);
     gw_expect_quiet();
+    gframe_clear(&g);
+}
+
+/* A streaming echo's shape: the head goes out from on_request, and reading
+ * starts when on_request returns (the default), or from read_start called
+ * after respond in the same callback. */
+static void app_head_first(sluice_stream *s, const sluice_req *r)
+{
+    (void)r;
+    cr_assert_eq(sluice_stream_respond(s, 200, NULL, 0, true), 0);
+    cr_assert_eq(sluice_stream_write(s, "echo:", 5, NULL, NULL), 0);
+}
+
+static void app_paused_head_then_read(sluice_stream *s, const sluice_req *r)
+{
+    (void)r;
+    cr_assert_eq(sluice_stream_pause_reading(s), 0);
+    cr_assert_eq(sluice_stream_respond(s, 200, NULL, 0, true), 0);
+    cr_assert_eq(sluice_stream_set_limit(s, 5000), 0); /* LIMIT stays before CREDIT */
+    cr_assert_eq(sluice_stream_read_start(s), 0);
+}
+
+static void app_refuse(sluice_stream *s, const sluice_req *r)
+{
+    (void)r;
+    sluice_header h[] = {sluice_header_str("content-length", "3")};
+    cr_assert_eq(sluice_stream_respond(s, 401, h, 1, true), 0);
+    cr_assert_eq(sluice_stream_write(s, "no\n", 3, NULL, NULL), 0);
+    cr_assert_eq(sluice_stream_end(s, NULL, 0), 0);
+}
+
+Test(worker, body_on_credit_first_credit_goes_ahead_of_the_head)
+{
+    sluice_worker_config cfg = {.window = 65536};
+    setup(&cfg, 65536, 0);
+    T.check_link = true; /* the reordered frames are legal for the gateway */
+    gframe g = {0};
+
+    /* Head and a body write from on_request, reading by default: the initial
+     * CREDIT comes first, so the gateway can still answer 100 Continue. */
+    T.app_request = app_head_first;
+    gw_request(1, SLUICE_BODY_ON_CREDIT);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.sid, 1);
+    cr_assert_eq(g.num, 65536);
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.sid, 1);
+    gw_expect(&g, SLUICE_FRAME_BODY);
+    cr_assert_eq(g.len, 5);
+
+    /* Paused, then respond, LIMIT and read_start in one callback: LIMIT,
+     * CREDIT, RESPONSE on the wire. */
+    T.app_request = app_paused_head_then_read;
+    gw_request(2, SLUICE_BODY_ON_CREDIT);
+    gw_expect(&g, SLUICE_FRAME_LIMIT);
+    cr_assert_eq(g.num, 5000);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.sid, 2);
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.sid, 2);
+
+    /* Answering without reading grants nothing: the upload is never sent. */
+    T.app_request = app_refuse;
+    gw_request(3, SLUICE_BODY_ON_CREDIT);
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.num, 401);
+    gw_expect(&g, SLUICE_FRAME_BODY);
+    gw_expect(&g, SLUICE_FRAME_END);
+    gw_expect_quiet();
+
+    /* The echo still works on stream 1. */
+    gw_body(1, pattern, 100);
+    run_for(20);
+    cr_assert_geq(log_idx("body:1:100"), 0);
     gframe_clear(&g);
 }
 

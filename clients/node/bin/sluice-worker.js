@@ -11,7 +11,8 @@ const { serve } = require('../lib');
 
 function usage(msg) {
   if (msg) console.error(`sluice-worker: ${msg}`);
-  console.error('usage: sluice-worker.js MODULE[:EXPORT] [--max-streams N] [--window BYTES] [--max-body BYTES]');
+  console.error('usage: sluice-worker.js MODULE[:EXPORT] [--max-streams N] [--window BYTES] [--initial-window BYTES]\n' +
+    '                        [--body-budget BYTES] [--max-body BYTES]');
   process.exit(2);
 }
 
@@ -29,6 +30,8 @@ for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--max-streams') opts.maxStreams = Number(args[++i]);
   else if (a === '--window') opts.window = size(args[++i]);
+  else if (a === '--initial-window') opts.initialWindow = size(args[++i]);
+  else if (a === '--body-budget') opts.bodyBudget = size(args[++i]);
   else if (a === '--max-body') opts.maxBody = size(args[++i]);
   else if (a.startsWith('-')) usage(`unknown option ${a}`);
   else if (spec === null) spec = a;

@@ -15,6 +15,27 @@ const P = require('./protocol');
 
 const LIB = 'sluice-node/0.1.0';
 const COPY_MAX = 16384; // body chunks up to this size are copied into the slab
+const EMPTY = Buffer.alloc(0);
+
+/* Defaults. An async worker must not cap concurrency below what peers allow
+ * (node:http has no cap; the gateway's --max-connections defaults to
+ * 10000): 4096 streams, with request-body memory bounded by the initial
+ * windows plus a link-wide budget rather than by streams x window. */
+const DEFAULT_MAX_STREAMS = 4096;
+const DEFAULT_WINDOW = 256 * 1024;
+const DEFAULT_INITIAL_WINDOW = 16 * 1024;
+const DEFAULT_BODY_BUDGET = 16 * 1024 * 1024;
+
+/** The request's Content-Length as a number, or -1 (flat latin1 header list). */
+function declaredLength(headers) {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] === 'content-length') {
+      const v = headers[i + 1];
+      return /^[0-9]{1,15}$/.test(v) ? Number(v) : -1;
+    }
+  }
+  return -1;
+}
 
 const NO_DELEGATE = {
   body() {}, end() {}, drain() {}, close() {},
@@ -75,7 +96,12 @@ class Stream extends P.StreamState {
     this.reqEnded = false;
     this.received = 0;
     this.granted = 0; // total credit given (the initial window included)
+    this.consumedTotal = 0;
+    this.extra = 0; // our share of the worker's bodyBudget (credit above the initial window, not consumed)
+    this.declared = -1; // Content-Length, or -1
     this.limitSent = false;
+    this.headGen = -1; // the flush generation whose output holds this stream's RESPONSE slot
+    this.headSlot = -1; // index in worker.out of that slot
     // response side
     this.queue = null; // [Buffer, ...] waiting for credit
     this.queued = 0;
@@ -91,7 +117,8 @@ class Stream extends P.StreamState {
   _init(frame) {
     this.request = frame;
     this.reqEnded = frame.body === 0;
-    this.granted = frame.body === 1 ? this.worker.window : 0;
+    this.granted = frame.body === 1 ? this.worker.initialWindow : 0;
+    if (frame.body !== 0) this.declared = declaredLength(frame.headers);
   }
 
   /** Response bytes accepted but waiting for credit. */
@@ -114,6 +141,11 @@ class Stream extends P.StreamState {
       }
     }
     const w = this.worker;
+    /* A body the gateway holds until our first CREDIT (Expect: 100-continue):
+     * if the handler starts reading it before this output is flushed, that
+     * CREDIT must reach the gateway before the RESPONSE, or it can no longer
+     * answer 100 Continue. Leave a slot for it in front of the head. */
+    if (hasBody && this.granted === 0 && !this.reqEnded) w._headSlot(this);
     if (!w._response(this.id, status, headers, hasBody ? 1 : 0)) {
       this.reset(P.RESET.INTERNAL, 'response head larger than the gateway accepts');
       return false;
@@ -204,27 +236,72 @@ class Stream extends P.StreamState {
     if (this.closed || this.reqEnded) return false;
     if (!(Number.isInteger(bytes) && bytes >= 0 && bytes <= P.MAX_ID)) throw new RangeError('limit out of range');
     this.limit = bytes;
-    this.worker._frame({ type: P.FRAME.LIMIT, stream: this.id, max_body: bytes });
+    const f = { type: P.FRAME.LIMIT, stream: this.id, max_body: bytes };
+    /* LIMIT goes before the first CREDIT, so also before a waiting head */
+    if (this.headGen === this.worker.gen) this.worker._intoSlot(this, P.encodeFrame(f));
+    else this.worker._frame(f);
     this.limitSent = true;
     return true;
   }
 
   /**
    * The consumer has used `total` request-body bytes so far (cumulative).
-   * Grants credit so that at most one window is buffered or in flight, in
-   * batches of half a window (or whatever is free when the gateway's view of
-   * the window is empty).
+   * Grants credit so that at most `window` bytes are buffered or in flight
+   * for this stream, in batches of half a window (or whatever is free when
+   * the gateway's view of the window is empty). Credit beyond the initial
+   * window comes out of the worker's link-wide `bodyBudget`, so the initial
+   * windows plus the budget bound the request-body bytes a link buffers
+   * however many streams are open; the initial window is always available,
+   * so a reading stream never starves.
    */
   consumed(total) {
     if (this.closed || this.reqEnded) return;
-    const W = this.worker.window;
-    const want = total + W - this.granted;
+    this.consumedTotal = total;
+    const w = this.worker;
+    const W = w.window;
+    const out = this.granted - total; // buffered or in flight
+    let extra = out - w.initialWindow;
+    if (extra < 0) extra = 0;
+    w.extra += extra - this.extra;
+    this.extra = extra;
+    let want = W - out;
+    let last = false; // the grant that covers the rest of a declared body: no point holding it back
+    if (this.declared >= 0 && this.granted + want >= this.declared) {
+      want = this.declared - this.granted;
+      last = true;
+    }
     if (want <= 0) return;
-    if (want >= (W >>> 1) || this.granted === this.received) {
+    /* new extra = max(0, out + want - initial) may grow by at most what is free */
+    const free = w.bodyBudget - w.extra;
+    const cap = w.initialWindow + extra + (free > 0 ? free : 0) - out;
+    if (want > cap) {
+      want = cap;
+      last = false;
+    }
+    if (want <= 0) return;
+    if (want >= (W >>> 1) || this.granted === this.received || last) {
       this.granted += want;
-      const w = this.worker;
+      let e = out + want - w.initialWindow;
+      if (e < 0) e = 0;
+      w.extra += e - this.extra;
+      this.extra = e;
       w.link.sendCredit(this, want);
-      w._credit(this.id, want);
+      if (this.headGen === w.gen) w._intoSlot(this, P.encodeFrame({ type: P.FRAME.CREDIT, stream: this.id, increment: want }));
+      else w._credit(this.id, want);
+    }
+  }
+
+  /* The request side ended: credit not yet used never will be; what is still
+   * buffered stays on the budget until the stream closes. */
+  _reqEnd() {
+    this.reqEnded = true;
+    if (this.extra > 0) {
+      let e = this.received - this.consumedTotal - this.worker.initialWindow;
+      if (e < 0) e = 0;
+      if (e < this.extra) {
+        this.worker.extra -= this.extra - e;
+        this.extra = e;
+      }
     }
   }
 
@@ -267,6 +344,10 @@ class Stream extends P.StreamState {
   _closed(cancel) {
     if (this.closed) return;
     this.closed = true;
+    if (this.extra > 0) {
+      this.worker.extra -= this.extra;
+      this.extra = 0;
+    }
     this.queue = null;
     this.queued = 0;
     const cbs = this.callbacks;
@@ -286,8 +367,15 @@ class Stream extends P.StreamState {
  *
  * options:
  *   socket            address (default $SLUICE_SOCKET)
- *   maxStreams        concurrent streams announced (default 128)
- *   window            request-body window per stream (default 256 KiB)
+ *   maxStreams        concurrent streams announced (default 4096)
+ *   window            most request-body bytes buffered or in flight per
+ *                     stream while its handler reads (default 256 KiB)
+ *   initialWindow     request-body bytes per stream the gateway may send
+ *                     before the handler reads, announced in HELLO (default
+ *                     the smaller of window and 16 KiB)
+ *   bodyBudget        link-wide bound on credit beyond the initial windows
+ *                     (default 16 MiB): request-body memory of the link is at
+ *                     most maxStreams x initialWindow + bodyBudget
  *   maxFrame          largest frame accepted (default 1 MiB)
  *   token             for TCP workers (default $SLUICE_TOKEN)
  *   handshakeTimeout  ms for connect + HELLO (default 10000)
@@ -302,14 +390,21 @@ class Worker extends EventEmitter {
     super();
     const o = options;
     this.address = o.socket !== undefined ? o.socket : process.env.SLUICE_SOCKET;
-    this.maxStreams = o.maxStreams || 128;
-    this.window = o.window !== undefined ? o.window : 256 * 1024;
+    this.maxStreams = o.maxStreams || DEFAULT_MAX_STREAMS;
+    this.window = o.window !== undefined ? o.window : DEFAULT_WINDOW;
+    this.initialWindow = o.initialWindow !== undefined ? o.initialWindow : Math.min(this.window, DEFAULT_INITIAL_WINDOW);
+    this.bodyBudget = o.bodyBudget !== undefined ? o.bodyBudget : DEFAULT_BODY_BUDGET;
+    this.extra = 0; // credit beyond the initial windows, granted and not yet consumed (all streams)
     this.maxFrame = o.maxFrame || P.DEFAULT_FRAME;
     this.token = o.token !== undefined ? o.token : process.env.SLUICE_TOKEN;
     this.handshakeTimeout = o.handshakeTimeout || 10000;
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
     if (!(this.window >= 1 && this.window <= P.MAX_WINDOW)) throw new RangeError('window out of range');
+    if (!(Number.isInteger(this.initialWindow) && this.initialWindow >= 0 && this.initialWindow <= this.window)) {
+      throw new RangeError('initialWindow out of range (0 .. window)');
+    }
+    if (!(this.bodyBudget >= 0)) throw new RangeError('bodyBudget out of range');
     if (!(this.maxStreams >= 1 && this.maxStreams <= P.MAX_STREAMS)) throw new RangeError('maxStreams out of range');
     this.link = new P.Link('worker', { maxStreams: this.maxStreams });
     this.link.makeStream = (id) => new Stream(this, id);
@@ -318,6 +413,9 @@ class Worker extends EventEmitter {
     this.out = []; // buffers to write, in order, besides the slab's pending bytes
     this.after = []; // callbacks to run once this tick's output is written
     this.scheduled = false;
+    this.gen = 0; // flush generation: bumped each time `out` is written
+    this.heads = []; // streams whose RESPONSE waits in `out` behind a credit slot
+    this.deferred = false; // this output's flush was put off once for them
     this.sock = null;
     this.gateway = null; // the gateway's HELLO settings
     this.bodyMax = P.bodyMax(P.DEFAULT_FRAME);
@@ -367,7 +465,7 @@ class Worker extends EventEmitter {
       this.once('ready', (h) => { settled = true; resolve(h); });
       this.once('close', (err) => fail(err || new Error('the link closed during the handshake')));
       sock.on('connect', () => {
-        const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.window };
+        const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.initialWindow };
         if (this.maxFrame !== P.DEFAULT_FRAME) s.max_frame = this.maxFrame;
         if (this.token) s.token = toText(this.token);
         const hello = { type: P.FRAME.HELLO, stream: 0, version: P.VERSION, settings: s };
@@ -426,7 +524,7 @@ class Worker extends EventEmitter {
       case 5: { // END
         const s = ev.udata;
         if (s === null || ev.ignored) return;
-        s.reqEnded = true;
+        s._reqEnd();
         s.delegate.end(s, f.trailers || null);
         return;
       }
@@ -497,7 +595,50 @@ class Worker extends EventEmitter {
     this._schedule();
   }
 
-  _flush() {
+  /**
+   * A RESPONSE is about to be written for a stream whose body waits for our
+   * first CREDIT: start a new output segment with an empty slot in front of
+   * it, where that CREDIT (and a LIMIT) go if they come before the flush.
+   */
+  _headSlot(s) {
+    if (this.w.pending) this.out.push(this.w.take());
+    s.headGen = this.gen;
+    s.headSlot = this.out.length;
+    this.out.push(EMPTY);
+    this.heads.push(s);
+  }
+
+  /** Put an encoded frame of stream s in its head slot (ahead of its RESPONSE). */
+  _intoSlot(s, buf) {
+    const cur = this.out[s.headSlot];
+    this.out[s.headSlot] = cur.length ? Buffer.concat([cur, buf]) : buf;
+    this._schedule();
+  }
+
+  _flush(now) {
+    if (this.heads.length) {
+      /* A head waits in front of a body the handler may be about to read
+       * (res.flushHeaders() or res.write() and then req.pipe(res): the
+       * pipe starts reading on the next tick). Give it until the next turn
+       * of the event loop to grant its first credit, which then goes out
+       * ahead of the head; a handler that answers without reading (401,
+       * 413) grants nothing, and the body is never sent. Once per output. */
+      if (!this.deferred && now !== true) {
+        const hs = this.heads;
+        for (let i = 0; i < hs.length; i++) {
+          const s = hs[i];
+          if (!s.closed && s.granted === 0 && !s.reqEnded) {
+            this.deferred = true;
+            this.scheduled = true;
+            setImmediate(this._flushBound);
+            return;
+          }
+        }
+      }
+      this.heads = [];
+    }
+    this.deferred = false;
+    this.gen++;
     this.scheduled = false;
     const w = this.w;
     const sock = this.sock;
@@ -508,7 +649,7 @@ class Worker extends EventEmitter {
         sock.write(out[0]);
       } else {
         sock.cork();
-        for (let i = 0; i < out.length; i++) sock.write(out[i]);
+        for (let i = 0; i < out.length; i++) if (out[i].length) sock.write(out[i]);
         sock.uncork();
       }
       /* Nothing left in the socket's queue: the kernel took the bytes
@@ -680,7 +821,7 @@ class Worker extends EventEmitter {
   close() {
     if (this.closed) return;
     if (this.sock && !this.sock.destroyed) {
-      this._flush();
+      this._flush(true);
       this.sock.end();
       this.sock.destroySoon ? this.sock.destroySoon() : this.sock.destroy();
     }
@@ -695,7 +836,7 @@ class Worker extends EventEmitter {
     try {
       this.link.send({ type: P.FRAME.ERROR, stream: 0, code, message: toText(message) });
       this._frame({ type: P.FRAME.ERROR, stream: 0, code, message: toText(message) });
-      this._flush();
+      this._flush(true);
     } catch (_) { /* nothing more can be sent */ }
     if (this.sock) this.sock.end();
     this._close(e);

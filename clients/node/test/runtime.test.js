@@ -180,6 +180,128 @@ test('a handler that answers without reading never grants credit (body=2)', asyn
   await teardown(ctx);
 });
 
+test('defaults: HELLO announces 4096 streams and a 16 KiB initial window', async () => {
+  const ctx = await setup(() => {});
+  assert.equal(ctx.hello.settings.max_streams, 4096);
+  assert.equal(ctx.hello.settings.window, 16384);
+  await teardown(ctx);
+});
+
+test('a reading stream opens its window from the initial one to `window`', async () => {
+  const ctx = await setup((req, res) => { req.on('data', () => {}); req.on('end', () => res.end()); },
+    { window: 8192, initialWindow: 1024 });
+  assert.equal(ctx.hello.settings.window, 1024);
+  ctx.gw.request(1, { method: 'POST', body: 1 });
+  const f = await ctx.gw.next();
+  assert.deepEqual(f, { type: F.CREDIT, stream: 1, increment: 8192 - 1024 });
+  await teardown(ctx);
+});
+
+test('credit is not granted beyond a declared Content-Length', async () => {
+  const ctx = await setup((req, res) => { req.on('data', () => {}); req.on('end', () => res.end()); },
+    { window: 8192, initialWindow: 1024 });
+  ctx.gw.request(1, { method: 'POST', body: 1, headers: ['content-length', '3000'] });
+  const f = await ctx.gw.next();
+  assert.deepEqual(f, { type: F.CREDIT, stream: 1, increment: 3000 - 1024 });
+  await teardown(ctx);
+});
+
+test('bodyBudget bounds the credit beyond the initial windows across streams; the initial window stays available', async () => {
+  const reqs = [];
+  const done = [];
+  const ctx = await setup((req, res) => {
+    reqs.push(req);
+    let n = 0;
+    req.on('data', (c) => { n += c.length; });
+    req.once('data', () => req.pause()); // read the first chunk, then stop
+    req.on('end', () => { done.push(n); res.end(String(n)); });
+  }, { window: 8192, initialWindow: 1024, bodyBudget: 4096 });
+  const granted = [0, 1024, 1024, 1024];
+  const sent = [0, 0, 0, 0];
+  for (let sid = 1; sid <= 3; sid++) ctx.gw.request(sid, { method: 'POST', body: 1 });
+  /* Send whatever credit allows; the handlers hold everything after their first chunk. */
+  const fill = () => {
+    for (let sid = 1; sid <= 3; sid++) {
+      if (granted[sid] > sent[sid]) {
+        ctx.gw.send({ type: F.BODY, stream: sid, data: Buffer.alloc(granted[sid] - sent[sid], sid) });
+        sent[sid] = granted[sid];
+      }
+    }
+  };
+  fill();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 100));
+    if (!ctx.gw.frames.length) break;
+    while (ctx.gw.frames.length) {
+      const f = ctx.gw.frames.shift();
+      assert.equal(f.type, F.CREDIT);
+      granted[f.stream] += f.increment;
+    }
+    fill();
+  }
+  const total = granted[1] + granted[2] + granted[3];
+  /* consumed: each handler's first chunk (1024); the rest is buffered */
+  assert.ok(total - 3 * 1024 <= 3 * 1024 + 4096, `granted ${granted.slice(1)}: more than the initial windows plus the budget buffered`);
+  assert.equal(ctx.worker.extra, 4096, 'the budget is used up');
+  /* a paused stream that reads again gets its initial window back, budget or not */
+  reqs[1].resume();
+  const f = await ctx.gw.next();
+  assert.deepEqual(f, { type: F.CREDIT, stream: 2, increment: 1024 });
+  /* everyone reads again: the bodies complete */
+  for (const r of reqs) r.resume();
+  for (let sid = 1; sid <= 3; sid++) ctx.gw.send({ type: F.END, stream: sid });
+  for (let i = 0; i < 3; i++) await ctx.gw.until(F.END);
+  assert.deepEqual(done.sort((x, y) => x - y), sent.slice(1).sort((x, y) => x - y));
+  assert.equal(ctx.worker.extra, 0, 'the budget is released when the streams close');
+  await teardown(ctx);
+});
+
+test('body=2: a head flushed before req.pipe(res) is preceded by the first CREDIT, in the same write', async () => {
+  const ctx = await setup((req, res) => {
+    res.writeHead(200);
+    res.flushHeaders();
+    req.pipe(res);
+  }, { window: 4096, initialWindow: 4096 });
+  ctx.gw.request(1, { method: 'PUT', body: 2 });
+  const chunks0 = ctx.gw.chunks;
+  const fs = [await ctx.gw.next(), await ctx.gw.next()];
+  assert.deepEqual(names(fs), ['CREDIT', 'RESPONSE']);
+  assert.equal(fs[0].increment, 4096);
+  assert.equal(ctx.gw.chunks - chunks0, 1, 'one socket write');
+  ctx.gw.send({ type: F.BODY, stream: 1, data: Buffer.from('abc') });
+  ctx.gw.send({ type: F.END, stream: 1 });
+  const rest = await ctx.gw.until(F.END);
+  assert.equal(rest.find((x) => x.type === F.BODY).data.toString(), 'abc');
+  await teardown(ctx);
+});
+
+test('body=2: res.write(), a LIMIT, then req.pipe(res): LIMITs, CREDIT, RESPONSE, BODY in that order', async () => {
+  const { setBodyLimit } = require('../lib');
+  const ctx = await setup((req, res) => {
+    res.write('x');
+    setBodyLimit(req, 5000);
+    req.pipe(res);
+  }, { window: 4096, initialWindow: 4096, maxBody: 999 });
+  ctx.gw.request(1, { method: 'PUT', body: 2 });
+  const fs = [];
+  for (let i = 0; i < 5; i++) fs.push(await ctx.gw.next());
+  assert.deepEqual(names(fs), ['LIMIT', 'LIMIT', 'CREDIT', 'RESPONSE', 'BODY']);
+  assert.deepEqual([fs[0].max_body, fs[1].max_body], [999, 5000]);
+  await teardown(ctx);
+});
+
+test('body=2: a handler that sends a 401 head and body but ends later, without reading, grants no credit', async () => {
+  const ctx = await setup((req, res) => {
+    res.writeHead(401, { 'Content-Length': '3' });
+    res.write('no\n');
+    setTimeout(() => res.end(), 50);
+  });
+  ctx.gw.request(1, { method: 'PUT', body: 2 });
+  const fs = await ctx.gw.until(F.END);
+  assert.deepEqual(names(fs), ['RESPONSE', 'BODY', 'END']);
+  await teardown(ctx);
+});
+
 test('pipe with a slow consumer: credit is bounded by the window', async () => {
   const { Writable } = require('node:stream');
   let total = 0;
