@@ -1075,8 +1075,9 @@ int pool_start(pool *p)
     }
     /* workers may run in another directory: give them an absolute path */
     char abs[PATH_MAX];
-    if (p->dir[0] != '/' && realpath(p->dir, abs) && strlen(abs) < sizeof p->dir)
-        snprintf(p->dir, sizeof p->dir, "%s", abs);
+    size_t abs_len;
+    if (p->dir[0] != '/' && realpath(p->dir, abs) && (abs_len = strlen(abs)) < sizeof p->dir)
+        memcpy(p->dir, abs, abs_len + 1);
     snprintf(p->sock, sizeof p->sock, "%s/%s.sock", p->dir, p->name);
     if (strlen(p->sock) >= 108) {
         slog(gw->log, LOG_ERROR, "socket path too long: %s", p->sock);
