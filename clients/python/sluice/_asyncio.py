@@ -24,6 +24,9 @@ log = logging.getLogger("sluice")
 StartFn = Callable[[WorkerCore, Request], Awaitable[None]]
 
 
+_EAGER = sys.version_info >= (3, 12)
+
+
 class _AioWaiter(Waiter):
     __slots__ = ("_loop", "_fut")
 
@@ -82,7 +85,15 @@ class AsyncioLink(asyncio.Protocol, Runtime):
     def start(self, req: Request) -> None:
         # No done-callback bookkeeping per task (it would cost a scheduled
         # callback per request): live tasks are found through core.requests.
-        req.task = self.loop.create_task(self.run_request(self.core, req))
+        # Python 3.12+: an eager task runs the handler's first step right
+        # here; a handler that answers without waiting never goes through
+        # the loop's ready queue nor the set of live tasks (asyncio's
+        # eager_task_factory, unless the loop has a task factory of its own).
+        loop = self.loop
+        if _EAGER and loop.get_task_factory() is None:
+            req.task = asyncio.Task(self.run_request(self.core, req), loop=loop, eager_start=True)
+        else:
+            req.task = loop.create_task(self.run_request(self.core, req))
 
     @property
     def tasks(self) -> list:
@@ -240,8 +251,8 @@ def run(main: Callable[[], Awaitable[int]], loop: str = "auto") -> int:
 
 def run_native(app: Callable[[Request], Awaitable[Any]], *, loop: str = "auto", **options: Any) -> int:
     """Serve a native handler ``async def app(request)`` on asyncio."""
-    async def run_request(core: WorkerCore, req: Request) -> None:
-        await core.run_handler(app, req)
+    def run_request(core: WorkerCore, req: Request) -> Awaitable[None]:
+        return core.run_handler(app, req)  # the task runs run_handler itself: one coroutine less
 
     return run(lambda: serve(run_request, **options), loop)
 

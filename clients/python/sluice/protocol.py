@@ -556,6 +556,11 @@ def decode_payload(payload: Any) -> Frame:
                      object_pairs_hook=_Map, strict_map_key=False)
     except Exception as exc:  # msgpack raises several types for bad input
         raise RemoteProtocolError("malformed", str(exc) or type(exc).__name__) from None
+    return _decode_array(a)
+
+
+def _decode_array(a: Any) -> Frame:
+    """decode_payload after the msgpack step."""
     if type(a) is not list or len(a) < 2:
         raise RemoteProtocolError("malformed", "payload is not an array of at least 2 elements")
     t = a[0]
@@ -614,6 +619,7 @@ class FrameDecoder:
         pos = 0
         max_frame = self.max_frame
         unpack_from = _LEN.unpack_from
+        unpackb = _unpackb
         try:
             with memoryview(src) as mv:
                 while n - pos >= 4:
@@ -623,8 +629,34 @@ class FrameDecoder:
                     end = pos + 4 + length
                     if end > n:
                         break
-                    out.append(decode_payload(mv[pos + 4:end]))
+                    try:
+                        a = unpackb(mv[pos + 4:end], raw=False, unicode_errors="surrogateescape",
+                                    object_pairs_hook=_Map, strict_map_key=False)
+                    except Exception:
+                        decode_payload(mv[pos + 4:end])  # raises "malformed"
+                        raise  # pragma: no cover
                     pos = end
+                    if type(a) is list and len(a) == 10 and a[0] == 2:
+                        # REQUEST in the gateway's canonical shape, inline:
+                        # the checks of _decode_array and _build's fast path
+                        t, sid, m, tg, ver, h, c, s, sc, b = a
+                        if (type(t) is int and type(sid) is int and 0 < sid <= MAX_ID
+                                and type(m) is bytes and m and type(tg) is bytes and tg
+                                and (ver == 11 or ver == 10) and type(ver) is int
+                                and type(h) is list and len(h) <= MAX_HEADERS
+                                and type(c) is list and len(c) == 2 and type(c[0]) is str
+                                and type(c[1]) is int and 0 <= c[1] <= 65535
+                                and type(s) is list and len(s) == 2 and type(s[0]) is str
+                                and type(s[1]) is int and 0 <= s[1] <= 65535
+                                and type(sc) is str and type(b) is int and 0 <= b <= 2):
+                            for e in h:
+                                if type(e) is not list or len(e) != 2 or type(e[0]) is not bytes \
+                                        or type(e[1]) is not bytes or not e[0]:
+                                    break
+                            else:
+                                out.append(Request(sid, m, tg, ver, h, (c[0], c[1]), (s[0], s[1]), sc, b))
+                                continue
+                    out.append(_decode_array(a))
         except RemoteProtocolError as exc:
             self._failed = True
             exc.frames = out
@@ -678,6 +710,25 @@ def _bin_head(n: int) -> bytes:
     if n < 0x10000:
         return b"\xc5" + n.to_bytes(2, "big")
     return b"\xc6" + n.to_bytes(4, "big")
+
+
+_SID32 = struct.Struct(">BI").pack
+_RF_CACHE_BODY = 1024  # bodies up to this size are part of the respond_full cache key
+_rf_cache: dict = {}
+
+
+def _rf_parts(ls: int, status: int, ph: Any, body: Any) -> tuple[bytes, bytes, bytes | None]:
+    """RESPONSE+BODY+END for a stream id of ``ls`` encoded bytes, as the
+    pieces that go before each copy of the id (WorkerConnection.respond_full);
+    for an empty body RESPONSE+END, two pieces and None."""
+    st = _STATUS.get(status) or _pack_uint(status)
+    pack = _LEN.pack
+    n = len(body)
+    head = pack(len(ph) + len(st) + ls + 3) + b"\x95\x03"
+    if n:
+        return (head, st + ph + b"\x01" + pack(ls + n + (4 if n < 256 else 5 if n < 65536 else 7)) + b"\x93\x04",
+                _bin_head(n) + body + pack(ls + 2) + b"\x92\x05")
+    return head, st + ph + b"\x01" + pack(ls + 2) + b"\x92\x05", None
 
 
 def _frame(payload: bytes) -> bytes:
@@ -1238,12 +1289,26 @@ class WorkerConnection:
         streams = link.streams
         for f in frames:
             # fast path for the common frame, REQUEST on a ready link: the
-            # same checks as LinkState._recv_stream, without the calls
-            if f.type == 2 and link.state == STATE_READY and f.stream_id > link.highest \
-                    and len(streams) < link._limit:
-                link._open(f.stream_id, f.body)  # type: ignore[attr-defined]
-                out.append(f)
-                continue
+            # same checks and state as Link._recv_stream and Link._open
+            # (worker role), without the calls
+            if f.type == 2 and link.state == STATE_READY:
+                sid = f.stream_id
+                if sid > link.highest and len(streams) < link._limit:
+                    s = StreamState(sid)
+                    bm = f.body  # type: ignore[attr-defined]
+                    s.body_mode = bm
+                    s.send_window = link._gwin
+                    if bm == BODY_NONE:
+                        s.req = REQ_ENDED
+                        s.recv_window = link._wwin
+                    elif bm == BODY_ON_CREDIT:
+                        s.recv_window = 0
+                    else:
+                        s.recv_window = link._wwin
+                    streams[sid] = s
+                    link.highest = sid
+                    out.append(f)
+                    continue
             try:
                 applied = recv(f)
             except RemoteProtocolError as exc:
@@ -1375,27 +1440,38 @@ class WorkerConnection:
         """RESPONSE + BODY + END in one go when ``body`` fits in the window
         and one frame (the common small response). Returns False (nothing
         queued) when it does not fit; the caller then streams it."""
-        s = self.link.streams.get(sid)
+        streams = self.link.streams
+        s = streams.get(sid)
         if s is None or s.resp != RESP_WAITING:
             raise LocalProtocolError(f"RESPONSE not allowed on stream {sid}")
         n = len(body)
         if n > s.send_window or n > self._body_max:
             return False
-        sidb = _SMALL[sid] if sid < 128 else _pack_uint(sid)
-        st = _STATUS.get(status) or _pack_uint(status)
-        ls = len(sidb)
-        pack = _LEN.pack
-        if n:
-            self._out.append(b"".join((
-                pack(len(packed_headers) + len(st) + ls + 3), b"\x95\x03", sidb, st, packed_headers,
-                b"\x01", pack(ls + n + (4 if n < 256 else 5 if n < 65536 else 7)), b"\x93\x04", sidb,
-                _bin_head(n), body, pack(ls + 2), b"\x92\x05", sidb)))
+        if 0x10000 <= sid < 0x100000000:
+            sidb = _SID32(0xce, sid)
         else:
-            self._out.append(b"".join((
-                pack(len(packed_headers) + len(st) + ls + 3), b"\x95\x03", sidb, st, packed_headers,
-                b"\x01", pack(ls + 2), b"\x92\x05", sidb)))
-        del self.link.streams[sid]
-        self._consumed.pop(sid, None)
+            sidb = _SMALL[sid] if sid < 128 else _pack_uint(sid)
+        # the frames around the three copies of the stream id depend only on
+        # the id's length, the status, the headers and the body: the same
+        # response sent again costs a lookup and one join
+        if n <= _RF_CACHE_BODY and type(body) is bytes and type(packed_headers) is bytes:
+            key = (len(sidb), status, packed_headers, body)
+            parts = _rf_cache.get(key)
+            if parts is None:
+                parts = _rf_parts(len(sidb), status, packed_headers, body)
+                if len(_rf_cache) >= 256:
+                    _rf_cache.clear()
+                _rf_cache[key] = parts
+        else:
+            parts = _rf_parts(len(sidb), status, packed_headers, body)
+        p0, p1, p2 = parts
+        if p2 is None:  # no body: RESPONSE + END
+            self._out.append(b"".join((p0, sidb, p1, sidb)))
+        else:
+            self._out.append(b"".join((p0, sidb, p1, sidb, p2, sidb)))
+        del streams[sid]
+        if self._consumed:
+            self._consumed.pop(sid, None)
         return True
 
     def reset(self, sid: int, code: int | str = "internal", message: str | None = None) -> None:

@@ -102,6 +102,19 @@ def test_expect_continue_refused_without_reading(gateway, loop):
     assert b"100 Continue" not in head
 
 
+def test_handler_runs_in_its_task_from_the_first_step(gateway, loop):
+    """asyncio.current_task() (what asyncio.timeout, TaskGroup, anyio and
+    sniffio rely on) is the handler's own task before its first wait too,
+    and the same task after it (the worker may start tasks eagerly)."""
+    if loop == "trio":
+        pytest.skip("asyncio task semantics")
+    gw = gateway(native(loop))
+    for _ in range(3):
+        status, _, body = gw.get("/task")
+        assert status == 200
+        assert json.loads(body) == {"task": True, "same": True}
+
+
 def test_exception_gives_500_and_worker_keeps_serving(gateway, loop):
     gw = gateway(native(loop))
     _, _, pid1 = gw.get("/pid")

@@ -305,3 +305,57 @@ def test_answering_without_reading_grants_nothing():
     conn.end(1)
     assert [f.type for f in frames(conn.data_to_send())] == [3, 4, 5]
     assert conn._heads == {}
+
+
+def _outcome(fn, payload: bytes):
+    try:
+        return fn(payload)
+    except P.RemoteProtocolError as exc:
+        return exc.name
+
+
+def test_request_fast_path_agrees_with_the_general_decoder():
+    """FrameDecoder.feed decodes the gateway's canonical REQUEST inline; any
+    variation must give the frame or the error decode_payload gives."""
+    import msgpack
+    good = [2, 7, b"GET", b"/x", 11, [[b"host", b"h"]], ["1.2.3.4", 5], ["", 0], "http", 0]
+    variants = {0: [2.0, True, 3], 1: [0, -1, 2 ** 53, True, 7.0, "7"], 2: [b"", "GET", 1],
+                3: [b"", "/x", None], 4: [10, 12, 11.0, True, "11"],
+                5: [[], [[b"a", b"b"]] * 2, [[b"", b"v"]], [[b"a", "v"]], [["a", b"v"]], [[b"a"]],
+                    [(b"a", b"b", b"c")], [[b"a", b"b"]] * (P.MAX_HEADERS + 1), {b"a": b"b"}, [[[b"a"], b"b"]]],
+                6: [["h", 65536], ["h", -1], [b"h", 1], ["h"], ["h", 1, 2], ["h", True], {"h": 1}],
+                7: [["h", 65535], [1, 1]], 8: [b"http", "", 1], 9: [1, 2, 3, -1, True]}
+    payloads = [msgpack.packb(good)]
+    for i, vals in variants.items():
+        for v in vals:
+            a = list(good)
+            a[i] = v
+            payloads.append(msgpack.packb(a, use_bin_type=True))
+    payloads.append(msgpack.packb(good + [1], use_bin_type=True))        # a trailing element
+    payloads.append(msgpack.packb(good[:9], use_bin_type=True))          # a missing one
+    for payload in payloads:
+        def via_feed(p):
+            (f,) = P.FrameDecoder().feed(P._LEN.pack(len(p)) + p)
+            return f
+        assert _outcome(via_feed, payload) == _outcome(P.decode_payload, payload), msgpack.unpackb(payload)
+
+
+def test_respond_full_repeated_and_with_ids_of_every_length():
+    """respond_full reuses the frames around the stream id for a repeated
+    response: the output stays canonical for each id length, for an empty
+    body and for bodies that are not bytes."""
+    ph = P.pack_headers([(b"a", b"b")])
+    for sid in (5, 200, 300, 70000, 2 ** 32 + 1):
+        for body in (b"hi", b"hi", b"", bytearray(b"yo"), memoryview(b"x" * 300)):
+            conn = ready(window=1 << 16)
+            s = P.StreamState(sid)
+            s.send_window = 1000
+            conn.link.streams[sid] = s
+            assert conn.respond_full(sid, 201, ph, body)
+            out = conn.data_to_send()
+            fs = frames(out)
+            want = [P.Response(sid, 201, [[b"a", b"b"]], 1)] + ([P.Body(sid, bytes(body))] if body else []) \
+                + [P.End(sid)]
+            assert fs == want
+            assert b"".join(P.encode(f) for f in fs) == out
+            assert not conn.is_open(sid)

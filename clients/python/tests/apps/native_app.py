@@ -96,6 +96,18 @@ async def app(request):
     if path == "/delay":
         await sleep(float(request.query or "1"))
         return Response("done\n")
+    if path == "/task":
+        # asyncio only: the handler's task as the handler sees it, before its
+        # first wait (an eagerly started task must already be current) and after
+        import asyncio
+        before = asyncio.current_task()
+        timeout = getattr(asyncio, "timeout", None)  # 3.11+
+        if timeout is not None:
+            async with timeout(5):
+                await asyncio.sleep(0.01)
+        else:
+            await asyncio.sleep(0.01)
+        return Response(json.dumps({"task": before is not None, "same": before is asyncio.current_task()}))
     if path == "/boom":
         raise ValueError("boom")
     if path == "/none":
