@@ -3,6 +3,8 @@
 
 decoder seeds: one split-pattern byte, then a decode vector's bytes.
 link seeds:    role byte, max_streams byte, then a session's frames in order.
+tls seeds:     mode/piece byte (see fuzz_tls.c), then ClientHellos recorded
+               from this Python's OpenSSL, plain HTTP, records.
 Vectors above 8 KiB are skipped to keep the corpora small. Run from the
 repository root; the output is committed under tests/fuzz/corpus/."""
 import json, os, pathlib
@@ -31,4 +33,43 @@ for path in sorted(vec.glob("[0-9][0-9][0-9]-*.json")):
         role = 1 if v["role"] == "gateway" else 0
         ms = v.get("max_streams", 4) % 256
         (out / "link" / path.stem).write_bytes(bytes([role, ms]) + data)
-print("seeds:", {s: len(os.listdir(out / s)) for s in ("decoder", "link")})
+
+import ssl
+
+
+def client_hello(alpn, version=None, sni="a.example"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if version:
+        ctx.maximum_version = version
+    inc, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, outgoing, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+# mode byte: mode = b % 3 (0 raw, 1 after a handshake, 2 echo), piece = b >> 2
+request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+tls_seeds = {
+    "clienthello-h2": bytes([0]) + client_hello(["h2", "http/1.1"]),
+    "clienthello-tls12": bytes([0]) + client_hello(None, ssl.TLSVersion.TLSv1_2, None),
+    "clienthello-pieces-7": bytes([30]) + client_hello(["http/1.1"]),
+    "plain-http": bytes([0]) + request,
+    "record-after-handshake": bytes([1]) + bytes([0x17, 3, 3, 0, 32]) + bytes(range(32)),
+    "echo-request": bytes([2]) + request,  # odd length: ends with close_notify
+    "echo-truncated": bytes([2]) + request + b"x",  # even: a bare EOF
+    "echo-pieces-5": bytes([20]) + request * 3,
+}
+d = out / "tls"
+d.mkdir(parents=True, exist_ok=True)
+for f in d.iterdir():
+    f.unlink()
+for name, data in tls_seeds.items():
+    (d / name).write_bytes(data)
+print("seeds:", {s: len(os.listdir(out / s)) for s in ("decoder", "link", "tls")})
