@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/buffer.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -36,6 +37,7 @@
 #define TLS_ALPN_MAX 256 /* wire-format ALPN list we keep (ours, not the peer's) */
 #define DEFAULT_LIFETIME_S 3600u
 #define DEFAULT_CACHE_SIZE 4096u
+#define TLS_TRIM_KEEP 4096u /* a buffer this small is not worth replacing */
 
 typedef struct {
     X509 *leaf;
@@ -828,6 +830,46 @@ size_t tls_session_pull(tls_session *s, void *buf, size_t cap)
         return 0;
     int r = BIO_read(s->out, buf, cap > INT_MAX ? INT_MAX : (int)cap);
     return r > 0 ? (size_t)r : 0;
+}
+
+static size_t bio_capacity(BIO *b)
+{
+    BUF_MEM *m = NULL;
+    BIO_get_mem_ptr(b, &m);
+    return m ? m->max : 0;
+}
+
+/* A fresh, empty memory BIO, or NULL (then the old one simply stays). */
+static BIO *bio_fresh(BIO *old)
+{
+    if (BIO_ctrl_pending(old) != 0 || bio_capacity(old) <= TLS_TRIM_KEEP)
+        return NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b) {
+        ERR_clear_error();
+        return NULL;
+    }
+    BIO_set_mem_eof_return(b, -1);
+    return b;
+}
+
+void tls_session_trim(tls_session *s)
+{
+    BIO *b;
+    /* the SSL frees the BIO it held (the pair is distinct, so no aliasing) */
+    if ((b = bio_fresh(s->in))) {
+        SSL_set0_rbio(s->ssl, b);
+        s->in = b;
+    }
+    if ((b = bio_fresh(s->out))) {
+        SSL_set0_wbio(s->ssl, b);
+        s->out = b;
+    }
+}
+
+size_t tls_session_buffer_size(const tls_session *s)
+{
+    return bio_capacity(s->in) + bio_capacity(s->out);
 }
 
 int tls_session_close(tls_session *s)

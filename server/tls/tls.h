@@ -2,9 +2,10 @@
  *
  * Bytes in, bytes out: the caller reads ciphertext from its socket and feeds
  * it in, pulls decrypted plaintext out, pushes plaintext in and pulls the
- * ciphertext to write. Nothing here touches a socket, a clock for timeouts or
- * an event loop, and nothing blocks: the handshake timeout is the caller's
- * timer (tls_session_handshake_done() tells when to stop it).
+ * ciphertext to write. Nothing here touches a socket or an event loop, and
+ * nothing blocks; the only clock read is CLOCK_MONOTONIC, to rotate ticket
+ * keys. The handshake timeout is the caller's timer
+ * (tls_session_handshake_done() tells when to stop it).
  *
  * Contexts (tls_ctx) hold the configuration: for a server, one or more
  * certificate/key pairs (the first is the default, the others are chosen by
@@ -25,8 +26,14 @@
  * session cache does not (TLS 1.2 clients without tickets do one full
  * handshake after a reload).
  *
- * Threads: a context and its sessions are used from one thread (one loop);
- * the reference count is atomic, so a context may be freed from another.
+ * Resumption: stateless tickets (TLS 1.2 and 1.3) sealed with a key ring
+ * rotated every session lifetime (a ticket opens under the current or the
+ * previous key), plus a bounded server-side cache for TLS 1.2 clients that
+ * do not take tickets.
+ *
+ * Threads: a context, the contexts reloaded from it (they share the ticket
+ * keys) and their sessions are used from one thread (one loop); the
+ * reference count is atomic, so a context may be freed from another.
  *
  * Using a session, for a libuv stream:
  *   - after every call (new, feed, read, write, close), write out what
@@ -40,6 +47,7 @@
  *   - to send: tls_session_write() takes plaintext while the ciphertext
  *     waiting to be pulled is below TLS_OUT_MAX (a short count, or -EAGAIN
  *     before the handshake is done or while that much is waiting);
+ *   - when the connection goes idle (keep-alive wait): tls_session_trim();
  *   - to close: tls_session_close() queues close_notify; write it out, then
  *     close the socket (there is no need to wait for the peer's).
  * Errors are negative errno values: -EPROTO for a TLS failure (the session
@@ -53,13 +61,16 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Ciphertext fed and not yet decrypted; feeding beyond is -ENOBUFS. The
- * caller's own read buffer bounds what one feed adds. */
-#define TLS_IN_MAX (256u * 1024u)
+/* Ciphertext fed and not yet decrypted; feeding beyond is -ENOBUFS. After
+ * reading to -EAGAIN, less than one record (17 KiB) stays, so a caller that
+ * feeds at most 64 KiB per read never meets this bound unless it stopped
+ * reading plaintext. */
+#define TLS_IN_MAX (128u * 1024u)
 /* tls_session_write takes plaintext only while less ciphertext than this is
- * waiting to be pulled; handshake flights and alerts (a few KiB, the size of
- * the certificate chain) may add to it. */
-#define TLS_OUT_MAX (256u * 1024u)
+ * waiting to be pulled (it may exceed it by one record's overhead);
+ * handshake flights and alerts (a few KiB, the size of the certificate
+ * chain) may add to it. */
+#define TLS_OUT_MAX (64u * 1024u)
 /* Length of the error reason strings (including the NUL). */
 #define TLS_ERR_LEN 256u
 /* Largest number of certificates in one server context. */
@@ -132,12 +143,21 @@ int tls_session_feed(tls_session *s, const void *data, size_t n);
 ssize_t tls_session_read(tls_session *s, void *buf, size_t cap);
 /* Plaintext to encrypt: the count taken (> 0, maybe short of n); -EAGAIN
  * before the handshake is done or while TLS_OUT_MAX ciphertext waits;
- * -EPIPE after tls_session_close or the peer's close_notify; -EPROTO. */
+ * -EPIPE after tls_session_close (not after the peer's close_notify: a
+ * half-closed peer may still be answered); -EPROTO. */
 ssize_t tls_session_write(tls_session *s, const void *data, size_t n);
 /* Ciphertext waiting to be written to the socket. */
 size_t tls_session_pending_out(const tls_session *s);
 /* Move up to cap bytes of it into buf; returns the count. */
 size_t tls_session_pull(tls_session *s, void *buf, size_t cap);
+/* Give back buffer memory grown by earlier traffic (OpenSSL's memory BIOs
+ * keep their largest size): call when the connection goes idle, e.g. while
+ * it waits for the next request. Cheap; does nothing while data is
+ * buffered. */
+void tls_session_trim(tls_session *s);
+/* Bytes allocated for the ciphertext buffers (for stats and tests; not
+ * counting OpenSSL's own per-connection state). */
+size_t tls_session_buffer_size(const tls_session *s);
 /* Queue close_notify (once; later calls do nothing). Returns 0 or -EPROTO
  * (failed session: nothing to send). */
 int tls_session_close(tls_session *s);

@@ -356,6 +356,35 @@ Test(tls, handshake_tls12)
     tls_ctx_free(ctx);
 }
 
+Test(tls, renegotiation_refused)
+{
+    tls_ctx *ctx = server_ctx(NULL);
+    SSL_CTX *cc = client_ctx(TLS1_2_VERSION, TLS1_2_VERSION);
+    SSL *c = client_new(cc, NULL);
+    tls_session *s = session(ctx);
+    handshake(c, s, 0);
+    cr_assert_eq(SSL_renegotiate(c), 1);
+    SSL_do_handshake(c);
+    unsigned char b[4096];
+    int n = BIO_read(SSL_get_wbio(c), b, sizeof b);
+    cr_assert_gt(n, 0); /* the client's new ClientHello */
+    cr_assert_eq(tls_session_feed(s, b, (size_t)n), 0);
+    ssize_t r = tls_session_read(s, b, sizeof b);
+    /* refused with a no_renegotiation warning; the connection goes on */
+    cr_assert_eq(r, -EAGAIN);
+    cr_assert_eq(tls_session_error(s, NULL), TLS_ERR_NONE);
+    cr_assert_gt(tls_session_pending_out(s), 0);
+    to_client(s, c);
+    SSL_do_handshake(c);
+    SSL_read(c, b, sizeof b);
+    cr_assert(SSL_renegotiate_pending(c));
+    ERR_clear_error();
+    tls_session_free(s);
+    SSL_free(c);
+    SSL_CTX_free(cc);
+    tls_ctx_free(ctx);
+}
+
 static void refused(int minv, int maxv, const char *ciphers, const char *expect)
 {
     tls_ctx *ctx = server_ctx(NULL);
@@ -479,6 +508,13 @@ Test(tls, data_large_both_ways)
     client_to_server(c, s, 1u << 20, 0);
     client_to_server(c, s, 1u << 20, 1000);
     server_to_client(s, c, 1u << 20);
+    /* grown buffers go back once idle, and the connection goes on */
+    cr_assert_gt(tls_session_buffer_size(s), TLS_OUT_MAX);
+    tls_session_trim(s);
+    cr_assert_lt(tls_session_buffer_size(s), 8192);
+    client_to_server(c, s, 100000, 0);
+    server_to_client(s, c, 100000);
+    tls_session_trim(s);
     tls_session_free(s);
     SSL_free(c);
     SSL_CTX_free(cc);
@@ -538,20 +574,20 @@ Test(tls, input_bound)
     tls_session *s = session(ctx);
     handshake(c, s, 0);
     /* a caller that feeds without reading is stopped at TLS_IN_MAX */
-    size_t n = 300 * 1024;
+    size_t n = TLS_IN_MAX + 44 * 1024, first = TLS_IN_MAX - 16 * 1024;
     unsigned char *data = pattern(n, 3), *wire = malloc(2 * n);
     cr_assert_eq(SSL_write(c, data, (int)n), (int)n);
     int k = BIO_read(SSL_get_wbio(c), wire, (int)(2 * n));
     cr_assert_gt(k, (int)TLS_IN_MAX);
     cr_assert_eq(tls_session_feed(s, wire, (size_t)k), -ENOBUFS);
     cr_assert_eq(tls_session_error(s, NULL), TLS_ERR_NONE);
-    cr_assert_eq(tls_session_feed(s, wire, 200 * 1024), 0);
-    cr_assert_eq(tls_session_feed(s, wire + 200 * 1024, 100 * 1024), -ENOBUFS);
+    cr_assert_eq(tls_session_feed(s, wire, first), 0);
+    cr_assert_eq(tls_session_feed(s, wire + first, 32 * 1024), -ENOBUFS);
     /* reading makes room again */
     unsigned char *got = malloc(n);
     size_t have = server_read_all(s, got, n);
-    cr_assert_gt(have, 150 * 1024);
-    cr_assert_eq(tls_session_feed(s, wire + 200 * 1024, (size_t)k - 200 * 1024), 0);
+    cr_assert_gt(have, first - 20 * 1024);
+    cr_assert_eq(tls_session_feed(s, wire + first, (size_t)k - first), 0);
     have += server_read_all(s, got + have, n - have);
     cr_assert_eq(have, n);
     cr_assert_eq(memcmp(got, data, n), 0);
