@@ -16,8 +16,9 @@
 
 static char dir[64];
 static char ca_pem[128], a_pem[128], a_key[128], b_pem[128], b_key[128], c_pem[128], c_key[128];
-static char cl_pem[128], cl_key[128], enc_key[128], junk_pem[128];
-static const char *const files[] = {ca_pem, a_pem, a_key, b_pem, b_key, c_pem, c_key, cl_pem, cl_key, enc_key, junk_pem};
+static char cl_pem[128], cl_key[128], enc_key[128], junk_pem[128], live_pem[128], live_key[128];
+static const char *const files[] = {ca_pem, a_pem, a_key, b_pem, b_key, c_pem, c_key,
+                                    cl_pem, cl_key, enc_key, junk_pem, live_pem, live_key};
 
 static void path(char *out, const char *name)
 {
@@ -39,6 +40,8 @@ static void setup(void)
     path(cl_key, "client.key");
     path(enc_key, "enc.key");
     path(junk_pem, "junk.pem");
+    path(live_pem, "live.pem"); /* for the reload test */
+    path(live_key, "live.key");
     tc_pair ca = tc_make("sluice test CA", NULL, NULL);
     tc_pair a = tc_make("a.example", "DNS:a.example,DNS:*.wild.example", &ca);
     tc_pair b = tc_make("b.example", "DNS:b.example,DNS:www.wild.example", &ca);
@@ -926,9 +929,6 @@ Test(tls, load_errors)
 Test(tls, reload)
 {
     /* one file pair, rewritten between loads */
-    char live_pem[160], live_key[160];
-    snprintf(live_pem, sizeof live_pem, "%s/live.pem", dir);
-    snprintf(live_key, sizeof live_key, "%s/live.key", dir);
     cr_assert_eq(link(a_pem, live_pem), 0);
     cr_assert_eq(link(a_key, live_key), 0);
     tls_cert_files certs[] = {{live_pem, live_key}};
@@ -978,8 +978,6 @@ Test(tls, reload)
     SSL_SESSION_free(ticket);
     SSL_CTX_free(cc);
     tls_ctx_free(ctx);
-    unlink(live_pem);
-    unlink(live_key);
 }
 
 /* ---- the client role ------------------------------------------------------------ */
