@@ -10,7 +10,7 @@
 #define W 860.0
 #define H 500.0
 #define ML 80.0   /* margins */
-#define MR 30.0
+#define MR 45.0   /* room for the last x label, "99.99999%", centred on the edge */
 #define MT 64.0
 #define MB 60.0
 #define POINTS 400
