@@ -497,7 +497,8 @@ def test_workers_spawned_with_socket_env(start_gateway):
     gw = start_gateway(["/bin/sh", "-c", script], workers=3)
     workers = gw.wait_workers(3)
     assert len(workers) == 3, f"expected 3 worker processes, found {workers}"
-    line = gw.wait_log(lambda l: "probe-env SLUICE_SOCKET=" in l, timeout=5)
+    # the line the worker printed (the gateway's start-up line quotes the command too)
+    line = gw.wait_log(lambda l: l.startswith("probe-env SLUICE_SOCKET="), timeout=5)
     assert line is not None, "worker stderr not inherited (probe line missing)"
     sock = line.split("SLUICE_SOCKET=", 1)[1].strip()
     assert sock, f"SLUICE_SOCKET empty: {line!r}"
