@@ -32,6 +32,7 @@
 #define OUT_LIMIT (256 * 1024)        /* queued for the socket: stop producing more */
 #define STAGE_SIZE (64 * 1024)        /* plaintext gathered for one SSL_write */
 #define H2_WINDOW (16 * 1024 * 1024)  /* HTTP/2 stream and connection windows */
+#define SESSION_POOL 64               /* --tls-resume: sessions kept per thread */
 
 const char *sload_error_name(sload_error_kind k)
 {
@@ -214,7 +215,8 @@ struct sload_client {
     size_t stage_len;
     bool sni;                /* tls_host is a name, not an address */
     bool host_is_ip;
-    SSL_SESSION *session;    /* --tls-resume: the latest session issued */
+    SSL_SESSION *sessions[SESSION_POOL]; /* --tls-resume: sessions issued, newest last */
+    unsigned nsessions;
     /* HTTP/2 */
     nghttp2_session_callbacks *h2cb;
     nghttp2_nv *nv;
@@ -1314,8 +1316,24 @@ static bool tls_start(conn *c)
             return false;
         }
     }
-    if (cl->cfg.tls_resume && cl->session)
-        SSL_set_session(c->ssl, cl->session);
+    if (cl->cfg.tls_resume) {
+        /* The newest session still resumable. TLS 1.3 tickets are used
+         * once (OpenSSL will not offer one again): taken off the pool. */
+        while (cl->nsessions > 0) {
+            SSL_SESSION *s = cl->sessions[cl->nsessions - 1];
+            if (!SSL_SESSION_is_resumable(s)) {
+                cl->nsessions--;
+                SSL_SESSION_free(s);
+                continue;
+            }
+            SSL_set_session(c->ssl, s); /* takes its own reference */
+            if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+                cl->nsessions--;
+                SSL_SESSION_free(s);
+            }
+            break;
+        }
+    }
     c->state = CS_HANDSHAKE;
     c->tio.in_len = 0;
     tls_handshake(c); /* ClientHello */
@@ -1328,9 +1346,12 @@ int sload_client_on_tls_session(struct ssl_st *ssl, struct ssl_session_st *sess)
     if (!c)
         return 0;
     sload_client *cl = c->cl;
-    if (cl->session)
-        SSL_SESSION_free(cl->session);
-    cl->session = sess;
+    if (cl->nsessions == SESSION_POOL) {
+        SSL_SESSION_free(cl->sessions[0]);
+        memmove(cl->sessions, cl->sessions + 1, (SESSION_POOL - 1) * sizeof cl->sessions[0]);
+        cl->nsessions--;
+    }
+    cl->sessions[cl->nsessions++] = sess;
     return 1;
 }
 
@@ -1863,8 +1884,8 @@ void sload_client_free(sload_client *cl)
     free(cl->nv);
     if (cl->h2cb)
         nghttp2_session_callbacks_del(cl->h2cb);
-    if (cl->session)
-        SSL_SESSION_free(cl->session);
+    for (unsigned i = 0; i < cl->nsessions; i++)
+        SSL_SESSION_free(cl->sessions[i]);
     free(cl->iov);
     free(cl->requeue);
     sload_hist_free(cl->st.latency);

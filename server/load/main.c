@@ -60,7 +60,7 @@ static const char usage[] =
     "                          default: a load generator trusts the server it is pointed at)\n"
     "      --cacert FILE       https: trust the CA certificates in FILE (PEM); implies --verify\n"
     "      --tls-version V     https: 1.2 or 1.3 only (default: either, 1.3 preferred)\n"
-    "      --tls-resume        https: resume the thread's last TLS session on new connections\n"
+    "      --tls-resume        https: resume sessions the server issued on new connections\n"
     "                          (default: every connection is a full handshake)\n"
     "\n"
     "Request:\n"

@@ -100,6 +100,9 @@ def h2_serve(conn, mode, stats):
                 if mode == "ok":
                     out = frame(HEADERS, END_HEADERS, sid, STATUS_200 + content_length(5)) + \
                         frame(DATA, END_STREAM, sid, b"hello")
+                elif mode == "slow":
+                    time.sleep(0.05)
+                    out = frame(HEADERS, END_HEADERS | END_STREAM, sid, STATUS_200)
                 elif mode == "404":
                     out = frame(HEADERS, END_HEADERS | END_STREAM, sid, STATUS_404)
                 elif mode == "short":
@@ -267,6 +270,16 @@ def stub_cases(res):
         res.check("h2 one stream per connection" + sfx, clean(r, 30) and r["connects_in_window"] >= 28, r)
         s.close()
 
+    # open loop against a server that manages 20 req/s on one stream: the
+    # requests wait, and their latency counts from when they were due
+    s = Stub(h2_serve, "slow")
+    r = run(s.url(), "--h2", "-c", "1", "-m", "1", "-R", "100", dur="1s")
+    res.check("h2 open loop: latency from the due time (coordinated omission)",
+              r["completed"] >= 5 and r["schedule"]["backlog_at_end"] > 0 and
+              r["latency"]["p50"] > 3 * r["service"]["p50"] and r["service"]["p50"] >= 40000, r,
+              {k: r.get(k) for k in ("latency", "service", "schedule")})
+    s.close()
+
     s = Stub(h2_serve, "404")
     r = run(s.url(), "--h2", "-c", "1", "-m", "4", n=50)
     res.check("h2 404 counted as 4xx", clean(r, 50, "4xx"), r)
@@ -315,6 +328,14 @@ def stub_cases(res):
     res.check("TLS failure in the text report", p.returncode == 1 and " tls " in p.stdout and
               "first failure" in p.stdout, {"_exit": p.returncode}, p.stdout[-400:])
     s.close()
+
+    # usage errors (exit 2)
+    for args, why in ((["-m", "4"], "-m N without --h2"), (["--h2", "-p", "4"], "-p with --h2"),
+                      (["--verify"], "TLS options on http://"), (["--cacert", "/nonexistent/ca.pem"], "missing CA file")):
+        url = "https://127.0.0.1:1/" if "--cacert" in args else "http://127.0.0.1:1/"
+        p = subprocess.run([EXE, *args, url], capture_output=True, text=True, timeout=30)
+        res.check(f"usage: {why}", p.returncode == 2 and p.stderr.startswith("sluice-load: "),
+                  {"_exit": p.returncode}, p.stderr)
 
     # HTTP/1.1 over TLS against test_responses' stub
     s = Stub(h1_serve, tls_alpn=["http/1.1"])
@@ -465,7 +486,9 @@ def nginx_cases(res, tmp):
                   r["connects_in_window"] >= 98 and r["tls_resumed"] == 0, r, f"log {cnt}")
 
         r = run(f"https://127.0.0.1:{h1tls}/hello", "-c", "2", "--no-keepalive", "--tls-resume", n=100)
-        res.check("nginx https --tls-resume resumes sessions", clean(r, 100) and r["tls_resumed"] >= 90, r)
+        # only the first connections are full handshakes (TLS 1.3 tickets are
+        # single use: each thread keeps a pool of them)
+        res.check("nginx https --tls-resume resumes sessions", clean(r, 100) and r["tls_resumed"] >= 97, r)
 
         m = mark()
         r = run(f"http://127.0.0.1:{goaway}/", "--h2", "-c", "2", "-m", "10", n=1000)

@@ -35,12 +35,16 @@ int sload_tls_ctx_new(SSL_CTX **out, const sload_tls_options *o, char *err, size
         SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof alpn_h1 - 1);
     if (o->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        errno = 0;
         int ok = o->cafile ? SSL_CTX_load_verify_locations(ctx, o->cafile, NULL)
                            : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
-            unsigned long e = ERR_get_error();
+            unsigned long e = ERR_peek_last_error();
+            const char *why = e ? ERR_reason_error_string(e) : NULL;
+            if (o->cafile && errno)
+                why = strerror(errno);
             snprintf(err, errlen, "cannot load %s: %s", o->cafile ? o->cafile : "the system's CA certificates",
-                     e ? ERR_reason_error_string(e) : "unknown error");
+                     why ? why : "unknown error");
             ERR_clear_error();
             SSL_CTX_free(ctx);
             return -EINVAL;
