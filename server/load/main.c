@@ -653,6 +653,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluice-load: %s: %s\n", o.url, uerr ? uerr : strerror(-r));
         return 2;
     }
+    if (!url.tls && (o.verify || o.tls_version || o.tls_resume)) {
+        fprintf(stderr, "sluice-load: TLS options need an https:// URL\n");
+        sload_url_free(&url);
+        return 2;
+    }
     char *body;
     size_t body_len;
     if (load_body(&o, &body, &body_len) < 0) {
@@ -689,11 +694,12 @@ int main(int argc, char **argv)
         char err[256];
         if (sload_tls_ctx_new(&tls_ctx, &to, err, sizeof err) < 0) {
             fprintf(stderr, "sluice-load: %s\n", err);
+            sload_h2_headers_free(h2h, h2n);
+            free(head);
+            free(body);
+            sload_url_free(&url);
             return 2;
         }
-    } else if (o.verify || o.tls_version || o.tls_resume) {
-        fprintf(stderr, "sluice-load: TLS options need an https:// URL\n");
-        return 2;
     }
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
