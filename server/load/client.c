@@ -1,6 +1,7 @@
 /* One load-generating thread: see client.h. */
 #include "client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -10,7 +11,14 @@
 #include <unistd.h>
 
 #include <llhttp.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <uv.h>
+
+#include "request.h"
+#include "tls.h"
 
 #ifdef __linux__
 #include <sys/timerfd.h>
@@ -21,10 +29,14 @@
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 1000
 #define DRAIN_GRACE_MS 1000
+#define OUT_LIMIT (256 * 1024)        /* queued for the socket: stop producing more */
+#define STAGE_SIZE (64 * 1024)        /* plaintext gathered for one SSL_write */
+#define H2_WINDOW (16 * 1024 * 1024)  /* HTTP/2 stream and connection windows */
+#define SESSION_POOL 64               /* --tls-resume: sessions kept per thread */
 
 const char *sload_error_name(sload_error_kind k)
 {
-    static const char *names[SLOAD_ERR_COUNT] = {"connect", "read", "write", "timeout", "parse"};
+    static const char *names[SLOAD_ERR_COUNT] = {"connect", "read", "write", "timeout", "parse", "tls"};
     return (unsigned)k < SLOAD_ERR_COUNT ? names[k] : "?";
 }
 
@@ -111,14 +123,25 @@ static uint64_t gate_arrive(sload_gate *g, uint64_t timeout_ns)
 
 /* ---- connections ------------------------------------------------------- */
 
-enum conn_state { CS_CLOSED, CS_CONNECTING, CS_OPEN, CS_CLOSING };
+enum conn_state { CS_CLOSED, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSING };
 enum timer_mode { TM_NONE, TM_CONNECT, TM_RESPONSE, TM_BACKOFF };
 enum phase { PH_CONNECT, PH_RUN, PH_DRAIN, PH_DONE };
 
 typedef struct {
     uint64_t origin;   /* latency runs from here: due time (open loop) or send time */
     uint64_t sent;
+    /* HTTP/2 */
+    int32_t stream_id; /* 0: a free slot */
+    int status;        /* final (>= 200) status received */
+    size_t body_off;   /* request body bytes handed to nghttp2 */
+    bool ended;        /* the response is complete (END_STREAM received) */
+    bool local_rst;    /* reset by this side: the response broke the protocol */
 } inflight;
+
+typedef struct {
+    const char *p;
+    size_t len;
+} seg;
 
 typedef struct conn conn;
 struct conn {
@@ -131,22 +154,40 @@ struct conn {
     enum timer_mode tmode;
     bool first_done;         /* first connect attempt has an outcome */
     bool fresh;              /* no request sent on this connection yet */
-    bool close_after;        /* the last response said Connection: close */
+    bool close_after;        /* no more requests: Connection: close (HTTP/1.1), GOAWAY (HTTP/2) */
     bool backoff;            /* reconnect after a delay */
     bool in_ready;
+    bool h2_error;           /* HTTP/2: the session ended on a protocol error */
     conn *rnext, *rprev;
     uint64_t connect_start;
     unsigned backoff_ms;
     uint64_t answered;       /* responses on this connection */
-    int status;              /* of the response being parsed */
-    unsigned completions;    /* in the current read */
-    inflight *q;             /* ring of `pipeline` entries */
+    int status;              /* of the response being parsed (HTTP/1.1) */
+    unsigned completions;    /* requests finished in the current read */
+    inflight *q;             /* HTTP/1.1: ring of `pipeline` entries; HTTP/2: slots */
     unsigned qhead, qlen;
+    unsigned *qfree;         /* HTTP/2: indexes of free slots (a stack) */
+    unsigned nfree;
+    /* TLS */
+    SSL *ssl;
+    sload_tls_io tio;        /* what the SSL's BIO reads and writes */
+    seg *segs;               /* HTTP/1.1 over TLS: request bytes not yet encrypted */
+    unsigned seg_head, seg_len;
+    size_t seg_off;
+    /* HTTP/2 */
+    nghttp2_session *h2;
+    /* Bytes for the socket that do not live elsewhere (TLS records, HTTP/2
+     * frames), and how many of those libuv still holds. */
+    char *obuf;
+    size_t olen, ocap;
+    size_t wq_bytes;
 };
 
 typedef struct wreq {
     uv_write_t req;
     struct wreq *next;
+    char *buf;               /* owned (a former output buffer), or NULL */
+    size_t cap, len;
 } wreq;
 
 struct sload_client {
@@ -168,6 +209,19 @@ struct sload_client {
     char *rbuf;
     uv_buf_t *iov;
     wreq *wfree;
+    /* TLS */
+    char *pbuf;              /* plaintext out of SSL_read */
+    char *stage;             /* plaintext gathered for one SSL_write */
+    size_t stage_len;
+    bool sni;                /* tls_host is a name, not an address */
+    bool host_is_ip;
+    SSL_SESSION *sessions[SESSION_POOL]; /* --tls-resume: sessions issued, newest last */
+    unsigned nsessions;
+    /* HTTP/2 */
+    nghttp2_session_callbacks *h2cb;
+    nghttp2_nv *nv;
+    size_t nvlen;
+    nghttp2_data_provider prd;
     enum phase phase;
     bool open_loop;
     uint64_t start_ns, measure_ns, end_ns, window_end_ns;
@@ -191,6 +245,7 @@ static void conn_close(conn *c, bool backoff);
 static void dispatch(sload_client *cl);
 static void begin_drain(sload_client *cl);
 static void maybe_finish(sload_client *cl);
+static bool h2_pump(conn *c);
 
 static inline bool in_window(const sload_client *cl, uint64_t t)
 {
@@ -245,15 +300,43 @@ static void ready_remove(conn *c)
     c->rnext = c->rprev = NULL;
 }
 
+/* ---- requests in flight ------------------------------------------------ */
+
 static inline inflight *q_at(conn *c, unsigned i)
 {
     return &c->q[(c->qhead + i) % c->cl->cfg.pipeline];
+}
+
+/* HTTP/2: every slot free. */
+static void slots_reset(conn *c)
+{
+    unsigned n = c->cl->cfg.pipeline;
+    for (unsigned i = 0; i < n; i++) {
+        c->q[i].stream_id = 0;
+        c->qfree[i] = n - 1 - i;
+    }
+    c->nfree = n;
 }
 
 static void q_clear(conn *c)
 {
     c->cl->inflight_total -= c->qlen;
     c->qhead = c->qlen = 0;
+    if (c->cl->cfg.h2)
+        slots_reset(c);
+}
+
+/* The requests in flight on c, in no particular order: *it starts at 0. */
+static inflight *inflight_next(conn *c, unsigned *it)
+{
+    if (!c->cl->cfg.h2)
+        return *it < c->qlen ? q_at(c, (*it)++) : NULL;
+    while (*it < c->cl->cfg.pipeline) {
+        inflight *e = &c->q[(*it)++];
+        if (e->stream_id)
+            return e;
+    }
+    return NULL;
 }
 
 /* Fails every request in flight on c (at least `min` errors). */
@@ -261,8 +344,9 @@ static void fail_inflight(conn *c, sload_error_kind k, uint64_t min)
 {
     sload_client *cl = c->cl;
     uint64_t n = 0;
-    for (unsigned i = 0; i < c->qlen; i++)
-        if (in_window(cl, q_at(c, i)->origin))
+    unsigned it = 0;
+    for (inflight *e; (e = inflight_next(c, &it));)
+        if (in_window(cl, e->origin))
             n++;
     if (n < min && in_window(cl, uv_hrtime()))
         n = min;
@@ -270,25 +354,55 @@ static void fail_inflight(conn *c, sload_error_kind k, uint64_t min)
     q_clear(c);
 }
 
+/* A request that was never processed is sent again (open loop: it keeps its
+ * due time). */
+static void requeue_origin(sload_client *cl, uint64_t origin)
+{
+    if (cl->open_loop) {
+        if (cl->rq_len < cl->rq_cap) {
+            cl->requeue[(cl->rq_head + cl->rq_len) % cl->rq_cap] = origin;
+            cl->rq_len++;
+        }
+    } else if (cl->cfg.budget) {
+        atomic_fetch_add(cl->cfg.budget, 1);
+    }
+    cl->st.resent++;
+}
+
 /* Requests sent after a response that closed the connection were never
- * processed: send them again (open loop: keep their due time). */
+ * processed: send them again. */
 static void requeue_inflight(conn *c)
 {
-    sload_client *cl = c->cl;
-    for (unsigned i = 0; i < c->qlen; i++) {
-        inflight *e = q_at(c, i);
-        if (cl->open_loop) {
-            if (cl->rq_len < cl->rq_cap) {
-                cl->requeue[(cl->rq_head + cl->rq_len) % cl->rq_cap] = e->origin;
-                cl->rq_len++;
-            }
-        } else if (cl->cfg.budget) {
-            atomic_fetch_add(cl->cfg.budget, 1);
-        }
-        cl->st.resent++;
-    }
+    unsigned it = 0;
+    for (inflight *e; (e = inflight_next(c, &it));)
+        requeue_origin(c->cl, e->origin);
     q_clear(c);
 }
+
+/* A response completed the request that started at origin. */
+static void record_completion(conn *c, uint64_t origin, uint64_t sent, int status)
+{
+    sload_client *cl = c->cl;
+    c->completions++;
+    c->answered++;
+    c->backoff_ms = 0;
+    if (!in_window(cl, origin))
+        return;
+    uint64_t now = uv_hrtime();
+    sload_hist_record(cl->st.latency, (now - origin + 500) / 1000);
+    if (cl->open_loop) {
+        sload_hist_record(cl->st.service, (now - sent + 500) / 1000);
+        sload_hist_record(cl->st.lag, (sent - origin + 500) / 1000);
+    }
+    cl->st.completed++;
+    if (now <= cl->end_ns)
+        cl->st.completed_window++;
+    unsigned cls = (unsigned)status / 100;
+    cl->st.status[cls >= 2 && cls <= 5 ? cls : 0]++;
+    atomic_store_explicit(&cl->live_completed, cl->st.completed, memory_order_relaxed);
+}
+
+/* ---- output ------------------------------------------------------------- */
 
 static wreq *wreq_get(sload_client *cl)
 {
@@ -297,20 +411,256 @@ static wreq *wreq_get(sload_client *cl)
         cl->wfree = w->next;
         return w;
     }
-    return malloc(sizeof *w);
+    w = malloc(sizeof *w);
+    if (w) {
+        w->buf = NULL;
+        w->cap = w->len = 0;
+    }
+    return w;
 }
+
+static void wreq_put(sload_client *cl, wreq *w)
+{
+    w->len = 0;
+    w->next = cl->wfree;
+    cl->wfree = w;
+}
+
+static void handshake_fail(conn *c, const char *why);
+
+/* Writing failed: the requests in flight fail (or the handshake does). */
+static void write_failed(conn *c)
+{
+    if (c->state == CS_HANDSHAKE) {
+        handshake_fail(c, "cannot write to the connection");
+        return;
+    }
+    c->cl->stage_len = 0;
+    fail_inflight(c, SLOAD_ERR_WRITE, 1);
+    conn_close(c, false);
+}
+
+static void conn_pump(conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     conn *c = req->handle->data;
     sload_client *cl = c->cl;
-    w->next = cl->wfree;
-    cl->wfree = w;
-    if (status < 0 && status != UV_ECANCELED && c->state == CS_OPEN) {
-        fail_inflight(c, SLOAD_ERR_WRITE, 1);
-        conn_close(c, false);
+    c->wq_bytes -= w->len;
+    wreq_put(cl, w);
+    if (status < 0) {
+        if (status != UV_ECANCELED && (c->state == CS_OPEN || c->state == CS_HANDSHAKE))
+            write_failed(c);
+        return;
     }
+    if (c->state == CS_OPEN && c->wq_bytes == 0)
+        conn_pump(c);
+}
+
+static bool obuf_append(conn *c, const void *p, size_t n)
+{
+    if (c->olen + n > c->ocap) {
+        size_t cap = c->ocap ? c->ocap : 16384;
+        while (cap < c->olen + n)
+            cap *= 2;
+        char *b = realloc(c->obuf, cap);
+        if (!b)
+            return false;
+        c->obuf = b;
+        c->ocap = cap;
+    }
+    memcpy(c->obuf + c->olen, p, n);
+    c->olen += n;
+    return true;
+}
+
+/* The TLS BIO's output: ciphertext for the socket. */
+static bool tls_out(void *arg, const char *p, size_t n)
+{
+    return obuf_append(arg, p, n);
+}
+
+/* Writes the output buffer: directly if the socket takes it, the rest
+ * through a write request that takes the buffer over (no copy). False if
+ * the connection failed. */
+static bool sock_flush(conn *c)
+{
+    sload_client *cl = c->cl;
+    if (c->olen == 0)
+        return true;
+    uint64_t now = uv_hrtime();
+    if (in_window(cl, now) && cl->phase == PH_RUN)
+        cl->st.bytes_written += c->olen;
+    size_t off = 0;
+    if (c->wq_bytes == 0) {
+        uv_buf_t b = uv_buf_init(c->obuf, (unsigned)c->olen);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r == UV_EAGAIN || r == UV_ENOSYS)
+            r = 0;
+        if (r < 0) {
+            write_failed(c);
+            return false;
+        }
+        off = (size_t)r;
+        if (off == c->olen) {
+            c->olen = 0;
+            return true;
+        }
+    }
+    wreq *w = wreq_get(cl);
+    if (!w) {
+        write_failed(c);
+        return false;
+    }
+    char *spare = w->buf;
+    size_t spare_cap = w->cap;
+    w->buf = c->obuf;
+    w->cap = c->ocap;
+    w->len = c->olen - off;
+    c->obuf = spare;
+    c->ocap = spare_cap;
+    c->olen = 0;
+    uv_buf_t b = uv_buf_init(w->buf + off, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+        wreq_put(cl, w);
+        write_failed(c);
+        return false;
+    }
+    c->wq_bytes += w->len;
+    return true;
+}
+
+static void tls_failed(conn *c, int ret)
+{
+    sload_client *cl = c->cl;
+    char msg[sizeof cl->st.tls_error];
+    sload_tls_error(c->ssl, ret, msg, sizeof msg);
+    if (!cl->st.tls_error[0])
+        snprintf(cl->st.tls_error, sizeof cl->st.tls_error, "%s", msg);
+    cl->stage_len = 0;
+    fail_inflight(c, SLOAD_ERR_TLS, 1);
+    conn_close(c, false);
+}
+
+/* The staged plaintext becomes TLS records in the output buffer. */
+static bool tls_encrypt(conn *c)
+{
+    sload_client *cl = c->cl;
+    if (cl->stage_len == 0)
+        return true;
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, cl->stage, (int)cl->stage_len);
+    cl->stage_len = 0;
+    if (r <= 0) {
+        tls_failed(c, r);
+        return false;
+    }
+    return true;
+}
+
+/* Plaintext protocol bytes that do not live elsewhere. */
+static bool out_plain(conn *c, const void *p, size_t n)
+{
+    sload_client *cl = c->cl;
+    if (!c->ssl) {
+        if (!obuf_append(c, p, n)) {
+            write_failed(c);
+            return false;
+        }
+        return true;
+    }
+    while (n) {
+        size_t k = STAGE_SIZE - cl->stage_len;
+        if (k > n)
+            k = n;
+        memcpy(cl->stage + cl->stage_len, p, k);
+        cl->stage_len += k;
+        p = (const char *)p + k;
+        n -= k;
+        if (cl->stage_len == STAGE_SIZE && !tls_encrypt(c))
+            return false;
+    }
+    return true;
+}
+
+static bool out_finish(conn *c)
+{
+    if (c->ssl && !tls_encrypt(c))
+        return false;
+    return sock_flush(c);
+}
+
+/* HTTP/1.1 over TLS: encrypts queued request bytes while the socket keeps
+ * up (large bodies go out in steps, as the socket drains). */
+static bool h1_tls_pump(conn *c)
+{
+    sload_client *cl = c->cl;
+    unsigned cap = 2 * cl->cfg.pipeline + 2;
+    for (;;) {
+        cl->stage_len = 0;
+        while (c->seg_len && c->olen + c->wq_bytes < OUT_LIMIT) {
+            seg *s = &c->segs[c->seg_head];
+            size_t room = STAGE_SIZE - cl->stage_len, left = s->len - c->seg_off;
+            size_t n = left < room ? left : room;
+            memcpy(cl->stage + cl->stage_len, s->p + c->seg_off, n);
+            cl->stage_len += n;
+            c->seg_off += n;
+            if (c->seg_off == s->len) {
+                c->seg_head = (c->seg_head + 1) % cap;
+                c->seg_len--;
+                c->seg_off = 0;
+            }
+            if (cl->stage_len == STAGE_SIZE && !tls_encrypt(c))
+                return false;
+        }
+        if (!out_finish(c))
+            return false;
+        /* All written at once: go on; else on_write calls again. */
+        if (c->seg_len == 0 || c->wq_bytes > 0)
+            return true;
+    }
+}
+
+/* HTTP/2: whatever the session has to send, while the socket keeps up. */
+static bool h2_pump(conn *c)
+{
+    for (;;) {
+        bool full = false;
+        c->cl->stage_len = 0;
+        for (;;) {
+            if (c->olen + c->wq_bytes >= OUT_LIMIT) {
+                full = true;
+                break;
+            }
+            const uint8_t *p;
+            ssize_t n = nghttp2_session_mem_send(c->h2, &p);
+            if (n < 0) {
+                write_failed(c);
+                return false;
+            }
+            if (n == 0)
+                break;
+            if (!out_plain(c, p, (size_t)n))
+                return false;
+        }
+        if (!out_finish(c))
+            return false;
+        /* All written at once: go on; else on_write calls again. */
+        if (!full || c->wq_bytes > 0)
+            return true;
+    }
+}
+
+static void after_input(conn *c);
+
+/* More to send once the socket drained. */
+static void conn_pump(conn *c)
+{
+    if (c->h2)
+        after_input(c); /* sending may finish streams (resets) */
+    else if (c->ssl && c->seg_len)
+        h1_tls_pump(c);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -321,48 +671,112 @@ static void timer_start(conn *c, enum timer_mode m, uint64_t ms)
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+/* Latency origin of requests sent now in closed loop. */
+static uint64_t closed_origin(conn *c, uint64_t now)
+{
+    sload_client *cl = c->cl;
+    if (c->fresh && !cl->cfg.keepalive && c->connect_start >= cl->start_ns)
+        return c->connect_start; /* each request pays for its connection */
+    return now;
+}
+
+/* HTTP/2: n new streams. */
+static bool h2_send(conn *c, unsigned n, const uint64_t *origins)
+{
+    sload_client *cl = c->cl;
+    uint64_t now = uv_hrtime();
+    uint64_t corigin = closed_origin(c, now);
+    c->fresh = false;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t origin = origins ? origins[i] : corigin;
+        int32_t id = -1;
+        inflight *e = NULL;
+        if (c->nfree > 0) {
+            e = &c->q[c->qfree[c->nfree - 1]];
+            e->origin = origin;
+            e->sent = now;
+            e->status = 0;
+            e->body_off = 0;
+            e->ended = e->local_rst = false;
+            id = nghttp2_submit_request(c->h2, NULL, cl->nv, cl->nvlen,
+                                        cl->cfg.body_len ? &cl->prd : NULL, e);
+        }
+        if (id <= 0) {
+            /* cannot happen short of memory: these requests fail */
+            for (unsigned j = i; j < n; j++)
+                if (in_window(cl, origins ? origins[j] : corigin))
+                    count_error(cl, SLOAD_ERR_WRITE, 1);
+            fail_inflight(c, SLOAD_ERR_WRITE, 0);
+            conn_close(c, false);
+            return false;
+        }
+        c->nfree--;
+        e->stream_id = id;
+        c->qlen++;
+        cl->inflight_total++;
+        if (in_window(cl, origin))
+            cl->st.sent++;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        timer_start(c, TM_RESPONSE, ns_to_ms_ceil(cl->cfg.response_timeout_ns));
+    return h2_pump(c);
+}
+
 /* Writes n requests on c. origins: their due times, or NULL for "now"
  * (closed loop). Returns false if the connection failed. */
 static bool conn_send(conn *c, unsigned n, const uint64_t *origins)
 {
+    if (c->h2)
+        return h2_send(c, n, origins);
     sload_client *cl = c->cl;
     const sload_client_config *cfg = &cl->cfg;
     uint64_t now = uv_hrtime();
-    uint64_t closed_origin = now;
-    if (c->fresh && !cfg->keepalive && c->connect_start >= cl->start_ns)
-        closed_origin = c->connect_start; /* each request pays for its connection */
+    uint64_t corigin = closed_origin(c, now);
     c->fresh = false;
     unsigned nb = 0;
     size_t total = 0;
+    unsigned cap = 2 * cfg->pipeline + 2;
     for (unsigned i = 0; i < n; i++) {
-        cl->iov[nb++] = uv_buf_init((char *)cfg->head, (unsigned)cfg->head_len);
-        if (cfg->body_len)
-            cl->iov[nb++] = uv_buf_init((char *)cfg->body, (unsigned)cfg->body_len);
-        total += cfg->head_len + cfg->body_len;
+        if (c->ssl) {
+            if (c->seg_len + 2 > cap) {
+                write_failed(c); /* the server answered before reading a body */
+                return false;
+            }
+            c->segs[(c->seg_head + c->seg_len++) % cap] = (seg){cfg->head, cfg->head_len};
+            if (cfg->body_len)
+                c->segs[(c->seg_head + c->seg_len++) % cap] = (seg){cfg->body, cfg->body_len};
+        } else {
+            cl->iov[nb++] = uv_buf_init((char *)cfg->head, (unsigned)cfg->head_len);
+            if (cfg->body_len)
+                cl->iov[nb++] = uv_buf_init((char *)cfg->body, (unsigned)cfg->body_len);
+            total += cfg->head_len + cfg->body_len;
+        }
         inflight *e = q_at(c, c->qlen);
-        e->origin = origins ? origins[i] : closed_origin;
+        e->origin = origins ? origins[i] : corigin;
         e->sent = now;
         c->qlen++;
         if (in_window(cl, e->origin))
             cl->st.sent++;
     }
     cl->inflight_total += n;
-    if (in_window(cl, now))
-        cl->st.bytes_written += total;
     if (!uv_is_active((uv_handle_t *)&c->timer))
         timer_start(c, TM_RESPONSE, ns_to_ms_ceil(cfg->response_timeout_ns));
+    if (c->ssl)
+        return h1_tls_pump(c);
+    if (in_window(cl, now))
+        cl->st.bytes_written += total;
 
     int r = uv_try_write((uv_stream_t *)&c->tcp, cl->iov, nb);
     if (r == UV_EAGAIN || r == UV_ENOSYS)
         r = 0;
     if (r < 0) {
-        fail_inflight(c, SLOAD_ERR_WRITE, 1);
-        conn_close(c, false);
+        write_failed(c);
         return false;
     }
     if ((size_t)r == total)
         return true;
-    /* The rest goes through a write request. */
+    /* The rest goes through a write request (the bytes are shared and live
+     * as long as the client). */
     size_t skip = (size_t)r;
     unsigned first = 0;
     while (skip >= cl->iov[first].len) {
@@ -373,12 +787,9 @@ static bool conn_send(conn *c, unsigned n, const uint64_t *origins)
     cl->iov[first].len -= skip;
     wreq *w = wreq_get(cl);
     if (!w || uv_write(&w->req, (uv_stream_t *)&c->tcp, cl->iov + first, nb - first, on_write) < 0) {
-        if (w) {
-            w->next = cl->wfree;
-            cl->wfree = w;
-        }
-        fail_inflight(c, SLOAD_ERR_WRITE, 1);
-        conn_close(c, false);
+        if (w)
+            wreq_put(cl, w);
+        write_failed(c);
         return false;
     }
     return true;
@@ -417,7 +828,8 @@ static void conn_became_available(conn *c)
     if (cl->phase != PH_RUN)
         return;
     if (!cl->cfg.keepalive && !c->fresh && c->qlen == 0) {
-        /* One request per connection: the server kept it open anyway. */
+        /* One request per connection: the server kept it open anyway
+         * (HTTP/2: always; this side closes). */
         conn_close(c, false);
         return;
     }
@@ -433,7 +845,7 @@ static void conn_became_available(conn *c)
     }
 }
 
-/* ---- parser callbacks ---------------------------------------------------- */
+/* ---- HTTP/1.1 parser callbacks ------------------------------------------ */
 
 static int on_message_begin(llhttp_t *p)
 {
@@ -465,23 +877,7 @@ static int on_message_complete(llhttp_t *p)
     c->qhead = (c->qhead + 1) % cl->cfg.pipeline;
     c->qlen--;
     cl->inflight_total--;
-    c->completions++;
-    c->answered++;
-    c->backoff_ms = 0;
-    uint64_t now = uv_hrtime();
-    if (in_window(cl, e.origin)) {
-        sload_hist_record(cl->st.latency, (now - e.origin + 500) / 1000);
-        if (cl->open_loop) {
-            sload_hist_record(cl->st.service, (now - e.sent + 500) / 1000);
-            sload_hist_record(cl->st.lag, (e.sent - e.origin + 500) / 1000);
-        }
-        cl->st.completed++;
-        if (now <= cl->end_ns)
-            cl->st.completed_window++;
-        unsigned cls = (unsigned)c->status / 100;
-        cl->st.status[cls >= 2 && cls <= 5 ? cls : 0]++;
-        atomic_store_explicit(&cl->live_completed, cl->st.completed, memory_order_relaxed);
-    }
+    record_completion(c, e.origin, e.sent, c->status);
     if (!llhttp_should_keep_alive(p)) {
         c->close_after = true;
         return HPE_PAUSED;
@@ -489,7 +885,156 @@ static int on_message_complete(llhttp_t *p)
     return 0;
 }
 
-/* ---- I/O callbacks ------------------------------------------------------- */
+/* ---- HTTP/2 session callbacks --------------------------------------------
+ * They only update counts and flags: sending, closing and new requests
+ * happen once nghttp2 has returned (after_input). */
+
+static inflight *h2_slot(nghttp2_session *s, int32_t stream_id)
+{
+    inflight *e = nghttp2_session_get_stream_user_data(s, stream_id);
+    return e && e->stream_id == stream_id ? e : NULL;
+}
+
+static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    if (f->hd.type != NGHTTP2_HEADERS || namelen != 7 || memcmp(name, ":status", 7) != 0 || valuelen != 3)
+        return 0;
+    inflight *e = h2_slot(s, f->hd.stream_id);
+    int st = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    if (e && st >= 200)
+        e->status = st;
+    return 0;
+}
+
+static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    conn *c = ud;
+    switch (f->hd.type) {
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS:
+        if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            inflight *e = h2_slot(s, f->hd.stream_id);
+            if (e && e->status)
+                e->ended = true;
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        /* No new streams here; streams above last_stream_id are closed by
+         * nghttp2 as refused (sent again elsewhere). */
+        c->close_after = true;
+        ready_remove(c);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int h2_on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    conn *c = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        inflight *e = h2_slot(s, f->hd.stream_id);
+        if (e)
+            e->local_rst = true;
+    } else if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) {
+        c->h2_error = true;
+    }
+    return 0;
+}
+
+static void h2_release(conn *c, inflight *e)
+{
+    e->stream_id = 0;
+    c->qfree[c->nfree++] = (unsigned)(e - c->q);
+    c->qlen--;
+    c->cl->inflight_total--;
+}
+
+static int h2_on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud)
+{
+    conn *c = ud;
+    sload_client *cl = c->cl;
+    inflight *e = h2_slot(s, stream_id);
+    if (!e || c->state != CS_OPEN)
+        return 0;
+    uint64_t origin = e->origin, sent = e->sent;
+    int status = e->status;
+    bool ended = e->ended, local = e->local_rst;
+    h2_release(c, e);
+    if (ended) {
+        record_completion(c, origin, sent, status);
+        return 0;
+    }
+    c->completions++; /* a free slot */
+    if (error_code == NGHTTP2_REFUSED_STREAM)
+        requeue_origin(cl, origin); /* not processed: send it again */
+    else if (in_window(cl, origin))
+        count_error(cl, local || c->h2_error ? SLOAD_ERR_PARSE : SLOAD_ERR_READ, 1);
+    return 0;
+}
+
+/* A request's HEADERS could not be sent (after a GOAWAY, say): again. */
+static int h2_on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int lib_error, void *ud)
+{
+    (void)s;
+    (void)lib_error;
+    conn *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || c->state != CS_OPEN)
+        return 0;
+    for (unsigned i = 0; i < c->cl->cfg.pipeline; i++) {
+        inflight *e = &c->q[i];
+        if (e->stream_id == f->hd.stream_id) {
+            uint64_t origin = e->origin;
+            h2_release(c, e);
+            c->completions++;
+            requeue_origin(c->cl, origin);
+            break;
+        }
+    }
+    return 0;
+}
+
+static ssize_t h2_body_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *ud)
+{
+    (void)source;
+    conn *c = ud;
+    const sload_client_config *cfg = &c->cl->cfg;
+    inflight *e = h2_slot(s, stream_id);
+    if (!e)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = cfg->body_len - e->body_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, cfg->body + e->body_off, n);
+    e->body_off += n;
+    if (e->body_off == cfg->body_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int h2_start(conn *c)
+{
+    sload_client *cl = c->cl;
+    if (nghttp2_session_client_new(&c->h2, cl->h2cb, c) != 0)
+        return -ENOMEM;
+    /* Generous windows: the client never throttles the server. */
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_WINDOW},
+    };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_WINDOW) != 0)
+        return -ENOMEM;
+    slots_reset(c);
+    return 0;
+}
+
+/* ---- input -------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -505,33 +1050,72 @@ static void conn_end_clean(conn *c)
     conn_close(c, false);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Protocol bytes (plaintext). True while the connection stays open. */
+static bool conn_input(conn *c, const char *p, size_t n)
 {
-    conn *c = s->data;
-    sload_client *cl = c->cl;
-    if (c->state != CS_OPEN)
-        return;
-    if (nread > 0) {
-        if (in_window(cl, uv_hrtime()) && cl->phase == PH_RUN)
-            cl->st.bytes_read += (uint64_t)nread;
-        c->completions = 0;
-        llhttp_errno_t err = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-        if (err == HPE_PAUSED && c->close_after) {
-            conn_end_clean(c);
-            return;
-        }
-        if (err != HPE_OK) {
+    if (c->h2) {
+        ssize_t r = nghttp2_session_mem_recv(c->h2, (const uint8_t *)p, n);
+        if (r < 0) {
             fail_inflight(c, SLOAD_ERR_PARSE, 1);
             conn_close(c, false);
+            return false;
+        }
+        return c->state == CS_OPEN;
+    }
+    llhttp_errno_t err = llhttp_execute(&c->parser, p, n);
+    if (err == HPE_PAUSED && c->close_after) {
+        conn_end_clean(c);
+        return false;
+    }
+    if (err != HPE_OK) {
+        fail_inflight(c, SLOAD_ERR_PARSE, 1);
+        conn_close(c, false);
+        return false;
+    }
+    return true;
+}
+
+/* Once the bytes read are consumed: new requests where some finished, and
+ * (HTTP/2) whatever the session wants to send. */
+static void after_input(conn *c)
+{
+    for (int round = 0; round < 8 && c->state == CS_OPEN; round++) {
+        if (c->h2 && c->close_after && c->qlen == 0) {
+            conn_end_clean(c); /* GOAWAY, and every stream answered */
             return;
         }
-        if (c->completions > 0)
+        if (c->completions) {
+            c->completions = 0;
             conn_became_available(c);
-        return;
+            if (c->state != CS_OPEN)
+                return;
+        }
+        /* HTTP/2: what the session has to send (SETTINGS ACK, WINDOW_UPDATE,
+         * new streams); sending a RST_STREAM finishes a stream: again. */
+        if (c->h2 && !h2_pump(c))
+            return;
+        if (c->completions == 0)
+            break;
     }
-    if (nread == 0)
+    if (c->state != CS_OPEN)
         return;
-    if (nread == UV_EOF) {
+    if (c->h2) {
+        if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+            /* the session is over (GOAWAY sent or received) */
+            if (c->qlen)
+                fail_inflight(c, c->h2_error ? SLOAD_ERR_PARSE : SLOAD_ERR_READ, 1);
+            conn_close(c, c->h2_error || c->answered == 0);
+        }
+    } else if (c->olen) {
+        sock_flush(c);
+    }
+}
+
+/* The peer closed (or reset) the connection, or sent a TLS close_notify. */
+static void conn_eof(conn *c, ssize_t nread)
+{
+    sload_client *cl = c->cl;
+    if (nread == UV_EOF && !c->h2) {
         /* A body delimited by the end of the connection ends here. */
         c->completions = 0;
         llhttp_errno_t err = llhttp_finish(&c->parser);
@@ -559,40 +1143,241 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_close(c, c->answered == 0); /* never answered: back off */
 }
 
+static bool tls_handshake(conn *c);
+
+/* Ciphertext is in c->tio: plaintext to the protocol. True while open. */
+static bool tls_input(conn *c)
+{
+    sload_client *cl = c->cl;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, cl->pbuf, READ_BUF_SIZE);
+        if (r > 0) {
+            if (!conn_input(c, cl->pbuf, (size_t)r))
+                return false;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            return true;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            conn_eof(c, UV_EOF);
+            return false;
+        }
+        tls_failed(c, r);
+        return false;
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn *c = s->data;
+    sload_client *cl = c->cl;
+    if (c->state != CS_OPEN && c->state != CS_HANDSHAKE)
+        return;
+    if (nread > 0) {
+        if (cl->phase == PH_RUN && in_window(cl, uv_hrtime()))
+            cl->st.bytes_read += (uint64_t)nread;
+        c->completions = 0;
+        if (!c->ssl) {
+            if (conn_input(c, buf->base, (size_t)nread))
+                after_input(c);
+            return;
+        }
+        c->tio.in = buf->base;
+        c->tio.in_len = (size_t)nread;
+        bool open = c->state == CS_OPEN || tls_handshake(c);
+        if (open && tls_input(c))
+            after_input(c);
+        c->tio.in_len = 0;
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->state == CS_HANDSHAKE) {
+        handshake_fail(c, nread == UV_EOF ? "the server closed the connection during the handshake"
+                                          : uv_strerror((int)nread));
+        return;
+    }
+    conn_eof(c, nread);
+}
+
+/* ---- connection set-up ---------------------------------------------------- */
+
+static void first_outcome(conn *c)
+{
+    if (!c->first_done) {
+        c->first_done = true;
+        c->cl->pending_first--;
+    }
+}
+
+/* TCP connected (and TLS handshake done): ready for requests. */
+static void conn_ready(conn *c)
+{
+    sload_client *cl = c->cl;
+    uint64_t now = uv_hrtime();
+    uv_timer_stop(&c->timer);
+    c->tmode = TM_NONE;
+    first_outcome(c);
+    c->state = CS_OPEN;
+    c->fresh = true;
+    c->close_after = false;
+    c->h2_error = false;
+    c->answered = 0;
+    cl->st.connects++;
+    if (in_window(cl, c->connect_start)) {
+        sload_hist_record(cl->st.connect, (now - c->connect_start + 500) / 1000);
+        cl->st.connects_window++;
+    }
+    if (cl->cfg.h2) {
+        if (h2_start(c) < 0) {
+            count_error(cl, SLOAD_ERR_CONNECT, 1);
+            conn_close(c, true);
+            return;
+        }
+    } else {
+        llhttp_init(&c->parser, HTTP_RESPONSE, &cl->settings);
+        c->parser.data = c;
+    }
+    conn_became_available(c);
+    if (c->state == CS_OPEN && c->h2)
+        h2_pump(c); /* the preface and SETTINGS, requests or not */
+}
+
+static void handshake_fail(conn *c, const char *why)
+{
+    sload_client *cl = c->cl;
+    first_outcome(c);
+    count_error(cl, SLOAD_ERR_TLS, 1);
+    if (!cl->st.tls_error[0])
+        snprintf(cl->st.tls_error, sizeof cl->st.tls_error, "%s", why);
+    conn_close(c, true);
+}
+
+/* Advances the handshake with what c->tio holds. True once the connection
+ * is open (application data may follow in c->tio). */
+static bool tls_handshake(conn *c)
+{
+    sload_client *cl = c->cl;
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1) {
+        if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
+            sock_flush(c);
+            return false;
+        }
+        char msg[sizeof cl->st.tls_error];
+        sload_tls_error(c->ssl, r, msg, sizeof msg);
+        handshake_fail(c, msg);
+        return false;
+    }
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+    if (cl->cfg.h2 && !(alpn_len == 2 && memcmp(alpn, "h2", 2) == 0)) {
+        handshake_fail(c, "the server did not choose h2 by ALPN");
+        return false;
+    }
+    if (SSL_session_reused(c->ssl))
+        cl->st.tls_resumed++;
+    if (!cl->st.tls_info[0])
+        snprintf(cl->st.tls_info, sizeof cl->st.tls_info, "%s %s%s%.*s", SSL_get_version(c->ssl),
+                 SSL_get_cipher_name(c->ssl), alpn_len ? ", ALPN " : "", (int)alpn_len, (const char *)alpn);
+    if (!sock_flush(c)) /* the client's Finished */
+        return false;
+    conn_ready(c);
+    return c->state == CS_OPEN;
+}
+
+static bool tls_start(conn *c)
+{
+    sload_client *cl = c->cl;
+    c->ssl = SSL_new(cl->cfg.tls_ctx);
+    c->tio = (sload_tls_io){.out = tls_out, .arg = c};
+    BIO *b = c->ssl ? sload_tls_bio_new(&c->tio) : NULL;
+    if (!b) {
+        handshake_fail(c, "out of memory");
+        return false;
+    }
+    BIO_up_ref(b);
+    SSL_set0_rbio(c->ssl, b);
+    SSL_set0_wbio(c->ssl, b);
+    SSL_set_connect_state(c->ssl);
+    SSL_set_app_data(c->ssl, c);
+    const char *host = cl->cfg.tls_host;
+    if (!cl->host_is_ip)
+        SSL_set_tlsext_host_name(c->ssl, host);
+    if (cl->cfg.tls_verify) {
+        int ok = cl->host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host)
+                                : SSL_set1_host(c->ssl, host);
+        if (ok != 1) {
+            handshake_fail(c, "cannot set the name to verify");
+            return false;
+        }
+    }
+    if (cl->cfg.tls_resume) {
+        /* The newest session still resumable. TLS 1.3 tickets are used
+         * once (OpenSSL will not offer one again): taken off the pool. */
+        while (cl->nsessions > 0) {
+            SSL_SESSION *s = cl->sessions[cl->nsessions - 1];
+            if (!SSL_SESSION_is_resumable(s)) {
+                cl->nsessions--;
+                SSL_SESSION_free(s);
+                continue;
+            }
+            SSL_set_session(c->ssl, s); /* takes its own reference */
+            if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+                cl->nsessions--;
+                SSL_SESSION_free(s);
+            }
+            break;
+        }
+    }
+    c->state = CS_HANDSHAKE;
+    c->tio.in_len = 0;
+    tls_handshake(c); /* ClientHello */
+    return true;
+}
+
+int sload_client_on_tls_session(struct ssl_st *ssl, struct ssl_session_st *sess)
+{
+    conn *c = SSL_get_app_data(ssl);
+    if (!c)
+        return 0;
+    sload_client *cl = c->cl;
+    if (cl->nsessions == SESSION_POOL) {
+        SSL_SESSION_free(cl->sessions[0]);
+        memmove(cl->sessions, cl->sessions + 1, (SESSION_POOL - 1) * sizeof cl->sessions[0]);
+        cl->nsessions--;
+    }
+    cl->sessions[cl->nsessions++] = sess;
+    return 1;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     conn *c = req->data;
     sload_client *cl = c->cl;
     if (status == UV_ECANCELED || c->state != CS_CONNECTING)
         return;
-    if (!c->first_done) {
-        c->first_done = true;
-        cl->pending_first--;
-    }
     if (status < 0) {
+        first_outcome(c);
         count_error(cl, SLOAD_ERR_CONNECT, 1);
         conn_close(c, true);
         return;
     }
-    uint64_t now = uv_hrtime();
-    uv_timer_stop(&c->timer);
-    c->tmode = TM_NONE;
-    c->state = CS_OPEN;
-    c->fresh = true;
-    c->close_after = false;
-    c->answered = 0;
-    cl->st.connects++;
-    if (in_window(cl, c->connect_start))
-        sload_hist_record(cl->st.connect, (now - c->connect_start + 500) / 1000);
-    llhttp_init(&c->parser, HTTP_RESPONSE, &cl->settings);
-    c->parser.data = c;
     int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r < 0) {
+        first_outcome(c);
         count_error(cl, SLOAD_ERR_READ, 1);
         conn_close(c, true);
         return;
     }
-    conn_became_available(c);
+    if (cl->cfg.tls_ctx)
+        tls_start(c); /* the connect timeout also bounds the handshake */
+    else
+        conn_ready(c);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -602,12 +1387,11 @@ static void on_timer(uv_timer_t *t)
     switch (c->tmode) {
     case TM_CONNECT:
         if (c->state == CS_CONNECTING) {
-            if (!c->first_done) {
-                c->first_done = true;
-                cl->pending_first--;
-            }
+            first_outcome(c);
             count_error(cl, SLOAD_ERR_CONNECT, 1);
             conn_close(c, true);
+        } else if (c->state == CS_HANDSHAKE) {
+            handshake_fail(c, "the handshake timed out");
         }
         break;
     case TM_BACKOFF:
@@ -619,7 +1403,12 @@ static void on_timer(uv_timer_t *t)
             break;
         {
             uint64_t now = uv_hrtime();
-            uint64_t deadline = q_at(c, 0)->sent + cl->cfg.response_timeout_ns;
+            uint64_t oldest = UINT64_MAX;
+            unsigned it = 0;
+            for (inflight *e; (e = inflight_next(c, &it));)
+                if (e->sent < oldest)
+                    oldest = e->sent;
+            uint64_t deadline = oldest + cl->cfg.response_timeout_ns;
             if (now >= deadline) {
                 fail_inflight(c, SLOAD_ERR_TIMEOUT, 1);
                 conn_close(c, false);
@@ -633,10 +1422,31 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* Protocol and TLS state of a closed connection. */
+static void conn_release(conn *c)
+{
+    if (c->ssl) {
+        /* as if shut down properly: OpenSSL would otherwise mark the
+         * session not resumable (--tls-resume) */
+        SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->h2) {
+        nghttp2_session_del(c->h2);
+        c->h2 = NULL;
+    }
+    c->olen = 0;
+    c->wq_bytes = 0;
+    c->seg_head = c->seg_len = 0;
+    c->seg_off = 0;
+}
+
 static void on_closed(uv_handle_t *h)
 {
     conn *c = h->data;
     sload_client *cl = c->cl;
+    conn_release(c);
     c->state = CS_CLOSED;
     cl->nactive--;
     if (cl->phase >= PH_DRAIN) {
@@ -653,11 +1463,12 @@ static void on_closed(uv_handle_t *h)
     }
 }
 
+/* Closes c; its SSL and HTTP/2 session go once libuv has closed the handle
+ * (this may run inside their calls). */
 static void conn_close(conn *c, bool backoff)
 {
     if (c->state == CS_CLOSED || c->state == CS_CLOSING)
         return;
-    sload_client *cl = c->cl;
     ready_remove(c);
     uv_timer_stop(&c->timer);
     c->tmode = TM_NONE;
@@ -666,7 +1477,6 @@ static void conn_close(conn *c, bool backoff)
     c->state = CS_CLOSING;
     c->backoff = backoff;
     uv_close((uv_handle_t *)&c->tcp, on_closed);
-    (void)cl;
 }
 
 static void conn_connect(conn *c)
@@ -687,16 +1497,14 @@ static void conn_connect(conn *c)
     c->connect_start = uv_hrtime();
     r = uv_tcp_connect(&c->creq, &c->tcp, cl->cfg.addr, on_connect);
     if (r < 0) {
-        if (!c->first_done) {
-            c->first_done = true;
-            cl->pending_first--;
-        }
+        first_outcome(c);
         count_error(cl, SLOAD_ERR_CONNECT, 1);
         conn_close(c, true);
         return;
     }
     timer_start(c, TM_CONNECT, ns_to_ms_ceil(cl->cfg.connect_timeout_ns));
 }
+
 
 /* ---- open-loop schedule -------------------------------------------------- */
 
@@ -864,7 +1672,7 @@ static void on_end_timer(uv_timer_t *t)
         /* watchdog */
         uint64_t progress = cl->st.completed + cl->st.sent;
         for (int k = 0; k < SLOAD_ERR_COUNT; k++)
-            progress += k == SLOAD_ERR_CONNECT ? 0 : cl->st.errors[k];
+            progress += k == SLOAD_ERR_CONNECT || k == SLOAD_ERR_TLS ? 0 : cl->st.errors[k];
         if (progress == cl->watchdog_seen && cl->inflight_total == 0) {
             cl->st.stalled = true;
             begin_drain(cl);
@@ -941,10 +1749,39 @@ int sload_client_new(sload_client **out, const sload_client_config *cfg)
     if (!cl->conns || !cl->rbuf || !cl->iov)
         goto fail;
     for (unsigned i = 0; i < cfg->connections; i++) {
-        cl->conns[i].cl = cl;
-        cl->conns[i].q = calloc(cfg->pipeline, sizeof(inflight));
-        if (!cl->conns[i].q)
+        conn *c = &cl->conns[i];
+        c->cl = cl;
+        c->q = calloc(cfg->pipeline, sizeof(inflight));
+        if (!c->q)
             goto fail;
+        if (cfg->h2 && !(c->qfree = calloc(cfg->pipeline, sizeof *c->qfree)))
+            goto fail;
+        if (cfg->tls_ctx && !cfg->h2 && !(c->segs = calloc(2 * (size_t)cfg->pipeline + 2, sizeof *c->segs)))
+            goto fail;
+    }
+    if (cfg->tls_ctx) {
+        unsigned char addr[16];
+        cl->host_is_ip = inet_pton(AF_INET, cfg->tls_host, addr) == 1 || inet_pton(AF_INET6, cfg->tls_host, addr) == 1;
+        cl->pbuf = malloc(READ_BUF_SIZE);
+        cl->stage = malloc(STAGE_SIZE);
+        if (!cl->pbuf || !cl->stage)
+            goto fail;
+    }
+    if (cfg->h2) {
+        const sload_h2_header *hs = cfg->h2_headers;
+        cl->nv = calloc(cfg->h2_nheaders, sizeof *cl->nv);
+        if (!cl->nv || nghttp2_session_callbacks_new(&cl->h2cb) != 0)
+            goto fail;
+        for (size_t i = 0; i < cfg->h2_nheaders; i++)
+            cl->nv[i] = (nghttp2_nv){(uint8_t *)hs[i].name, (uint8_t *)hs[i].value, hs[i].name_len, hs[i].value_len,
+                                     NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+        cl->nvlen = cfg->h2_nheaders;
+        nghttp2_session_callbacks_set_on_header_callback(cl->h2cb, h2_on_header);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cl->h2cb, h2_on_frame_recv);
+        nghttp2_session_callbacks_set_on_frame_send_callback(cl->h2cb, h2_on_frame_send);
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(cl->h2cb, h2_on_frame_not_send);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cl->h2cb, h2_on_stream_close);
+        cl->prd.read_callback = h2_body_read;
     }
     if (cl->open_loop) {
         cl->rq_cap = (size_t)cfg->connections * cfg->pipeline;
@@ -1028,13 +1865,27 @@ void sload_client_free(sload_client *cl)
     while (cl->wfree) {
         wreq *w = cl->wfree;
         cl->wfree = w->next;
+        free(w->buf);
         free(w);
     }
     if (cl->conns)
-        for (unsigned i = 0; i < cl->cfg.connections; i++)
-            free(cl->conns[i].q);
+        for (unsigned i = 0; i < cl->cfg.connections; i++) {
+            conn *c = &cl->conns[i];
+            conn_release(c);
+            free(c->q);
+            free(c->qfree);
+            free(c->segs);
+            free(c->obuf);
+        }
     free(cl->conns);
     free(cl->rbuf);
+    free(cl->pbuf);
+    free(cl->stage);
+    free(cl->nv);
+    if (cl->h2cb)
+        nghttp2_session_callbacks_del(cl->h2cb);
+    for (unsigned i = 0; i < cl->nsessions; i++)
+        SSL_SESSION_free(cl->sessions[i]);
     free(cl->iov);
     free(cl->requeue);
     sload_hist_free(cl->st.latency);

@@ -16,7 +16,16 @@
  * its connection (counted by kind), which is then closed and reopened (after
  * a backoff when connecting fails). A response carrying Connection: close
  * ends the connection cleanly: requests pipelined behind it are sent again
- * on the next connection (open loop: with their original due time). */
+ * on the next connection (open loop: with their original due time).
+ *
+ * Transport: plain TCP, or TLS (one SSL per connection over memory buffers,
+ * see tls.h): ciphertext read by libuv is handed to OpenSSL, plaintext goes
+ * to the protocol; plaintext to send is encrypted into the connection's
+ * output buffer, which libuv writes. Protocol: HTTP/1.1 (llhttp, requests
+ * pipelined in order), or HTTP/2 (an nghttp2 client session fed with
+ * nghttp2_session_mem_recv and drained with nghttp2_session_mem_send;
+ * `pipeline` is then the number of concurrent streams). Both protocol
+ * cores are sans-I/O; this file owns the sockets. */
 #ifndef SLOAD_CLIENT_H
 #define SLOAD_CLIENT_H
 
@@ -28,6 +37,10 @@
 
 #include "hist.h"
 
+struct ssl_ctx_st;
+struct ssl_st;
+struct ssl_session_st;
+
 /* Latencies are recorded in microseconds, up to about 71 minutes. */
 #define SLOAD_HIST_HIGHEST ((uint64_t)UINT32_MAX)
 
@@ -36,7 +49,8 @@ typedef enum {
     SLOAD_ERR_READ,      /* reset or closed with requests in flight */
     SLOAD_ERR_WRITE,     /* the request could not be written */
     SLOAD_ERR_TIMEOUT,   /* no complete response within the response timeout */
-    SLOAD_ERR_PARSE,     /* malformed or unexpected response */
+    SLOAD_ERR_PARSE,     /* malformed or unexpected response (HTTP/2: protocol error) */
+    SLOAD_ERR_TLS,       /* TLS handshake failed (per attempt), or a TLS error later */
     SLOAD_ERR_COUNT
 } sload_error_kind;
 
@@ -57,10 +71,17 @@ typedef struct {
     size_t head_len;
     const char *body;            /* shared; may be NULL */
     size_t body_len;
+    struct ssl_ctx_st *tls_ctx;  /* non-NULL: TLS (shared SSL_CTX) */
+    const char *tls_host;        /* server name: SNI (unless an IP literal), verification */
+    bool tls_verify;             /* check tls_host against the certificate */
+    bool tls_resume;             /* resume the last session (tls_ctx set up for it) */
+    bool h2;                     /* HTTP/2 (prior knowledge over TCP; ALPN over TLS) */
+    const void *h2_headers;      /* sload_h2_header[h2_nheaders] (request.h), shared */
+    size_t h2_nheaders;
     bool head_method;            /* responses have no body */
     bool keepalive;              /* false: the request says Connection: close */
     unsigned connections;        /* this thread's */
-    unsigned pipeline;           /* requests in flight per connection, >= 1 */
+    unsigned pipeline;           /* requests in flight per connection, >= 1 (HTTP/2: streams) */
     double rate;                 /* this thread's requests/s; 0: closed loop */
     double phase;                /* open loop: offset in intervals, [0, 1) */
     uint64_t requests;           /* open loop: requests to schedule (0: until duration) */
@@ -82,6 +103,10 @@ typedef struct {
     uint64_t sent;               /* requests written in the window */
     uint64_t resent;             /* sent again after a Connection: close */
     uint64_t connects;           /* connections opened (all phases) */
+    uint64_t connects_window;    /* ... of which started in the window */
+    uint64_t tls_resumed;        /* TLS connections that resumed a session (all phases) */
+    char tls_info[96];           /* negotiated version, cipher, ALPN (first connection) */
+    char tls_error[160];         /* why the first TLS failure failed */
     uint64_t bytes_read;         /* in the window */
     uint64_t bytes_written;      /* in the window */
     uint64_t scheduled;          /* open loop: due within the window */
@@ -106,6 +131,10 @@ int sload_client_run(sload_client *c);
 void sload_client_stop(sload_client *c);
 /* Valid after sload_client_run returned. */
 const sload_stats *sload_client_stats(const sload_client *c);
+
+/* For sload_tls_options.on_session with --tls-resume: keeps the session for
+ * the thread's next connections. */
+int sload_client_on_tls_session(struct ssl_st *ssl, struct ssl_session_st *sess);
 
 /* Live figures for the progress line (any thread, approximate). */
 typedef struct {

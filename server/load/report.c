@@ -86,9 +86,19 @@ void sload_report_text(FILE *f, const sload_report *r)
     double win = seconds(st->window_ns);
 
     fprintf(f, "sluice-load %s: %s %s\n", SLOAD_VERSION, r->method, r->url);
+    fprintf(f, "  %s", r->h2 ? (r->tls ? "HTTP/2 over TLS" : "HTTP/2 (h2c, prior knowledge)") :
+                              (r->tls ? "HTTP/1.1 over TLS" : "HTTP/1.1"));
+    if (r->tls)
+        fprintf(f, " (%s; certificate %s)", st->tls_info[0] ? st->tls_info : "no handshake completed",
+                r->tls_verify ? "verified" : "not verified");
+    if (r->h2)
+        fprintf(f, ", %u stream%s per connection", r->pipeline, r->pipeline == 1 ? "" : "s");
+    fprintf(f, "\n");
     if (r->rate > 0)
         fprintf(f, "  open loop at %.0f req/s (fixed schedule; latency counted from each request's due time)\n",
                 r->rate);
+    else if (r->h2)
+        fprintf(f, "  closed loop\n");
     else
         fprintf(f, "  closed loop, pipeline %u\n", r->pipeline);
     fprintf(f, "  %u connection%s, %u thread%s%s", r->connections, r->connections == 1 ? "" : "s",
@@ -156,9 +166,19 @@ void sload_report_text(FILE *f, const sload_report *r)
         }
         fprintf(f, "\n");
     }
+    if (st->errors[SLOAD_ERR_TLS] && st->tls_error[0])
+        fprintf(f, "  tls        first failure: %s\n", st->tls_error);
+    if (r->tls || !r->keepalive) {
+        format_count(a, sizeof a, st->connects_window);
+        fprintf(f, "  connects   %s in the window: %.1f/s", a, win > 0 ? (double)st->connects_window / win : 0.0);
+        if (r->tls)
+            fprintf(f, ", each a TLS handshake (%" PRIu64 " resumed, in all)", st->tls_resumed);
+        fprintf(f, "\n");
+    }
     if (st->resent)
-        fprintf(f, "  resent     %" PRIu64 " (pipelined behind a response that closed the connection)\n",
-                st->resent);
+        fprintf(f, "  resent     %" PRIu64 " %s\n", st->resent,
+                r->h2 ? "(not processed by the server: refused streams, or above a GOAWAY's last stream)"
+                      : "(pipelined behind a response that closed the connection)");
     if (st->unfinished)
         fprintf(f, "  unfinished %" PRIu64 " (still in flight when the drain ended)\n", st->unfinished);
 
@@ -217,9 +237,15 @@ void sload_report_json(FILE *f, const sload_report *r)
     fprintf(f, ", \"method\": ");
     json_str(f, r->method);
     fprintf(f, ",\n  \"mode\": \"%s\", \"rate\": %.3f, \"connections\": %u, \"threads\": %u, "
-               "\"pipeline\": %u, \"keepalive\": %s,\n",
-            r->rate > 0 ? "open" : "closed", r->rate, r->connections, r->threads, r->pipeline,
-            r->keepalive ? "true" : "false");
+               "\"pipeline\": %u, \"streams\": %u, \"keepalive\": %s,\n",
+            r->rate > 0 ? "open" : "closed", r->rate, r->connections, r->threads, r->h2 ? 1 : r->pipeline,
+            r->h2 ? r->pipeline : 0, r->keepalive ? "true" : "false");
+    fprintf(f, "  \"protocol\": \"%s\", \"tls\": %s, \"tls_verify\": %s, \"tls_info\": ",
+            r->h2 ? "h2" : "http/1.1", r->tls ? "true" : "false", r->tls_verify ? "true" : "false");
+    json_str(f, st->tls_info);
+    fprintf(f, ", \"tls_error\": ");
+    json_str(f, st->tls_error);
+    fprintf(f, ", \"tls_resumed\": %" PRIu64 ",\n", st->tls_resumed);
     fprintf(f, "  \"duration_s\": %.6f, \"warmup_s\": %.6f, \"requests_limit\": %" PRIu64
                ", \"body_bytes\": %" PRIu64 ", \"interrupted\": %s, \"stalled\": %s,\n",
             seconds(r->duration_ns), seconds(r->warmup_ns), r->requests, r->body_len,
@@ -228,8 +254,9 @@ void sload_report_json(FILE *f, const sload_report *r)
                ", \"requests_per_s\": %.3f,\n",
             win, st->completed, st->completed_window, win > 0 ? (double)st->completed_window / win : 0.0);
     fprintf(f, "  \"sent\": %" PRIu64 ", \"resent\": %" PRIu64 ", \"unfinished\": %" PRIu64
-               ", \"connects\": %" PRIu64 ",\n",
-            st->sent, st->resent, st->unfinished, st->connects);
+               ", \"connects\": %" PRIu64 ", \"connects_in_window\": %" PRIu64 ", \"connects_per_s\": %.3f,\n",
+            st->sent, st->resent, st->unfinished, st->connects, st->connects_window,
+            win > 0 ? (double)st->connects_window / win : 0.0);
     fprintf(f, "  \"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64
                ", \"read_bytes_per_s\": %.1f, \"written_bytes_per_s\": %.1f,\n",
             st->bytes_read, st->bytes_written, win > 0 ? (double)st->bytes_read / win : 0.0,

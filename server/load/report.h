@@ -17,6 +17,7 @@ typedef struct {
     uint64_t warmup_ns;
     uint64_t requests;           /* -n, 0 if not given */
     bool keepalive;
+    bool h2, tls, tls_verify;    /* pipeline: streams per connection with h2 */
     uint64_t body_len;
     bool interrupted;
     const sload_stats *st;       /* merged over the threads */

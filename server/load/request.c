@@ -32,12 +32,12 @@ int sload_url_parse(const char *s, sload_url *u, const char **err)
 {
     memset(u, 0, sizeof *u);
     *err = NULL;
-    if (strncasecmp(s, "http://", 7) != 0) {
-        *err = strncasecmp(s, "https://", 8) == 0 ? "https is not supported (plain HTTP/1.1 only)"
-                                                   : "the URL must start with http://";
+    bool tls = strncasecmp(s, "https://", 8) == 0;
+    if (!tls && strncasecmp(s, "http://", 7) != 0) {
+        *err = "the URL must start with http:// or https://";
         return -EINVAL;
     }
-    const char *a = s + 7;
+    const char *a = s + (tls ? 8 : 7);
     size_t alen = strcspn(a, "/?#");
     const char *rest = a + alen;
     if (alen == 0) {
@@ -94,8 +94,9 @@ int sload_url_parse(const char *s, sload_url *u, const char **err)
             return -EINVAL;
         }
     }
+    u->tls = tls;
     u->host = dupn(host, hlen);
-    u->port = port ? dupn(port, plen) : dupn("80", 2);
+    u->port = port ? dupn(port, plen) : dupn(tls ? "443" : "80", tls ? 3 : 2);
     u->authority = dupn(a, alen);
     if (tlen == 0 || rest[0] == '?') {
         u->target = malloc(tlen + 2);
@@ -178,4 +179,102 @@ int sload_request_build(const sload_request_spec *s, char **out, size_t *out_len
     *out = buf;
     *out_len = len;
     return 0;
+}
+
+/* ---- HTTP/2 ------------------------------------------------------------- */
+
+void sload_h2_headers_free(sload_h2_header *h, size_t n)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+static int h2_add(sload_h2_header *h, size_t *n, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    sload_h2_header *e = &h[*n];
+    e->name = dupn(name, nlen);
+    e->value = dupn(value, vlen);
+    if (!e->name || !e->value) {
+        free(e->name);
+        free(e->value);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < nlen; i++)
+        if (e->name[i] >= 'A' && e->name[i] <= 'Z')
+            e->name[i] = (char)(e->name[i] | 0x20);
+    e->name_len = nlen;
+    e->value_len = vlen;
+    (*n)++;
+    return 0;
+}
+
+static bool h2_forbidden(const char *name, size_t nlen, const char *value)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                                      "upgrade", "host"};
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (strlen(hop[i]) == nlen && strncasecmp(name, hop[i], nlen) == 0)
+            return true;
+    if (nlen == 2 && strncasecmp(name, "te", 2) == 0 && strcasecmp(value, "trailers") != 0)
+        return true;
+    return false;
+}
+
+int sload_h2_headers_build(const sload_request_spec *s, sload_h2_header **out, size_t *out_n)
+{
+    *out = NULL;
+    *out_n = 0;
+    sload_h2_header *h = calloc(s->nheaders + 8, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    size_t n = 0;
+    const char *authority = s->url->authority;
+    size_t alen = strlen(authority);
+    for (size_t i = 0; i < s->nheaders; i++) {
+        const char *colon = strchr(s->headers[i], ':');
+        if ((size_t)(colon - s->headers[i]) == 4 && strncasecmp(s->headers[i], "host", 4) == 0) {
+            authority = colon + 1;
+            while (*authority == ' ' || *authority == '\t')
+                authority++;
+            alen = strlen(authority);
+        }
+    }
+    char ua[64];
+    int ualen = snprintf(ua, sizeof ua, "sluice-load/%s", SLOAD_VERSION);
+    char cl[32];
+    int cllen = snprintf(cl, sizeof cl, "%zu", s->body_len);
+    const char *scheme = s->url->tls ? "https" : "http";
+    if (h2_add(h, &n, ":method", 7, s->method, strlen(s->method)) < 0 ||
+        h2_add(h, &n, ":scheme", 7, scheme, strlen(scheme)) < 0 ||
+        h2_add(h, &n, ":path", 5, s->url->target, strlen(s->url->target)) < 0 ||
+        h2_add(h, &n, ":authority", 10, authority, alen) < 0)
+        goto fail;
+    if (!has_header(s, "User-Agent") && h2_add(h, &n, "user-agent", 10, ua, (size_t)ualen) < 0)
+        goto fail;
+    if ((s->body_len > 0 || s->body_always_length) && !has_header(s, "Content-Length") &&
+        h2_add(h, &n, "content-length", 14, cl, (size_t)cllen) < 0)
+        goto fail;
+    for (size_t i = 0; i < s->nheaders; i++) {
+        const char *line = s->headers[i];
+        const char *colon = strchr(line, ':');
+        size_t nlen = (size_t)(colon - line);
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (h2_forbidden(line, nlen, v))
+            continue;
+        if (h2_add(h, &n, line, nlen, v, strlen(v)) < 0)
+            goto fail;
+    }
+    *out = h;
+    *out_n = n;
+    return 0;
+fail:
+    sload_h2_headers_free(h, n);
+    return -ENOMEM;
 }
