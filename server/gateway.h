@@ -70,9 +70,6 @@ void gw_defer_flush(gateway *gw, flush_node *n);
 /* The Date header line ("Date: <IMF-fixdate>\r\n"), refreshed once a second. */
 const char *gw_date_line(gateway *gw, size_t *len);
 
-/* Release the recycled stream objects (at exit). */
-void stream_free_all(gateway *gw);
-
 /* Re-read the config file (if any) and replace every worker, each new one
  * ready before its predecessor drains (SIGHUP, POST /reload). */
 int gw_reload(gateway *gw);

@@ -18,10 +18,7 @@
 
 #include "gateway.h"
 #include "http_strict.h"
-#include "pool.h"
-#include "router.h"
 #include "stream.h"
-#include "worker_link.h"
 
 #define IN_SIZE (64 * 1024)
 /* Raw bytes fed to the parser beyond the worker's credit: lets chunk
@@ -101,6 +98,8 @@ struct conn {
     bool writing;
     uint64_t out_credit, wbuf_credit; /* response body bytes inside out / wbuf */
     uint64_t unacked;                 /* written to the client, not yet credited */
+    bool chunked_out;                 /* the response body goes out chunked */
+    bool close_delimited;             /* HTTP/1.0 without a length: the close ends the body */
 };
 
 static llhttp_settings_t settings;
@@ -261,11 +260,11 @@ static void credit_written(conn *c, uint64_t n)
     if (!n || !s || !s->link)
         return;
     c->unacked += n;
-    uint32_t half = pool_config(s->pool)->window / 2;
+    uint32_t half = stream_config(s)->window / 2;
     if (c->unacked >= half || c->unacked >= 1u << 30) {
         uint32_t k = (uint32_t)c->unacked;
         c->unacked = 0;
-        wlink_send_credit(s->link, s, k);
+        stream_grant(s, k);
     }
 }
 
@@ -399,7 +398,7 @@ static void on_timer(uv_timer_t *t);
 static void set_timer(conn *c, int kind)
 {
     const sluice_config *cfg = c->gw->cfg;
-    const sluice_pool_config *pc = c->cur && c->cur->pool ? pool_config(c->cur->pool) : NULL;
+    const sluice_pool_config *pc = c->cur && c->cur->pool ? stream_config(c->cur) : NULL;
     uint64_t ms = 0;
     switch (kind) {
     case T_HEADER: ms = cfg->header_timeout_ms; break;
@@ -432,8 +431,8 @@ static void on_timer(uv_timer_t *t)
         }
         break;
     case T_QUEUE:
-        if (c->cur && c->cur->queued)
-            pool_withdraw(c->cur->pool, c->cur);
+        if (c->cur)
+            stream_withdraw(c->cur);
         exchange_fail(c, 504, 0);
         break;
     case T_RESPONSE:
@@ -473,64 +472,12 @@ static void update_body_timer(conn *c, bool starved)
     }
 }
 
-/* ---- streams (free list) ---------------------------------------------- */
-
-/* Streams come from a free list: no malloc per request once warm. */
-#define STREAM_FREE_MAX 1024
-
-stream *stream_get(gateway *gw, uint32_t max_headers)
-{
-    uint32_t cap = max_headers + MAX_TRAILERS;
-    stream *s = gw->free_streams;
-    if (s) {
-        gw->free_streams = s->qnext;
-        gw->n_free_streams--;
-        if (s->hdr_cap < cap) { /* a reload raised max_headers */
-            free(s);
-            s = NULL;
-        }
-    }
-    if (!s) {
-        s = malloc(sizeof *s + cap * sizeof(sluice_header));
-        if (!s)
-            return NULL;
-    }
-    memset(s, 0, sizeof *s);
-    s->gw = gw;
-    s->hdr_cap = cap;
-    s->worker_id = -1;
-    s->resp_cl = UINT64_MAX;
-    return s;
-}
-
-void stream_free_all(gateway *gw)
-{
-    while (gw->free_streams) {
-        stream *s = gw->free_streams;
-        gw->free_streams = s->qnext;
-        free(s);
-    }
-    gw->n_free_streams = 0;
-}
-
-void stream_put(gateway *gw, stream *s)
-{
-    if (gw->n_free_streams < STREAM_FREE_MAX) {
-        s->qnext = gw->free_streams;
-        gw->free_streams = s;
-        gw->n_free_streams++;
-        return;
-    }
-    free(s);
-}
-
 /* ---- exchange --------------------------------------------------------- */
 
 static void log_exchange(conn *c, stream *s)
 {
     double ms = (double)(uv_hrtime() / 1000 - s->start_ms) / 1000.0;
-    if (s->pool)
-        pool_record(s->pool, s->status, ms / 1000.0, s->body_received, s->resp_bytes);
+    stream_record(s, ms / 1000.0);
     if (!sluice_log_access_enabled(c->gw->log))
         return;
     sluice_access a = {
@@ -573,10 +520,8 @@ static void exchange_maybe_finish(conn *c)
         /* the worker answered early: finish writing, then close */
         c->closing = true;
     }
-    if (s->link) /* cannot happen after END; be safe */
-        wlink_cancel(s->link, s, SLUICE_CANCEL_INTERNAL);
-    if (s->queued)
-        pool_withdraw(s->pool, s);
+    stream_cancel(s, SLUICE_CANCEL_INTERNAL); /* no link after END; be safe */
+    stream_withdraw(s);
     log_exchange(c, s);
     c->gw->requests_total++;
     c->cur = NULL;
@@ -603,10 +548,8 @@ static void exchange_fail(conn *c, int status, uint32_t cancel_reason)
     stream *s = c->cur;
     if (!s)
         return;
-    if (s->link)
-        wlink_cancel(s->link, s, cancel_reason ? cancel_reason : SLUICE_CANCEL_INTERNAL);
-    if (s->queued)
-        pool_withdraw(s->pool, s);
+    stream_cancel(s, cancel_reason ? cancel_reason : SLUICE_CANCEL_INTERNAL);
+    stream_withdraw(s);
     if (s->resp_started || status == 0) {
         /* mid-response: the client must see the response is broken */
         s->status = s->status ? s->status : 499;
@@ -627,15 +570,17 @@ static void exchange_fail(conn *c, int status, uint32_t cancel_reason)
     exchange_maybe_finish(c);
 }
 
-void stream_on_unavailable(stream *s, int status)
+/* ---- stream_ops: the worker side's reports -------------------------- */
+
+static void on_stream_unavailable(stream *s, int status)
 {
-    if (s->conn)
-        exchange_fail(s->conn, status, 0);
+    if (s->owner)
+        exchange_fail(s->owner, status, 0);
 }
 
-void stream_on_lost(stream *s)
+static void on_stream_lost(stream *s)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (c)
         exchange_fail(c, 502, 0);
 }
@@ -646,9 +591,9 @@ void stream_on_lost(stream *s)
  * leaving mid-load fails no request. Bounded, then 503. */
 #define MAX_REFUSALS 3
 
-void stream_on_reset(stream *s, uint64_t code)
+static void on_stream_reset(stream *s, uint64_t code)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (!c)
         return;
     bool refused = code == SLUICE_RESET_REFUSED || code == SLUICE_RESET_OVERLOADED;
@@ -656,7 +601,7 @@ void stream_on_reset(stream *s, uint64_t code)
         s->refusals++;
         s->end_sent = false; /* the next worker gets its own END */
         s->worker_id = -1;
-        int rc = pool_submit(s->pool, s);
+        int rc = stream_submit(s);
         if (rc == 1) {
             set_timer(c, T_QUEUE);
             return;
@@ -674,10 +619,10 @@ static void forward_pending(conn *c)
     if (!s || !s->link)
         return;
     if (c->pending_len) {
-        uint32_t win = wlink_send_window(s->link, s);
+        uint32_t win = stream_send_window(s);
         size_t n = c->pending_len < win ? c->pending_len : win;
         if (n) {
-            if (wlink_send_body(s->link, s, c->pending, n) < 0)
+            if (stream_send_body(s, c->pending, n) < 0)
                 return;
             s->body_sent += n;
             memmove(c->pending, c->pending + n, c->pending_len - n);
@@ -687,13 +632,13 @@ static void forward_pending(conn *c)
     if (s->req_complete && !s->end_sent && c->pending_len == 0 && s->link) {
         s->end_sent = true;
         size_t nt = c->n_trailers;
-        wlink_send_end(s->link, s, nt ? s->hdrs + c->n_req_headers : NULL, nt);
+        stream_send_end(s, nt ? s->hdrs + c->n_req_headers : NULL, nt);
     }
 }
 
-void stream_dispatched(stream *s)
+static void on_stream_dispatched(stream *s)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (s->body_mode == SLUICE_BODY_NONE)
         s->end_sent = true;
     if (!c)
@@ -704,9 +649,9 @@ void stream_dispatched(stream *s)
     conn_parse(c);
 }
 
-void stream_on_credit(stream *s)
+static void on_stream_credit(stream *s)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (!c)
         return;
     if (!s->credit_seen) {
@@ -725,14 +670,14 @@ void stream_on_credit(stream *s)
     conn_parse(c);
 }
 
-void stream_on_limit(stream *s, uint64_t max_body)
+static void on_stream_limit(stream *s, uint64_t max_body)
 {
-    uint64_t ceiling = pool_config(s->pool)->max_body_ceiling;
+    uint64_t ceiling = stream_config(s)->max_body_ceiling;
     s->body_limit = max_body < ceiling ? max_body : ceiling;
-    if (s->conn && !s->req_complete &&
+    if (s->owner && !s->req_complete &&
         (s->body_received > s->body_limit ||
          (s->has_length && s->content_length > s->body_limit)))
-        exchange_fail(s->conn, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
+        exchange_fail(s->owner, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
 }
 
 /* Build and queue the response head. Returns false when the worker's head
@@ -798,9 +743,9 @@ static bool write_head(conn *c, stream *s, const sluice_response *r)
             s->resp_cl = 0;
         } else if (s->req.version >= 11) {
             out_str(c, "Transfer-Encoding: chunked\r\n");
-            s->chunked_out = true;
+            c->chunked_out = true;
         } else {
-            s->close_delimited = true; /* HTTP/1.0: the close ends the body */
+            c->close_delimited = true; /* HTTP/1.0: the close ends the body */
             c->keepalive = false;
         }
     }
@@ -818,14 +763,14 @@ static bool write_head(conn *c, stream *s, const sluice_response *r)
 static void finish_response(conn *c, stream *s)
 {
     s->resp_done = true;
-    if (s->close_delimited)
+    if (c->close_delimited)
         c->closing = true;
     exchange_maybe_finish(c);
 }
 
-void stream_on_response(stream *s, const sluice_response *r)
+static void on_stream_response(stream *s, const sluice_response *r)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (!c)
         return;
     if (!write_head(c, s, r)) {
@@ -840,9 +785,9 @@ void stream_on_response(stream *s, const sluice_response *r)
         finish_response(c, s);
 }
 
-void stream_on_body(stream *s, const uint8_t *data, size_t len)
+static void on_stream_body(stream *s, const uint8_t *data, size_t len)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (!c || !len)
         return;
     if (s->resp_no_body) { /* HEAD/204/304: discard, but keep the worker going */
@@ -854,7 +799,7 @@ void stream_on_body(stream *s, const uint8_t *data, size_t len)
         exchange_fail(c, 0, SLUICE_CANCEL_INVALID_RESPONSE);
         return;
     }
-    if (s->chunked_out) {
+    if (c->chunked_out) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
         out_append(c, sz, (size_t)n);
@@ -867,9 +812,9 @@ void stream_on_body(stream *s, const uint8_t *data, size_t len)
     c->out_credit += len;
 }
 
-void stream_on_end(stream *s, const sluice_headers *trailers)
+static void on_stream_end(stream *s, const sluice_headers *trailers)
 {
-    conn *c = s->conn;
+    conn *c = s->owner;
     if (!c)
         return;
     if (s->resp_cl != UINT64_MAX && !s->resp_no_body && s->resp_bytes != s->resp_cl) {
@@ -878,7 +823,7 @@ void stream_on_end(stream *s, const sluice_headers *trailers)
         exchange_fail(c, 0, 0);
         return;
     }
-    if (s->chunked_out) {
+    if (c->chunked_out) {
         out_str(c, "0\r\n");
         for (size_t i = 0; i < trailers->count; i++) {
             const sluice_header *h = &trailers->items[i];
@@ -894,6 +839,18 @@ void stream_on_end(stream *s, const sluice_headers *trailers)
     }
     finish_response(c, s);
 }
+
+static const stream_ops http1_stream_ops = {
+    .dispatched = on_stream_dispatched,
+    .response = on_stream_response,
+    .body = on_stream_body,
+    .end = on_stream_end,
+    .credit = on_stream_credit,
+    .limit = on_stream_limit,
+    .reset = on_stream_reset,
+    .lost = on_stream_lost,
+    .unavailable = on_stream_unavailable,
+};
 
 /* ---- request parsing -------------------------------------------------- */
 
@@ -1084,9 +1041,9 @@ static int cb_body(llhttp_t *p, const char *at, size_t len)
     }
     size_t sent = 0;
     if (s->link && c->pending_len == 0) {
-        uint32_t win = wlink_send_window(s->link, s);
+        uint32_t win = stream_send_window(s);
         sent = len < win ? len : win;
-        if (sent && wlink_send_body(s->link, s, (const uint8_t *)at, sent) < 0)
+        if (sent && stream_send_body(s, (const uint8_t *)at, sent) < 0)
             sent = 0;
         s->body_sent += sent;
     } else if (!s->link && s->end_sent) {
@@ -1197,12 +1154,14 @@ static void start_exchange(conn *c)
         c->error_status = 400;
         return;
     }
-    stream *s = stream_get(gw, c->max_headers);
+    stream *s = stream_get(gw, c->max_headers + MAX_TRAILERS);
     if (!s) {
         c->error_status = 503;
         return;
     }
-    s->conn = c;
+    s->ops = &http1_stream_ops;
+    s->owner = c;
+    c->chunked_out = c->close_delimited = false;
     s->start_ms = uv_hrtime() / 1000;
     c->cur = s;
     c->requests++;
@@ -1255,8 +1214,7 @@ static void start_exchange(conn *c)
     s->req.headers = (sluice_headers){s->hdrs, n};
     if (absolute)
         host = (sluice_bytes){auth, auth_len};
-    s->pool = router_pick(gw->router, host.ptr, host.len, s->req.target.ptr, s->req.target.len);
-    s->body_limit = pool_config(s->pool)->max_body;
+    stream_route(s, host.ptr, host.len);
 
     bool chunked = p->flags & F_CHUNKED;
     bool has_cl = p->flags & F_CONTENT_LENGTH;
@@ -1283,7 +1241,7 @@ static void start_exchange(conn *c)
         exchange_fail(c, 417, 0);
         return;
     }
-    int rc = pool_submit(s->pool, s);
+    int rc = stream_submit(s);
     if (rc == 1)
         set_timer(c, T_QUEUE);
     else if (rc == -EBUSY)
@@ -1417,7 +1375,7 @@ static void conn_parse(conn *c)
                     forward_pending(c);
                 if (c->pending_len)
                     break;
-                uint32_t win = s->link ? wlink_send_window(s->link, s) : 0;
+                uint32_t win = s->link ? stream_send_window(s) : 0;
                 if (!s->link && s->end_sent)
                     win = UINT32_MAX - SLACK; /* worker done: drain the body at will */
                 size_t lim = (size_t)win + SLACK;
@@ -1640,10 +1598,8 @@ static void conn_close(conn *c)
         return;
     if (c->cur) {
         stream *s = c->cur;
-        if (s->link)
-            wlink_cancel(s->link, s, SLUICE_CANCEL_CLIENT_CLOSED);
-        if (s->queued)
-            pool_withdraw(s->pool, s);
+        stream_cancel(s, SLUICE_CANCEL_CLIENT_CLOSED);
+        stream_withdraw(s);
         c->cur = NULL;
         stream_put(c->gw, s);
     }
@@ -1793,8 +1749,8 @@ void http_close_all(gateway *gw)
     for (conn *c = gw->conns, *next; c; c = next) {
         next = c->next;
         /* the worker learns why its stream ends: the gateway is leaving */
-        if (c->cur && c->cur->link)
-            wlink_cancel(c->cur->link, c->cur, SLUICE_CANCEL_SHUTDOWN);
+        if (c->cur)
+            stream_cancel(c->cur, SLUICE_CANCEL_SHUTDOWN);
         conn_close(c);
     }
 }

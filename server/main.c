@@ -12,6 +12,7 @@
 #include "admin.h"
 #include "pool.h"
 #include "router.h"
+#include "stream.h"
 
 void gw_flush_all(gateway *gw);
 
