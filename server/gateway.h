@@ -16,10 +16,7 @@ typedef struct wlink wlink;
 typedef struct stream stream;
 typedef struct router router;
 
-/* Output produced during one loop iteration is written once, after all I/O
- * callbacks of that iteration ran (a uv_check handle): many frames for one
- * worker link, or a response head and body for one client, become one
- * write. Modules embed a flush_node and queue it when they have output. */
+/* A module's output waiting for the end-of-iteration flush (loop.h). */
 typedef struct flush_node {
     struct flush_node *next;
     void (*fn)(struct flush_node *);
@@ -64,11 +61,13 @@ typedef struct gateway {
     time_t date_sec;
 
     uint64_t requests_total;
+
+    /* "something finished" (gw_notify_finished): set by gw_control_init */
+    void (*on_finished)(struct gateway *gw);
 } gateway;
 
-void gw_defer_flush(gateway *gw, flush_node *n);
-/* The Date header line ("Date: <IMF-fixdate>\r\n"), refreshed once a second. */
-const char *gw_date_line(gateway *gw, size_t *len);
+/* Set up the stop timer and the "something finished" hook. */
+void gw_control_init(gateway *gw);
 
 /* Re-read the config file (if any) and replace every worker, each new one
  * ready before its predecessor drains (SIGHUP, POST /reload). */
@@ -76,8 +75,6 @@ int gw_reload(gateway *gw);
 
 /* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
 void gw_shutdown(gateway *gw);
-/* Called by modules when something that might unblock shutdown finished. */
-void gw_check_shutdown(gateway *gw);
 
 /* Client-connection side (http_conn.c). */
 int http_listen(gateway *gw);

@@ -18,6 +18,7 @@
 
 #include "gateway.h"
 #include "http_strict.h"
+#include "loop.h"
 #include "stream.h"
 
 #define IN_SIZE (64 * 1024)
@@ -534,12 +535,12 @@ static void exchange_maybe_finish(conn *c)
     if (c->closing) {
         set_timer(c, T_NONE);
         gw_defer_flush(c->gw, &c->flush);
-        gw_check_shutdown(c->gw);
+        gw_notify_finished(c->gw);
         return;
     }
     set_timer(c, c->iend > c->istart ? T_HEADER : T_KEEPALIVE);
     conn_parse(c);
-    gw_check_shutdown(c->gw);
+    gw_notify_finished(c->gw);
 }
 
 /* The exchange cannot complete normally. status 0: nothing to send. */
@@ -1589,7 +1590,7 @@ static void on_conn_closed(uv_handle_t *h)
     free(c->hoffs);
     free(c->own_in);
     free(c);
-    gw_check_shutdown(gw);
+    gw_notify_finished(gw);
 }
 
 static void conn_close(conn *c)

@@ -9,15 +9,11 @@
 #include "config.h"
 #include "gateway.h"
 #include "log.h"
+#include "loop.h"
 #include "admin.h"
 #include "pool.h"
 #include "router.h"
 #include "stream.h"
-
-void gw_flush_all(gateway *gw);
-
-static void on_check(uv_check_t *h) { gw_flush_all(h->data); }
-static void on_prepare(uv_prepare_t *h) { gw_flush_all(h->data); }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -118,17 +114,8 @@ int main(int argc, char **argv)
     if (!gw.shared_in)
         return 1;
 
-    uv_check_init(gw.loop, &gw.flush_check);
-    gw.flush_check.data = &gw;
-    uv_check_start(&gw.flush_check, on_check);
-    /* Timers run before the poll and check after it: flush in prepare too,
-     * so output queued by a timer (a 504, a CANCEL) leaves before the loop
-     * blocks. */
-    uv_prepare_init(gw.loop, &gw.flush_prepare);
-    gw.flush_prepare.data = &gw;
-    uv_prepare_start(&gw.flush_prepare, on_prepare);
-    uv_timer_init(gw.loop, &gw.shutdown_timer);
-    gw.shutdown_timer.data = &gw;
+    gw_loop_init(&gw);
+    gw_control_init(&gw);
     struct {
         uv_signal_t *h;
         int sig;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "stream.h"
 #include "worker_link.h"
 
@@ -334,7 +335,7 @@ void pool_link_capacity(pool *p, wlink *l)
             stream_on_unavailable(s, rc == -EMSGSIZE ? 431 : 502);
     }
     if (w && w->retiring && wlink_open_streams(l) == 0)
-        gw_check_shutdown(p->gw);
+        gw_notify_finished(p->gw);
 }
 
 /* ---- links ------------------------------------------------------------ */
@@ -440,7 +441,7 @@ void pool_link_closed(pool *p, wlink *l)
         else if (w->proc_live && !w->wanted && !p->stopping && w->state == PROC_RUNNING)
             uv_timer_start(&w->timer, on_timer_drained, 2000, 0);
     }
-    gw_check_shutdown(p->gw);
+    gw_notify_finished(p->gw);
 }
 
 /* ---- processes -------------------------------------------------------- */
@@ -503,7 +504,7 @@ static void on_proc_closed(uv_handle_t *h)
     if (!w->wanted && w->state == PROC_STOPPING)
         w->state = PROC_IDLE;
     roll(w->pool); /* a drained worker is gone: the reload may go on */
-    gw_check_shutdown(w->pool->gw);
+    gw_notify_finished(w->pool->gw);
 }
 
 static void on_timer(uv_timer_t *t)

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "pool.h"
 #include "stream.h"
 
