@@ -103,6 +103,22 @@ static void roll(pool *p);
 static void on_timer_linkless(uv_timer_t *t);
 static void on_timer_drained(uv_timer_t *t);
 
+/* What the pool's worker links report (worker_link.h). */
+static void link_hello(void *owner, wlink *l, const sluice_hello *h, int peer_pid);
+static void link_ready(void *owner, wlink *l);
+static void link_capacity(void *owner, wlink *l);
+static void link_retire(void *owner, wlink *l);
+static void link_closed(void *owner, wlink *l);
+static const sluice_pool_config *link_config(const void *owner) { return ((const pool *)owner)->cfg; }
+static const wlink_owner_ops pool_link_ops = {
+    .hello = link_hello,
+    .ready = link_ready,
+    .capacity = link_capacity,
+    .retire = link_retire,
+    .closed = link_closed,
+    .config = link_config,
+};
+
 const char *pool_name(const pool *p) { return p->name; }
 const sluice_pool_config *pool_config(const pool *p) { return p->cfg; }
 uint32_t pool_queue_len(const pool *p) { return p->q_len; }
@@ -322,8 +338,9 @@ int pool_submit(pool *p, stream *s)
     return 1;
 }
 
-void pool_link_capacity(pool *p, wlink *l)
+static void link_capacity(void *owner, wlink *l)
 {
+    pool *p = owner;
     worker_proc *w = link_proc(p, l);
     if (w)
         w->last_active_ms = uv_now(p->gw->loop);
@@ -347,13 +364,14 @@ static void on_connection(uv_stream_t *server, int status)
         slog(p->gw->log, LOG_ERROR, "pool %s: accept: %s", p->name, uv_strerror(status));
         return;
     }
-    int rc = wlink_accept(p, p->gw, server);
+    int rc = wlink_accept(p->gw, server, p->name, &pool_link_ops, p);
     if (rc < 0)
         slog(p->gw->log, LOG_ERROR, "pool %s: accepting a worker: %s", p->name, uv_strerror(rc));
 }
 
-void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
+static void link_hello(void *owner, wlink *l, const sluice_hello *h, int peer_pid)
 {
+    pool *p = owner;
     int pid = peer_pid ? peer_pid : (int)h->pid;
     for (uint32_t i = 0; i < p->n_procs; i++) {
         worker_proc *w = p->procs[i];
@@ -372,8 +390,9 @@ void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
     slog(p->gw->log, LOG_INFO, "pool %s: attached worker %u (pid %d)", p->name, 1000 + p->attached_seq, pid);
 }
 
-void pool_link_ready(pool *p, wlink *l)
+static void link_ready(void *owner, wlink *l)
 {
+    pool *p = owner;
     link_node *n = malloc(sizeof *n);
     if (!n) {
         wlink_close(l, -ENOMEM, "out of memory");
@@ -400,12 +419,13 @@ void pool_link_ready(pool *p, wlink *l)
         else if (old->proc_live)
             uv_process_kill(&old->proc, SIGTERM);
     }
-    pool_link_capacity(p, l);
+    link_capacity(p, l);
     roll(p);
 }
 
-void pool_link_retire(pool *p, wlink *l)
+static void link_retire(void *owner, wlink *l)
 {
+    pool *p = owner;
     worker_proc *w = link_proc(p, l);
     if (w && !w->retiring) {
         retire_worker(w, "the worker asked to retire", true);
@@ -415,8 +435,9 @@ void pool_link_retire(pool *p, wlink *l)
         wlink_drain(l, p->cfg->graceful_timeout_ms);
 }
 
-void pool_link_closed(pool *p, wlink *l)
+static void link_closed(void *owner, wlink *l)
 {
+    pool *p = owner;
     for (link_node **pp = &p->links; *pp; pp = &(*pp)->next) {
         if ((*pp)->link == l) {
             link_node *n = *pp;

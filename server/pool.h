@@ -21,13 +21,6 @@ int pool_submit(pool *p, stream *s);
 /* Take a queued stream out of the queue (client went away). */
 void pool_withdraw(pool *p, stream *s);
 
-/* From worker_link.c. */
-void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid);
-void pool_link_ready(pool *p, wlink *l);
-void pool_link_capacity(pool *p, wlink *l);
-void pool_link_retire(pool *p, wlink *l);
-void pool_link_closed(pool *p, wlink *l);
-
 /* Counters for the admin API. */
 #define POOL_LAT_BUCKETS 14
 extern const double pool_latency_bounds[POOL_LAT_BUCKETS];
