@@ -6,14 +6,16 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "config.h"
-#include "gateway.h"
-#include "log.h"
-#include "loop.h"
-#include "admin.h"
-#include "pool.h"
-#include "router.h"
-#include "stream.h"
+#include "core/config.h"
+#include "core/gateway.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "admin/admin.h"
+#include "control.h"
+#include "front/http1/http1.h"
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "exchange/stream.h"
 
 static void on_signal(uv_signal_t *h, int signum)
 {

@@ -7,7 +7,7 @@
  * or memory budget spent, reload, scale-down) by DRAIN -- when the worker is
  * being replaced, only after the replacement has said HELLO, so capacity
  * never dips. */
-#include "pool.h"
+#include "worker/pool.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -20,9 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "loop.h"
-#include "stream.h"
-#include "worker_link.h"
+#include "core/loop.h"
+#include "exchange/stream.h"
+#include "worker/link.h"
 
 extern char **environ;
 

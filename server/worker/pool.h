@@ -3,7 +3,7 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg);
 /* pool_free closes what the pool owns; pool_release frees it once the loop

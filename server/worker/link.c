@@ -4,7 +4,7 @@
  * stream the frame belongs to. Output: frames are appended to `out` and the
  * link is queued for the end-of-iteration flush, so everything produced for
  * this worker in one loop turn leaves in one write. */
-#include "worker_link.h"
+#include "worker/link.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "loop.h"
-#include "stream.h"
+#include "core/loop.h"
+#include "exchange/stream.h"
 
 #define READ_BUF (64 * 1024)
 /* Bound on queued output: heads plus request bodies, which credits bound to

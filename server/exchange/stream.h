@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 /* What the worker side tells the front end about a stream. When a frame
  * closes the protocol stream (response END, RESPONSE without body, RESET),

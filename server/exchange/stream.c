@@ -1,13 +1,13 @@
 /* The stream interface, front-end half: what a front end calls to reach the
  * worker side. Stream objects are recycled per loop. */
-#include "stream.h"
+#include "exchange/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "router.h"
-#include "worker_link.h"
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "worker/link.h"
 
 /* Streams come from a free list: no malloc per request once warm. */
 #define STREAM_FREE_MAX 1024

@@ -1,13 +1,14 @@
 /* The loop owner's orchestration: graceful stop and reload. */
-#include "gateway.h"
+#include "control.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "router.h"
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "front/http1/http1.h"
 
 /* A graceful stop ends once no request is in flight, every pool has
  * stopped and every client connection is gone. */

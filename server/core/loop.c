@@ -1,6 +1,6 @@
 /* Per-loop services: end-of-iteration flush, Date cache, the "something
  * finished" notification. */
-#include "loop.h"
+#include "core/loop.h"
 
 #include <string.h>
 #include <time.h>

@@ -3,7 +3,7 @@
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 int admin_listen(gateway *gw);
 void admin_close(gateway *gw);

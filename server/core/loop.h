@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 /* Start the flush handles on gw->loop. */
 void gw_loop_init(gateway *gw);

@@ -5,7 +5,7 @@
 #ifndef SLUICE_WORKER_LINK_H
 #define SLUICE_WORKER_LINK_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 typedef struct worker_proc worker_proc;
 

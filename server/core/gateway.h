@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "config.h"
-#include "log.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "sluice_proto.h"
 
 typedef struct pool pool;
@@ -65,22 +65,5 @@ typedef struct gateway {
     /* "something finished" (gw_notify_finished): set by gw_control_init */
     void (*on_finished)(struct gateway *gw);
 } gateway;
-
-/* Set up the stop timer and the "something finished" hook. */
-void gw_control_init(gateway *gw);
-
-/* Re-read the config file (if any) and replace every worker, each new one
- * ready before its predecessor drains (SIGHUP, POST /reload). */
-int gw_reload(gateway *gw);
-
-/* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
-void gw_shutdown(gateway *gw);
-
-/* Client-connection side (http_conn.c). */
-int http_listen(gateway *gw);
-void http_stop_accepting(gateway *gw);
-void http_close_idle(gateway *gw);
-uint32_t http_active_requests(gateway *gw);
-void http_close_all(gateway *gw);
 
 #endif

@@ -1,7 +1,7 @@
 /* Admin listener: a small HTTP/1.1 server (one request per connection) for
  * status, metrics and control. It is meant for operators and monitoring on
  * a private address or Unix socket, never for the public. */
-#include "admin.h"
+#include "admin/admin.h"
 
 #include <errno.h>
 #include <llhttp.h>
@@ -12,7 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "control.h"
+#include "worker/pool.h"
 
 #define URL_MAX 2048
 #define BODY_MAX 4096
