@@ -8,7 +8,7 @@
 
 #include "worker/pool.h"
 #include "worker/router.h"
-#include "front/http1/http1.h"
+#include "front/listener.h"
 
 /* A graceful stop ends once no request is in flight, every pool has
  * stopped and every client connection is gone. */
@@ -18,7 +18,7 @@ static void check_shutdown(gateway *gw)
         return;
     bool stopped = true;
     for (uint32_t i = 0; i < gw->n_pools; i++) {
-        if (http_active_requests(gw) == 0)
+        if (listener_active(gw) == 0)
             pool_shutdown(gw->pools[i]); /* idempotent: drains links, stops workers */
         stopped = stopped && pool_stopped(gw->pools[i]);
     }
@@ -29,8 +29,8 @@ static void check_shutdown(gateway *gw)
 static void on_shutdown_timeout(uv_timer_t *t)
 {
     gateway *gw = t->data;
-    slog(gw->log, LOG_WARN, "graceful timeout: closing %u connections still busy", http_active_requests(gw));
-    http_close_all(gw);
+    slog(gw->log, LOG_WARN, "graceful timeout: closing %u connections still busy", listener_active(gw));
+    listener_close_all(gw);
     for (uint32_t i = 0; i < gw->n_pools; i++)
         pool_shutdown(gw->pools[i]);
     check_shutdown(gw);
@@ -40,18 +40,18 @@ void gw_shutdown(gateway *gw)
 {
     if (gw->stopping) {
         slog(gw->log, LOG_WARN, "second stop signal: exiting now");
-        http_close_all(gw);
+        listener_close_all(gw);
         for (uint32_t i = 0; i < gw->n_pools; i++)
             pool_shutdown(gw->pools[i]);
         uv_stop(gw->loop);
         return;
     }
     gw->stopping = true;
-    uint32_t active = http_active_requests(gw);
+    uint32_t active = listener_active(gw);
     slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight request%s (up to %.1fs)", active,
          active == 1 ? "" : "s", gw->cfg->graceful_timeout_ms / 1000.0);
-    http_stop_accepting(gw);
-    http_close_idle(gw);
+    listener_stop_accepting(gw);
+    listener_close_idle(gw);
     uv_timer_start(&gw->shutdown_timer, on_shutdown_timeout, gw->cfg->graceful_timeout_ms, 0);
     check_shutdown(gw);
 }

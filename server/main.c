@@ -13,6 +13,7 @@
 #include "admin/admin.h"
 #include "control.h"
 #include "front/http1/http1.h"
+#include "front/listener.h"
 #include "worker/pool.h"
 #include "worker/router.h"
 #include "exchange/stream.h"
@@ -142,7 +143,7 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; rc == 0 && i < gw.n_pools; i++)
         rc = pool_start(gw.pools[i]);
     if (rc == 0)
-        rc = http_listen(&gw);
+        rc = listener_start(&gw, &http1_front_end);
     if (rc == 0 && cfg_now->admin[0])
         rc = admin_listen(&gw);
     if (rc < 0) {

@@ -11,7 +11,8 @@
 #include "sluice_proto.h"
 
 typedef struct pool pool;
-typedef struct conn conn;
+typedef struct front_conn front_conn;
+typedef struct front_end front_end;
 typedef struct wlink wlink;
 typedef struct stream stream;
 typedef struct router router;
@@ -33,8 +34,9 @@ typedef struct gateway {
     uint32_t n_pools;
 
     router *router;
-    uv_tcp_t listener;
+    uv_tcp_t listener;   /* front/listener.c */
     bool listening;
+    const front_end *front; /* what the listener serves */
     uv_check_t flush_check;
     uv_prepare_t flush_prepare;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_ttin, sig_ttou;
@@ -43,7 +45,7 @@ typedef struct gateway {
     flush_node *flush_head;
 
     /* client connections, for shutdown and limits */
-    conn *conns;
+    front_conn *conns;
     uint32_t n_conns;
     bool accept_paused;
     bool stopping;

@@ -27,6 +27,7 @@
 #include "core/gateway.h"
 #include "exchange/stream.h"
 #include "front/http1/strict.h"
+#include "front/listener.h"
 
 #define IN_SIZE (64 * 1024)
 /* Raw bytes fed to the parser beyond the worker's credit: lets chunk
@@ -47,9 +48,9 @@ typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
 } hoff;
 
-struct conn {
+typedef struct conn {
+    front_conn base; /* first: the listener's view */
     gateway *gw;
-    conn *prev, *next;
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_timer_t body_timer; /* client body idle (runs beside `timer`) */
@@ -105,7 +106,7 @@ struct conn {
     uint64_t unacked;                 /* written to the client, not yet credited */
     bool chunked_out;                 /* the response body goes out chunked */
     bool close_delimited;             /* HTTP/1.0 without a length: the close ends the body */
-};
+} conn;
 
 /* request.c: the parser callbacks; response.c: the stream operations */
 extern const llhttp_settings_t h1_parser_settings;

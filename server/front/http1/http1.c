@@ -1,5 +1,5 @@
-/* HTTP/1.1 front end: the client listener, accepting and setting up a
- * connection, and the connection-wide operations of a graceful stop. */
+/* HTTP/1.1 front end as the listener sees it: a new connection's setup, and
+ * the connection operations of a graceful stop. */
 #include "front/http1/http1.h"
 
 #include <errno.h>
@@ -12,10 +12,6 @@
 #include "core/loop.h"
 #include "front/http1/conn.h"
 #include "front/http1/fields.h"
-
-/* The kernel caps it at net.core.somaxconn; bursts of thousands of
- * connects should wait in it, not be dropped and retried a second later. */
-#define LISTEN_BACKLOG 4096
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
 {
@@ -32,16 +28,44 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, 
     }
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static bool conn_active(const front_conn *fc)
 {
-    gateway *gw = server->data;
-    if (status < 0) {
-        slog(gw->log, LOG_ERROR, "accept: %s", uv_strerror(status));
-        return;
+    const conn *c = (const conn *)fc;
+    return c->cur && !c->closed;
+}
+
+static void conn_close_idle(front_conn *fc)
+{
+    conn *c = (conn *)fc;
+    if (!c->cur && !c->closed) {
+        c->closing = true;
+        gw_defer_flush(c->gw, &c->flush);
+    } else if (c->cur) {
+        c->keepalive = false;
     }
+}
+
+static void conn_close(front_conn *fc, uint32_t reason)
+{
+    conn *c = (conn *)fc;
+    if (c->cur)
+        stream_cancel(c->cur, reason);
+    h1_close(c);
+}
+
+static const front_conn_ops h1_conn_ops = {
+    .active = conn_active,
+    .close_idle = conn_close_idle,
+    .close = conn_close,
+};
+
+static front_conn *conn_open(gateway *gw)
+{
     conn *c = calloc(1, sizeof *c);
     if (!c)
-        return;
+        return NULL;
+    c->base.ops = &h1_conn_ops;
+    c->base.tcp = &c->tcp;
     c->gw = gw;
     uv_tcp_init(gw->loop, &c->tcp);
     c->tcp.data = c;
@@ -54,24 +78,13 @@ static void on_connection(uv_stream_t *server, int status)
     sluice_buf_init(&c->head, gw->cfg->max_header_bytes + TRAILER_BYTES);
     sluice_buf_init(&c->out, OUT_MAX);
     sluice_buf_init(&c->wbuf, OUT_MAX);
-    c->next = gw->conns;
-    if (gw->conns)
-        gw->conns->prev = c;
-    gw->conns = c;
-    gw->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-        h1_close(c);
-        return;
-    }
-    if (gw->n_conns > gw->cfg->max_connections || gw->stopping) {
-        if (!gw->accept_paused)
-            slog(gw->log, LOG_WARN, "connection limit (%u) reached; refusing connections",
-                 gw->cfg->max_connections);
-        gw->accept_paused = true;
-        h1_close(c);
-        return;
-    }
-    gw->accept_paused = false;
+    return &c->base;
+}
+
+static void conn_start(front_conn *fc)
+{
+    conn *c = (conn *)fc;
+    gateway *gw = c->gw;
     /* sized once: a reload that changes max_headers applies to new connections */
     c->max_headers = gw->cfg->max_headers;
     c->hoffs = malloc((c->max_headers + MAX_TRAILERS + 1) * sizeof *c->hoffs);
@@ -97,67 +110,8 @@ static void on_connection(uv_stream_t *server, int status)
     h1_update_reading(c);
 }
 
-int http_listen(gateway *gw)
-{
-    const sluice_config *cfg = gw->cfg;
-    struct sockaddr_storage ss;
-    int rc = sluice_sockaddr(cfg->listen_host, cfg->listen_port, &ss);
-    if (rc < 0) {
-        slog(gw->log, LOG_ERROR, "bad listen address %s: %s", cfg->listen_host, uv_strerror(rc));
-        return rc;
-    }
-    uv_tcp_init(gw->loop, &gw->listener);
-    gw->listener.data = gw;
-    rc = uv_tcp_bind(&gw->listener, (struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&gw->listener, LISTEN_BACKLOG, on_connection);
-    if (rc < 0) {
-        slog(gw->log, LOG_ERROR, "listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(rc));
-        uv_close((uv_handle_t *)&gw->listener, NULL);
-        return rc;
-    }
-    gw->listening = true;
-    slog(gw->log, LOG_INFO, "listening on http://%s:%d", cfg->listen_host, cfg->listen_port);
-    return 0;
-}
-
-void http_stop_accepting(gateway *gw)
-{
-    if (gw->listening) {
-        uv_close((uv_handle_t *)&gw->listener, NULL);
-        gw->listening = false;
-    }
-}
-
-void http_close_idle(gateway *gw)
-{
-    for (conn *c = gw->conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->cur && !c->closed) {
-            c->closing = true;
-            gw_defer_flush(gw, &c->flush);
-        } else if (c->cur) {
-            c->keepalive = false;
-        }
-    }
-}
-
-uint32_t http_active_requests(gateway *gw)
-{
-    uint32_t n = 0;
-    for (conn *c = gw->conns; c; c = c->next)
-        if (c->cur && !c->closed)
-            n++;
-    return n;
-}
-
-void http_close_all(gateway *gw)
-{
-    for (conn *c = gw->conns, *next; c; c = next) {
-        next = c->next;
-        /* the worker learns why its stream ends: the gateway is leaving */
-        if (c->cur)
-            stream_cancel(c->cur, SLUICE_CANCEL_SHUTDOWN);
-        h1_close(c);
-    }
-}
+const front_end http1_front_end = {
+    .scheme = "http",
+    .open = conn_open,
+    .start = conn_start,
+};

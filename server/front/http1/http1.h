@@ -3,14 +3,9 @@
 #ifndef SLUICE_HTTP1_H
 #define SLUICE_HTTP1_H
 
-#include <stdint.h>
-
 #include "core/gateway.h"
 
-int http_listen(gateway *gw);
-void http_stop_accepting(gateway *gw);
-void http_close_idle(gateway *gw);
-uint32_t http_active_requests(gateway *gw);
-void http_close_all(gateway *gw);
+/* For listener_start (front/listener.h). */
+extern const front_end http1_front_end;
 
 #endif

@@ -146,13 +146,7 @@ static void on_conn_closed(uv_handle_t *h)
     if (--c->handles > 0)
         return;
     gateway *gw = c->gw;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        gw->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    gw->n_conns--;
+    listener_remove(gw, &c->base);
     sluice_buf_close(&c->head);
     sluice_buf_close(&c->out);
     sluice_buf_close(&c->wbuf);
