@@ -5,7 +5,9 @@
 
 #include "core/gateway.h"
 
+/* Start the admin listener on gw->cfg->admin (its state: gw->admin). */
 int admin_listen(gateway *gw);
+/* Stop it; its memory is freed once the loop ran the close callback. */
 void admin_close(gateway *gw);
 
 #endif

@@ -16,6 +16,7 @@ typedef struct front_end front_end;
 typedef struct wlink wlink;
 typedef struct stream stream;
 typedef struct router router;
+typedef struct admin admin;
 
 /* A module's output waiting for the end-of-iteration flush (loop.h). */
 typedef struct flush_node {
@@ -63,6 +64,7 @@ typedef struct gateway {
     time_t date_sec;
 
     uint64_t requests_total;
+    admin *admin; /* admin listener, when configured */
 
     /* "something finished" (gw_notify_finished): set by gw_control_init */
     void (*on_finished)(struct gateway *gw);
