@@ -103,7 +103,7 @@ static void roll(pool *p);
 static void on_timer_linkless(uv_timer_t *t);
 static void on_timer_drained(uv_timer_t *t);
 
-/* What the pool's worker links report (worker_link.h). */
+/* What the pool's worker links report (worker/link.h). */
 static void link_hello(void *owner, wlink *l, const sluice_hello *h, int peer_pid);
 static void link_ready(void *owner, wlink *l);
 static void link_capacity(void *owner, wlink *l);
@@ -1225,7 +1225,7 @@ void pool_free(pool *p)
         rmdir(p->dir);
     /* Links still open (an immediate exit on a second stop signal): close
      * them properly, so their handles' close callbacks free them. Each
-     * close takes its node off the list (pool_link_closed). */
+     * close takes its node off the list (link_closed). */
     for (link_node *n = p->links, *next; n; n = next) {
         next = n->next;
         wlink_close(n->link, 0, "gateway exiting");
