@@ -2,16 +2,10 @@
  * the connection operations of a graceful stop. */
 #include "front/http1/http1.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <strings.h>
 
 #include "core/loop.h"
 #include "front/http1/conn.h"
-#include "front/http1/fields.h"
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
 {
