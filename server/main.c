@@ -6,17 +6,17 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "config.h"
-#include "gateway.h"
-#include "log.h"
-#include "admin.h"
-#include "pool.h"
-#include "router.h"
-
-void gw_flush_all(gateway *gw);
-
-static void on_check(uv_check_t *h) { gw_flush_all(h->data); }
-static void on_prepare(uv_prepare_t *h) { gw_flush_all(h->data); }
+#include "core/config.h"
+#include "core/gateway.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "admin/admin.h"
+#include "control.h"
+#include "front/http1/http1.h"
+#include "front/listener.h"
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "exchange/stream.h"
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -117,17 +117,8 @@ int main(int argc, char **argv)
     if (!gw.shared_in)
         return 1;
 
-    uv_check_init(gw.loop, &gw.flush_check);
-    gw.flush_check.data = &gw;
-    uv_check_start(&gw.flush_check, on_check);
-    /* Timers run before the poll and check after it: flush in prepare too,
-     * so output queued by a timer (a 504, a CANCEL) leaves before the loop
-     * blocks. */
-    uv_prepare_init(gw.loop, &gw.flush_prepare);
-    gw.flush_prepare.data = &gw;
-    uv_prepare_start(&gw.flush_prepare, on_prepare);
-    uv_timer_init(gw.loop, &gw.shutdown_timer);
-    gw.shutdown_timer.data = &gw;
+    gw_loop_init(&gw);
+    gw_control_init(&gw);
     struct {
         uv_signal_t *h;
         int sig;
@@ -152,7 +143,7 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; rc == 0 && i < gw.n_pools; i++)
         rc = pool_start(gw.pools[i]);
     if (rc == 0)
-        rc = http_listen(&gw);
+        rc = listener_start(&gw, &http1_front_end);
     if (rc == 0 && cfg_now->admin[0])
         rc = admin_listen(&gw);
     if (rc < 0) {

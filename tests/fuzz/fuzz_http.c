@@ -1,5 +1,5 @@
 /* libFuzzer target: arbitrary client bytes through the gateway's HTTP input
- * path, in process. The gateway (http_conn, pool, worker_link) runs on a
+ * path, in process. The gateway (front/http1, pool, link) runs on a
  * libuv loop with one in-process worker (the C worker library, answering
  * every request with a small body and reading every request body). Each
  * input is written by a loopback TCP client, which then half-closes; the
@@ -18,10 +18,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "gateway.h"
-#include "pool.h"
-#include "router.h"
+#include "core/config.h"
+#include "core/gateway.h"
+#include "front/http1/http1.h"
+#include "front/listener.h"
+#include "worker/pool.h"
+#include "worker/router.h"
 #include "sluice_worker.h"
 
 void gw_flush_all(gateway *gw);
@@ -103,7 +105,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     strcpy(cfg->listen_host, "127.0.0.1");
     cfg->listen_port = 0;
-    if (http_listen(&gw) < 0)
+    if (listener_start(&gw, &http1_front_end) < 0)
         abort();
     struct sockaddr_in sa;
     int len = sizeof sa;

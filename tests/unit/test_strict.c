@@ -1,9 +1,10 @@
-/* server/http_strict.c: request-line, CRLF, chunk-size line and Host checks,
- * whole and split at every byte (they run incrementally over reads). */
+/* server/front/http1/strict.c: request-line, CRLF, chunk-size line and
+ * Host checks, whole and split at every byte (they run incrementally over
+ * reads). */
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "http_strict.h"
+#include "front/http1/strict.h"
 
 /* Scan `s` split at `cut`; returns the status (0: fine) and the offset of
  * the stop (end of section, or the offending byte) in *stop. */

@@ -3,7 +3,7 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg);
 /* pool_free closes what the pool owns; pool_release frees it once the loop
@@ -20,13 +20,6 @@ const sluice_pool_config *pool_config(const pool *p);
 int pool_submit(pool *p, stream *s);
 /* Take a queued stream out of the queue (client went away). */
 void pool_withdraw(pool *p, stream *s);
-
-/* From worker_link.c. */
-void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid);
-void pool_link_ready(pool *p, wlink *l);
-void pool_link_capacity(pool *p, wlink *l);
-void pool_link_retire(pool *p, wlink *l);
-void pool_link_closed(pool *p, wlink *l);
 
 /* Counters for the admin API. */
 #define POOL_LAT_BUCKETS 14

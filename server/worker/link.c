@@ -4,7 +4,7 @@
  * stream the frame belongs to. Output: frames are appended to `out` and the
  * link is queued for the end-of-iteration flush, so everything produced for
  * this worker in one loop turn leaves in one write. */
-#include "worker_link.h"
+#include "worker/link.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "pool.h"
-#include "stream.h"
+#include "core/loop.h"
+#include "exchange/stream.h"
 
 #define READ_BUF (64 * 1024)
 /* Bound on queued output: heads plus request bodies, which credits bound to
@@ -25,7 +25,9 @@
 
 struct wlink {
     gateway *gw;
-    pool *pool;
+    const char *name; /* the owner pool's */
+    const wlink_owner_ops *ops;
+    void *owner;
     union { /* Unix socket, or TCP for remote workers */
         uv_pipe_t pipe;
         uv_tcp_t tcp;
@@ -75,7 +77,7 @@ static void on_hello_timeout(uv_timer_t *t)
 {
     wlink *l = t->data;
     slog(l->gw->log, LOG_WARN, "pool %s: worker connection (pid %d) sent no HELLO in time; closing",
-         pool_name(l->pool), l->peer_pid);
+         l->name, l->peer_pid);
     link_fail(l, SLUICE_PROTO_E_TIMEOUT, "no HELLO in time");
 }
 
@@ -87,7 +89,7 @@ static void on_drain_timeout(uv_timer_t *t)
 {
     wlink *l = t->data;
     slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) still open %u streams after DRAIN's timeout; closing",
-         pool_name(l->pool), (long long)l->worker_id, l->peer_pid, sluice_proto_link_open_streams(l->proto));
+         l->name, (long long)l->worker_id, l->peer_pid, sluice_proto_link_open_streams(l->proto));
     wlink_close(l, 0, "DRAIN timeout");
 }
 
@@ -113,13 +115,15 @@ static int peer_pid_of(uv_stream_t *p)
     return cred.pid;
 }
 
-int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
+int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink_owner_ops *ops, void *owner)
 {
     wlink *l = calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
     l->gw = gw;
-    l->pool = p;
+    l->name = name;
+    l->ops = ops;
+    l->owner = owner;
     l->worker_id = -1;
     l->flush.fn = link_flush;
     sluice_buf_init(&l->out, OUT_MAX);
@@ -140,12 +144,12 @@ int wlink_accept(pool *p, gateway *gw, uv_stream_t *server)
     if (rc == 0)
         rc = sluice_proto_link_new(&l->proto, SLUICE_ROLE_GATEWAY, &lc);
     if (rc == 0)
-        rc = sluice_proto_decoder_new(&l->dec, pool_config(p)->max_frame, SLUICE_PROTO_MAX_HEADERS);
+        rc = sluice_proto_decoder_new(&l->dec, ops->config(owner)->max_frame, SLUICE_PROTO_MAX_HEADERS);
     if (rc == 0) {
         uv_timer_init(gw->loop, &l->hello_timer);
         l->hello_timer.data = l;
         l->handles++;
-        uv_timer_start(&l->hello_timer, on_hello_timeout, pool_config(p)->startup_timeout_ms, 0);
+        uv_timer_start(&l->hello_timer, on_hello_timeout, ops->config(owner)->startup_timeout_ms, 0);
         rc = uv_read_start(&l->h.stream, alloc_cb, on_read);
     }
     if (rc < 0) {
@@ -245,13 +249,13 @@ static void link_fail(wlink *l, int err, const char *why)
     if (leaving)
         err = UV_EOF;
     if (err != 0 && err != UV_EOF && l->worker_id < 0) /* never said a valid HELLO */
-        slog(l->gw->log, LOG_WARN, "pool %s: worker connection (%s%s%d) closed: %s (%s)", pool_name(l->pool),
+        slog(l->gw->log, LOG_WARN, "pool %s: worker connection (%s%s%d) closed: %s (%s)", l->name,
              l->tcp ? l->peer : "", l->tcp ? ", pid " : "pid ", l->peer_pid, why, sluice_proto_strerror(err));
     else if (err != 0 && err != UV_EOF)
         slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) link closed: %s (%s)",
-             pool_name(l->pool), (long long)l->worker_id, l->peer_pid, why, sluice_proto_strerror(err));
+             l->name, (long long)l->worker_id, l->peer_pid, why, sluice_proto_strerror(err));
     else
-        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) disconnected", pool_name(l->pool),
+        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) disconnected", l->name,
              (long long)l->worker_id, l->peer_pid);
     sluice_proto_link_fail(l->proto);
     /* every open stream loses its worker */
@@ -268,7 +272,7 @@ static void link_fail(wlink *l, int err, const char *why)
     }
     uv_read_stop(&l->h.stream);
     uv_timer_stop(&l->hello_timer);
-    pool_link_closed(l->pool, l);
+    l->ops->closed(l->owner, l);
     uv_close((uv_handle_t *)&l->h.stream, on_handle_closed);
     uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
 }
@@ -291,7 +295,7 @@ static int send_frame(wlink *l, const sluice_frame *f, sluice_link_event *ev)
         return rc;
     }
     if (rc < 0) { /* a frame we cannot encode is our bug, never the worker's */
-        slog(l->gw->log, LOG_ERROR, "pool %s: cannot encode %s: %s", pool_name(l->pool),
+        slog(l->gw->log, LOG_ERROR, "pool %s: cannot encode %s: %s", l->name,
              sluice_frame_type_name((int)f->type), sluice_proto_strerror(rc));
         return rc;
     }
@@ -398,7 +402,7 @@ void wlink_cancel(wlink *l, stream *s, uint32_t reason)
     sluice_link_event ev;
     s->link = NULL;
     if (send_frame(l, &f, &ev) == 0)
-        pool_link_capacity(l->pool, l);
+        l->ops->capacity(l->owner, l);
 }
 
 void wlink_drain(wlink *l, uint64_t timeout_ms)
@@ -427,18 +431,18 @@ static bool token_ok(const char *want, sluice_bytes got)
 static void on_hello(wlink *l, const sluice_hello *h)
 {
     uv_timer_stop(&l->hello_timer);
-    const char *token = pool_config(l->pool)->token;
+    const char *token = l->ops->config(l->owner)->token;
     if (l->tcp && (!(h->has & SLUICE_HELLO_HAS_TOKEN) || !token[0] || !token_ok(token, h->token))) {
         slog(l->gw->log, LOG_WARN, "pool %s: TCP worker from %s refused: missing or wrong token",
-             pool_name(l->pool), l->peer);
+             l->name, l->peer);
         link_fail(l, SLUICE_PROTO_E_AUTH, "missing or wrong token");
         return;
     }
     if (!l->peer_pid && (h->has & SLUICE_HELLO_HAS_PID) && h->pid <= INT32_MAX)
         l->peer_pid = (int)h->pid; /* TCP: the worker's own word */
-    pool_link_hello(l->pool, l, h, l->peer_pid); /* sets worker_id and proc */
-    const sluice_pool_config *cfg = pool_config(l->pool);
-    const char *pname = pool_name(l->pool);
+    l->ops->hello(l->owner, l, h, l->peer_pid); /* sets worker_id and proc */
+    const sluice_pool_config *cfg = l->ops->config(l->owner);
+    const char *pname = l->name;
     sluice_frame f = {.type = SLUICE_FRAME_HELLO};
     sluice_hello *g = &f.u.hello;
     g->version = SLUICE_PROTO_VERSION;
@@ -466,7 +470,7 @@ static void on_hello(wlink *l, const sluice_hello *h)
     slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d, %.*s) ready, %u streams",
          pname, (long long)l->worker_id, l->peer_pid, (int)h->lib.len, (const char *)h->lib.ptr,
          sluice_proto_link_max_streams(l->proto));
-    pool_link_ready(l->pool, l);
+    l->ops->ready(l->owner, l);
 }
 
 static void handle_frame(wlink *l, const sluice_frame *f)
@@ -519,14 +523,14 @@ static void handle_frame(wlink *l, const sluice_frame *f)
     case SLUICE_FRAME_PONG:
         return;
     case SLUICE_FRAME_RETIRE:
-        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) retires%s%.*s", pool_name(l->pool),
+        slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d) retires%s%.*s", l->name,
              (long long)l->worker_id, l->peer_pid, f->u.retire.has_reason ? ": " : "",
              (int)f->u.retire.reason.len, (const char *)f->u.retire.reason.ptr);
-        pool_link_retire(l->pool, l);
+        l->ops->retire(l->owner, l);
         return;
     case SLUICE_FRAME_ERROR:
         slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) reported error %s: %.*s",
-             pool_name(l->pool), (long long)l->worker_id, l->peer_pid,
+             l->name, (long long)l->worker_id, l->peer_pid,
              sluice_proto_strerror(sluice_proto_err_from_code(f->u.code.code)),
              (int)f->u.code.message.len, (const char *)f->u.code.message.ptr);
         link_fail(l, 0, "worker sent ERROR");
@@ -535,7 +539,7 @@ static void handle_frame(wlink *l, const sluice_frame *f)
         return;
     }
     if (ev.closed && !l->closing)
-        pool_link_capacity(l->pool, l);
+        l->ops->capacity(l->owner, l);
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)

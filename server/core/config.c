@@ -1,6 +1,6 @@
 /* Configuration: defaults, command line, config file (INI, parsed by
  * libinih; commands split by wordexp, both from the system's libraries). */
-#include "config.h"
+#include "core/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "config.h"
+#include "core/config.h"
 
 typedef struct sluice_log sluice_log;
 

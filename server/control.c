@@ -1,99 +1,66 @@
-/* Loop-owner services: end-of-iteration flush, Date cache,
- * graceful shutdown. */
-#include "gateway.h"
+/* The loop owner's orchestration: graceful stop and reload. */
+#include "control.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "pool.h"
-#include "router.h"
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "front/listener.h"
 
-void gw_defer_flush(gateway *gw, flush_node *n)
+/* A graceful stop ends once no request is in flight, every pool has
+ * stopped and every client connection is gone. */
+static void check_shutdown(gateway *gw)
 {
-    if (n->queued)
+    if (!gw->stopping)
         return;
-    n->queued = true;
-    n->next = gw->flush_head;
-    gw->flush_head = n;
-}
-
-/* uv_check: runs once per loop iteration, after I/O callbacks. Flushing
- * may queue more work (a write completing synchronously lets a connection
- * parse its next pipelined request), so drain until empty. */
-void gw_flush_all(gateway *gw)
-{
-    for (int rounds = 0; gw->flush_head && rounds < 64; rounds++) {
-        flush_node *n = gw->flush_head;
-        gw->flush_head = NULL;
-        while (n) {
-            flush_node *next = n->next;
-            n->queued = false;
-            n->next = NULL;
-            n->fn(n);
-            n = next;
-        }
+    bool stopped = true;
+    for (uint32_t i = 0; i < gw->n_pools; i++) {
+        if (listener_active(gw) == 0)
+            pool_shutdown(gw->pools[i]); /* idempotent: drains links, stops workers */
+        stopped = stopped && pool_stopped(gw->pools[i]);
     }
-    sluice_log_flush(gw->log);
-}
-
-const char *gw_date_line(gateway *gw, size_t *len)
-{
-    time_t now = time(NULL);
-    if (now != gw->date_sec) {
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        gw->date_len = strftime(gw->date_line, sizeof gw->date_line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-        gw->date_sec = now;
-    }
-    *len = gw->date_len;
-    return gw->date_line;
+    if (gw->n_conns == 0 && stopped)
+        uv_stop(gw->loop);
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
 {
     gateway *gw = t->data;
-    slog(gw->log, LOG_WARN, "graceful timeout: closing %u connections still busy", http_active_requests(gw));
-    http_close_all(gw);
+    slog(gw->log, LOG_WARN, "graceful timeout: closing %u connections still busy", listener_active(gw));
+    listener_close_all(gw);
     for (uint32_t i = 0; i < gw->n_pools; i++)
         pool_shutdown(gw->pools[i]);
-    gw_check_shutdown(gw);
+    check_shutdown(gw);
 }
 
 void gw_shutdown(gateway *gw)
 {
     if (gw->stopping) {
         slog(gw->log, LOG_WARN, "second stop signal: exiting now");
-        http_close_all(gw);
+        listener_close_all(gw);
         for (uint32_t i = 0; i < gw->n_pools; i++)
             pool_shutdown(gw->pools[i]);
         uv_stop(gw->loop);
         return;
     }
     gw->stopping = true;
-    uint32_t active = http_active_requests(gw);
+    uint32_t active = listener_active(gw);
     slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight request%s (up to %.1fs)", active,
          active == 1 ? "" : "s", gw->cfg->graceful_timeout_ms / 1000.0);
-    http_stop_accepting(gw);
-    http_close_idle(gw);
+    listener_stop_accepting(gw);
+    listener_close_idle(gw);
     uv_timer_start(&gw->shutdown_timer, on_shutdown_timeout, gw->cfg->graceful_timeout_ms, 0);
-    gw_check_shutdown(gw);
+    check_shutdown(gw);
 }
 
-void gw_check_shutdown(gateway *gw)
+void gw_control_init(gateway *gw)
 {
-    if (!gw->stopping)
-        return;
-    bool stopped = true;
-    for (uint32_t i = 0; i < gw->n_pools; i++) {
-        if (http_active_requests(gw) == 0)
-            pool_shutdown(gw->pools[i]); /* idempotent: drains links, stops workers */
-        stopped = stopped && pool_stopped(gw->pools[i]);
-    }
-    if (gw->n_conns == 0 && stopped)
-        uv_stop(gw->loop);
+    uv_timer_init(gw->loop, &gw->shutdown_timer);
+    gw->shutdown_timer.data = gw;
+    gw->on_finished = check_shutdown;
 }
 
 int gw_reload(gateway *gw)

@@ -2,7 +2,7 @@
 #ifndef SLUICE_ROUTER_H
 #define SLUICE_ROUTER_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 int router_new(router **out, gateway *gw);
 void router_free(router *r);

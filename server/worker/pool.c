@@ -7,7 +7,7 @@
  * or memory budget spent, reload, scale-down) by DRAIN -- when the worker is
  * being replaced, only after the replacement has said HELLO, so capacity
  * never dips. */
-#include "pool.h"
+#include "worker/pool.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -20,8 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "stream.h"
-#include "worker_link.h"
+#include "core/loop.h"
+#include "exchange/stream.h"
+#include "worker/link.h"
 
 extern char **environ;
 
@@ -101,6 +102,22 @@ static void retire_worker(worker_proc *w, const char *why, bool replace);
 static void roll(pool *p);
 static void on_timer_linkless(uv_timer_t *t);
 static void on_timer_drained(uv_timer_t *t);
+
+/* What the pool's worker links report (worker/link.h). */
+static void link_hello(void *owner, wlink *l, const sluice_hello *h, int peer_pid);
+static void link_ready(void *owner, wlink *l);
+static void link_capacity(void *owner, wlink *l);
+static void link_retire(void *owner, wlink *l);
+static void link_closed(void *owner, wlink *l);
+static const sluice_pool_config *link_config(const void *owner) { return ((const pool *)owner)->cfg; }
+static const wlink_owner_ops pool_link_ops = {
+    .hello = link_hello,
+    .ready = link_ready,
+    .capacity = link_capacity,
+    .retire = link_retire,
+    .closed = link_closed,
+    .config = link_config,
+};
 
 const char *pool_name(const pool *p) { return p->name; }
 const sluice_pool_config *pool_config(const pool *p) { return p->cfg; }
@@ -321,8 +338,9 @@ int pool_submit(pool *p, stream *s)
     return 1;
 }
 
-void pool_link_capacity(pool *p, wlink *l)
+static void link_capacity(void *owner, wlink *l)
 {
+    pool *p = owner;
     worker_proc *w = link_proc(p, l);
     if (w)
         w->last_active_ms = uv_now(p->gw->loop);
@@ -334,7 +352,7 @@ void pool_link_capacity(pool *p, wlink *l)
             stream_on_unavailable(s, rc == -EMSGSIZE ? 431 : 502);
     }
     if (w && w->retiring && wlink_open_streams(l) == 0)
-        gw_check_shutdown(p->gw);
+        gw_notify_finished(p->gw);
 }
 
 /* ---- links ------------------------------------------------------------ */
@@ -346,13 +364,14 @@ static void on_connection(uv_stream_t *server, int status)
         slog(p->gw->log, LOG_ERROR, "pool %s: accept: %s", p->name, uv_strerror(status));
         return;
     }
-    int rc = wlink_accept(p, p->gw, server);
+    int rc = wlink_accept(p->gw, server, p->name, &pool_link_ops, p);
     if (rc < 0)
         slog(p->gw->log, LOG_ERROR, "pool %s: accepting a worker: %s", p->name, uv_strerror(rc));
 }
 
-void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
+static void link_hello(void *owner, wlink *l, const sluice_hello *h, int peer_pid)
 {
+    pool *p = owner;
     int pid = peer_pid ? peer_pid : (int)h->pid;
     for (uint32_t i = 0; i < p->n_procs; i++) {
         worker_proc *w = p->procs[i];
@@ -371,8 +390,9 @@ void pool_link_hello(pool *p, wlink *l, const sluice_hello *h, int peer_pid)
     slog(p->gw->log, LOG_INFO, "pool %s: attached worker %u (pid %d)", p->name, 1000 + p->attached_seq, pid);
 }
 
-void pool_link_ready(pool *p, wlink *l)
+static void link_ready(void *owner, wlink *l)
 {
+    pool *p = owner;
     link_node *n = malloc(sizeof *n);
     if (!n) {
         wlink_close(l, -ENOMEM, "out of memory");
@@ -399,12 +419,13 @@ void pool_link_ready(pool *p, wlink *l)
         else if (old->proc_live)
             uv_process_kill(&old->proc, SIGTERM);
     }
-    pool_link_capacity(p, l);
+    link_capacity(p, l);
     roll(p);
 }
 
-void pool_link_retire(pool *p, wlink *l)
+static void link_retire(void *owner, wlink *l)
 {
+    pool *p = owner;
     worker_proc *w = link_proc(p, l);
     if (w && !w->retiring) {
         retire_worker(w, "the worker asked to retire", true);
@@ -414,8 +435,9 @@ void pool_link_retire(pool *p, wlink *l)
         wlink_drain(l, p->cfg->graceful_timeout_ms);
 }
 
-void pool_link_closed(pool *p, wlink *l)
+static void link_closed(void *owner, wlink *l)
 {
+    pool *p = owner;
     for (link_node **pp = &p->links; *pp; pp = &(*pp)->next) {
         if ((*pp)->link == l) {
             link_node *n = *pp;
@@ -440,7 +462,7 @@ void pool_link_closed(pool *p, wlink *l)
         else if (w->proc_live && !w->wanted && !p->stopping && w->state == PROC_RUNNING)
             uv_timer_start(&w->timer, on_timer_drained, 2000, 0);
     }
-    gw_check_shutdown(p->gw);
+    gw_notify_finished(p->gw);
 }
 
 /* ---- processes -------------------------------------------------------- */
@@ -503,7 +525,7 @@ static void on_proc_closed(uv_handle_t *h)
     if (!w->wanted && w->state == PROC_STOPPING)
         w->state = PROC_IDLE;
     roll(w->pool); /* a drained worker is gone: the reload may go on */
-    gw_check_shutdown(w->pool->gw);
+    gw_notify_finished(w->pool->gw);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1203,7 +1225,7 @@ void pool_free(pool *p)
         rmdir(p->dir);
     /* Links still open (an immediate exit on a second stop signal): close
      * them properly, so their handles' close callbacks free them. Each
-     * close takes its node off the list (pool_link_closed). */
+     * close takes its node off the list (link_closed). */
     for (link_node *n = p->links, *next; n; n = next) {
         next = n->next;
         wlink_close(n->link, 0, "gateway exiting");

@@ -1,7 +1,7 @@
 /* Strict HTTP/1.1 syntax checks that llhttp 8.1 does not make (RFC 9112,
  * RFC 9110). Sans-I/O scanners over raw request bytes, fed incrementally as
- * bytes arrive, so http_conn.c can refuse a request before llhttp acts on
- * it:
+ * bytes arrive, so the HTTP/1.1 front end can refuse a request before
+ * llhttp acts on it:
  *
  * - head_scan: the request line (method SP target SP HTTP/D.D CRLF, single
  *   spaces, no HTTP/0.9) and the CRLF discipline of the field lines and of

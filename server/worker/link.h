@@ -1,14 +1,36 @@
 /* One connection to a worker: decoder, protocol state machine, batched
- * output. Streams are multiplexed on it. */
+ * output. Streams are multiplexed on it. The link calls nothing of its
+ * owner (the pool) directly: it reports through wlink_owner_ops, and it
+ * reports stream events through each stream's operations (stream.h). */
 #ifndef SLUICE_WORKER_LINK_H
 #define SLUICE_WORKER_LINK_H
 
-#include "gateway.h"
+#include "core/gateway.h"
 
 typedef struct worker_proc worker_proc;
 
-/* Accept a connection on a pool's socket. */
-int wlink_accept(pool *p, gateway *gw, uv_stream_t *server);
+/* What a link tells its owner (the pool that accepted it), and asks it. */
+typedef struct wlink_owner_ops {
+    /* A valid HELLO arrived (token checked), before the gateway answers:
+     * the owner records the worker (wlink_set_proc). */
+    void (*hello)(void *owner, wlink *l, const sluice_hello *h, int peer_pid);
+    /* The handshake is done: the link can open streams. */
+    void (*ready)(void *owner, wlink *l);
+    /* A stream closed: the link may take another. */
+    void (*capacity)(void *owner, wlink *l);
+    /* The worker sent RETIRE: it opens no more streams. */
+    void (*retire)(void *owner, wlink *l);
+    /* The link closed (its open streams got stream_on_lost first). */
+    void (*closed)(void *owner, wlink *l);
+    /* The owner's settings now (a reload replaces them): max_frame and
+     * startup_timeout_ms at accept; token, window, max_frame, max_streams
+     * at HELLO. */
+    const sluice_pool_config *(*config)(const void *owner);
+} wlink_owner_ops;
+
+/* Accept a connection on a pool's socket. `name` (the pool's, for logs and
+ * the gateway's HELLO) must outlive the link. */
+int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink_owner_ops *ops, void *owner);
 
 /* Open stream `s` on the link: sends REQUEST. -EMSGSIZE if the head does not
  * fit the worker's max_frame. */

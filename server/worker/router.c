@@ -1,11 +1,11 @@
-#include "router.h"
+#include "worker/router.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "pool.h"
+#include "worker/pool.h"
 
 typedef struct {
     char host[256];  /* lower-case; "" any, "*.x" suffix (stored as ".x") */

@@ -6,20 +6,19 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "config.h"
-#include "log.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "sluice_proto.h"
 
 typedef struct pool pool;
-typedef struct conn conn;
+typedef struct front_conn front_conn;
+typedef struct front_end front_end;
 typedef struct wlink wlink;
 typedef struct stream stream;
 typedef struct router router;
+typedef struct admin admin;
 
-/* Output produced during one loop iteration is written once, after all I/O
- * callbacks of that iteration ran (a uv_check handle): many frames for one
- * worker link, or a response head and body for one client, become one
- * write. Modules embed a flush_node and queue it when they have output. */
+/* A module's output waiting for the end-of-iteration flush (loop.h). */
 typedef struct flush_node {
     struct flush_node *next;
     void (*fn)(struct flush_node *);
@@ -36,8 +35,9 @@ typedef struct gateway {
     uint32_t n_pools;
 
     router *router;
-    uv_tcp_t listener;
+    uv_tcp_t listener;   /* front/listener.c */
     bool listening;
+    const front_end *front; /* what the listener serves */
     uv_check_t flush_check;
     uv_prepare_t flush_prepare;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_ttin, sig_ttou;
@@ -46,7 +46,7 @@ typedef struct gateway {
     flush_node *flush_head;
 
     /* client connections, for shutdown and limits */
-    conn *conns;
+    front_conn *conns;
     uint32_t n_conns;
     bool accept_paused;
     bool stopping;
@@ -64,29 +64,10 @@ typedef struct gateway {
     time_t date_sec;
 
     uint64_t requests_total;
+    admin *admin; /* admin listener, when configured */
+
+    /* "something finished" (gw_notify_finished): set by gw_control_init */
+    void (*on_finished)(struct gateway *gw);
 } gateway;
-
-void gw_defer_flush(gateway *gw, flush_node *n);
-/* The Date header line ("Date: <IMF-fixdate>\r\n"), refreshed once a second. */
-const char *gw_date_line(gateway *gw, size_t *len);
-
-/* Release the recycled stream objects (at exit). */
-void stream_free_all(gateway *gw);
-
-/* Re-read the config file (if any) and replace every worker, each new one
- * ready before its predecessor drains (SIGHUP, POST /reload). */
-int gw_reload(gateway *gw);
-
-/* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
-void gw_shutdown(gateway *gw);
-/* Called by modules when something that might unblock shutdown finished. */
-void gw_check_shutdown(gateway *gw);
-
-/* Client-connection side (http_conn.c). */
-int http_listen(gateway *gw);
-void http_stop_accepting(gateway *gw);
-void http_close_idle(gateway *gw);
-uint32_t http_active_requests(gateway *gw);
-void http_close_all(gateway *gw);
 
 #endif

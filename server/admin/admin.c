@@ -1,7 +1,7 @@
 /* Admin listener: a small HTTP/1.1 server (one request per connection) for
  * status, metrics and control. It is meant for operators and monitoring on
  * a private address or Unix socket, never for the public. */
-#include "admin.h"
+#include "admin/admin.h"
 
 #include <errno.h>
 #include <llhttp.h>
@@ -12,7 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pool.h"
+#include "control.h"
+#include "worker/pool.h"
 
 #define URL_MAX 2048
 #define BODY_MAX 4096
@@ -34,13 +35,17 @@ typedef struct admin_conn {
     uv_write_t wreq;
 } admin_conn;
 
-static llhttp_settings_t settings;
-static union {
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-} server;
-static bool server_live;
-static char unix_path[256];
+/* The admin listener of one loop (gw->admin). */
+struct admin {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_handle_t handle;
+    } server;
+    bool live;
+    char unix_path[256];
+    char rbuf[8192]; /* one read at a time, parsed at once */
+};
 
 /* ---- output helpers --------------------------------------------------- */
 
@@ -335,11 +340,10 @@ static int cb_message_complete(llhttp_t *p)
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    (void)h;
     (void)suggested;
-    static char rbuf[8192]; /* one read at a time, parsed at once */
-    buf->base = rbuf;
-    buf->len = sizeof rbuf;
+    admin_conn *c = h->data;
+    buf->base = c->gw->admin->rbuf;
+    buf->len = sizeof c->gw->admin->rbuf;
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
@@ -364,6 +368,11 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
 }
 
 static void on_timeout(uv_timer_t *t) { close_conn(t->data); }
+
+static const llhttp_settings_t settings = {
+    .on_url = cb_url,
+    .on_message_complete = cb_message_complete,
+};
 
 static void on_connection(uv_stream_t *srv, int status)
 {
@@ -395,30 +404,31 @@ static void on_connection(uv_stream_t *srv, int status)
 
 int admin_listen(gateway *gw)
 {
-    llhttp_settings_init(&settings);
-    settings.on_url = cb_url;
-    settings.on_message_complete = cb_message_complete;
+    admin *ad = calloc(1, sizeof *ad);
+    if (!ad)
+        return -ENOMEM;
+    gw->admin = ad;
     const char *a = gw->cfg->admin;
     int rc;
     if (!strncmp(a, "unix:", 5)) {
-        snprintf(unix_path, sizeof unix_path, "%s", a + 5);
-        unlink(unix_path);
-        uv_pipe_init(gw->loop, &server.pipe, 0);
-        server.pipe.data = gw;
+        snprintf(ad->unix_path, sizeof ad->unix_path, "%s", a + 5);
+        unlink(ad->unix_path);
+        uv_pipe_init(gw->loop, &ad->server.pipe, 0);
+        ad->server.pipe.data = gw;
         mode_t old = umask(0177);
-        rc = uv_pipe_bind(&server.pipe, unix_path);
+        rc = uv_pipe_bind(&ad->server.pipe, ad->unix_path);
         umask(old);
     } else {
         struct sockaddr_storage ss;
         rc = sluice_listen_sockaddr(a, &ss);
-        uv_tcp_init(gw->loop, &server.tcp);
-        server.tcp.data = gw;
+        uv_tcp_init(gw->loop, &ad->server.tcp);
+        ad->server.tcp.data = gw;
         if (rc == 0)
-            rc = uv_tcp_bind(&server.tcp, (struct sockaddr *)&ss, 0);
+            rc = uv_tcp_bind(&ad->server.tcp, (struct sockaddr *)&ss, 0);
     }
-    server_live = true;
+    ad->live = true;
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&server, 64, on_connection);
+        rc = uv_listen((uv_stream_t *)&ad->server, 64, on_connection);
     if (rc < 0) {
         slog(gw->log, LOG_ERROR, "admin listener on %s: %s", a, uv_strerror(rc));
         return rc;
@@ -427,12 +437,21 @@ int admin_listen(gateway *gw)
     return 0;
 }
 
+static void on_server_closed(uv_handle_t *h)
+{
+    free((admin *)h); /* the server handle is the struct's first member */
+}
+
 void admin_close(gateway *gw)
 {
-    (void)gw;
-    if (server_live && !uv_is_closing((uv_handle_t *)&server))
-        uv_close((uv_handle_t *)&server, NULL);
-    server_live = false;
-    if (unix_path[0])
-        unlink(unix_path);
+    admin *ad = gw->admin;
+    if (!ad)
+        return;
+    gw->admin = NULL;
+    if (ad->live && !uv_is_closing(&ad->server.handle))
+        uv_close(&ad->server.handle, on_server_closed);
+    if (ad->unix_path[0])
+        unlink(ad->unix_path);
+    if (!ad->live)
+        free(ad);
 }

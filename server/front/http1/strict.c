@@ -1,4 +1,4 @@
-#include "http_strict.h"
+#include "front/http1/strict.h"
 
 #include <string.h>
 #include <strings.h>

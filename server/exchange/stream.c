@@ -1,0 +1,98 @@
+/* The stream interface, front-end half: what a front end calls to reach the
+ * worker side. Stream objects are recycled per loop. */
+#include "exchange/stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/pool.h"
+#include "worker/router.h"
+#include "worker/link.h"
+
+/* Streams come from a free list: no malloc per request once warm. */
+#define STREAM_FREE_MAX 1024
+
+stream *stream_get(gateway *gw, uint32_t n_headers)
+{
+    uint32_t cap = n_headers;
+    stream *s = gw->free_streams;
+    if (s) {
+        gw->free_streams = s->qnext;
+        gw->n_free_streams--;
+        if (s->hdr_cap < cap) { /* a reload raised max_headers */
+            free(s);
+            s = NULL;
+        }
+    }
+    if (!s) {
+        s = malloc(sizeof *s + cap * sizeof(sluice_header));
+        if (!s)
+            return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->gw = gw;
+    s->hdr_cap = cap;
+    s->worker_id = -1;
+    s->resp_cl = UINT64_MAX;
+    return s;
+}
+
+void stream_free_all(gateway *gw)
+{
+    while (gw->free_streams) {
+        stream *s = gw->free_streams;
+        gw->free_streams = s->qnext;
+        free(s);
+    }
+    gw->n_free_streams = 0;
+}
+
+void stream_put(gateway *gw, stream *s)
+{
+    if (gw->n_free_streams < STREAM_FREE_MAX) {
+        s->qnext = gw->free_streams;
+        gw->free_streams = s;
+        gw->n_free_streams++;
+        return;
+    }
+    free(s);
+}
+
+void stream_route(stream *s, const uint8_t *host, size_t host_len)
+{
+    s->pool = router_pick(s->gw->router, host, host_len, s->req.target.ptr, s->req.target.len);
+    s->body_limit = pool_config(s->pool)->max_body;
+}
+
+const sluice_pool_config *stream_config(const stream *s) { return pool_config(s->pool); }
+
+int stream_submit(stream *s) { return pool_submit(s->pool, s); }
+
+void stream_withdraw(stream *s)
+{
+    if (s->queued)
+        pool_withdraw(s->pool, s);
+}
+
+uint32_t stream_send_window(const stream *s) { return wlink_send_window(s->link, s); }
+
+int stream_send_body(stream *s, const uint8_t *data, size_t len) { return wlink_send_body(s->link, s, data, len); }
+
+int stream_send_end(stream *s, const sluice_header *trailers, size_t n)
+{
+    return wlink_send_end(s->link, s, trailers, n);
+}
+
+int stream_grant(stream *s, uint32_t n) { return wlink_send_credit(s->link, s, n); }
+
+void stream_cancel(stream *s, uint32_t reason)
+{
+    if (s->link)
+        wlink_cancel(s->link, s, reason);
+}
+
+void stream_record(const stream *s, double seconds)
+{
+    if (s->pool)
+        pool_record(s->pool, s->status, seconds, s->body_received, s->resp_bytes);
+}

@@ -1,0 +1,111 @@
+/* HTTP/1.1 front end as the listener sees it: a new connection's setup, and
+ * the connection operations of a graceful stop. */
+#include "front/http1/http1.h"
+
+#include <stdlib.h>
+
+#include "core/loop.h"
+#include "front/http1/conn.h"
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
+{
+    out[0] = 0;
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, out, cap);
+        *port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, out, cap);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
+static bool conn_active(const front_conn *fc)
+{
+    const conn *c = (const conn *)fc;
+    return c->cur && !c->closed;
+}
+
+static void conn_close_idle(front_conn *fc)
+{
+    conn *c = (conn *)fc;
+    if (!c->cur && !c->closed) {
+        c->closing = true;
+        gw_defer_flush(c->gw, &c->flush);
+    } else if (c->cur) {
+        c->keepalive = false;
+    }
+}
+
+static void conn_close(front_conn *fc, uint32_t reason)
+{
+    conn *c = (conn *)fc;
+    if (c->cur)
+        stream_cancel(c->cur, reason);
+    h1_close(c);
+}
+
+static const front_conn_ops h1_conn_ops = {
+    .active = conn_active,
+    .close_idle = conn_close_idle,
+    .close = conn_close,
+};
+
+static front_conn *conn_open(gateway *gw)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->base.ops = &h1_conn_ops;
+    c->base.tcp = &c->tcp;
+    c->gw = gw;
+    uv_tcp_init(gw->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles = 3;
+    uv_timer_init(gw->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_init(gw->loop, &c->body_timer);
+    c->body_timer.data = c;
+    c->flush.fn = h1_flush;
+    sluice_buf_init(&c->head, gw->cfg->max_header_bytes + TRAILER_BYTES);
+    sluice_buf_init(&c->out, OUT_MAX);
+    sluice_buf_init(&c->wbuf, OUT_MAX);
+    return &c->base;
+}
+
+static void conn_start(front_conn *fc)
+{
+    conn *c = (conn *)fc;
+    gateway *gw = c->gw;
+    /* sized once: a reload that changes max_headers applies to new connections */
+    c->max_headers = gw->cfg->max_headers;
+    c->hoffs = malloc((c->max_headers + MAX_TRAILERS + 1) * sizeof *c->hoffs);
+    if (!c->hoffs) {
+        h1_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_text(&ss, c->remote, sizeof c->remote, &c->remote_port);
+    len = sizeof ss;
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_text(&ss, c->local, sizeof c->local, &c->local_port);
+    llhttp_init(&c->parser, HTTP_REQUEST, &h1_parser_settings);
+    c->parser.data = c;
+    /* llhttp 8.1 refuses HTTP/1.2 (to be served as 1.1, RFC 9110 6.2) and
+     * has no setter for this flag; head_scan checks the version instead */
+    c->parser.lenient_flags |= LENIENT_VERSION;
+    head_scan_start(&c->hscan, true);
+    h1_set_timer(c, T_HEADER);
+    h1_update_reading(c);
+}
+
+const front_end http1_front_end = {
+    .scheme = "http",
+    .open = conn_open,
+    .start = conn_start,
+};
