@@ -178,6 +178,8 @@ int main(int argc, char **argv)
     router_free(gw.router);
     stream_free_all(&gw);
     free(gw.shared_in);
+    free(gw.tls_in);
+    listener_free(&gw);
     slog(gw.log, LOG_INFO, "stopped after %llu requests", (unsigned long long)gw.requests_total);
     sluice_log_free(gw.log);
     uv_loop_close(gw.loop);

@@ -39,6 +39,7 @@ void sluice_config_defaults(sluice_config *c)
     memset(c, 0, sizeof *c);
     strcpy(c->listen_host, "127.0.0.1");
     c->listen_port = 8080;
+    c->tls_handshake_timeout_ms = 10000;
     c->max_header_bytes = 32768;
     c->max_headers = 128;
     c->max_target = 8192;
@@ -311,6 +312,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return parse_listen(v, c->listen_host, sizeof c->listen_host, &c->listen_port);
     if (!strcmp(k, "admin"))
         return copy_str(c->admin, sizeof c->admin, v);
+    if (!strcmp(k, "tls_handshake_timeout"))
+        return sluice_parse_duration(v, &c->tls_handshake_timeout_ms) < 0 ? -EINVAL : 0;
     if (!strcmp(k, "max_header_bytes"))
         return parse_u32(v, 256, 1 << 20, &c->max_header_bytes);
     if (!strcmp(k, "max_headers"))
@@ -603,7 +606,12 @@ static const char usage[] =
     "Server:\n"
     "  -c, --config FILE            load pools, routes and settings from FILE\n"
     "      --check-config FILE      check FILE and exit (0: valid)\n"
-    "  -l, --listen HOST:PORT       address to serve HTTP on (default 127.0.0.1:8080)\n"
+    "  -l, --listen HOST:PORT       address to serve HTTP on (default 127.0.0.1:8080);\n"
+    "                               may be repeated, one listener each\n"
+    "      --tls-cert FILE          serve HTTPS on the --listen given before: certificate\n"
+    "      --tls-key FILE           (PEM, with its chain) and its key; repeat the pair for\n"
+    "                               more certificates chosen by SNI (the first is the default)\n"
+    "      --tls-handshake-timeout DUR  to complete a TLS handshake (default 10s)\n"
     "      --admin HOST:PORT        admin listener: /status, /metrics, scale, reload (default off);\n"
     "                               unix:PATH for a Unix socket\n"
     "\n"
@@ -660,6 +668,7 @@ enum {
     OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT, OPT_BODY_TIMEOUT,
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
+    OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
@@ -674,6 +683,9 @@ static const struct option long_opts[] = {
     {"check-config", required_argument, NULL, OPT_CHECK_CONFIG},
     {"listen", required_argument, NULL, 'l'},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
     {"workers", required_argument, NULL, 'w'},
     {"min-workers", required_argument, NULL, OPT_MIN_WORKERS},
     {"max-workers", required_argument, NULL, OPT_MAX_WORKERS},
@@ -726,7 +738,31 @@ static bool is_pool_opt(int opt)
 static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v)
 {
     switch (opt) {
-    case 'l': return set_server(c, "listen", v);
+    case 'l': {
+        if (c->n_listens >= SLUICE_MAX_LISTENERS)
+            return -EINVAL;
+        sluice_listen_config *l = &c->listens[c->n_listens];
+        memset(l, 0, sizeof *l);
+        if (parse_listen(v, l->host, sizeof l->host, &l->port) < 0)
+            return -EINVAL;
+        if (c->n_listens++ == 0)
+            return set_server(c, "listen", v);
+        return 0;
+    }
+    case OPT_TLS_CERT: {
+        sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
+        if (!l || l->n_certs >= SLUICE_MAX_LISTEN_CERTS ||
+            (l->n_certs && !l->certs[l->n_certs - 1].key[0]))
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs++].cert, sizeof l->certs[0].cert, v);
+    }
+    case OPT_TLS_KEY: {
+        sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
+        if (!l || !l->n_certs || l->certs[l->n_certs - 1].key[0])
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
+    }
+    case OPT_TLS_HANDSHAKE_TIMEOUT: return set_server(c, "tls_handshake_timeout", v);
     case OPT_ADMIN: return set_server(c, "admin", v);
     case 'w':
         return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);
@@ -826,6 +862,19 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
             fprintf(err, "sluice: invalid value for --%s: '%s'\n", opt_name(opt, idx), optarg);
             return -EINVAL;
         }
+    }
+    for (uint32_t i = 0; i < c->n_listens; i++) {
+        const sluice_listen_config *l = &c->listens[i];
+        if (l->n_certs && !l->certs[l->n_certs - 1].key[0]) {
+            fprintf(err, "sluice: --tls-cert %s needs a --tls-key after it\n", l->certs[l->n_certs - 1].cert);
+            return -EINVAL;
+        }
+    }
+    if (c->n_listens == 0) { /* the [server] listen, or the default */
+        sluice_listen_config *l = &c->listens[c->n_listens++];
+        memset(l, 0, sizeof *l);
+        memcpy(l->host, c->listen_host, sizeof l->host);
+        l->port = c->listen_port;
     }
     if (!file) {
         /* --graceful-timeout given on the command line applies to the pool too */

@@ -54,9 +54,28 @@ typedef struct {
     char pool[64];
 } sluice_route_config;
 
+#define SLUICE_MAX_LISTENERS 16
+#define SLUICE_MAX_LISTEN_CERTS 8
+
 typedef struct {
-    char listen_host[256];
+    char cert[512], key[512];    /* PEM files */
+} sluice_cert_config;
+
+/* One client listener: plain, or TLS with certificates (certs[0] is the
+ * default; the others are chosen by SNI). */
+typedef struct {
+    char host[256];
+    int port;
+    sluice_cert_config certs[SLUICE_MAX_LISTEN_CERTS];
+    uint32_t n_certs;            /* 0: plain HTTP */
+} sluice_listen_config;
+
+typedef struct {
+    char listen_host[256];       /* the first listener */
     int listen_port;
+    sluice_listen_config listens[SLUICE_MAX_LISTENERS]; /* every listener */
+    uint32_t n_listens;
+    uint64_t tls_handshake_timeout_ms;
     char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */
