@@ -443,6 +443,7 @@ typedef struct {
     char section[128];
     sluice_pool_config *pool;
     sluice_route_config *route;
+    sluice_listen_config *listen;
 } load_ctx;
 
 static bool valid_name(const char *s)
@@ -456,23 +457,45 @@ static bool valid_name(const char *s)
     return true;
 }
 
+/* A [listen:NAME] key: address, then tls_cert / tls_key in pairs. */
+static int set_listen(sluice_listen_config *l, const char *k, const char *v)
+{
+    if (!strcmp(k, "address"))
+        return parse_listen(v, l->host, sizeof l->host, &l->port) < 0 ? -EINVAL : 0;
+    if (!strcmp(k, "tls_cert")) {
+        if (l->n_certs >= SLUICE_MAX_LISTEN_CERTS || (l->n_certs && !l->certs[l->n_certs - 1].key[0]))
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs++].cert, sizeof l->certs[0].cert, v);
+    }
+    if (!strcmp(k, "tls_key")) {
+        if (!l->n_certs || l->certs[l->n_certs - 1].key[0])
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
+    }
+    return 1;
+}
+
 /* Section headers: [server], [pool:NAME] / [pool NAME], [route:NAME]. */
 static int enter_section(load_ctx *x, const char *section)
 {
     snprintf(x->section, sizeof x->section, "%s", section);
     x->pool = NULL;
     x->route = NULL;
+    x->listen = NULL;
     if (!strcmp(section, "server"))
         return 1;
     const char *name = NULL;
-    bool is_pool = false;
+    bool is_pool = false, is_listen = false;
     if (!strncmp(section, "pool:", 5) || !strncmp(section, "pool ", 5)) {
         name = section + 5;
         is_pool = true;
+    } else if (!strncmp(section, "listen:", 7) || !strncmp(section, "listen ", 7)) {
+        name = section + 7;
+        is_listen = true;
     } else if (!strncmp(section, "route:", 6) || !strncmp(section, "route ", 6)) {
         name = section + 6;
     } else {
-        snprintf(x->msg, sizeof x->msg, "unknown section [%s] (expected [server], [pool:NAME] or [route:NAME])",
+        snprintf(x->msg, sizeof x->msg, "unknown section [%s] (expected [server], [listen:NAME], [pool:NAME] or [route:NAME])",
                  section);
         return 0;
     }
@@ -484,6 +507,21 @@ static int enter_section(load_ctx *x, const char *section)
     }
     sluice_config *c = x->c;
     /* A section named again continues it (as INI files usually behave). */
+    if (is_listen) {
+        for (uint32_t i = 0; i < c->n_listens; i++)
+            if (!strcmp(c->listens[i].name, name)) {
+                x->listen = &c->listens[i];
+                return 1;
+            }
+        if (c->n_listens >= SLUICE_MAX_LISTENERS) {
+            snprintf(x->msg, sizeof x->msg, "too many listeners (at most %d)", SLUICE_MAX_LISTENERS);
+            return 0;
+        }
+        x->listen = &c->listens[c->n_listens++];
+        memset(x->listen, 0, sizeof *x->listen);
+        snprintf(x->listen->name, sizeof x->listen->name, "%s", name);
+        return 1;
+    }
     if (is_pool) {
         x->pool = (sluice_pool_config *)sluice_config_pool(c, name);
         if (!x->pool)
@@ -515,7 +553,9 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         return 0;
     }
     int rc;
-    if (x->pool)
+    if (x->listen)
+        rc = set_listen(x->listen, name, value);
+    else if (x->pool)
         rc = set_pool(x->pool, name, value);
     else if (x->route)
         rc = set_route(x->route, name, value);
@@ -745,20 +785,22 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
         memset(l, 0, sizeof *l);
         if (parse_listen(v, l->host, sizeof l->host, &l->port) < 0)
             return -EINVAL;
-        if (c->n_listens++ == 0)
-            return set_server(c, "listen", v);
-        return 0;
+        c->n_listens++;
+        for (uint32_t i = 0; i + 1 < c->n_listens; i++)
+            if (!c->listens[i].name[0])
+                return 0;
+        return set_server(c, "listen", v); /* the first --listen replaces [server] listen */
     }
     case OPT_TLS_CERT: {
         sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
-        if (!l || l->n_certs >= SLUICE_MAX_LISTEN_CERTS ||
+        if (!l || l->name[0] || l->n_certs >= SLUICE_MAX_LISTEN_CERTS ||
             (l->n_certs && !l->certs[l->n_certs - 1].key[0]))
             return -EINVAL;
         return copy_str(l->certs[l->n_certs++].cert, sizeof l->certs[0].cert, v);
     }
     case OPT_TLS_KEY: {
         sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
-        if (!l || !l->n_certs || l->certs[l->n_certs - 1].key[0])
+        if (!l || l->name[0] || !l->n_certs || l->certs[l->n_certs - 1].key[0])
             return -EINVAL;
         return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
     }
@@ -858,20 +900,41 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
         sluice_pool_config *p = c->n_pools ? &c->pools[0] : NULL;
         if (!p && is_pool_opt(opt))
             continue;
-        if (apply(c, p, opt, optarg) != 0) {
+        int arc = apply(c, p, opt, optarg);
+        if (arc != 0 && (opt == OPT_TLS_CERT || opt == OPT_TLS_KEY)) {
+            fprintf(err, "sluice: --%s %s: --tls-cert and --tls-key come in pairs (certificate first) "
+                         "after the --listen they apply to\n", opt_name(opt, idx), optarg);
+            return -EINVAL;
+        } else if (arc != 0) {
             fprintf(err, "sluice: invalid value for --%s: '%s'\n", opt_name(opt, idx), optarg);
             return -EINVAL;
         }
     }
+    bool cli_listen = false;
     for (uint32_t i = 0; i < c->n_listens; i++) {
         const sluice_listen_config *l = &c->listens[i];
+        cli_listen |= !l->name[0];
         if (l->n_certs && !l->certs[l->n_certs - 1].key[0]) {
-            fprintf(err, "sluice: --tls-cert %s needs a --tls-key after it\n", l->certs[l->n_certs - 1].cert);
+            if (l->name[0])
+                fprintf(err, "%s: [listen:%s]: tls_cert %s needs a tls_key after it\n", c->config_path,
+                        l->name, l->certs[l->n_certs - 1].cert);
+            else
+                fprintf(err, "sluice: --tls-cert %s needs a --tls-key after it\n", l->certs[l->n_certs - 1].cert);
+            return -EINVAL;
+        }
+        if (l->name[0] && !l->host[0]) {
+            fprintf(err, "%s: [listen:%s] needs an address\n", c->config_path, l->name);
             return -EINVAL;
         }
     }
-    if (c->n_listens == 0) { /* the [server] listen, or the default */
-        sluice_listen_config *l = &c->listens[c->n_listens++];
+    if (!cli_listen) { /* the [server] listen, or the default, first */
+        if (c->n_listens >= SLUICE_MAX_LISTENERS) {
+            fprintf(err, "sluice: too many listeners (at most %d)\n", SLUICE_MAX_LISTENERS);
+            return -EINVAL;
+        }
+        memmove(&c->listens[1], &c->listens[0], c->n_listens * sizeof c->listens[0]);
+        sluice_listen_config *l = &c->listens[0];
+        c->n_listens++;
         memset(l, 0, sizeof *l);
         memcpy(l->host, c->listen_host, sizeof l->host);
         l->port = c->listen_port;
@@ -883,10 +946,13 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
     int rc = sluice_config_validate(c, err);
     if (rc < 0)
         return rc;
-    if (check) {
-        fprintf(out, "%s: ok (%u pool%s, %u route%s)\n", check, c->n_pools, c->n_pools == 1 ? "" : "s",
-                c->n_routes, c->n_routes == 1 ? "" : "s");
-        return 1;
-    }
+    if (check)
+        return 2; /* the caller checks the certificates, then sluice_config_print_ok */
     return 0;
+}
+
+void sluice_config_print_ok(const sluice_config *c, FILE *out)
+{
+    fprintf(out, "%s: ok (%u pool%s, %u route%s)\n", c->config_path, c->n_pools, c->n_pools == 1 ? "" : "s",
+            c->n_routes, c->n_routes == 1 ? "" : "s");
 }

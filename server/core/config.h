@@ -64,6 +64,7 @@ typedef struct {
 /* One client listener: plain, or TLS with certificates (certs[0] is the
  * default; the others are chosen by SNI). */
 typedef struct {
+    char name[64];               /* [listen:NAME]; "" from the command line */
     char host[256];
     int port;
     sluice_cert_config certs[SLUICE_MAX_LISTEN_CERTS];
@@ -104,9 +105,13 @@ void sluice_config_free(sluice_config *c);
 /* Parse the command line into `c` (defaults first). With --config the file
  * is loaded too (flags given on the command line still apply to its
  * [server] section). Returns 0 to run, 1 when the process should exit 0
- * (--help, --version, --check-config success, printed to `out`), or a
+ * (--help, --version, printed to `out`), 2 for a --check-config file that
+ * parsed and validated (see sluice_config_print_ok), or a
  * negative error after printing a message to `err`. */
 int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE *err);
+/* --check-config: sluice_config_parse returned 2 (valid so far; the caller
+ * checks what core/ cannot, the TLS certificates, then prints this). */
+void sluice_config_print_ok(const sluice_config *c, FILE *out);
 
 /* Load a config file into `c` (which holds defaults). Errors are printed as
  * "FILE:LINE: message" to `err`. */

@@ -118,6 +118,28 @@ void listener_stop_accepting(gateway *gw)
     }
 }
 
+int listener_check_tls(const sluice_config *cfg, FILE *err)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < cfg->n_listens; i++) {
+        const sluice_listen_config *lc = &cfg->listens[i];
+        if (!lc->n_certs)
+            continue;
+        tls_cert_files files[SLUICE_MAX_LISTEN_CERTS];
+        tls_server_config tc;
+        tls_config(lc, &tc, files);
+        char msg[TLS_ERR_LEN];
+        tls_ctx *ctx = NULL;
+        if (tls_ctx_new_server(&ctx, &tc, msg, sizeof msg) < 0) {
+            fprintf(err, "%s: listener %s%s%s:%d: %s\n", cfg->config_path[0] ? cfg->config_path : "sluice",
+                    lc->name[0] ? lc->name : "", lc->name[0] ? " " : "", lc->host, lc->port, msg);
+            rc = -EINVAL;
+        }
+        tls_ctx_free(ctx);
+    }
+    return rc;
+}
+
 uint32_t listener_reload_tls(gateway *gw)
 {
     uint32_t failed = 0;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/gateway.h"
 
@@ -63,6 +64,9 @@ int listener_start(gateway *gw, const front_end *fe);
  * keeps the old certificates and logs an error. Returns the number of
  * failures. */
 uint32_t listener_reload_tls(gateway *gw);
+/* Load every TLS listener's certificates of `cfg` (--check-config): 0, or
+ * -EINVAL after printing "FILE: listener ...: reason" lines to err. */
+int listener_check_tls(const sluice_config *cfg, FILE *err);
 /* Free the listeners (after their handles closed). */
 void listener_free(gateway *gw);
 void listener_stop_accepting(gateway *gw);
