@@ -19,6 +19,7 @@ import pytest
 from conftest import RssMonitor, free_port, rss_limit_kib
 from conformance_util import reflect_cmd
 from httpc import blob_check, blob_first_mismatch
+from pools_util import start_config  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -296,3 +297,47 @@ def test_reload_certificates(start_gateway, certs, tmp_path):
         r = old.getresponse()
         assert r.status == 200 and b"Hello" in r.read()
     old.close()
+
+
+def test_config_file_listeners_and_status(start_config, certs):
+    from conftest import run_cli
+    tport = free_port()
+    (ca, ka), (cb, kb) = certs["a"], certs["b"]
+    text = ("[server]\nlisten = 127.0.0.1:1\n"
+            f"[listen:secure]\naddress = 127.0.0.1:{tport}\n"
+            f"tls_cert = {ca}\ntls_key = {ka}\ntls_cert = {cb}\ntls_key = {kb}\n"
+            "[pool:web]\ncommand = {EXAMPLES}/hello\nworkers = 1\n")
+    # the command line's --listen replaces [server] listen; [listen:NAME] stays
+    gw = start_config(text)
+    r = run_cli("--check-config", gw.config_path)
+    assert r.returncode == 0 and b": ok (1 pool, 0 routes)" in r.stdout, r
+    for host, want in (("b.test", "beta"), ("localhost", "alpha")):
+        c = https(tport, client_ctx(certs), host)
+        c.request("GET", "/")
+        assert c.getresponse().status == 200
+        assert dict(x[0] for x in c.sock.getpeercert()["subject"])["commonName"] == want
+        c.close()
+    listeners = gw.status()["listeners"]
+    assert {"address": f"127.0.0.1:{gw.port}", "scheme": "http", "certificates": 0} in listeners
+    assert {"address": f"127.0.0.1:{tport}", "scheme": "https", "certificates": 2} in listeners
+    assert len(listeners) == 2
+
+
+def test_check_config_bad_certificate(certs, tmp_path):
+    from conftest import run_cli
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    ini = tmp_path / "sluice.ini"
+    ini.write_text(f"[listen:tls]\naddress = 127.0.0.1:8443\ntls_cert = {bad}\n"
+                   f"tls_key = {certs['a'][1]}\n[pool:web]\ncommand = /bin/true\n")
+    r = run_cli("--check-config", str(ini))
+    assert r.returncode != 0 and r.stdout == b"", r
+    err = r.stderr.decode()
+    assert "listener tls 127.0.0.1:8443" in err and str(bad) in err, err
+    # a key without its certificate, a certificate without a --listen
+    ini.write_text(f"[listen:tls]\naddress = 127.0.0.1:8443\ntls_key = {certs['a'][1]}\n"
+                   "[pool:web]\ncommand = /bin/true\n")
+    r = run_cli("--check-config", str(ini))
+    assert r.returncode != 0 and b"tls_key" in r.stderr, r
+    r = run_cli("--tls-cert", certs["a"][0], "--tls-key", certs["a"][1], "--", "/bin/true")
+    assert r.returncode != 0 and b"after the --listen" in r.stderr, r
