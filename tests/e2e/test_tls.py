@@ -341,3 +341,49 @@ def test_check_config_bad_certificate(certs, tmp_path):
     assert r.returncode != 0 and b"tls_key" in r.stderr, r
     r = run_cli("--tls-cert", certs["a"][0], "--tls-key", certs["a"][1], "--", "/bin/true")
     assert r.returncode != 0 and b"after the --listen" in r.stderr, r
+
+
+def test_upload_echoed_over_tls(start_gateway, certs):
+    """A request body larger than the worker's credit window: the gateway
+    stops reading (decrypting) while the worker has none, and resumes. (The
+    client sends it all before reading, so it must fit what the socket
+    buffers and the echo hold: 4 MiB, as over plain HTTP.)"""
+    gw = start_tls(start_gateway, certs, worker="echo")
+    size = 4 * MiB
+    body = bytes(i % 251 for i in range(251)) * (size // 251 + 1)
+    body = body[:size]
+    c = https(gw.tls_port, client_ctx(certs), timeout=60)
+    for _ in range(2):  # and again on the same connection
+        c.request("POST", "/", body=body)
+        r = c.getresponse()
+        assert r.status == 200
+        got = r.read()
+        assert len(got) == size and got == body
+    c.close()
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_session_resumption(start_gateway, certs, version):
+    gw = start_tls(start_gateway, certs)
+    v = getattr(ssl.TLSVersion, version)
+    ctx = client_ctx(certs, minimum_version=v, maximum_version=v)
+
+    def one(session=None):
+        with socket.create_connection(("127.0.0.1", gw.tls_port), timeout=20) as raw:
+            s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), data
+            sess, reused = s.session, s.session_reused
+            s.close()
+            return sess, reused
+
+    sess, reused = one()
+    assert not reused and sess is not None
+    _, reused = one(sess)
+    assert reused
