@@ -63,6 +63,12 @@ static int plain_write(transport *t, const char *p, size_t n)
     return uv_write(&t->wreq, (uv_stream_t *)&t->tcp, &b, 1, plain_written);
 }
 
+static bool plain_handshaking(const transport *t)
+{
+    (void)t;
+    return false;
+}
+
 static void plain_idle(transport *t)
 {
     (void)t;
@@ -78,6 +84,7 @@ static const transport_ops plain_ops = {
     .read_stop = plain_read_stop,
     .try_write = plain_try_write,
     .write = plain_write,
+    .handshaking = plain_handshaking,
     .idle = plain_idle,
     .close = plain_close,
 };
@@ -406,6 +413,12 @@ static int tls_write(transport *t, const char *p, size_t n)
     return 0;
 }
 
+static bool tls_handshaking(const transport *t)
+{
+    const tls_link *l = t->tls;
+    return l && l->s && !l->failed && !l->closing && !tls_session_handshake_done(l->s);
+}
+
 static void tls_idle(transport *t)
 {
     tls_link *l = t->tls;
@@ -461,6 +474,7 @@ static const transport_ops tls_ops = {
     .read_stop = tls_read_stop,
     .try_write = tls_try_write,
     .write = tls_write,
+    .handshaking = tls_handshaking,
     .idle = tls_idle,
     .close = tls_close,
 };

@@ -51,6 +51,8 @@ typedef struct transport_ops {
     /* Write all n bytes; p stays valid and untouched until cb->written.
      * One write at a time. */
     int (*write)(transport *t, const char *p, size_t n);
+    /* A TLS handshake is in progress (its own timeout applies). */
+    bool (*handshaking)(const transport *t);
     /* The connection goes idle (keep-alive wait): give back buffers. */
     void (*idle)(transport *t);
     /* Close (TLS: close_notify first, best effort); cb->closed follows. */

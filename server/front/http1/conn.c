@@ -128,6 +128,9 @@ static void on_timer(uv_timer_t *t)
             h1_log_refused(c, 408, h1_write_error(c, 408, true));
             c->closing = true;
             gw_defer_flush(c->gw, &c->flush);
+        } else if (c->tr.ops->handshaking(&c->tr)) {
+            /* TLS handshake still going: its own timeout ends it (and logs) */
+            h1_set_timer(c, T_HEADER);
         } else {
             h1_close(c);
         }
