@@ -68,6 +68,8 @@ int gw_reload(gateway *gw)
     if (gw->stopping)
         return -ECANCELED;
     const sluice_config *old = gw->cfg;
+    /* certificates first: the listeners stay, their files are read again */
+    listener_reload_tls(gw);
     if (!old->config_path[0]) {
         slog(gw->log, LOG_INFO, "reload: replacing workers");
         for (uint32_t i = 0; i < gw->n_pools; i++)
@@ -108,6 +110,8 @@ int gw_reload(gateway *gw)
     /* the listeners stay as they are */
     memcpy(nc->listen_host, old->listen_host, sizeof nc->listen_host);
     nc->listen_port = old->listen_port;
+    memcpy(nc->listens, old->listens, sizeof nc->listens);
+    nc->n_listens = old->n_listens;
     memcpy(nc->admin, old->admin, sizeof nc->admin);
     memcpy(nc->access_log, old->access_log, sizeof nc->access_log);
     memcpy(nc->error_log, old->error_log, sizeof nc->error_log);

@@ -91,6 +91,11 @@ int main(int argc, char **argv)
     if (!cfgp)
         return 1;
     int rc = sluice_config_parse(cfgp, argc, argv, stdout, stderr);
+    if (rc == 2) { /* --check-config: the certificates must load too */
+        rc = listener_check_tls(cfgp, stderr) == 0 ? 1 : -EINVAL;
+        if (rc == 1)
+            sluice_config_print_ok(cfgp, stdout);
+    }
     if (rc != 0) {
         sluice_config_free(cfgp);
         free(cfgp);
@@ -178,6 +183,8 @@ int main(int argc, char **argv)
     router_free(gw.router);
     stream_free_all(&gw);
     free(gw.shared_in);
+    free(gw.tls_in);
+    listener_free(&gw);
     slog(gw.log, LOG_INFO, "stopped after %llu requests", (unsigned long long)gw.requests_total);
     sluice_log_free(gw.log);
     uv_loop_close(gw.loop);

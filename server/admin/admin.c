@@ -120,9 +120,17 @@ static void respond_text(admin_conn *c, int status, const char *fmt, ...)
 static void status_json(gateway *gw, sluice_buf *b)
 {
     bprintf(b, "{\"server\":\"%s\",\"pid\":%d,\"uptime_s\":%.1f,\"connections\":%u,\"requests\":%llu,"
-               "\"stopping\":%s,\"pools\":[",
+               "\"stopping\":%s,\"listeners\":[",
             SLUICE_SERVER_NAME, (int)getpid(), (double)(uv_now(gw->loop) - gw->started_ms) / 1000.0,
             gw->n_conns, (unsigned long long)gw->requests_total, gw->stopping ? "true" : "false");
+    /* the listeners are fixed at start (a reload keeps them) */
+    for (uint32_t i = 0; i < gw->cfg->n_listens; i++) {
+        const sluice_listen_config *l = &gw->cfg->listens[i];
+        bool v6 = strchr(l->host, ':') != NULL;
+        bprintf(b, "%s{\"address\":\"%s%s%s:%d\",\"scheme\":\"%s\",\"certificates\":%u}", i ? "," : "",
+                v6 ? "[" : "", l->host, v6 ? "]" : "", l->port, l->n_certs ? "https" : "http", l->n_certs);
+    }
+    bprintf(b, "],\"pools\":[");
     for (uint32_t i = 0; i < gw->n_pools; i++) {
         pool *p = gw->pools[i];
         const pool_stats *st = pool_get_stats(p);

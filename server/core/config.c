@@ -39,6 +39,7 @@ void sluice_config_defaults(sluice_config *c)
     memset(c, 0, sizeof *c);
     strcpy(c->listen_host, "127.0.0.1");
     c->listen_port = 8080;
+    c->tls_handshake_timeout_ms = 10000;
     c->max_header_bytes = 32768;
     c->max_headers = 128;
     c->max_target = 8192;
@@ -311,6 +312,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return parse_listen(v, c->listen_host, sizeof c->listen_host, &c->listen_port);
     if (!strcmp(k, "admin"))
         return copy_str(c->admin, sizeof c->admin, v);
+    if (!strcmp(k, "tls_handshake_timeout"))
+        return sluice_parse_duration(v, &c->tls_handshake_timeout_ms) < 0 ? -EINVAL : 0;
     if (!strcmp(k, "max_header_bytes"))
         return parse_u32(v, 256, 1 << 20, &c->max_header_bytes);
     if (!strcmp(k, "max_headers"))
@@ -440,6 +443,7 @@ typedef struct {
     char section[128];
     sluice_pool_config *pool;
     sluice_route_config *route;
+    sluice_listen_config *listen;
 } load_ctx;
 
 static bool valid_name(const char *s)
@@ -453,23 +457,45 @@ static bool valid_name(const char *s)
     return true;
 }
 
+/* A [listen:NAME] key: address, then tls_cert / tls_key in pairs. */
+static int set_listen(sluice_listen_config *l, const char *k, const char *v)
+{
+    if (!strcmp(k, "address"))
+        return parse_listen(v, l->host, sizeof l->host, &l->port) < 0 ? -EINVAL : 0;
+    if (!strcmp(k, "tls_cert")) {
+        if (l->n_certs >= SLUICE_MAX_LISTEN_CERTS || (l->n_certs && !l->certs[l->n_certs - 1].key[0]))
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs++].cert, sizeof l->certs[0].cert, v);
+    }
+    if (!strcmp(k, "tls_key")) {
+        if (!l->n_certs || l->certs[l->n_certs - 1].key[0])
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
+    }
+    return 1;
+}
+
 /* Section headers: [server], [pool:NAME] / [pool NAME], [route:NAME]. */
 static int enter_section(load_ctx *x, const char *section)
 {
     snprintf(x->section, sizeof x->section, "%s", section);
     x->pool = NULL;
     x->route = NULL;
+    x->listen = NULL;
     if (!strcmp(section, "server"))
         return 1;
     const char *name = NULL;
-    bool is_pool = false;
+    bool is_pool = false, is_listen = false;
     if (!strncmp(section, "pool:", 5) || !strncmp(section, "pool ", 5)) {
         name = section + 5;
         is_pool = true;
+    } else if (!strncmp(section, "listen:", 7) || !strncmp(section, "listen ", 7)) {
+        name = section + 7;
+        is_listen = true;
     } else if (!strncmp(section, "route:", 6) || !strncmp(section, "route ", 6)) {
         name = section + 6;
     } else {
-        snprintf(x->msg, sizeof x->msg, "unknown section [%s] (expected [server], [pool:NAME] or [route:NAME])",
+        snprintf(x->msg, sizeof x->msg, "unknown section [%s] (expected [server], [listen:NAME], [pool:NAME] or [route:NAME])",
                  section);
         return 0;
     }
@@ -481,6 +507,21 @@ static int enter_section(load_ctx *x, const char *section)
     }
     sluice_config *c = x->c;
     /* A section named again continues it (as INI files usually behave). */
+    if (is_listen) {
+        for (uint32_t i = 0; i < c->n_listens; i++)
+            if (!strcmp(c->listens[i].name, name)) {
+                x->listen = &c->listens[i];
+                return 1;
+            }
+        if (c->n_listens >= SLUICE_MAX_LISTENERS) {
+            snprintf(x->msg, sizeof x->msg, "too many listeners (at most %d)", SLUICE_MAX_LISTENERS);
+            return 0;
+        }
+        x->listen = &c->listens[c->n_listens++];
+        memset(x->listen, 0, sizeof *x->listen);
+        snprintf(x->listen->name, sizeof x->listen->name, "%s", name);
+        return 1;
+    }
     if (is_pool) {
         x->pool = (sluice_pool_config *)sluice_config_pool(c, name);
         if (!x->pool)
@@ -512,7 +553,9 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         return 0;
     }
     int rc;
-    if (x->pool)
+    if (x->listen)
+        rc = set_listen(x->listen, name, value);
+    else if (x->pool)
         rc = set_pool(x->pool, name, value);
     else if (x->route)
         rc = set_route(x->route, name, value);
@@ -603,7 +646,12 @@ static const char usage[] =
     "Server:\n"
     "  -c, --config FILE            load pools, routes and settings from FILE\n"
     "      --check-config FILE      check FILE and exit (0: valid)\n"
-    "  -l, --listen HOST:PORT       address to serve HTTP on (default 127.0.0.1:8080)\n"
+    "  -l, --listen HOST:PORT       address to serve HTTP on (default 127.0.0.1:8080);\n"
+    "                               may be repeated, one listener each\n"
+    "      --tls-cert FILE          serve HTTPS on the --listen given before: certificate\n"
+    "      --tls-key FILE           (PEM, with its chain) and its key; repeat the pair for\n"
+    "                               more certificates chosen by SNI (the first is the default)\n"
+    "      --tls-handshake-timeout DUR  to complete a TLS handshake (default 10s)\n"
     "      --admin HOST:PORT        admin listener: /status, /metrics, scale, reload (default off);\n"
     "                               unix:PATH for a Unix socket\n"
     "\n"
@@ -660,6 +708,7 @@ enum {
     OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT, OPT_BODY_TIMEOUT,
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
+    OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
@@ -674,6 +723,9 @@ static const struct option long_opts[] = {
     {"check-config", required_argument, NULL, OPT_CHECK_CONFIG},
     {"listen", required_argument, NULL, 'l'},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
     {"workers", required_argument, NULL, 'w'},
     {"min-workers", required_argument, NULL, OPT_MIN_WORKERS},
     {"max-workers", required_argument, NULL, OPT_MAX_WORKERS},
@@ -726,7 +778,33 @@ static bool is_pool_opt(int opt)
 static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v)
 {
     switch (opt) {
-    case 'l': return set_server(c, "listen", v);
+    case 'l': {
+        if (c->n_listens >= SLUICE_MAX_LISTENERS)
+            return -EINVAL;
+        sluice_listen_config *l = &c->listens[c->n_listens];
+        memset(l, 0, sizeof *l);
+        if (parse_listen(v, l->host, sizeof l->host, &l->port) < 0)
+            return -EINVAL;
+        c->n_listens++;
+        for (uint32_t i = 0; i + 1 < c->n_listens; i++)
+            if (!c->listens[i].name[0])
+                return 0;
+        return set_server(c, "listen", v); /* the first --listen replaces [server] listen */
+    }
+    case OPT_TLS_CERT: {
+        sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
+        if (!l || l->name[0] || l->n_certs >= SLUICE_MAX_LISTEN_CERTS ||
+            (l->n_certs && !l->certs[l->n_certs - 1].key[0]))
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs++].cert, sizeof l->certs[0].cert, v);
+    }
+    case OPT_TLS_KEY: {
+        sluice_listen_config *l = c->n_listens ? &c->listens[c->n_listens - 1] : NULL;
+        if (!l || l->name[0] || !l->n_certs || l->certs[l->n_certs - 1].key[0])
+            return -EINVAL;
+        return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
+    }
+    case OPT_TLS_HANDSHAKE_TIMEOUT: return set_server(c, "tls_handshake_timeout", v);
     case OPT_ADMIN: return set_server(c, "admin", v);
     case 'w':
         return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);
@@ -822,10 +900,44 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
         sluice_pool_config *p = c->n_pools ? &c->pools[0] : NULL;
         if (!p && is_pool_opt(opt))
             continue;
-        if (apply(c, p, opt, optarg) != 0) {
+        int arc = apply(c, p, opt, optarg);
+        if (arc != 0 && (opt == OPT_TLS_CERT || opt == OPT_TLS_KEY)) {
+            fprintf(err, "sluice: --%s %s: --tls-cert and --tls-key come in pairs (certificate first) "
+                         "after the --listen they apply to\n", opt_name(opt, idx), optarg);
+            return -EINVAL;
+        } else if (arc != 0) {
             fprintf(err, "sluice: invalid value for --%s: '%s'\n", opt_name(opt, idx), optarg);
             return -EINVAL;
         }
+    }
+    bool cli_listen = false;
+    for (uint32_t i = 0; i < c->n_listens; i++) {
+        const sluice_listen_config *l = &c->listens[i];
+        cli_listen |= !l->name[0];
+        if (l->n_certs && !l->certs[l->n_certs - 1].key[0]) {
+            if (l->name[0])
+                fprintf(err, "%s: [listen:%s]: tls_cert %s needs a tls_key after it\n", c->config_path,
+                        l->name, l->certs[l->n_certs - 1].cert);
+            else
+                fprintf(err, "sluice: --tls-cert %s needs a --tls-key after it\n", l->certs[l->n_certs - 1].cert);
+            return -EINVAL;
+        }
+        if (l->name[0] && !l->host[0]) {
+            fprintf(err, "%s: [listen:%s] needs an address\n", c->config_path, l->name);
+            return -EINVAL;
+        }
+    }
+    if (!cli_listen) { /* the [server] listen, or the default, first */
+        if (c->n_listens >= SLUICE_MAX_LISTENERS) {
+            fprintf(err, "sluice: too many listeners (at most %d)\n", SLUICE_MAX_LISTENERS);
+            return -EINVAL;
+        }
+        memmove(&c->listens[1], &c->listens[0], c->n_listens * sizeof c->listens[0]);
+        sluice_listen_config *l = &c->listens[0];
+        c->n_listens++;
+        memset(l, 0, sizeof *l);
+        memcpy(l->host, c->listen_host, sizeof l->host);
+        l->port = c->listen_port;
     }
     if (!file) {
         /* --graceful-timeout given on the command line applies to the pool too */
@@ -834,10 +946,13 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
     int rc = sluice_config_validate(c, err);
     if (rc < 0)
         return rc;
-    if (check) {
-        fprintf(out, "%s: ok (%u pool%s, %u route%s)\n", check, c->n_pools, c->n_pools == 1 ? "" : "s",
-                c->n_routes, c->n_routes == 1 ? "" : "s");
-        return 1;
-    }
+    if (check)
+        return 2; /* the caller checks the certificates, then sluice_config_print_ok */
     return 0;
+}
+
+void sluice_config_print_ok(const sluice_config *c, FILE *out)
+{
+    fprintf(out, "%s: ok (%u pool%s, %u route%s)\n", c->config_path, c->n_pools, c->n_pools == 1 ? "" : "s",
+            c->n_routes, c->n_routes == 1 ? "" : "s");
 }

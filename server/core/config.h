@@ -54,9 +54,29 @@ typedef struct {
     char pool[64];
 } sluice_route_config;
 
+#define SLUICE_MAX_LISTENERS 16
+#define SLUICE_MAX_LISTEN_CERTS 8
+
 typedef struct {
-    char listen_host[256];
+    char cert[512], key[512];    /* PEM files */
+} sluice_cert_config;
+
+/* One client listener: plain, or TLS with certificates (certs[0] is the
+ * default; the others are chosen by SNI). */
+typedef struct {
+    char name[64];               /* [listen:NAME]; "" from the command line */
+    char host[256];
+    int port;
+    sluice_cert_config certs[SLUICE_MAX_LISTEN_CERTS];
+    uint32_t n_certs;            /* 0: plain HTTP */
+} sluice_listen_config;
+
+typedef struct {
+    char listen_host[256];       /* the first listener */
     int listen_port;
+    sluice_listen_config listens[SLUICE_MAX_LISTENERS]; /* every listener */
+    uint32_t n_listens;
+    uint64_t tls_handshake_timeout_ms;
     char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */
@@ -85,9 +105,13 @@ void sluice_config_free(sluice_config *c);
 /* Parse the command line into `c` (defaults first). With --config the file
  * is loaded too (flags given on the command line still apply to its
  * [server] section). Returns 0 to run, 1 when the process should exit 0
- * (--help, --version, --check-config success, printed to `out`), or a
+ * (--help, --version, printed to `out`), 2 for a --check-config file that
+ * parsed and validated (see sluice_config_print_ok), or a
  * negative error after printing a message to `err`. */
 int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE *err);
+/* --check-config: sluice_config_parse returned 2 (valid so far; the caller
+ * checks what core/ cannot, the TLS certificates, then prints this). */
+void sluice_config_print_ok(const sluice_config *c, FILE *out);
 
 /* Load a config file into `c` (which holds defaults). Errors are printed as
  * "FILE:LINE: message" to `err`. */

@@ -13,6 +13,7 @@
 typedef struct pool pool;
 typedef struct front_conn front_conn;
 typedef struct front_end front_end;
+typedef struct listener listener;
 typedef struct wlink wlink;
 typedef struct stream stream;
 typedef struct router router;
@@ -35,9 +36,8 @@ typedef struct gateway {
     uint32_t n_pools;
 
     router *router;
-    uv_tcp_t listener;   /* front/listener.c */
-    bool listening;
-    const front_end *front; /* what the listener serves */
+    listener *listeners; /* front/listener.c: one per configured address */
+    uint32_t n_listeners;
     uv_check_t flush_check;
     uv_prepare_t flush_prepare;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_ttin, sig_ttou;
@@ -54,6 +54,8 @@ typedef struct gateway {
     /* shared read buffer for connections without buffered input */
     uint8_t *shared_in;
     size_t shared_in_size;
+    /* shared read buffer for TLS ciphertext (front/transport.c), lazily */
+    uint8_t *tls_in;
 
     stream *free_streams; /* recycled stream objects */
     uint32_t n_free_streams;

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/gateway.h"
 
@@ -33,17 +34,41 @@ struct front_conn {
     front_conn *prev, *next;    /* gw->conns */
 };
 
+typedef struct tls_ctx tls_ctx;
+
+/* One listening socket (gw->listeners). */
+struct listener {
+    gateway *gw;
+    uv_tcp_t tcp;
+    bool listening;
+    const front_end *fe;
+    const char *scheme;  /* "http" or "https" */
+    char addr[280];      /* "HOST:PORT" as configured */
+    tls_ctx *tls;        /* NULL: plain TCP */
+};
+
 struct front_end {
-    const char *scheme; /* for the log line: "http" */
-    /* A client is connecting: allocate a connection and init its TCP
-     * handle (c->tcp) on gw->loop. NULL when out of memory. */
-    front_conn *(*open)(gateway *gw);
+    /* A client is connecting to `l`: allocate a connection and init its
+     * TCP handle (c->tcp) on gw->loop (TLS when l->tls). NULL when out of
+     * memory. */
+    front_conn *(*open)(gateway *gw, const listener *l);
     /* The socket was accepted and the connection admitted: serve it. */
     void (*start)(front_conn *c);
 };
 
-/* Listen on the configured address; `fe` serves the connections. */
+/* Listen on every configured address (TLS contexts built from the
+ * certificates); `fe` serves the connections. */
 int listener_start(gateway *gw, const front_end *fe);
+/* Reload every TLS listener's certificates from its files: new
+ * connections use them, established ones keep their context; a failure
+ * keeps the old certificates and logs an error. Returns the number of
+ * failures. */
+uint32_t listener_reload_tls(gateway *gw);
+/* Load every TLS listener's certificates of `cfg` (--check-config): 0, or
+ * -EINVAL after printing "FILE: listener ...: reason" lines to err. */
+int listener_check_tls(const sluice_config *cfg, FILE *err);
+/* Free the listeners (after their handles closed). */
+void listener_free(gateway *gw);
 void listener_stop_accepting(gateway *gw);
 /* Graceful stop: close idle connections, no keep-alive for busy ones. */
 void listener_close_idle(gateway *gw);

@@ -177,6 +177,8 @@ def _worker_main():
                 "body": s(bytes(st["body"])),
                 "trailers": [[s(k), s(v)] for k, v in st["trailers"]],
                 "body_mode": st["mode"],
+                "scheme": s(st["scheme"]),
+                "server": [s(x) for x in st["server"]],
             }
             body = json.dumps(desc).encode()
             link.send(frame(RESPONSE, sid, 200,
@@ -200,7 +202,7 @@ def _worker_main():
                 os.write(logfd, target.replace(b"\n", b"\\n") + b"\n")
             st = {"method": method, "target": target, "version": version,
                   "headers": headers, "body": bytearray(), "trailers": [],
-                  "mode": mode}
+                  "mode": mode, "scheme": f[8], "server": f[7]}
             if mode == 0:
                 respond(sid, st)
             else:

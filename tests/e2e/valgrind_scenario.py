@@ -22,12 +22,14 @@ code 99) and no descriptor opened by the gateway still open at exit.
 Valgrind's summary is printed either way; its full log is printed on failure.
 """
 
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -52,6 +54,11 @@ listen = 127.0.0.1:{port}
 admin = 127.0.0.1:{admin}
 access_log = {tmp}/access.log
 graceful_timeout = 60s
+
+[listen:tls]
+address = 127.0.0.1:{tls_port}
+tls_cert = {tmp}/cert.pem
+tls_key = {tmp}/key.pem
 
 [pool:echo]
 command = {examples}/echo
@@ -89,12 +96,19 @@ def check(cond, what):
 class Scenario:
     def __init__(self, build_dir, tmp):
         self.tmp = tmp
-        self.port, self.admin_port = free_port(), free_port()
+        self.port, self.admin_port, self.tls_port = free_port(), free_port(), free_port()
         examples = os.path.join(build_dir, "examples", "c")
         self.config = os.path.join(tmp, "sluice.ini")
+        # a self-signed certificate for the TLS listener
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                        "-keyout", os.path.join(tmp, "key.pem"),
+                        "-out", os.path.join(tmp, "cert.pem"), "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"],
+                       check=True, capture_output=True, timeout=60)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(port=self.port, admin=self.admin_port, tmp=tmp,
-                                  examples=examples))
+                                  examples=examples, tls_port=self.tls_port))
         self.vg_log = os.path.join(tmp, "valgrind.log")
         self.gw_log_path = os.path.join(tmp, "gateway.log")
         self.gw_log = open(self.gw_log_path, "wb")
@@ -311,6 +325,24 @@ class Scenario:
             self.ok(c, "/after-kill", lambda b: b == b"")
         check(self.status()["pools"][0]["restarts"] == 1, "restart not counted")
 
+        step("TLS: keep-alive requests, a download, failed handshakes")
+        ctx = ssl.create_default_context(cafile=os.path.join(self.tmp, "cert.pem"))
+        tc = http.client.HTTPSConnection("localhost", self.tls_port, context=ctx, timeout=TIMEOUT)
+        for i in range(5):
+            tc.request("GET", f"/blob?n={i * 1000}")
+            r = tc.getresponse()
+            b = r.read()
+            check(r.status == 200 and len(b) == i * 1000 and blob_check(b, 0), f"TLS request {i}")
+        tc.request("GET", f"/blob?n={MiB}")
+        b = tc.getresponse().read()
+        check(len(b) == MiB and blob_check(b, 0), "TLS download")
+        for payload in (request_bytes("GET", "/"), b"\x16\x03\x01\x02\x00\x01\x00"):
+            with socket.create_connection(("127.0.0.1", self.tls_port), timeout=TIMEOUT) as raw:
+                raw.sendall(payload)
+                raw.shutdown(socket.SHUT_WR)
+                check(closed_soon(raw), "failed TLS handshake not closed")
+        self.tls_conn = tc  # still open: a SIGHUP reloads the certificate under it
+
         step("SIGUSR1 (reopen logs)")
         os.rename(os.path.join(self.tmp, "access.log"), os.path.join(self.tmp, "access.log.1"))
         self.proc.send_signal(signal.SIGUSR1)
@@ -324,6 +356,9 @@ class Scenario:
                 self.ok(c, f"/blob?n={i}", lambda b, i=i: len(b) == i)
         pools = self.wait(lambda: (lambda p: p if p and not old & {x for v in p.values() for x in v}
                                    else None)(self.running()), "reload done")
+        self.tls_conn.request("GET", "/blob?n=10")  # opened before the reload
+        check(self.tls_conn.getresponse().read() == bytes(range(10)), "TLS after reload")
+        self.tls_conn.close()
 
         step("SIGTERM with a download in flight")
         c = Conn(self.port, timeout=TIMEOUT, rcvbuf=64 * 1024)

@@ -13,7 +13,7 @@
 #include "front/http1/fields.h"
 
 static void on_timer(uv_timer_t *t);
-static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf);
 
 /* Output drained: a pipelined request held back by PIPELINE_OUT_MAX may go. */
 static void resume_pipeline(conn *c)
@@ -25,9 +25,9 @@ static void resume_pipeline(conn *c)
     h1_parse(c);
 }
 
-static void on_written(uv_write_t *req, int status)
+static void on_written(transport *t, int status)
 {
-    conn *c = req->data;
+    conn *c = h1_conn_of(t);
     c->writing = false;
     uint64_t credit = c->wbuf_credit;
     c->wbuf_credit = 0;
@@ -48,6 +48,8 @@ static void on_written(uv_write_t *req, int status)
         h1_flush(&c->flush);
     else if (c->closing)
         h1_close(c);
+    else if (!c->cur && c->timer_kind == T_KEEPALIVE)
+        c->tr.ops->idle(&c->tr); /* TLS: give back the session's buffers */
     resume_pipeline(c);
 }
 
@@ -61,8 +63,7 @@ void h1_flush(flush_node *n)
             h1_close(c);
         return;
     }
-    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    int w = c->tr.ops->try_write(&c->tr, (const char *)c->out.data, c->out.len);
     if (w == (int)c->out.len) {
         uint64_t credit = c->out_credit;
         c->out_credit = 0;
@@ -88,10 +89,8 @@ void h1_flush(flush_node *n)
     sluice_buf_reset(&c->out);
     c->wbuf_credit = c->out_credit;
     c->out_credit = 0;
-    b = uv_buf_init((char *)c->wbuf.data + done, (unsigned)(c->wbuf.len - done));
     c->writing = true;
-    c->wreq.data = c;
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    int rc = c->tr.ops->write(&c->tr, (const char *)c->wbuf.data + done, c->wbuf.len - done);
     if (rc < 0) {
         c->writing = false;
         h1_close(c);
@@ -129,6 +128,9 @@ static void on_timer(uv_timer_t *t)
             h1_log_refused(c, 408, h1_write_error(c, 408, true));
             c->closing = true;
             gw_defer_flush(c->gw, &c->flush);
+        } else if (c->tr.ops->handshaking(&c->tr)) {
+            /* TLS handshake still going: its own timeout ends it (and logs) */
+            h1_set_timer(c, T_HEADER);
         } else {
             h1_close(c);
         }
@@ -454,10 +456,9 @@ void h1_parse(conn *c)
     }
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void alloc_cb(transport *t, uv_buf_t *buf)
 {
-    (void)suggested;
-    conn *c = h->data;
+    conn *c = h1_conn_of(t);
     if (c->own_in) {
         if (c->istart > 0 && c->iend == IN_SIZE) {
             memmove(c->own_in, c->own_in + c->istart, c->iend - c->istart);
@@ -506,17 +507,17 @@ void h1_update_reading(conn *c)
     bool want = !c->closing && !c->closed && !c->eof &&
                 !(c->own_in && c->iend - c->istart >= IN_SIZE);
     if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0)
+        if (c->tr.ops->read_start(&c->tr) == 0)
             c->reading = true;
     } else if (!want && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->tr.ops->read_stop(&c->tr);
         c->reading = false;
     }
 }
 
-static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
 {
-    conn *c = h->data;
+    conn *c = h1_conn_of(t);
     if (nread == 0 || c->closed)
         return;
     if (nread < 0) {
@@ -548,3 +549,10 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     if (!c->closed)
         h1_update_reading(c);
 }
+
+const transport_cb h1_transport_cb = {
+    .alloc = alloc_cb,
+    .read = on_read,
+    .written = on_written,
+    .closed = h1_transport_closed,
+};

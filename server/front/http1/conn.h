@@ -28,6 +28,7 @@
 #include "exchange/stream.h"
 #include "front/http1/strict.h"
 #include "front/listener.h"
+#include "front/transport.h"
 
 #define IN_SIZE (64 * 1024)
 /* Raw bytes fed to the parser beyond the worker's credit: lets chunk
@@ -51,7 +52,7 @@ typedef struct {
 typedef struct conn {
     front_conn base; /* first: the listener's view */
     gateway *gw;
-    uv_tcp_t tcp;
+    transport tr; /* the client socket, plain or TLS */
     uv_timer_t timer;
     uv_timer_t body_timer; /* client body idle (runs beside `timer`) */
     bool body_timer_on;
@@ -61,6 +62,8 @@ typedef struct conn {
     flush_node flush;
     char remote[48];
     char local[48];
+    const char *scheme; /* the listener's: "http" or "https" */
+    char peer[64]; /* "remote:port", for the transport's log lines */
     uint16_t remote_port, local_port;
 
     /* input: either the gateway's shared buffer (during a read callback) or
@@ -100,7 +103,6 @@ typedef struct conn {
     size_t pending_len;
 
     sluice_buf out, wbuf;
-    uv_write_t wreq;
     bool writing;
     uint64_t out_credit, wbuf_credit; /* response body bytes inside out / wbuf */
     uint64_t unacked;                 /* written to the client, not yet credited */
@@ -111,6 +113,13 @@ typedef struct conn {
 /* request.c: the parser callbacks; response.c: the stream operations */
 extern const llhttp_settings_t h1_parser_settings;
 extern const stream_ops h1_stream_ops;
+/* conn.c: what the transport reports to */
+extern const transport_cb h1_transport_cb;
+
+static inline conn *h1_conn_of(transport *t)
+{
+    return (conn *)((char *)t - offsetof(conn, tr));
+}
 
 /* ---- conn.c ----------------------------------------------------------- */
 
@@ -151,5 +160,7 @@ void h1_forward_pending(conn *c);
 /* Close now (idempotent): the exchange in flight is cancelled, memory is
  * freed once the handles closed. */
 void h1_close(conn *c);
+/* The transport's handles are closed (transport_cb.closed). */
+void h1_transport_closed(transport *t);
 
 #endif

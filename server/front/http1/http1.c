@@ -2,6 +2,7 @@
  * the connection operations of a graceful stop. */
 #include "front/http1/http1.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/loop.h"
@@ -53,16 +54,19 @@ static const front_conn_ops h1_conn_ops = {
     .close = conn_close,
 };
 
-static front_conn *conn_open(gateway *gw)
+static front_conn *conn_open(gateway *gw, const listener *l)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    if (transport_init(&c->tr, gw, l->tls, &h1_transport_cb) < 0) {
+        free(c);
+        return NULL;
+    }
     c->base.ops = &h1_conn_ops;
-    c->base.tcp = &c->tcp;
+    c->base.tcp = &c->tr.tcp;
     c->gw = gw;
-    uv_tcp_init(gw->loop, &c->tcp);
-    c->tcp.data = c;
+    c->scheme = l->scheme;
     c->handles = 3;
     uv_timer_init(gw->loop, &c->timer);
     c->timer.data = c;
@@ -86,14 +90,19 @@ static void conn_start(front_conn *fc)
         h1_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_nodelay(&c->tr.tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+    if (uv_tcp_getpeername(&c->tr.tcp, (struct sockaddr *)&ss, &len) == 0)
         addr_text(&ss, c->remote, sizeof c->remote, &c->remote_port);
     len = sizeof ss;
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+    if (uv_tcp_getsockname(&c->tr.tcp, (struct sockaddr *)&ss, &len) == 0)
         addr_text(&ss, c->local, sizeof c->local, &c->local_port);
+    snprintf(c->peer, sizeof c->peer, "%s:%u", c->remote, c->remote_port);
+    if (transport_start(&c->tr, c->peer) < 0) {
+        h1_close(c);
+        return;
+    }
     llhttp_init(&c->parser, HTTP_REQUEST, &h1_parser_settings);
     c->parser.data = c;
     /* llhttp 8.1 refuses HTTP/1.2 (to be served as 1.1, RFC 9110 6.2) and
@@ -105,7 +114,6 @@ static void conn_start(front_conn *fc)
 }
 
 const front_end http1_front_end = {
-    .scheme = "http",
     .open = conn_open,
     .start = conn_start,
 };

@@ -140,9 +140,8 @@ void h1_forward_pending(conn *c)
     }
 }
 
-static void on_conn_closed(uv_handle_t *h)
+static void conn_released(conn *c)
 {
-    conn *c = h->data;
     if (--c->handles > 0)
         return;
     gateway *gw = c->gw;
@@ -154,6 +153,16 @@ static void on_conn_closed(uv_handle_t *h)
     free(c->own_in);
     free(c);
     gw_notify_finished(gw);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    conn_released(h->data);
+}
+
+void h1_transport_closed(transport *t)
+{
+    conn_released(h1_conn_of(t));
 }
 
 void h1_close(conn *c)
@@ -168,7 +177,7 @@ void h1_close(conn *c)
         stream_put(c->gw, s);
     }
     c->closed = true;
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    c->tr.ops->close(&c->tr);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->body_timer, on_conn_closed);
 }

@@ -315,7 +315,7 @@ static void start_exchange(conn *c)
     s->req.version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
     s->req.client = (sluice_addr){{(const uint8_t *)c->remote, strlen(c->remote)}, c->remote_port};
     s->req.server = (sluice_addr){{(const uint8_t *)c->local, strlen(c->local)}, c->local_port};
-    s->req.scheme = (sluice_bytes){(const uint8_t *)"http", 4};
+    s->req.scheme = (sluice_bytes){(const uint8_t *)c->scheme, strlen(c->scheme)};
 
     bool expect_continue = false, expect_other = false;
     sluice_bytes host = {NULL, 0};
