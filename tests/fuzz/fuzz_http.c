@@ -105,11 +105,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     strcpy(cfg->listen_host, "127.0.0.1");
     cfg->listen_port = 0;
+    cfg->n_listens = 1; /* one plain listener on an ephemeral port */
+    strcpy(cfg->listens[0].host, "127.0.0.1");
+    cfg->listens[0].port = 0;
     if (listener_start(&gw, &http1_front_end) < 0)
         abort();
     struct sockaddr_in sa;
     int len = sizeof sa;
-    uv_tcp_getsockname(&gw.listener, (struct sockaddr *)&sa, &len);
+    uv_tcp_getsockname(&gw.listeners[0].tcp, (struct sockaddr *)&sa, &len);
     port = ntohs(sa.sin_port);
 
     char sock[600];
