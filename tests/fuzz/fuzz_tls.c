@@ -99,6 +99,26 @@ static void move(tls_session *from, tls_session *to, size_t piece)
     }
 }
 
+/* The input, as raw ciphertext, into the server in pieces; its answers go
+ * to the client `c`, or nowhere. */
+static void feed_server(tls_session *s, tls_session *c, const uint8_t *data, size_t size, size_t piece)
+{
+    for (size_t off = 0; off < size;) {
+        size_t n = piece && piece < size - off ? piece : size - off;
+        int rc = tls_session_feed(s, data + off, n);
+        check(rc);
+        off += n;
+        drain(s, NULL, 0);
+        if (c)
+            move(s, c, 0);
+        else
+            while (tls_session_pull(s, wire, sizeof wire) > 0)
+                ;
+        if (rc == -EPROTO)
+            break;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 65536)
@@ -112,17 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
 
     if (mode == 0) {
-        for (size_t off = 0; off < size;) {
-            size_t n = piece && piece < size - off ? piece : size - off;
-            int rc = tls_session_feed(s, data + off, n);
-            check(rc);
-            off += n;
-            drain(s, NULL, 0);
-            while (tls_session_pull(s, wire, sizeof wire) > 0)
-                ;
-            if (rc == -EPROTO)
-                break;
-        }
+        feed_server(s, NULL, data, size, piece);
         tls_session_eof(s);
         tls_session_free(s);
         return 0;
@@ -142,16 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     drain(c, NULL, 0); /* tickets */
 
     if (mode == 1) {
-        for (size_t off = 0; off < size;) {
-            size_t n = piece && piece < size - off ? piece : size - off;
-            int rc = tls_session_feed(s, data + off, n);
-            check(rc);
-            off += n;
-            drain(s, NULL, 0);
-            move(s, c, 0);
-            if (rc == -EPROTO)
-                break;
-        }
+        feed_server(s, c, data, size, piece);
     } else {
         /* client -> server (in pieces) -> echoed -> client */
         static uint8_t back[65536];

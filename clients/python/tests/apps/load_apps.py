@@ -2,6 +2,7 @@
 each interface. The sleepy apps count how many requests are inside the
 handler at once (one worker process: the counts are exact)."""
 
+from native_app import sleep  # asyncio.sleep or trio.sleep, whichever runs
 from sluice import Response
 
 STATE = {"inside": 0, "max": 0}
@@ -11,21 +12,6 @@ def _enter() -> None:
     STATE["inside"] += 1
     if STATE["inside"] > STATE["max"]:
         STATE["max"] = STATE["inside"]
-
-
-async def sleep(seconds: float) -> None:
-    """asyncio.sleep or trio.sleep, whichever runs this handler."""
-    try:
-        import sniffio
-        lib = sniffio.current_async_library()
-    except Exception:
-        lib = "asyncio"
-    if lib == "trio":
-        import trio
-        await trio.sleep(seconds)
-    else:
-        import asyncio
-        await asyncio.sleep(seconds)
 
 
 def _max_and_reset() -> bytes:
