@@ -448,8 +448,12 @@ static int parse(const uint8_t *payload, size_t len, sluice_frame *f, sluice_hea
     case SLUICE_FRAME_REQUEST: {
         sluice_request *r = &f->u.request;
         if ((rc = f_raw(&ps, true, true, &r->method)) || (rc = f_raw(&ps, true, true, &r->target)) ||
-            (rc = f_uint(&ps, 10, 11, &v)))
+            (rc = f_uint(&ps, SLUICE_HTTP_10, SLUICE_HTTP_2, &v)))
             break;
+        if (!sluice_http_version_ok(v)) { /* 12..19 are not HTTP versions */
+            rc = E_VALUE;
+            break;
+        }
         r->version = (uint32_t)v;
         if ((rc = f_headers(&ps, &r->headers)) || (rc = f_addr(&ps, &r->client)) ||
             (rc = f_addr(&ps, &r->server)) || (rc = f_raw(&ps, false, false, &r->scheme)) ||

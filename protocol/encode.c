@@ -254,7 +254,7 @@ int sluice_proto_encode_request(sluice_buf *out, uint64_t sid, const sluice_requ
     if (!stream_id_ok(sid) || r->method.len == 0 || r->target.len == 0 ||
         !bytes_ok(&r->method) || !bytes_ok(&r->target) || !bytes_ok(&r->scheme) ||
         !bytes_ok(&r->client.host) || !bytes_ok(&r->server.host) ||
-        (r->version != 10 && r->version != 11) || r->body > SLUICE_BODY_ON_CREDIT ||
+        !sluice_http_version_ok(r->version) || r->body > SLUICE_BODY_ON_CREDIT ||
         r->client.port > 65535 || r->server.port > 65535)
         return -EINVAL;
     int rc = check_headers(r->headers.items, r->headers.count);

@@ -114,6 +114,18 @@ typedef enum {
     SLUICE_BODY_ON_CREDIT = 2, /* REQUEST only: window starts at 0 */
 } sluice_body_mode;
 
+/* REQUEST `version`: the HTTP version times ten (PROTOCOL.md 3.2). */
+typedef enum {
+    SLUICE_HTTP_10 = 10,
+    SLUICE_HTTP_11 = 11,
+    SLUICE_HTTP_2 = 20,
+} sluice_http_version;
+
+static inline bool sluice_http_version_ok(uint64_t v)
+{
+    return v == SLUICE_HTTP_10 || v == SLUICE_HTTP_11 || v == SLUICE_HTTP_2;
+}
+
 /* ---- frames ----------------------------------------------------------- */
 
 /* A byte string. In decoded frames it is a view into the decoder's input or
@@ -165,7 +177,7 @@ typedef struct {
 
 typedef struct {
     sluice_bytes method, target;
-    uint32_t version; /* 10, 11 */
+    uint32_t version; /* sluice_http_version: 10, 11, 20 */
     sluice_headers headers;
     sluice_addr client, server;
     sluice_bytes scheme;

@@ -521,6 +521,16 @@ def build_decode_valid():
           W_HELLO_FULL, response(1, 200, [["content-length", "5"]], 1), body(1, "hello"),
           end(1), credit(1, 5), pong(1), retire())
     dec("empty-input", "no bytes at all: no frames, no error", b"", [], None, True)
+    # HTTP/2 requests (version 20), appended to keep names stable
+    valid("request-http2-post", "an HTTP/2 request (version 20) over h2c: host made from :authority, split "
+          "cookies joined with \"; \", te: trailers, content-length, body mode 1",
+          request(9, "POST", "/api/items?x=1", 20, [["host", "example.com"], ["content-type", "application/json"],
+                                                   ["content-length", "13"], ["cookie", "a=1; b=2"],
+                                                   ["te", "trailers"]],
+                  ("127.0.0.1", 50000), ("127.0.0.1", 8080), "http", 1))
+    valid("request-http2-get-tls", "an HTTP/2 GET over TLS (version 20, scheme https), no body",
+          request(11, "GET", "/", 20, [["host", "example.com:8443"], ["accept", "*/*"]],
+                  ("::1", 50001), ("::1", 8443), "https", 0))
 
 
 def build_decode_noncanonical():
@@ -584,6 +594,10 @@ def build_decode_noncanonical():
        R(X("94 01 00 01 82"), Text(b"window"), 5, Text(b"deep"), Raw(b"\x91" * 5 + b"\x80")), hello(window=5))
     nc("nc-hello-version-uint16", "HELLO version 1 as uint 16",
        R(X("94 01 00 cd 0001 81"), Text(b"window"), 1), hello(window=1))
+    nc("nc-request-http2-wide", "REQUEST version 20 as uint 16, method and target as str",
+       R(X("9a 02 01"), Text(b"GET"), Text(b"/"), X("cd 0014"), [[b"host", b"example.com"]],
+         [Text(b"127.0.0.1"), 40000], [Text(b"127.0.0.1"), 8080], Text(b"https"), 0),
+       request(1, version=20, scheme="https"))
 
 
 def build_decode_invalid():
@@ -756,10 +770,10 @@ def build_decode_invalid():
     fv("response-body-2", "RESPONSE body mode 2 (REQUEST only)", R([3, 1, 200, [], 2]))
     fv("request-body-3", "REQUEST body mode 3", R([2, 1, b"GET", b"/", 11, [], [Text(b""), 0], [Text(b""), 0],
                                                   Text(b"http"), 3]))
-    fv("request-version-9", "REQUEST version 9 (only 10 and 11 exist)",
+    fv("request-version-9", "REQUEST version 9 (only 10, 11 and 20 exist)",
        R([2, 1, b"GET", b"/", 9, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
-    fv("request-version-20", "REQUEST version 20",
-       R([2, 1, b"GET", b"/", 20, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
+    fv("request-version-21", "REQUEST version 21 (HTTP/2 is 20)",
+       R([2, 1, b"GET", b"/", 21, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
     fv("request-empty-method", "REQUEST with an empty method",
        R([2, 1, b"", b"/", 11, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
     fv("request-empty-target", "REQUEST with an empty target",
@@ -809,6 +823,11 @@ def build_decode_invalid():
     bad("precedence-header-name-before-value", "a header entry whose name is empty (field_value) and whose "
         "value is nil (field_type): within an entry, name then value, field_value",
         R([3, 1, 200, [[b"", None]], 1]), "field_value")
+    # versions between 1.1 and 2 (20 became valid with HTTP/2; appended to keep names stable)
+    fv("request-version-12", "REQUEST version 12 (between 11 and 20: no HTTP version)",
+       R([2, 1, b"GET", b"/", 12, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
+    fv("request-version-19", "REQUEST version 19 (between 11 and 20: no HTTP version)",
+       R([2, 1, b"GET", b"/", 19, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
 
 
 # ---------------------------------------------------------------------------
@@ -1111,6 +1130,15 @@ def build_sessions():
       "must be served (or RESET refused); only DRAIN ends them", "worker",
       wk_ready() + [send(retire("shutdown")), recv(request(1)), recv(request(2)), send(response(1, 200, [], 0)),
                     send(reset(2, 2)), recv(drain(30000)), recv(request(3), "unexpected_frame")], 4)
+    S("s-w-http2-exchange", "worker: an HTTP/2 request (version 20) with a body and request trailers, "
+      "answered with response trailers (gRPC style): the same stream rules as HTTP/1.1", "worker",
+      wk_ready() + [recv(request(1, "POST", "/pkg.Svc/Call", 20,
+                                 [["host", "example.com"], ["content-type", "application/grpc"], ["te", "trailers"]],
+                                 scheme="https", body=1)),
+                    recv(body(1, "\u0000\u0000\u0000\u0000\u0002hi")), recv(end(1, [["x-checksum", "7"]])),
+                    send(response(1, 200, [["content-type", "application/grpc"]], 1)), send(body(1, "ok")),
+                    send(end(1, [["grpc-status", "0"], ["grpc-message", ""]])),
+                    recv(credit(1, 2), "ignored")], 4)
 
 
 # ---------------------------------------------------------------------------

@@ -71,8 +71,12 @@ Test(encode, rejects_invalid_values)
     sluice_request q = {.method = B("GET"), .target = B(""), .version = 11, .scheme = B("http")};
     cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), -EINVAL);
     q.target = B("/");
-    q.version = 20;
-    cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), -EINVAL);
+    /* HTTP/2 is 20: the values between and around are no HTTP version */
+    const uint32_t bad_versions[] = {0, 9, 12, 19, 21, 30};
+    for (size_t i = 0; i < sizeof bad_versions / sizeof bad_versions[0]; i++) {
+        q.version = bad_versions[i];
+        cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), -EINVAL, "version %u", q.version);
+    }
     sluice_hello h = {.version = 1, .has = SLUICE_HELLO_HAS_MAX_FRAME, .max_frame = 1000};
     cr_assert_eq(sluice_proto_encode_hello(&b, &h), -EINVAL);
     cr_assert_eq(b.len, 0, "a rejected frame must not leave bytes behind");
@@ -141,6 +145,26 @@ Test(codec, request_roundtrip)
     cr_assert(r->method.ptr >= b.data && r->method.ptr < b.data + b.len);
     sluice_proto_decoder_free(d);
     sluice_buf_close(&b);
+}
+
+Test(codec, request_http_versions)
+{
+    /* 10, 11 and 20 (HTTP/2) encode and decode unchanged */
+    const uint32_t versions[] = {SLUICE_HTTP_10, SLUICE_HTTP_11, SLUICE_HTTP_2};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        sluice_request q = {.method = B("GET"), .target = B("/"), .version = versions[i], .scheme = B("https")};
+        sluice_buf b;
+        sluice_buf_init(&b, 0);
+        cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), 0, "version %u", versions[i]);
+        sluice_frame f;
+        sluice_proto_decoder *d;
+        cr_assert_eq(decode_one(b.data, b.len, &f, &d), 1);
+        cr_assert_eq(f.type, SLUICE_FRAME_REQUEST);
+        cr_assert_eq(f.u.request.version, versions[i]);
+        sluice_proto_decoder_free(d);
+        sluice_buf_close(&b);
+    }
+    cr_assert(!sluice_http_version_ok(12) && !sluice_http_version_ok(21) && !sluice_http_version_ok(0));
 }
 
 Test(codec, hello_both_directions)

@@ -89,7 +89,7 @@ static void rnd_frame(sluice_frame *f)
         sluice_request *r = &f->u.request;
         r->method = rnd_bytes(20, true);
         r->target = rnd_bytes(2000, true);
-        r->version = rnd() % 2 ? 10 : 11;
+        r->version = (const uint32_t[]){10, 11, 20}[rnd() % 3];
         r->headers = rnd_headers();
         r->client = rnd_addr();
         r->server = rnd_addr();
