@@ -78,7 +78,7 @@ typedef struct {
 typedef struct {
     sluice_bytes method;      /* "GET", ... */
     sluice_bytes target;      /* "/path?query" */
-    uint32_t version;         /* 10 or 11 */
+    uint32_t version;         /* HTTP version times ten: 10, 11, or 20 (HTTP/2) */
     sluice_headers headers;   /* in order, names may repeat */
     sluice_addr client;       /* host "" and port 0 when unknown */
     sluice_addr server;

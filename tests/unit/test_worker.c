@@ -397,13 +397,13 @@ static void gw_send_x(const sluice_frame *f, bool apply)
 
 static void gw_send(const sluice_frame *f) { gw_send_x(f, true); }
 
-static void gw_request(uint64_t sid, uint32_t body_mode)
+static void gw_request_v(uint64_t sid, uint32_t body_mode, uint32_t version)
 {
     static const sluice_header hs[2] = {{B("host"), B("example.com")}, {B("x-test"), B("1")}};
     sluice_frame f = {.type = SLUICE_FRAME_REQUEST, .stream_id = sid};
     f.u.request.method = B("GET");
     f.u.request.target = B("/hello?x=1");
-    f.u.request.version = 11;
+    f.u.request.version = version;
     f.u.request.headers.items = hs;
     f.u.request.headers.count = 2;
     f.u.request.client.host = B("127.0.0.1");
@@ -414,6 +414,8 @@ static void gw_request(uint64_t sid, uint32_t body_mode)
     f.u.request.body = body_mode;
     gw_send(&f);
 }
+
+static void gw_request(uint64_t sid, uint32_t body_mode) { gw_request_v(sid, body_mode, 11); }
 
 static void gw_body(uint64_t sid, const void *data, size_t len)
 {
@@ -693,6 +695,25 @@ static void app_misuse(sluice_stream *s, const sluice_req *r)
     cr_assert_lt(sluice_stream_respond(s, 200, &bad, 1, false), 0, "empty header name");
     cr_assert_eq(sluice_stream_respond(s, 204, NULL, 0, false), 0);
     cr_assert_eq(sluice_stream_respond(s, 200, NULL, 0, false), -EPIPE, "stream closed");
+}
+
+Test(worker, http2_request_is_served_like_http1)
+{
+    sluice_worker_config cfg = {0};
+    setup(&cfg, 65536, 0);
+    T.app_request = app_hello;
+    gw_request_v(1, SLUICE_BODY_NONE, SLUICE_HTTP_2);
+
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.num, 200);
+    gframe_clear(&g);
+    gw_expect(&g, SLUICE_FRAME_BODY);
+    gframe_clear(&g);
+    gw_expect(&g, SLUICE_FRAME_END);
+    gframe_clear(&g);
+    cr_assert_not_null(T.req);
+    cr_assert_eq(T.req->version, 20, "the app sees the HTTP version as sent");
 }
 
 Test(worker, api_misuse_is_refused)
