@@ -32,6 +32,8 @@ log = logging.getLogger("sluice")
 DEFAULT_MAX_STREAMS = 4096
 
 _ERROR_BODY = b"Internal Server Error\n"
+# REQUEST version -> HTTP version as ASGI spells it ("2" for HTTP/2).
+_HTTP_VERSION = {10: "1.0", 11: "1.1", 20: "2"}
 _ERROR_HEADERS = P.pack_headers([[b"content-type", b"text/plain; charset=utf-8"],
                                  [b"content-length", b"%d" % len(_ERROR_BODY)]])
 
@@ -187,7 +189,9 @@ class Request:
 
     @property
     def http_version(self) -> str:
-        return "1.1" if self._frame.version == 11 else "1.0"
+        """``"1.0"``, ``"1.1"``, or ``"2"`` for a request that reached the
+        gateway over HTTP/2."""
+        return _HTTP_VERSION[self._frame.version]
 
     @property
     def has_body(self) -> bool:

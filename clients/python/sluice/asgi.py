@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from . import protocol as P
 from ._asyncio import run, serve
-from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS
+from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS, _HTTP_VERSION
 
 log = logging.getLogger("sluice")
 
@@ -181,7 +181,7 @@ class ASGIRunner:
         server = f.server
         d = self._TEMPLATE.copy()
         if f.version != 11:
-            d["http_version"] = "1.0"
+            d["http_version"] = _HTTP_VERSION[f.version]
         m = f.method
         d["method"] = self._METHODS.get(m) or m.decode("latin-1")
         d["scheme"] = f.scheme

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import msgpack
 
 __all__ = [
-    "PROTOCOL_VERSION", "DEFAULT_MAX_FRAME", "MAX_WINDOW", "MAX_ID",
+    "PROTOCOL_VERSION", "HTTP_VERSIONS", "DEFAULT_MAX_FRAME", "MAX_WINDOW", "MAX_ID",
     "ERROR_CODES", "ERROR_NAMES", "CANCEL_REASONS", "RESET_CODES",
     "ProtocolError", "RemoteProtocolError", "LocalProtocolError",
     "Frame", "Hello", "Request", "Response", "Body", "End", "Credit", "Cancel",
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+# REQUEST version: the HTTP version times ten (PROTOCOL.md 3.2); 20 is HTTP/2.
+HTTP_VERSIONS = frozenset((10, 11, 20))
 DEFAULT_MAX_FRAME = 1 << 20
 MIN_MAX_FRAME = 16384
 MAX_MAX_FRAME = (1 << 24) - 1
@@ -159,6 +161,7 @@ class Request(Frame):
     ``method``/``target`` and header names/values are ``bytes``; ``headers``
     is a list of ``[name, value]`` pairs in wire order (names lower-cased by
     the gateway). ``client``/``server`` are ``(host: str, port: int)``.
+    ``version`` is the HTTP version times ten: 10, 11, or 20 (HTTP/2).
     """
     __slots__ = ("method", "target", "version", "headers", "client", "server", "scheme", "body")
     type, name = 2, "REQUEST"
@@ -473,8 +476,8 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
         if len(a) >= 10:
             # fast path: the canonical shapes the gateway sends
             m, tg, ver, h, c, s, sc, b = a[2:10]
-            if (type(m) is bytes and m and type(tg) is bytes and tg and (ver == 11 or ver == 10)
-                    and type(ver) is int and type(h) is list and len(h) <= MAX_HEADERS
+            if (type(m) is bytes and m and type(tg) is bytes and tg and type(ver) is int
+                    and ver in HTTP_VERSIONS and type(h) is list and len(h) <= MAX_HEADERS
                     and type(c) is list and len(c) == 2 and type(c[0]) is str and type(c[1]) is int
                     and 0 <= c[1] <= 65535
                     and type(s) is list and len(s) == 2 and type(s[0]) is str and type(s[1]) is int
@@ -492,7 +495,7 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
         if not tg:
             raise _FieldValue
         ver = _uint(a[4])
-        if ver != 11 and ver != 10:
+        if ver not in HTTP_VERSIONS:
             raise _FieldValue
         h = _headers(a[5])
         c = _address(a[6])
@@ -642,7 +645,7 @@ class FrameDecoder:
                         t, sid, m, tg, ver, h, c, s, sc, b = a
                         if (type(t) is int and type(sid) is int and 0 < sid <= MAX_ID
                                 and type(m) is bytes and m and type(tg) is bytes and tg
-                                and (ver == 11 or ver == 10) and type(ver) is int
+                                and type(ver) is int and ver in HTTP_VERSIONS
                                 and type(h) is list and len(h) <= MAX_HEADERS
                                 and type(c) is list and len(c) == 2 and type(c[0]) is str
                                 and type(c[1]) is int and 0 <= c[1] <= 65535

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
 from ._asyncio import run, serve
-from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS
+from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS, _HTTP_VERSION
 from ._http import packed_headers
 
 log = logging.getLogger("sluice")
@@ -233,7 +233,7 @@ class WSGIRunner:
             "QUERY_STRING": query.decode("latin-1"),
             "SERVER_NAME": server[0] or "localhost",
             "SERVER_PORT": str(server[1]),
-            "SERVER_PROTOCOL": "HTTP/1.1" if f.version == 11 else "HTTP/1.0",
+            "SERVER_PROTOCOL": "HTTP/" + _HTTP_VERSION[f.version],  # HTTP/2 for version 20
             "REMOTE_ADDR": f.client[0],
             "REMOTE_PORT": str(f.client[1]),
             "wsgi.version": (1, 0),
