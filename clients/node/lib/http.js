@@ -457,6 +457,11 @@ function handleStream(stream, handler, options) {
     req.httpVersionMajor = 1;
     req.httpVersionMinor = 0;
     req.httpVersion = '1.0';
+  } else if (f.version === 20) {
+    // HTTP/2 at the gateway: spelled as node:http2's compatibility API does
+    req.httpVersionMajor = 2;
+    req.httpVersionMinor = 0;
+    req.httpVersion = '2.0';
   } else {
     req.httpVersionMajor = 1;
     req.httpVersionMinor = 1;

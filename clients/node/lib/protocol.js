@@ -399,7 +399,8 @@ function parse(start) {
       const method = str();
       needField(); rdRaw(true); if (RL === 0) throw 5;
       const target = str();
-      needField(); const version = rdUintRange(10, 11);
+      needField(); const version = rdUintRange(10, 20);
+      if (version > 11 && version !== 20) throw 5; // HTTP/1.0, 1.1 or 2
       needField(); const headers = rdHeaders();
       const client = rdAddr();
       const server = rdAddr();

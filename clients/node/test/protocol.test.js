@@ -117,6 +117,17 @@ test('decoder: interned short strings are exact whatever collides', () => {
   assert.deepEqual(hi.headers, ['x', '\u00ff\u0080\u0000']);
 });
 
+test('decoder: REQUEST version is 10, 11 or 20 (HTTP/2); anything else is field_value', () => {
+  for (const version of [10, 11, 20]) {
+    const [f] = frames(P.encodeFrame(REQ(1, { version })));
+    assert.equal(f.version, version);
+  }
+  for (const version of [0, 9, 12, 19, 21, 30]) {
+    assert.throws(() => frames(P.encodeFrame(REQ(1, { version }))),
+      (e) => e instanceof P.ProtocolError && e.errorName === 'field_value', `version ${version}`);
+  }
+});
+
 test('StreamTable: set/get/delete/values with colliding ids', () => {
   const t = new P.StreamTable(16);
   const ids = [1, 17, 33, 2 ** 40 + 1, 2 ** 53 - 1, 5];

@@ -78,6 +78,24 @@ test('a GET exchange: RESPONSE with Content-Length, BODY, END in one write', asy
   await teardown(ctx);
 });
 
+test('HTTP/2 requests (version 20): httpVersion 2.0 as in node:http2, served like HTTP/1.x', async () => {
+  const seen = [];
+  const ctx = await setup((req, res) => {
+    seen.push([req.httpVersion, req.httpVersionMajor, req.httpVersionMinor]);
+    res.end('ok');
+  });
+  ctx.gw.request(1, { version: 20 });
+  let fs = await ctx.gw.until(F.END);
+  assert.deepEqual(names(fs), ['RESPONSE', 'BODY', 'END']);
+  ctx.gw.request(3, { version: 10 });
+  fs = await ctx.gw.until(F.END);
+  assert.deepEqual(names(fs), ['RESPONSE', 'BODY', 'END']);
+  ctx.gw.request(5, { version: 11 });
+  await ctx.gw.until(F.END);
+  assert.deepEqual(seen, [['2.0', 2, 0], ['1.0', 1, 0], ['1.1', 1, 1]]);
+  await teardown(ctx);
+});
+
 test('end() without a body sends RESPONSE body=0; HEAD and 204 never send BODY', async () => {
   const ctx = await setup((req, res) => {
     if (req.url === '/204') { res.statusCode = 204; res.end('ignored'); return; }
