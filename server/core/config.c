@@ -40,6 +40,9 @@ void sluice_config_defaults(sluice_config *c)
     strcpy(c->listen_host, "127.0.0.1");
     c->listen_port = 8080;
     c->tls_handshake_timeout_ms = 10000;
+    c->http2 = SLUICE_HTTP2_ON;
+    c->h2_max_streams = 100;
+    c->send_timeout_ms = 60000;
     c->max_header_bytes = 32768;
     c->max_headers = 128;
     c->max_target = 8192;
@@ -314,6 +317,21 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return copy_str(c->admin, sizeof c->admin, v);
     if (!strcmp(k, "tls_handshake_timeout"))
         return sluice_parse_duration(v, &c->tls_handshake_timeout_ms) < 0 ? -EINVAL : 0;
+    if (!strcmp(k, "http2")) {
+        if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+            c->http2 = SLUICE_HTTP2_ON;
+        else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+            c->http2 = SLUICE_HTTP2_OFF;
+        else if (!strcmp(v, "only"))
+            c->http2 = SLUICE_HTTP2_ONLY;
+        else
+            return -EINVAL;
+        return 0;
+    }
+    if (!strcmp(k, "h2_max_streams"))
+        return parse_u32(v, 1, 1u << 20, &c->h2_max_streams);
+    if (!strcmp(k, "send_timeout"))
+        return sluice_parse_duration(v, &c->send_timeout_ms);
     if (!strcmp(k, "max_header_bytes"))
         return parse_u32(v, 256, 1 << 20, &c->max_header_bytes);
     if (!strcmp(k, "max_headers"))
@@ -652,6 +670,10 @@ static const char usage[] =
     "      --tls-key FILE           (PEM, with its chain) and its key; repeat the pair for\n"
     "                               more certificates chosen by SNI (the first is the default)\n"
     "      --tls-handshake-timeout DUR  to complete a TLS handshake (default 10s)\n"
+    "      --http2 on|off|only      HTTP/2: h2c (prior knowledge) on plain listeners,\n"
+    "                               ALPN h2 on TLS ones (default on, beside HTTP/1.1;\n"
+    "                               only: no HTTP/1.1, e.g. for gRPC)\n"
+    "      --h2-max-streams N       concurrent streams per HTTP/2 connection (default 100)\n"
     "      --admin HOST:PORT        admin listener: /status, /metrics, scale, reload (default off);\n"
     "                               unix:PATH for a Unix socket\n"
     "\n"
@@ -687,6 +709,8 @@ static const char usage[] =
     "      --keepalive-timeout DUR  idle keep-alive connections (default 75s)\n"
     "      --body-timeout DUR       longest pause in a request body upload (default 60s;\n"
     "                               408, or the response is aborted once started)\n"
+    "      --send-timeout DUR       HTTP/2: a response stream the client takes no bytes\n"
+    "                               of (its window stays shut) is reset (default 60s)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
     "\n"
     "Logs:\n"
@@ -708,7 +732,8 @@ enum {
     OPT_HEADER_TIMEOUT, OPT_KEEPALIVE_TIMEOUT, OPT_RESPONSE_TIMEOUT, OPT_BODY_TIMEOUT,
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
-    OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT,
+    OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT, OPT_HTTP2, OPT_H2_MAX_STREAMS,
+    OPT_SEND_TIMEOUT,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
@@ -726,6 +751,9 @@ static const struct option long_opts[] = {
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
+    {"http2", required_argument, NULL, OPT_HTTP2},
+    {"h2-max-streams", required_argument, NULL, OPT_H2_MAX_STREAMS},
+    {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
     {"workers", required_argument, NULL, 'w'},
     {"min-workers", required_argument, NULL, OPT_MIN_WORKERS},
     {"max-workers", required_argument, NULL, OPT_MAX_WORKERS},
@@ -805,6 +833,9 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
         return copy_str(l->certs[l->n_certs - 1].key, sizeof l->certs[0].key, v);
     }
     case OPT_TLS_HANDSHAKE_TIMEOUT: return set_server(c, "tls_handshake_timeout", v);
+    case OPT_HTTP2: return set_server(c, "http2", v);
+    case OPT_H2_MAX_STREAMS: return set_server(c, "h2_max_streams", v);
+    case OPT_SEND_TIMEOUT: return set_server(c, "send_timeout", v);
     case OPT_ADMIN: return set_server(c, "admin", v);
     case 'w':
         return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);

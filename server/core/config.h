@@ -16,6 +16,11 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
  * most one request waiting, so --max-connections bounds the queue. */
 #define SLUICE_QUEUE_UNBOUNDED UINT32_MAX
 
+/* http2: off, on (beside HTTP/1.1, the default), only (no HTTP/1.1: a
+ * plain listener serves h2c with prior knowledge alone, TLS offers only
+ * ALPN h2). */
+enum { SLUICE_HTTP2_OFF = 0, SLUICE_HTTP2_ON = 1, SLUICE_HTTP2_ONLY = 2 };
+
 /* One pool of workers running the same command. */
 typedef struct {
     char name[64];
@@ -77,6 +82,9 @@ typedef struct {
     sluice_listen_config listens[SLUICE_MAX_LISTENERS]; /* every listener */
     uint32_t n_listens;
     uint64_t tls_handshake_timeout_ms;
+    int http2;                   /* SLUICE_HTTP2_*: h2c by preface on plain listeners, ALPN h2 on TLS */
+    uint32_t h2_max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint64_t send_timeout_ms;    /* HTTP/2: a response the client takes nothing of */
     char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */

@@ -146,7 +146,7 @@ void sluice_log_access(sluice_log *l, const sluice_access *a)
     put_field(f, a->method, a->method_len);
     fputc(' ', f);
     put_field(f, a->target, a->target_len);
-    fprintf(f, " HTTP/1.%d\" %d %llu %.3fms", a->http_minor, a->status, (unsigned long long)a->bytes,
+    fprintf(f, " HTTP/%d.%d\" %d %llu %.3fms", a->version / 10, a->version % 10, a->status, (unsigned long long)a->bytes,
             a->duration_ms);
     if (a->worker_id >= 0)
         fprintf(f, " w%lld\n", (long long)a->worker_id);

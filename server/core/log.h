@@ -26,7 +26,7 @@ typedef struct {
     size_t method_len;
     const char *target;
     size_t target_len;
-    int http_minor;              /* 0 or 1 */
+    int version;                 /* HTTP version times ten: 10, 11, 20 */
     int status;
     uint64_t bytes;              /* response body bytes sent */
     double duration_ms;

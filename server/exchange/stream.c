@@ -91,6 +91,27 @@ void stream_cancel(stream *s, uint32_t reason)
         wlink_cancel(s->link, s, reason);
 }
 
+/* Refusals taken per stream, each placed again, before 503. */
+#define MAX_REFUSALS 3
+
+static bool refusal(uint64_t code)
+{
+    return code == SLUICE_RESET_REFUSED || code == SLUICE_RESET_OVERLOADED;
+}
+
+int stream_retry(stream *s, uint64_t code)
+{
+    if (!refusal(code) || s->resp_started || s->body_sent != 0 || s->refusals >= MAX_REFUSALS)
+        return -1;
+    s->refusals++;
+    s->end_sent = false; /* the next worker gets its own END */
+    s->worker_id = -1;
+    int rc = stream_submit(s);
+    return rc == 0 || rc == 1 ? rc : -1;
+}
+
+int stream_reset_status(uint64_t code) { return refusal(code) ? 503 : 502; }
+
 void stream_record(const stream *s, double seconds)
 {
     if (s->pool)

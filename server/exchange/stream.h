@@ -134,6 +134,16 @@ int stream_grant(stream *s, uint32_t n);
 /* Abandon the stream on its link, telling the worker why (CANCEL); no-op
  * without a link. s->link is NULL after. */
 void stream_cancel(stream *s, uint32_t reason);
+/* The worker answered RESET `code` (s->link is NULL). A refusal
+ * (refused/overloaded) of a stream the worker did nothing with (no
+ * response, no request body byte sent) is placed again, on another worker
+ * or in the queue, a bounded number of times, so a worker leaving mid-load
+ * fails no request. 0: dispatched again, 1: queued again (the front end
+ * arms its queue timeout), -1: not retried (answer 503 for a refusal, else
+ * 502: see stream_reset_status). */
+int stream_retry(stream *s, uint64_t code);
+/* The status for a RESET that was not retried: 503 refused, 502 else. */
+int stream_reset_status(uint64_t code);
 /* Count the finished exchange in its pool's metrics (no-op when unrouted). */
 void stream_record(const stream *s, double seconds);
 

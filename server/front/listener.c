@@ -23,11 +23,7 @@ static void on_connection(uv_stream_t *server, int status)
     front_conn *c = l->fe->open(gw, l);
     if (!c)
         return;
-    c->next = gw->conns;
-    if (gw->conns)
-        gw->conns->prev = c;
-    gw->conns = c;
-    gw->n_conns++;
+    listener_add(gw, c);
     if (uv_accept(server, (uv_stream_t *)c->tcp) < 0) {
         c->ops->close(c, SLUICE_CANCEL_CLIENT_CLOSED);
         return;
@@ -44,13 +40,16 @@ static void on_connection(uv_stream_t *server, int status)
     l->fe->start(c);
 }
 
-static int tls_config(const sluice_listen_config *lc, tls_server_config *tc, tls_cert_files *files)
+static int tls_config(const sluice_config *cfg, const sluice_listen_config *lc, tls_server_config *tc,
+                      tls_cert_files *files)
 {
     for (uint32_t i = 0; i < lc->n_certs; i++) {
         files[i].cert_file = lc->certs[i].cert;
         files[i].key_file = lc->certs[i].key;
     }
-    *tc = (tls_server_config){.certs = files, .n_certs = lc->n_certs, .alpn = "http/1.1"};
+    *tc = (tls_server_config){.certs = files, .n_certs = lc->n_certs,
+                              .alpn = cfg->http2 == SLUICE_HTTP2_ONLY ? "h2"
+                                     : cfg->http2 ? "h2,http/1.1" : "http/1.1"};
     return 0;
 }
 
@@ -62,7 +61,7 @@ static int listen_one(gateway *gw, listener *l, const sluice_listen_config *lc, 
     if (lc->n_certs) {
         tls_cert_files files[SLUICE_MAX_LISTEN_CERTS];
         tls_server_config tc;
-        tls_config(lc, &tc, files);
+        tls_config(gw->cfg, lc, &tc, files);
         char err[TLS_ERR_LEN];
         int rc = tls_ctx_new_server(&l->tls, &tc, err, sizeof err);
         if (rc < 0) {
@@ -127,7 +126,7 @@ int listener_check_tls(const sluice_config *cfg, FILE *err)
             continue;
         tls_cert_files files[SLUICE_MAX_LISTEN_CERTS];
         tls_server_config tc;
-        tls_config(lc, &tc, files);
+        tls_config(cfg, lc, &tc, files);
         char msg[TLS_ERR_LEN];
         tls_ctx *ctx = NULL;
         if (tls_ctx_new_server(&ctx, &tc, msg, sizeof msg) < 0) {
@@ -149,7 +148,7 @@ uint32_t listener_reload_tls(gateway *gw)
             continue;
         tls_cert_files files[SLUICE_MAX_LISTEN_CERTS];
         tls_server_config tc;
-        tls_config(&gw->cfg->listens[i], &tc, files);
+        tls_config(gw->cfg, &gw->cfg->listens[i], &tc, files);
         char err[TLS_ERR_LEN];
         if (tls_ctx_reload(&l->tls, &tc, err, sizeof err) < 0) {
             slog(gw->log, LOG_ERROR, "listener %s: certificate reload failed, keeping the old ones: %s",
@@ -195,6 +194,16 @@ void listener_close_all(gateway *gw)
         /* the worker learns why its stream ends: the gateway is leaving */
         c->ops->close(c, SLUICE_CANCEL_SHUTDOWN);
     }
+}
+
+void listener_add(gateway *gw, front_conn *c)
+{
+    c->prev = NULL;
+    c->next = gw->conns;
+    if (gw->conns)
+        gw->conns->prev = c;
+    gw->conns = c;
+    gw->n_conns++;
 }
 
 void listener_remove(gateway *gw, front_conn *c)

@@ -76,6 +76,9 @@ void listener_close_idle(gateway *gw);
 uint32_t listener_active(gateway *gw);
 /* Close every connection, cancelling exchanges (SLUICE_CANCEL_SHUTDOWN). */
 void listener_close_all(gateway *gw);
+/* A connection joins the loop's list (the listener adds those it
+ * accepts; a front end taking a connection over adds its own). */
+void listener_add(gateway *gw, front_conn *c);
 /* From a front end: the connection's handles are closed and it is about
  * to be freed; forget it. */
 void listener_remove(gateway *gw, front_conn *c);

@@ -2,6 +2,7 @@
 #include "front/transport.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ static void plain_closed(uv_handle_t *h)
 {
     transport *t = h->data;
     t->cb->closed(t);
+    free(t);
 }
 
 static int plain_read_start(transport *t)
@@ -79,6 +81,12 @@ static void plain_close(transport *t)
     uv_close((uv_handle_t *)&t->tcp, plain_closed);
 }
 
+static const char *plain_alpn(const transport *t)
+{
+    (void)t;
+    return NULL;
+}
+
 static const transport_ops plain_ops = {
     .read_start = plain_read_start,
     .read_stop = plain_read_stop,
@@ -87,6 +95,7 @@ static const transport_ops plain_ops = {
     .handshaking = plain_handshaking,
     .idle = plain_idle,
     .close = plain_close,
+    .alpn = plain_alpn,
 };
 
 /* ---- TLS -------------------------------------------------------------- */
@@ -122,7 +131,7 @@ static void tls_log_fail(transport *t, const char *fallback)
     tls_error e = tls_session_error(t->tls->s, &reason);
     if (e == TLS_ERR_NONE || !reason)
         reason = fallback;
-    slog(t->gw->log, LOG_INFO, "tls: %s: %s", t->peer ? t->peer : "?", reason);
+    slog(t->gw->log, LOG_INFO, "tls: %s: %s", t->peer, reason);
 }
 
 /* The connection cannot go on: tell the front end once (a pending write
@@ -369,7 +378,7 @@ static void on_resume(uv_idle_t *h)
 static void on_handshake_timeout(uv_timer_t *h)
 {
     transport *t = h->data;
-    slog(t->gw->log, LOG_INFO, "tls: %s: handshake timeout", t->peer ? t->peer : "?");
+    slog(t->gw->log, LOG_INFO, "tls: %s: handshake timeout", t->peer);
     tls_fail(t, "handshake timeout", false);
 }
 
@@ -445,6 +454,7 @@ static void tls_handle_closed(uv_handle_t *h)
     free(l);
     t->tls = NULL;
     t->cb->closed(t);
+    free(t);
 }
 
 static void tls_close(transport *t)
@@ -469,6 +479,14 @@ static void tls_close(transport *t)
     uv_close((uv_handle_t *)&l->resume, tls_handle_closed);
 }
 
+static const char *tls_alpn(const transport *t)
+{
+    const tls_link *l = t->tls;
+    if (!l->s || !tls_session_handshake_done(l->s))
+        return NULL;
+    return tls_session_alpn(l->s);
+}
+
 static const transport_ops tls_ops = {
     .read_start = tls_read_start,
     .read_stop = tls_read_stop,
@@ -477,20 +495,26 @@ static const transport_ops tls_ops = {
     .handshaking = tls_handshaking,
     .idle = tls_idle,
     .close = tls_close,
+    .alpn = tls_alpn,
 };
 
 /* ---- setup ------------------------------------------------------------ */
 
-int transport_init(transport *t, gateway *gw, tls_ctx *ctx, const transport_cb *cb)
+transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void *owner)
 {
+    transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
     t->gw = gw;
     t->cb = cb;
-    t->tls = NULL;
+    t->owner = owner;
     t->ops = &plain_ops;
     if (ctx) {
         tls_link *l = calloc(1, sizeof *l);
-        if (!l)
-            return -ENOMEM;
+        if (!l) {
+            free(t);
+            return NULL;
+        }
         l->ctx = tls_ctx_ref(ctx);
         uv_timer_init(gw->loop, &l->timer);
         l->timer.data = t;
@@ -501,12 +525,34 @@ int transport_init(transport *t, gateway *gw, tls_ctx *ctx, const transport_cb *
     }
     uv_tcp_init(gw->loop, &t->tcp);
     t->tcp.data = t;
-    return 0;
+    return t;
 }
 
-int transport_start(transport *t, const char *peer)
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
 {
-    t->peer = peer;
+    out[0] = 0;
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, out, cap);
+        *port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, out, cap);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
+int transport_start(transport *t)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_text(&ss, t->remote, sizeof t->remote, &t->remote_port);
+    len = sizeof ss;
+    if (uv_tcp_getsockname(&t->tcp, (struct sockaddr *)&ss, &len) == 0)
+        addr_text(&ss, t->local, sizeof t->local, &t->local_port);
+    snprintf(t->peer, sizeof t->peer, "%s:%u", t->remote, t->remote_port);
     tls_link *l = t->tls;
     if (!l)
         return 0;
@@ -516,4 +562,10 @@ int transport_start(transport *t, const char *peer)
     uint64_t ms = t->gw->cfg->tls_handshake_timeout_ms;
     uv_timer_start(&l->timer, on_handshake_timeout, ms ? ms : 1, 0);
     return 0;
+}
+
+void transport_adopt(transport *t, const transport_cb *cb, void *owner)
+{
+    t->cb = cb;
+    t->owner = owner;
 }

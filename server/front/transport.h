@@ -55,27 +55,43 @@ typedef struct transport_ops {
     bool (*handshaking)(const transport *t);
     /* The connection goes idle (keep-alive wait): give back buffers. */
     void (*idle)(transport *t);
-    /* Close (TLS: close_notify first, best effort); cb->closed follows. */
+    /* Close (TLS: close_notify first, best effort); cb->closed follows,
+     * after which the transport frees itself. */
     void (*close)(transport *t);
+    /* The ALPN protocol the TLS handshake chose ("h2", "http/1.1"), or
+     * NULL (plain TCP, or the handshake is not done). */
+    const char *(*alpn)(const transport *t);
 } transport_ops;
 
+/* A transport is allocated on its own, not inside a front end's object, so
+ * that a connection can change hands: the HTTP/1.1 front end hands it to
+ * HTTP/2 when the client opens with the h2 preface (or TLS chose "h2"). */
 struct transport {
     const transport_ops *ops;
     const transport_cb *cb;
+    void *owner; /* the front end's connection */
     gateway *gw;
     uv_tcp_t tcp; /* the client socket (accepted into by the listener) */
     uv_write_t wreq;
     tls_link *tls; /* TLS state; NULL for plain TCP */
-    const char *peer; /* for log lines: "ADDR:PORT" (owned by the front end) */
+    /* the two ends, set by transport_start */
+    char remote[48], local[48];
+    uint16_t remote_port, local_port;
+    char peer[64]; /* "remote:port", for log lines */
 };
 
-/* Init the socket handle on gw->loop. ctx: the listener's TLS context, or
- * NULL for plain TCP. */
-/* Returns 0, or -ENOMEM (nothing initialized). */
-int transport_init(transport *t, gateway *gw, tls_ctx *ctx, const transport_cb *cb);
-/* The socket was accepted: set up what the transport needs (TLS: the
- * session and the handshake timer). Returns 0 or a negative errno (then
- * close it). */
-int transport_start(transport *t, const char *peer);
+/* A transport with its socket handle initialized on gw->loop, reporting to
+ * cb with t->owner = owner. ctx: the listener's TLS context, or NULL for
+ * plain TCP. NULL when out of memory. */
+transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void *owner);
+/* The socket was accepted: note the addresses, set up what the transport
+ * needs (TLS: the session and the handshake timer). Returns 0 or a
+ * negative errno (then close it). */
+int transport_start(transport *t);
+/* Another front end takes the connection over: from now on the transport
+ * reports to cb with t->owner = owner. Reading and writing state carry
+ * over (call it from the old owner's read callback, with no write
+ * pending). */
+void transport_adopt(transport *t, const transport_cb *cb, void *owner);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "core/loop.h"
 #include "front/http1/conn.h"
+#include "front/h2/h2.h"
 #include "front/http1/fields.h"
 
 static void on_timer(uv_timer_t *t);
@@ -49,7 +50,7 @@ static void on_written(transport *t, int status)
     else if (c->closing)
         h1_close(c);
     else if (!c->cur && c->timer_kind == T_KEEPALIVE)
-        c->tr.ops->idle(&c->tr); /* TLS: give back the session's buffers */
+        c->tr->ops->idle(c->tr); /* TLS: give back the session's buffers */
     resume_pipeline(c);
 }
 
@@ -63,7 +64,7 @@ void h1_flush(flush_node *n)
             h1_close(c);
         return;
     }
-    int w = c->tr.ops->try_write(&c->tr, (const char *)c->out.data, c->out.len);
+    int w = c->tr->ops->try_write(c->tr, (const char *)c->out.data, c->out.len);
     if (w == (int)c->out.len) {
         uint64_t credit = c->out_credit;
         c->out_credit = 0;
@@ -90,7 +91,7 @@ void h1_flush(flush_node *n)
     c->wbuf_credit = c->out_credit;
     c->out_credit = 0;
     c->writing = true;
-    int rc = c->tr.ops->write(&c->tr, (const char *)c->wbuf.data + done, c->wbuf.len - done);
+    int rc = c->tr->ops->write(c->tr, (const char *)c->wbuf.data + done, c->wbuf.len - done);
     if (rc < 0) {
         c->writing = false;
         h1_close(c);
@@ -128,7 +129,7 @@ static void on_timer(uv_timer_t *t)
             h1_log_refused(c, 408, h1_write_error(c, 408, true));
             c->closing = true;
             gw_defer_flush(c->gw, &c->flush);
-        } else if (c->tr.ops->handshaking(&c->tr)) {
+        } else if (c->tr->ops->handshaking(c->tr)) {
             /* TLS handshake still going: its own timeout ends it (and logs) */
             h1_set_timer(c, T_HEADER);
         } else {
@@ -507,12 +508,38 @@ void h1_update_reading(conn *c)
     bool want = !c->closing && !c->closed && !c->eof &&
                 !(c->own_in && c->iend - c->istart >= IN_SIZE);
     if (want && !c->reading) {
-        if (c->tr.ops->read_start(&c->tr) == 0)
+        if (c->tr->ops->read_start(c->tr) == 0)
             c->reading = true;
     } else if (!want && c->reading) {
-        c->tr.ops->read_stop(&c->tr);
+        c->tr->ops->read_stop(c->tr);
         c->reading = false;
     }
+}
+
+/* Whether the connection speaks HTTP/2: 1 (TLS chose "h2", or the client
+ * opened with the preface: h2c with prior knowledge), 0 (HTTP/1.1), -1
+ * (the bytes so far are a prefix of the preface). */
+static int sniff_h2(conn *c)
+{
+    const char *alpn = c->tr->ops->alpn(c->tr);
+    if (alpn)
+        return !strcmp(alpn, "h2");
+    size_t n = c->iend - c->istart;
+    size_t k = n < H2_PREFACE_LEN ? n : H2_PREFACE_LEN;
+    if (memcmp(c->ibase + c->istart, H2_PREFACE, k) != 0)
+        return 0;
+    return n >= H2_PREFACE_LEN ? 1 : -1;
+}
+
+/* The HTTP/2 front end takes the transport and the bytes read so far. */
+static void hand_to_h2(conn *c)
+{
+    h1_set_timer(c, T_NONE);
+    if (h2_adopt(c->gw, c->tr, c->scheme, c->ibase + c->istart, c->iend - c->istart) < 0) {
+        h1_close(c);
+        return;
+    }
+    h1_detach(c);
 }
 
 static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
@@ -542,6 +569,25 @@ static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
         c->iend = (size_t)nread;
     } else {
         c->iend += (size_t)nread;
+    }
+    if (c->sniff) {
+        int r = sniff_h2(c);
+        if (r < 0) { /* a prefix of the preface: wait for the rest */
+            keep_leftover(c);
+            if (!c->closed)
+                h1_update_reading(c);
+            return;
+        }
+        c->sniff = false;
+        if (r == 1) {
+            hand_to_h2(c);
+            return;
+        }
+        if (c->gw->cfg->http2 == SLUICE_HTTP2_ONLY) { /* RFC 9113 3.4: just close */
+            slog(c->gw->log, LOG_INFO, "h2: %s: not an HTTP/2 connection preface; closing", c->tr->peer);
+            h1_close(c);
+            return;
+        }
     }
     h1_parse(c);
     if (!c->closed)

@@ -52,7 +52,7 @@ typedef struct {
 typedef struct conn {
     front_conn base; /* first: the listener's view */
     gateway *gw;
-    transport tr; /* the client socket, plain or TLS */
+    transport *tr; /* the client socket, plain or TLS */
     uv_timer_t timer;
     uv_timer_t body_timer; /* client body idle (runs beside `timer`) */
     bool body_timer_on;
@@ -63,7 +63,6 @@ typedef struct conn {
     char remote[48];
     char local[48];
     const char *scheme; /* the listener's: "http" or "https" */
-    char peer[64]; /* "remote:port", for the transport's log lines */
     uint16_t remote_port, local_port;
 
     /* input: either the gateway's shared buffer (during a read callback) or
@@ -72,6 +71,8 @@ typedef struct conn {
     const uint8_t *ibase;
     size_t istart, iend;
     bool reading, eof;
+    bool sniff;     /* the first bytes may still turn out to be HTTP/2 */
+    bool unlisted;  /* handed over: no longer in the listener's list */
 
     /* request head being parsed */
     sluice_buf head;
@@ -118,7 +119,7 @@ extern const transport_cb h1_transport_cb;
 
 static inline conn *h1_conn_of(transport *t)
 {
-    return (conn *)((char *)t - offsetof(conn, tr));
+    return t->owner;
 }
 
 /* ---- conn.c ----------------------------------------------------------- */
@@ -160,6 +161,9 @@ void h1_forward_pending(conn *c);
 /* Close now (idempotent): the exchange in flight is cancelled, memory is
  * freed once the handles closed. */
 void h1_close(conn *c);
+/* The connection was handed to another front end (which owns the
+ * transport now): forget it without closing the transport. */
+void h1_detach(conn *c);
 /* The transport's handles are closed (transport_cb.closed). */
 void h1_transport_closed(transport *t);
 

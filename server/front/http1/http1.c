@@ -4,24 +4,10 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/loop.h"
 #include "front/http1/conn.h"
-
-static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, uint16_t *port)
-{
-    out[0] = 0;
-    *port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        uv_ip4_name(a, out, cap);
-        *port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        uv_ip6_name(a, out, cap);
-        *port = ntohs(a->sin6_port);
-    }
-}
 
 static bool conn_active(const front_conn *fc)
 {
@@ -59,12 +45,13 @@ static front_conn *conn_open(gateway *gw, const listener *l)
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    if (transport_init(&c->tr, gw, l->tls, &h1_transport_cb) < 0) {
+    c->tr = transport_new(gw, l->tls, &h1_transport_cb, c);
+    if (!c->tr) {
         free(c);
         return NULL;
     }
     c->base.ops = &h1_conn_ops;
-    c->base.tcp = &c->tr.tcp;
+    c->base.tcp = &c->tr->tcp;
     c->gw = gw;
     c->scheme = l->scheme;
     c->handles = 3;
@@ -85,24 +72,21 @@ static void conn_start(front_conn *fc)
     gateway *gw = c->gw;
     /* sized once: a reload that changes max_headers applies to new connections */
     c->max_headers = gw->cfg->max_headers;
+    c->sniff = gw->cfg->http2;
     c->hoffs = malloc((c->max_headers + MAX_TRAILERS + 1) * sizeof *c->hoffs);
     if (!c->hoffs) {
         h1_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tr.tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tr.tcp, (struct sockaddr *)&ss, &len) == 0)
-        addr_text(&ss, c->remote, sizeof c->remote, &c->remote_port);
-    len = sizeof ss;
-    if (uv_tcp_getsockname(&c->tr.tcp, (struct sockaddr *)&ss, &len) == 0)
-        addr_text(&ss, c->local, sizeof c->local, &c->local_port);
-    snprintf(c->peer, sizeof c->peer, "%s:%u", c->remote, c->remote_port);
-    if (transport_start(&c->tr, c->peer) < 0) {
+    uv_tcp_nodelay(&c->tr->tcp, 1);
+    if (transport_start(c->tr) < 0) {
         h1_close(c);
         return;
     }
+    memcpy(c->remote, c->tr->remote, sizeof c->remote);
+    memcpy(c->local, c->tr->local, sizeof c->local);
+    c->remote_port = c->tr->remote_port;
+    c->local_port = c->tr->local_port;
     llhttp_init(&c->parser, HTTP_REQUEST, &h1_parser_settings);
     c->parser.data = c;
     /* llhttp 8.1 refuses HTTP/1.2 (to be served as 1.1, RFC 9110 6.2) and

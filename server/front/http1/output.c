@@ -67,7 +67,7 @@ void h1_log_refused(conn *c, int status, size_t bytes)
     if (!sluice_log_access_enabled(c->gw->log))
         return;
     sluice_access a = {.remote = c->remote, .method = "-", .method_len = 1, .target = "-", .target_len = 1,
-                       .http_minor = 1, .status = status, .bytes = bytes, .worker_id = -1};
+                       .version = 11, .status = status, .bytes = bytes, .worker_id = -1};
     if (c->method_done) {
         const char *m = llhttp_method_name((llhttp_method_t)c->parser.method);
         a.method = m;
@@ -77,7 +77,7 @@ void h1_log_refused(conn *c, int status, size_t bytes)
         a.target = (const char *)c->head.data + c->url_off;
         a.target_len = c->url_len;
         if (c->parser.http_major == 1 && c->parser.http_minor == 0)
-            a.http_minor = 0;
+            a.version = 10;
     }
     sluice_log_access(c->gw->log, &a);
 }
@@ -94,7 +94,7 @@ void h1_log_exchange(conn *c, stream *s)
         .method_len = s->req.method.len,
         .target = (const char *)s->req.target.ptr,
         .target_len = s->req.target.len,
-        .http_minor = s->req.version == 10 ? 0 : 1,
+        .version = s->req.version,
         .status = s->status,
         .bytes = s->resp_bytes,
         .duration_ms = ms,
@@ -145,7 +145,8 @@ static void conn_released(conn *c)
     if (--c->handles > 0)
         return;
     gateway *gw = c->gw;
-    listener_remove(gw, &c->base);
+    if (!c->unlisted)
+        listener_remove(gw, &c->base);
     sluice_buf_close(&c->head);
     sluice_buf_close(&c->out);
     sluice_buf_close(&c->wbuf);
@@ -165,6 +166,17 @@ void h1_transport_closed(transport *t)
     conn_released(h1_conn_of(t));
 }
 
+void h1_detach(conn *c)
+{
+    c->closed = true;
+    c->unlisted = true;
+    listener_remove(c->gw, &c->base);
+    c->tr = NULL;
+    c->handles = 2; /* the timers */
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->body_timer, on_conn_closed);
+}
+
 void h1_close(conn *c)
 {
     if (c->closed)
@@ -177,7 +189,7 @@ void h1_close(conn *c)
         stream_put(c->gw, s);
     }
     c->closed = true;
-    c->tr.ops->close(&c->tr);
+    c->tr->ops->close(c->tr);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->body_timer, on_conn_closed);
 }

@@ -25,31 +25,17 @@ static void on_stream_lost(stream *s)
         h1_exchange_fail(c, 502, 0);
 }
 
-/* A worker that refuses a request (it is stopping, or full) has done
- * nothing with it: when no request body byte went to it either, the
- * request is placed again, on another worker or in the queue, so a worker
- * leaving mid-load fails no request. Bounded, then 503. */
-#define MAX_REFUSALS 3
-
 static void on_stream_reset(stream *s, uint64_t code)
 {
     conn *c = s->owner;
     if (!c)
         return;
-    bool refused = code == SLUICE_RESET_REFUSED || code == SLUICE_RESET_OVERLOADED;
-    if (refused && !s->resp_started && s->body_sent == 0 && s->refusals < MAX_REFUSALS) {
-        s->refusals++;
-        s->end_sent = false; /* the next worker gets its own END */
-        s->worker_id = -1;
-        int rc = stream_submit(s);
-        if (rc == 1) {
-            h1_set_timer(c, T_QUEUE);
-            return;
-        }
-        if (rc == 0)
-            return;
-    }
-    h1_exchange_fail(c, refused ? 503 : 502, 0);
+    int rc = stream_retry(s, code);
+    if (rc == 1)
+        h1_set_timer(c, T_QUEUE);
+    if (rc >= 0)
+        return;
+    h1_exchange_fail(c, stream_reset_status(code), 0);
 }
 
 static void on_stream_dispatched(stream *s)

@@ -1,0 +1,281 @@
+/* HTTP/2 front end: the stream operations (exchange/stream.h) -- what the
+ * worker side reports, sent to the client as HEADERS, DATA within the
+ * client's window, and trailing HEADERS; errors and retries. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/loop.h"
+#include "front/h2/conn.h"
+#include "front/http1/fields.h"
+
+static void on_dispatched(stream *s)
+{
+    h2s *x = s->owner;
+    if (s->body_mode == SLUICE_BODY_NONE)
+        s->end_sent = true;
+    x->mark = x->body_mark = uv_now(x->c->gw->loop);
+    const sluice_pool_config *pc = stream_config(s);
+    if (pc->response_timeout_ms)
+        h2_arm(x->c, pc->response_timeout_ms);
+    if (x->c->gw->cfg->body_timeout_ms && !x->end_stream)
+        h2_arm(x->c, x->c->gw->cfg->body_timeout_ms);
+    h2_forward_body(x);
+}
+
+static void on_unavailable(stream *s, int status) { h2_fail(s->owner, status, 0); }
+
+static void on_lost(stream *s) { h2_fail(s->owner, 502, 0); }
+
+static void on_reset(stream *s, uint64_t code)
+{
+    h2s *x = s->owner;
+    int rc = stream_retry(s, code);
+    if (rc == 1) {
+        x->mark = uv_now(x->c->gw->loop);
+        h2_arm(x->c, stream_config(s)->queue_timeout_ms);
+    }
+    if (rc >= 0)
+        return;
+    h2_fail(x, stream_reset_status(code), 0);
+}
+
+static void on_credit(stream *s)
+{
+    h2s *x = s->owner;
+    if (!s->credit_seen) {
+        s->credit_seen = true;
+        if (s->body_mode == SLUICE_BODY_ON_CREDIT && s->has_length && s->content_length > s->body_limit) {
+            h2_fail(x, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
+            return;
+        }
+    }
+    h2_forward_body(x);
+}
+
+static void on_limit(stream *s, uint64_t max_body)
+{
+    uint64_t ceiling = stream_config(s)->max_body_ceiling;
+    s->body_limit = max_body < ceiling ? max_body : ceiling;
+    if (!s->req_complete &&
+        (s->body_received > s->body_limit || (s->has_length && s->content_length > s->body_limit)))
+        h2_fail(s->owner, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
+}
+
+/* Lower-cased copies of the names of `h` in c->scratch, and the name/value
+ * pairs (connection-specific fields dropped) in nv, from index *n on. */
+static bool scratch_room(h2conn *c, size_t need)
+{
+    if (need <= c->scratch_cap)
+        return true;
+    uint8_t *p = realloc(c->scratch, need);
+    if (!p)
+        return false;
+    c->scratch = p;
+    c->scratch_cap = need;
+    return true;
+}
+
+static void lower_into(uint8_t *dst, sluice_bytes name)
+{
+    for (size_t k = 0; k < name.len; k++) {
+        uint8_t ch = name.ptr[k];
+        dst[k] = ch >= 'A' && ch <= 'Z' ? (uint8_t)(ch + 32) : ch;
+    }
+}
+
+#define NVF (NGHTTP2_NV_FLAG_NONE)
+
+static void on_response(stream *s, const sluice_response *r)
+{
+    h2s *x = s->owner;
+    h2conn *c = x->c;
+    bool has_date = false, has_server = false;
+    uint64_t cl = UINT64_MAX;
+    size_t names = 0;
+    for (size_t i = 0; i < r->headers.count; i++) {
+        const sluice_header *h = &r->headers.items[i];
+        if (!valid_name(h->name) || !valid_value(h->value)) {
+            slog(c->gw->log, LOG_WARN, "worker %lld sent an invalid response head (stream %llu); 502",
+                 (long long)s->worker_id, (unsigned long long)s->sid);
+            h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
+            return;
+        }
+        names += h->name.len;
+        if (name_is(h->name, "content-length")) {
+            uint64_t v = 0;
+            bool ok = h->value.len > 0 && h->value.len <= 19;
+            for (size_t k = 0; ok && k < h->value.len; k++) {
+                ok = h->value.ptr[k] >= '0' && h->value.ptr[k] <= '9';
+                v = v * 10 + (uint64_t)(h->value.ptr[k] - '0');
+            }
+            if (!ok || (cl != UINT64_MAX && cl != v)) {
+                h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
+                return;
+            }
+            cl = v;
+        } else if (name_is(h->name, "date")) {
+            has_date = true;
+        } else if (name_is(h->name, "server")) {
+            has_server = true;
+        }
+    }
+    int st = (int)r->status;
+    s->status = st;
+    bool head_req = s->req.method.len == 4 && !memcmp(s->req.method.ptr, "HEAD", 4);
+    s->resp_no_body = head_req || st == 204 || st == 304;
+    s->resp_cl = cl;
+
+    size_t cap = r->headers.count + 3;
+    nghttp2_nv stack_nv[64];
+    nghttp2_nv *nv = cap <= 64 ? stack_nv : malloc(cap * sizeof *nv);
+    if (!nv || !scratch_room(c, names + 1)) {
+        if (nv != stack_nv)
+            free(nv);
+        h2_fail(x, 503, 0);
+        return;
+    }
+    char status[8], date_v[40];
+    int sl = snprintf(status, sizeof status, "%d", st);
+    size_t n = 0;
+    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, (size_t)sl, NVF};
+    if (!has_server)
+        nv[n++] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)SLUICE_SERVER_NAME, 6,
+                               sizeof SLUICE_SERVER_NAME - 1, NVF};
+    if (!has_date) {
+        size_t dlen;
+        const char *d = gw_date_line(c->gw, &dlen); /* "Date: ...\r\n" */
+        size_t vl = dlen - 8 < sizeof date_v ? dlen - 8 : sizeof date_v;
+        memcpy(date_v, d + 6, vl);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date_v, 4, vl, NVF};
+    }
+    uint8_t *sp = c->scratch;
+    for (size_t i = 0; i < r->headers.count; i++) {
+        const sluice_header *h = &r->headers.items[i];
+        if (hop_by_hop(h->name) || (st == 204 && name_is(h->name, "content-length")))
+            continue;
+        lower_into(sp, h->name);
+        nv[n++] = (nghttp2_nv){sp, (uint8_t *)h->value.ptr, h->name.len, h->value.len, NVF};
+        sp += h->name.len;
+    }
+    bool with_body = r->body != SLUICE_BODY_NONE;
+    s->resp_started = true;
+    if (!with_body)
+        x->resp_end = true;
+    int rc = h2_submit_head(x, nv, n, with_body);
+    if (nv != stack_nv)
+        free(nv);
+    if (rc < 0)
+        h2_fail(x, 0, 0);
+}
+
+static void on_body(stream *s, const uint8_t *data, size_t len)
+{
+    h2s *x = s->owner;
+    if (!len || x->discard)
+        return;
+    if (s->resp_no_body) { /* HEAD/204/304: discard, but keep the worker going */
+        h2_credit_written(x, len);
+        return;
+    }
+    if (s->resp_cl != UINT64_MAX && s->resp_bytes + len > s->resp_cl) {
+        slog(x->c->gw->log, LOG_WARN, "worker %lld sent more than its Content-Length; aborting",
+             (long long)s->worker_id);
+        h2_fail(x, 0, SLUICE_CANCEL_INVALID_RESPONSE);
+        return;
+    }
+    if (x->roff && x->roff == x->rlen)
+        x->roff = x->rlen = 0;
+    if (x->rlen + len > x->rcap) {
+        if (x->roff) { /* room at the front first */
+            memmove(x->rbuf, x->rbuf + x->roff, x->rlen - x->roff);
+            x->rlen -= x->roff;
+            x->roff = 0;
+        }
+        size_t need = x->rlen + len;
+        if (need > x->rcap) {
+            size_t nc = x->rcap ? x->rcap : 16384;
+            while (nc < need)
+                nc *= 2;
+            uint8_t *p = nc <= H2_RESP_MAX ? realloc(x->rbuf, nc) : NULL;
+            if (!p) {
+                slog(x->c->gw->log, LOG_WARN, "worker %lld: response buffer overflow on stream %d; aborting",
+                     (long long)s->worker_id, x->id);
+                h2_fail(x, 0, SLUICE_CANCEL_INTERNAL);
+                return;
+            }
+            x->rbuf = p;
+            x->rcap = nc;
+        }
+    }
+    if (x->rlen == x->roff) /* the client's window is judged from now */
+        x->send_mark = uv_now(x->c->gw->loop);
+    memcpy(x->rbuf + x->rlen, data, len);
+    x->rlen += len;
+    s->resp_bytes += len;
+    if (x->c->gw->cfg->send_timeout_ms)
+        h2_arm(x->c, x->c->gw->cfg->send_timeout_ms);
+    nghttp2_session_resume_data(x->c->ng, x->id);
+    h2_want_flush(x->c);
+}
+
+/* Keep the worker's trailers (valid, not connection-specific, no
+ * content-length) as lower-cased pairs until the body is out. */
+static int keep_trailers(h2s *x, const sluice_headers *t)
+{
+    size_t bytes = 0, n = 0;
+    for (size_t i = 0; i < t->count; i++)
+        bytes += t->items[i].name.len + t->items[i].value.len;
+    if (!t->count)
+        return 0;
+    x->tbuf = malloc(bytes ? bytes : 1);
+    x->tnv = malloc(t->count * sizeof *x->tnv);
+    if (!x->tbuf || !x->tnv)
+        return -ENOMEM;
+    uint8_t *p = x->tbuf;
+    for (size_t i = 0; i < t->count; i++) {
+        const sluice_header *h = &t->items[i];
+        if (!valid_name(h->name) || !valid_value(h->value) || hop_by_hop(h->name) ||
+            name_is(h->name, "content-length"))
+            continue;
+        lower_into(p, h->name);
+        memcpy(p + h->name.len, h->value.ptr, h->value.len);
+        x->tnv[n++] = (nghttp2_nv){p, p + h->name.len, h->name.len, h->value.len, NVF};
+        p += h->name.len + h->value.len;
+    }
+    x->n_tnv = n;
+    return 0;
+}
+
+static void on_end(stream *s, const sluice_headers *trailers)
+{
+    h2s *x = s->owner;
+    if (x->discard)
+        return;
+    if (s->resp_cl != UINT64_MAX && !s->resp_no_body && s->resp_bytes != s->resp_cl) {
+        slog(x->c->gw->log, LOG_WARN, "worker %lld sent %llu of %llu body bytes; aborting", (long long)s->worker_id,
+             (unsigned long long)s->resp_bytes, (unsigned long long)s->resp_cl);
+        h2_fail(x, 0, 0);
+        return;
+    }
+    if (keep_trailers(x, trailers) < 0) {
+        h2_fail(x, 0, 0);
+        return;
+    }
+    x->resp_end = true;
+    nghttp2_session_resume_data(x->c->ng, x->id);
+    h2_want_flush(x->c);
+}
+
+const stream_ops h2_stream_ops = {
+    .dispatched = on_dispatched,
+    .response = on_response,
+    .body = on_body,
+    .end = on_end,
+    .credit = on_credit,
+    .limit = on_limit,
+    .reset = on_reset,
+    .lost = on_lost,
+    .unavailable = on_unavailable,
+};
