@@ -74,6 +74,7 @@ int gw_reload(gateway *gw)
         slog(gw->log, LOG_INFO, "reload: replacing workers");
         for (uint32_t i = 0; i < gw->n_pools; i++)
             pool_reload(gw->pools[i]);
+        listener_reloaded(gw);
         return 0;
     }
     sluice_config *nc = malloc(sizeof *nc);
@@ -112,6 +113,7 @@ int gw_reload(gateway *gw)
     nc->listen_port = old->listen_port;
     memcpy(nc->listens, old->listens, sizeof nc->listens);
     nc->n_listens = old->n_listens;
+    nc->http2 = old->http2; /* part of the listeners (ALPN) */
     memcpy(nc->admin, old->admin, sizeof nc->admin);
     memcpy(nc->access_log, old->access_log, sizeof nc->access_log);
     memcpy(nc->error_log, old->error_log, sizeof nc->error_log);
@@ -129,5 +131,6 @@ int gw_reload(gateway *gw)
     slog(gw->log, LOG_INFO, "reloaded %s: replacing workers", nc->config_path);
     for (uint32_t i = 0; i < gw->n_pools; i++)
         pool_reload(gw->pools[i]);
+    listener_reloaded(gw);
     return 0;
 }

@@ -196,6 +196,17 @@ void listener_close_all(gateway *gw)
     }
 }
 
+void listener_reloaded(gateway *gw)
+{
+    front_conn *c = gw->conns;
+    while (c) {
+        front_conn *next = c->next;
+        if (c->ops->reloaded)
+            c->ops->reloaded(c);
+        c = next;
+    }
+}
+
 void listener_add(gateway *gw, front_conn *c)
 {
     c->prev = NULL;

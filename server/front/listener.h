@@ -25,6 +25,10 @@ typedef struct front_conn_ops {
     /* Close now; an exchange in flight is cancelled with `reason`
      * (SLUICE_CANCEL_*). */
     void (*close)(front_conn *c, uint32_t reason);
+    /* The configuration was reloaded (may be NULL). HTTP/2: GOAWAY, so
+     * the client opens a new connection with the new settings and
+     * certificates once its streams finish. */
+    void (*reloaded)(front_conn *c);
 } front_conn_ops;
 
 /* The head of every front end's connection object. */
@@ -70,6 +74,8 @@ int listener_check_tls(const sluice_config *cfg, FILE *err);
 /* Free the listeners (after their handles closed). */
 void listener_free(gateway *gw);
 void listener_stop_accepting(gateway *gw);
+/* After a reload: tell every connection (front_conn_ops.reloaded). */
+void listener_reloaded(gateway *gw);
 /* Graceful stop: close idle connections, no keep-alive for busy ones. */
 void listener_close_idle(gateway *gw);
 /* Connections with an exchange in flight. */

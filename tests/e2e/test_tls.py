@@ -122,7 +122,9 @@ def test_curl_tls13_and_tls12(start_gateway, certs):
 
 
 def test_keepalive_versions_alpn(start_gateway, certs):
-    gw = start_tls(start_gateway, certs)
+    """With HTTP/2 off, a client offering h2 and http/1.1 gets http/1.1
+    (with HTTP/2 on, the default, it gets h2: tests/e2e/test_h2.py)."""
+    gw = start_tls(start_gateway, certs, extra=("--http2", "off"))
     for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
         ctx = client_ctx(certs, minimum_version=version, maximum_version=version)
         ctx.set_alpn_protocols(["h2", "http/1.1"])
@@ -134,6 +136,27 @@ def test_keepalive_versions_alpn(start_gateway, certs):
         assert c.sock.version() == version.name.replace("v1_", "v1.")
         assert c.sock.selected_alpn_protocol() == "http/1.1"
         c.close()
+
+
+def test_alpn_prefers_h2(start_gateway, certs):
+    """By default ALPN chooses h2 when the client offers it, http/1.1 when
+    it offers only that, and a client offering no ALPN speaks HTTP/1.1."""
+    gw = start_tls(start_gateway, certs)
+    for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"),
+                        (["http/1.1"], "http/1.1"), (None, None)):
+        ctx = client_ctx(certs)
+        if offer:
+            ctx.set_alpn_protocols(offer)
+        with socket.create_connection(("127.0.0.1", gw.tls_port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                assert s.selected_alpn_protocol() == want, (offer, s.selected_alpn_protocol())
+                if want == "h2":
+                    continue
+                s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data[:100]
 
 
 def test_sni_picks_certificate(start_gateway, certs):

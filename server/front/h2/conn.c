@@ -357,7 +357,8 @@ h2s *h2s_new(h2conn *c, int32_t id)
     h2s *x = calloc(1, sizeof *x);
     if (!x)
         return NULL;
-    x->rc_cap = 2 * (c->gw->cfg->max_headers + H2_MAX_TRAILERS + 4);
+    x->max_headers = c->gw->cfg->max_headers;
+    x->rc_cap = 2 * (x->max_headers + H2_MAX_TRAILERS + 4);
     x->rc = malloc(x->rc_cap * sizeof *x->rc);
     if (!x->rc) {
         free(x);
@@ -550,33 +551,34 @@ void h2_arm(h2conn *c, uint64_t ms)
     uv_timer_start(&c->timer, on_timer, due - now, 0);
 }
 
-/* When x's current wait ends (0: none), and what to do then. */
+static void earliest(uint64_t due, int k, uint64_t *best, int *kind)
+{
+    if (!*best || due < *best) {
+        *best = due;
+        *kind = k;
+    }
+}
+
+/* When the first of x's waits ends (0: none), and which (D_*). */
 static uint64_t stream_due(h2conn *c, h2s *x, int *kind)
 {
     const sluice_config *cfg = c->gw->cfg;
     stream *s = x->s;
+    uint64_t best = 0;
     *kind = D_NONE;
     if (s && !x->discard) {
         const sluice_pool_config *pc = s->pool ? stream_config(s) : NULL;
-        if (s->queued && pc) {
-            *kind = D_QUEUE;
-            return x->mark + (pc->queue_timeout_ms ? pc->queue_timeout_ms : 1);
-        }
-        if (s->link && !s->resp_started && pc && pc->response_timeout_ms) {
-            *kind = D_RESPONSE;
-            return x->mark + pc->response_timeout_ms;
-        }
+        if (s->queued && pc)
+            earliest(x->mark + (pc->queue_timeout_ms ? pc->queue_timeout_ms : 1), D_QUEUE, &best, kind);
+        if (s->link && !s->resp_started && pc && pc->response_timeout_ms)
+            earliest(x->mark + pc->response_timeout_ms, D_RESPONSE, &best, kind);
         if (s->link && !x->end_stream && x->pending_len == 0 && cfg->body_timeout_ms &&
-            stream_send_window(s) > 0) {
-            *kind = D_BODY;
-            return x->body_mark + cfg->body_timeout_ms;
-        }
+            stream_send_window(s) > 0)
+            earliest(x->body_mark + cfg->body_timeout_ms, D_BODY, &best, kind);
     }
-    if (x->rlen > x->roff && cfg->send_timeout_ms) {
-        *kind = D_SEND;
-        return x->send_mark + cfg->send_timeout_ms;
-    }
-    return 0;
+    if (x->rlen > x->roff && cfg->send_timeout_ms)
+        earliest(x->send_mark + cfg->send_timeout_ms, D_SEND, &best, kind);
+    return best;
 }
 
 static void on_timer(uv_timer_t *t)

@@ -70,6 +70,7 @@ typedef struct h2s {
     nghttp2_rcbuf **rc;
     uint32_t n_rc, rc_cap;
     uint32_t n_headers, n_trailers;
+    uint32_t max_headers;      /* at creation: a reload may change the setting mid-head */
     uint64_t head_bytes;       /* decoded header list size (RFC 9113 6.5.2) */
     int head_error;            /* a status to answer instead (400, 414, 431, 501) */
     sluice_bytes method, path, authority;

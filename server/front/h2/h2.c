@@ -25,6 +25,7 @@ static const front_conn_ops h2_conn_ops = {
     .active = conn_active,
     .close_idle = conn_close_idle,
     .close = conn_close,
+    .reloaded = conn_close_idle,
 };
 
 static int new_session(h2conn *c)

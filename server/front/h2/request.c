@@ -41,7 +41,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     if (!x)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM INTERNAL_ERROR */
     /* a slot beyond max_headers for a Host made from :authority */
-    stream *s = stream_get(c->gw, c->gw->cfg->max_headers + 1 + H2_MAX_TRAILERS);
+    stream *s = stream_get(c->gw, x->max_headers + 1 + H2_MAX_TRAILERS);
     if (!s) {
         h2s_close(x, NGHTTP2_NO_ERROR);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -107,7 +107,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rc
         s->hdrs[i].value = hold(x, value);
         return 0;
     }
-    if (x->n_headers >= cfg->max_headers) {
+    if (x->n_headers >= x->max_headers) {
         x->head_error = 431;
         return 0;
     }
