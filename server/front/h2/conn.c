@@ -228,7 +228,7 @@ static void on_written(transport *t, int status)
     h2conn *c = t->owner;
     c->writing = false;
     c->wlen = 0;
-    if (c->wcap > 256 * 1024) {
+    if (c->wcap > 2 * H2_OUT_HIGH) { /* a burst beyond the usual: give it back */
         free(c->wbuf);
         c->wbuf = NULL;
         c->wcap = 0;
