@@ -215,12 +215,27 @@ static void credit_write(h2conn *c)
     }
 }
 
+/* Nothing in flight: give the buffers back (an idle connection costs
+ * its session and socket only). */
+static void release_idle(h2conn *c)
+{
+    if (c->n_streams || c->writing || c->out_len || c->closed)
+        return;
+    free(c->out);
+    free(c->wbuf);
+    c->out = c->wbuf = NULL;
+    c->out_cap = c->wcap = 0;
+    c->tr->ops->idle(c->tr); /* TLS: the session's buffers too */
+}
+
 static void close_when_done(h2conn *c)
 {
     if (c->closed || c->writing || c->out_len)
         return;
     if (c->closing || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)))
         h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
+    else
+        release_idle(c);
 }
 
 static void on_written(transport *t, int status)
