@@ -564,6 +564,17 @@ int transport_start(transport *t)
     return 0;
 }
 
+void transport_set_reading(transport *t, bool *reading, bool want)
+{
+    if (want && !*reading) {
+        if (t->ops->read_start(t) == 0)
+            *reading = true;
+    } else if (!want && *reading) {
+        t->ops->read_stop(t);
+        *reading = false;
+    }
+}
+
 void transport_adopt(transport *t, const transport_cb *cb, void *owner)
 {
     t->cb = cb;

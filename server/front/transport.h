@@ -88,6 +88,9 @@ transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void
  * needs (TLS: the session and the handshake timer). Returns 0 or a
  * negative errno (then close it). */
 int transport_start(transport *t);
+/* Start or stop reading to match `want`; *reading is the front end's
+ * record of whether it reads (updated). */
+void transport_set_reading(transport *t, bool *reading, bool want);
 /* Another front end takes the connection over: from now on the transport
  * reports to cb with t->owner = owner. Reading and writing state carry
  * over (call it from the old owner's read callback, with no write

@@ -322,13 +322,7 @@ void h2_flush(flush_node *n)
 void h2_update_reading(h2conn *c)
 {
     bool want = !c->closing && !c->closed && !c->eof && c->out_len < H2_OUT_HIGH;
-    if (want && !c->reading) {
-        if (c->tr->ops->read_start(c->tr) == 0)
-            c->reading = true;
-    } else if (!want && c->reading) {
-        c->tr->ops->read_stop(c->tr);
-        c->reading = false;
-    }
+    transport_set_reading(c->tr, &c->reading, want);
 }
 
 void h2_input(h2conn *c, const uint8_t *data, size_t len)

@@ -157,20 +157,6 @@ static int join_cookies(h2s *x)
     return 0;
 }
 
-static bool parse_length(sluice_bytes v, uint64_t *out)
-{
-    uint64_t n = 0;
-    if (v.len == 0 || v.len > 19)
-        return false;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.ptr[i] < '0' || v.ptr[i] > '9')
-            return false;
-        n = n * 10 + (uint64_t)(v.ptr[i] - '0');
-    }
-    *out = n;
-    return true;
-}
-
 /* The request head is complete: build the exchange and place it. */
 static void start_exchange(h2s *x, bool end_stream)
 {
@@ -223,7 +209,7 @@ static void start_exchange(h2s *x, bool end_stream)
     stream_route(s, host.ptr, host.len);
 
     for (uint32_t i = 0; i < x->n_headers; i++)
-        if (is(s->hdrs[i].name, "content-length") && parse_length(s->hdrs[i].value, &s->content_length))
+        if (is(s->hdrs[i].name, "content-length") && parse_content_length(s->hdrs[i].value, &s->content_length))
             s->has_length = true;
     if (end_stream || (s->has_length && s->content_length == 0))
         s->body_mode = SLUICE_BODY_NONE;

@@ -91,36 +91,16 @@ static void on_response(stream *s, const sluice_response *r)
 {
     h2s *x = s->owner;
     h2conn *c = x->c;
-    bool has_date = false, has_server = false;
-    uint64_t cl = UINT64_MAX;
-    size_t names = 0;
-    for (size_t i = 0; i < r->headers.count; i++) {
-        const sluice_header *h = &r->headers.items[i];
-        if (!valid_name(h->name) || !valid_value(h->value)) {
-            slog(c->gw->log, LOG_WARN, "worker %lld sent an invalid response head (stream %llu); 502",
-                 (long long)s->worker_id, (unsigned long long)s->sid);
-            h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
-            return;
-        }
-        names += h->name.len;
-        if (name_is(h->name, "content-length")) {
-            uint64_t v = 0;
-            bool ok = h->value.len > 0 && h->value.len <= 19;
-            for (size_t k = 0; ok && k < h->value.len; k++) {
-                ok = h->value.ptr[k] >= '0' && h->value.ptr[k] <= '9';
-                v = v * 10 + (uint64_t)(h->value.ptr[k] - '0');
-            }
-            if (!ok || (cl != UINT64_MAX && cl != v)) {
-                h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
-                return;
-            }
-            cl = v;
-        } else if (name_is(h->name, "date")) {
-            has_date = true;
-        } else if (name_is(h->name, "server")) {
-            has_server = true;
-        }
+    response_head rh;
+    if (!response_head_check(r, &rh)) {
+        slog(c->gw->log, LOG_WARN, "worker %lld sent an invalid response head (stream %llu); 502",
+             (long long)s->worker_id, (unsigned long long)s->sid);
+        h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
+        return;
     }
+    bool has_date = rh.has_date, has_server = rh.has_server;
+    uint64_t cl = rh.cl;
+    size_t names = rh.name_bytes;
     int st = (int)r->status;
     s->status = st;
     bool head_req = s->req.method.len == 4 && !memcmp(s->req.method.ptr, "HEAD", 4);

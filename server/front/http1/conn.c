@@ -507,13 +507,7 @@ void h1_update_reading(conn *c)
 {
     bool want = !c->closing && !c->closed && !c->eof &&
                 !(c->own_in && c->iend - c->istart >= IN_SIZE);
-    if (want && !c->reading) {
-        if (c->tr->ops->read_start(c->tr) == 0)
-            c->reading = true;
-    } else if (!want && c->reading) {
-        c->tr->ops->read_stop(c->tr);
-        c->reading = false;
-    }
+    transport_set_reading(c->tr, &c->reading, want);
 }
 
 /* Whether the connection speaks HTTP/2: 1 (TLS chose "h2", or the client

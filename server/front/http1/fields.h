@@ -92,6 +92,53 @@ static inline bool name_is(sluice_bytes b, const char *lower)
     return true;
 }
 
+/* A Content-Length value: 1 to 19 digits. */
+static inline bool parse_content_length(sluice_bytes v, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (v.len == 0 || v.len > 19)
+        return false;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9')
+            return false;
+        n = n * 10 + (uint64_t)(v.ptr[i] - '0');
+    }
+    *out = n;
+    return true;
+}
+
+/* What a worker's response head says, once checked. */
+typedef struct {
+    uint64_t cl;        /* Content-Length; UINT64_MAX: none */
+    bool has_date, has_server;
+    size_t name_bytes;  /* sum of the field names' lengths */
+} response_head;
+
+/* Check a worker's response head before anything of it is sent: every
+ * name a token, every value free of controls, Content-Length 1 to 19
+ * digits and equal when repeated. False: the client gets 502. */
+static inline bool response_head_check(const sluice_response *r, response_head *h)
+{
+    *h = (response_head){.cl = UINT64_MAX};
+    for (size_t i = 0; i < r->headers.count; i++) {
+        const sluice_header *f = &r->headers.items[i];
+        if (!valid_name(f->name) || !valid_value(f->value))
+            return false;
+        h->name_bytes += f->name.len;
+        if (name_is(f->name, "content-length")) {
+            uint64_t v;
+            if (!parse_content_length(f->value, &v) || (h->cl != UINT64_MAX && h->cl != v))
+                return false;
+            h->cl = v;
+        } else if (name_is(f->name, "date")) {
+            h->has_date = true;
+        } else if (name_is(f->name, "server")) {
+            h->has_server = true;
+        }
+    }
+    return true;
+}
+
 /* RFC 9110 7.6.1: the fixed hop-by-hop fields. TE is handled by the
  * caller (only "trailers" passes). */
 static inline bool hop_by_hop(sluice_bytes n)

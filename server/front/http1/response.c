@@ -87,30 +87,11 @@ static void on_stream_limit(stream *s, uint64_t max_body)
 static bool write_head(conn *c, stream *s, const sluice_response *r)
 {
     /* validate first: nothing is written for a bad head */
-    bool has_date = false, has_server = false;
-    uint64_t cl = UINT64_MAX;
-    for (size_t i = 0; i < r->headers.count; i++) {
-        const sluice_header *h = &r->headers.items[i];
-        if (!valid_name(h->name) || !valid_value(h->value))
-            return false;
-        if (name_is(h->name, "content-length")) {
-            uint64_t v = 0;
-            if (h->value.len == 0 || h->value.len > 19)
-                return false;
-            for (size_t k = 0; k < h->value.len; k++) {
-                if (h->value.ptr[k] < '0' || h->value.ptr[k] > '9')
-                    return false;
-                v = v * 10 + (h->value.ptr[k] - '0');
-            }
-            if (cl != UINT64_MAX && cl != v)
-                return false;
-            cl = v;
-        } else if (name_is(h->name, "date")) {
-            has_date = true;
-        } else if (name_is(h->name, "server")) {
-            has_server = true;
-        }
-    }
+    response_head rh;
+    if (!response_head_check(r, &rh))
+        return false;
+    bool has_date = rh.has_date, has_server = rh.has_server;
+    uint64_t cl = rh.cl;
     int st = (int)r->status;
     s->status = st;
     bool head_req = s->req.method.len == 4 && !memcmp(s->req.method.ptr, "HEAD", 4);
