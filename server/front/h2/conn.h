@@ -78,6 +78,7 @@ typedef struct h2s {
     uint32_t n_cookies;
     uint8_t *cookie;           /* the cookie fields joined ("; ") */
     bool in_trailers;
+    bool expect_continue;      /* expect: 100-continue */
 
     /* request body */
     uint8_t *pending;          /* received, not yet forwarded (< our window) */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "front/h2/conn.h"
 #include "front/http1/fields.h"
@@ -109,6 +110,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rc
     }
     if (x->n_headers >= x->max_headers) {
         x->head_error = 431;
+        return 0;
+    }
+    if (n.len == 6 && !memcmp(n.base, "expect", 6)) {
+        /* handled here, as for HTTP/1.1: 100-continue is answered when the
+         * worker starts reading; any other expectation gets 417 */
+        if (v.len == 12 && !strncasecmp((const char *)v.base, "100-continue", 12))
+            x->expect_continue = true;
+        else
+            x->head_error = 417;
         return 0;
     }
     uint32_t i = x->n_headers++;
@@ -213,10 +223,11 @@ static void start_exchange(h2s *x, bool end_stream)
             s->has_length = true;
     if (end_stream || (s->has_length && s->content_length == 0))
         s->body_mode = SLUICE_BODY_NONE;
-    else if (s->has_length && s->content_length > s->body_limit)
+    else if (x->expect_continue || (s->has_length && s->content_length > s->body_limit))
         s->body_mode = SLUICE_BODY_ON_CREDIT; /* the worker may raise the limit first */
     else
         s->body_mode = SLUICE_BODY_FOLLOWS;
+    s->expect_continue = x->expect_continue && s->body_mode != SLUICE_BODY_NONE;
     if (end_stream)
         s->req_complete = true;
     x->mark = uv_now(gw->loop);

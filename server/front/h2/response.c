@@ -50,6 +50,12 @@ static void on_credit(stream *s)
             h2_fail(x, 413, SLUICE_CANCEL_BODY_TOO_LARGE);
             return;
         }
+        if (s->expect_continue && !s->continue_sent && !s->resp_started && !x->head_sent) {
+            s->continue_sent = true; /* the interim response: HEADERS :status 100 */
+            nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
+            nghttp2_submit_headers(x->c->ng, NGHTTP2_FLAG_NONE, x->id, NULL, &nv, 1, NULL);
+            h2_want_flush(x->c);
+        }
     }
     h2_forward_body(x);
 }
