@@ -18,6 +18,9 @@ REQUEST misbehaves according to MODE:
                     headers of its own (the gateway must drop them)
     short-body      Content-Length: 10 but only 3 body bytes, then END
     long-body       Content-Length: 3 but 10 body bytes, then END
+    die-before-head the process exits (status 1) on a REQUEST, before any response
+    die-mid-body    RESPONSE 200 with Content-Length: 100000, 1000 body bytes,
+                    then the process exits (status 1)
     ok              a correct 200 "ok" response (control)
     ignore-drain    correct answers, but DRAIN and SIGTERM are ignored: the
                     link stays open and, once the gateway closes it, the
@@ -242,6 +245,13 @@ def main():
                              [b"keep-alive", b"timeout=5"],
                              [b"x-kept", b"1"]], 1)
                       + frame(BODY, sid, b"ok\n") + frame(END, sid))
+        elif m == "die-before-head":
+            os._exit(1)
+        elif m == "die-mid-body":
+            link.send(frame(RESPONSE, sid, 200, [[b"content-length", b"100000"]], 1)
+                      + frame(BODY, sid, b"d" * 1000))
+            time.sleep(0.2)  # the head and bytes reach the gateway first
+            os._exit(1)
         elif m == "short-body":
             link.send(frame(RESPONSE, sid, 200, [[b"content-length", b"10"]], 1)
                       + frame(BODY, sid, b"abc") + frame(END, sid))
