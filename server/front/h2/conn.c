@@ -102,8 +102,10 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     c->out_len += 9;
     if (pad) /* never chosen by us; kept correct anyway */
         c->out[c->out_len++] = (uint8_t)(pad - 1);
-    memcpy(c->out + c->out_len, x->rbuf + x->roff, length);
-    c->out_len += length;
+    if (length) { /* an empty final DATA frame may come with no buffer (HEAD, 204) */
+        memcpy(c->out + c->out_len, x->rbuf + x->roff, length);
+        c->out_len += length;
+    }
     if (pad > 1) {
         memset(c->out + c->out_len, 0, pad - 1);
         c->out_len += pad - 1;
