@@ -397,6 +397,27 @@ def test_keepalive_timeout(start_gateway):
     assert 0.7 <= elapsed <= 3.5, f"closed after {elapsed:.2f}s with --keepalive-timeout 1s"
 
 
+def test_idle_after_a_large_response_is_keepalive_not_header_timeout(start_gateway):
+    """A response still queued in the gateway when its exchange ends (the
+    client reads slowly) must leave an idle keep-alive connection behind,
+    timed by --keepalive-timeout, not by --header-timeout as if a request
+    head had started."""
+    gw = start_gateway("blob", "--header-timeout", "1s", "--keepalive-timeout", "30s",
+                       workers=1)
+    n = 200000  # within the worker's credit: the whole body and END at once
+    with Conn(gw.port, timeout=10, rcvbuf=16 * 1024) as c:
+        c.send(request_bytes("GET", f"/?n={n}"))
+        time.sleep(0.5)  # not read yet: most of the body waits in the gateway
+        r = c.read_head()
+        assert r.status == 200, r
+        got = sum(len(p) for p in c.iter_body(r, chunk=65536))
+        assert got == n
+        time.sleep(2.5)  # idle: well past the header timeout
+        c.send(request_bytes("GET", "/?n=10"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == bytes(range(10)), r
+
+
 def test_duration_in_milliseconds(start_gateway):
     gw = start_gateway("hello", "--keepalive-timeout", "300ms")
     with Conn(gw.port, timeout=5) as c:

@@ -22,7 +22,8 @@ static void resume_pipeline(conn *c)
     if (!c->held || c->closed || c->closing || c->cur)
         return;
     c->held = false;
-    h1_set_timer(c, T_HEADER);
+    /* a request waiting in the buffer is a head in progress; none: idle */
+    h1_set_timer(c, c->iend > c->istart ? T_HEADER : T_KEEPALIVE);
     h1_parse(c);
 }
 
