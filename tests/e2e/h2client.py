@@ -118,6 +118,8 @@ class H2Conn:
         self.goaway = None         # ConnectionTerminated event
         self.goaway_at = None      # index in self.events
         self.closed = False        # EOF or reset from the server
+        self.read_error = None     # how reading ended, if not by EOF
+        self.write_failed = None   # a send failed (the server closed): only reading goes on
         self.conn_sent = 0
         self.conn_increments = 0
         self.conn_initial_increment = None
@@ -152,6 +154,9 @@ class H2Conn:
         server that stops reading while its own output is stuck never
         deadlocks us)."""
         self._queue(self.h2.data_to_send())
+        if self.write_failed:  # what the server already sent may still be read
+            self._out.clear()
+            return
         deadline = time.monotonic() + (timeout or self.timeout)
         while self._out:
             if self.closed:
@@ -165,9 +170,10 @@ class H2Conn:
                     n = self.sock.send(self._out[:1 << 20])
                 except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
                     n = 0
-                except (ConnectionResetError, BrokenPipeError):
-                    self.closed = True
-                    raise
+                except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as e:
+                    self.write_failed = e
+                    self._out.clear()
+                    return
                 del self._out[:n]
             if r and not w:
                 self._read_once()
@@ -179,8 +185,9 @@ class H2Conn:
             data = self.sock.recv(1 << 20)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return True
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as e:
             self.closed = True
+            self.read_error = e
             return False
         if not data:
             self.closed = True
@@ -357,10 +364,15 @@ class H2Conn:
         deadline = time.monotonic() + (timeout or self.timeout * 6)
         st = self._stream(sid)
         while len(mv):
-            win = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+            if st.reset is not None or self.closed:
+                raise H2Error(f"stream {sid} reset ({st.reset}) or connection closed "
+                              f"while sending")
+            try:
+                win = min(self.h2.local_flow_control_window(sid),
+                          self.h2.max_outbound_frame_size)
+            except h2.exceptions.StreamClosedError:
+                raise H2Error(f"stream {sid} closed while sending") from None
             if win <= 0:
-                if st.reset is not None or self.closed:
-                    raise H2Error(f"stream {sid} reset ({st.reset}) while sending")
                 if time.monotonic() > deadline:
                     raise socket.timeout(f"stream {sid}: window stayed shut")
                 self.pump(0.05)
@@ -381,12 +393,20 @@ class H2Conn:
         self.h2.send_headers(sid, t, end_stream=True)
         self.flush()
 
+    def ping(self, data=b"sluice!!"):
+        self.h2.ping(data)
+        self.flush()
+
     def end(self, sid):
         self.h2.end_stream(sid)
         self.flush()
 
     def reset(self, sid, code=8):  # CANCEL
-        self.h2.reset_stream(sid, code)
+        """RST_STREAM, unless the stream is closed already."""
+        try:
+            self.h2.reset_stream(sid, code)
+        except h2.exceptions.StreamClosedError:
+            return
         self.flush()
 
     def response(self, sid, timeout=None):
