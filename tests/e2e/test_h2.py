@@ -536,6 +536,27 @@ def test_keepalive_timeout_goaway_then_close(start_gateway):
         assert h.goaway.error_code == NO_ERROR and h.goaway.last_stream_id == 1, h.goaway
         assert 0.7 < idle < 4, idle
         assert h.wait_closed(5)
+        assert h.read_error is None, h.read_error
+
+
+def test_close_after_goaway_is_clean_with_input_pending(start_gateway):
+    """After a graceful end the gateway reads on a moment before it closes:
+    closing a socket with unread input sends a TCP reset in place of the
+    FIN. Here the client says GOAWAY and keeps sending (PINGs, far more
+    than one read takes) -- it must see a clean end of stream."""
+    gw = start_gateway("hello", workers=1)
+    with H2Conn(gw.port) as h:
+        assert h.get("/").status == 200
+        goaway = bytes.fromhex("000008070000000000") + (1).to_bytes(4, "big") + bytes(4)
+        pings = (bytes.fromhex("000008060000000000") + b"pingping") * (512 * 1024 // 17)
+        h._out += goaway + pings
+        t0 = time.monotonic()
+        h.flush()
+        assert h.wait_closed(5), "not closed after the client's GOAWAY"
+        assert h.read_error is None and h.write_failed is None, \
+            f"connection reset: {h.read_error!r} / {h.write_failed!r}"
+        assert time.monotonic() - t0 < 3
+    assert gw.alive()
 
 
 def test_max_requests_per_conn_goaway_after_the_third(start_gateway):

@@ -230,14 +230,28 @@ static void release_idle(h2conn *c)
     c->tr->ops->idle(c->tr); /* TLS: the session's buffers too */
 }
 
+/* Everything written and nothing left to do: close. After an error, at
+ * once; after a graceful end (our GOAWAY and the last stream, or the
+ * client's GOAWAY) linger first: keep reading -- answering a PING, taking a
+ * WINDOW_UPDATE -- until the client closes or H2_LINGER_MS pass, since
+ * closing a socket with unread input sends a TCP reset in place of the
+ * FIN, which the client sees as an error (and may lose what it had not
+ * read yet). */
 static void close_when_done(h2conn *c)
 {
-    if (c->closed || c->writing || c->out_len)
+    if (c->closed || c->writing || c->out_len || c->linger_due)
         return;
-    if (c->closing || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)))
-        h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
-    else
+    if (!c->closing && (nghttp2_session_want_read(c->ng) || nghttp2_session_want_write(c->ng))) {
         release_idle(c);
+        return;
+    }
+    if (c->hard_close || c->eof) {
+        h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
+        return;
+    }
+    c->linger_due = now_ms(c) + H2_LINGER_MS;
+    h2_arm(c, H2_LINGER_MS);
+    h2_update_reading(c);
 }
 
 static void on_written(transport *t, int status)
@@ -323,7 +337,7 @@ void h2_flush(flush_node *n)
 
 void h2_update_reading(h2conn *c)
 {
-    bool want = !c->closing && !c->closed && !c->eof && c->out_len < H2_OUT_HIGH;
+    bool want = (!c->closing || c->linger_due) && !c->closed && !c->eof && c->out_len < H2_OUT_HIGH;
     transport_set_reading(c->tr, &c->reading, want);
 }
 
@@ -335,7 +349,7 @@ void h2_input(h2conn *c, const uint8_t *data, size_t len)
     if (rv < 0) {
         slog(c->gw->log, LOG_INFO, "h2: %s: %s; closing", c->tr->peer, nghttp2_strerror((int)rv));
         /* nghttp2 queued a GOAWAY where the protocol asks for one */
-        c->closing = true;
+        c->closing = c->hard_close = true;
         h2_update_reading(c);
     }
     h2_want_flush(c);
@@ -600,13 +614,19 @@ static void on_timer(uv_timer_t *t)
     if (c->closed)
         return;
     uint64_t now = now_ms(c), next = 0;
+    if (c->linger_due && now >= c->linger_due) {
+        h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
+        return;
+    }
+    if (c->linger_due)
+        next = c->linger_due;
     if (c->writing && cfg->send_timeout_ms && now >= c->write_mark + cfg->send_timeout_ms) {
         slog(c->gw->log, LOG_INFO, "h2: %s: the client took no bytes for %llu ms; closing", c->tr->peer,
              (unsigned long long)cfg->send_timeout_ms);
         h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
         return;
     }
-    if (c->writing && cfg->send_timeout_ms)
+    if (c->writing && cfg->send_timeout_ms && (!next || c->write_mark + cfg->send_timeout_ms < next))
         next = c->write_mark + cfg->send_timeout_ms;
     h2s *x = c->streams;
     while (x) {
@@ -639,7 +659,7 @@ static void on_timer(uv_timer_t *t)
         }
         x = nx;
     }
-    if (c->n_streams == 0) {
+    if (c->n_streams == 0 && !c->linger_due) {
         uint64_t ms = c->got_request ? cfg->keepalive_timeout_ms : cfg->header_timeout_ms;
         if (now >= c->idle_since + ms) {
             if (c->got_request)
@@ -667,6 +687,8 @@ void h2_goaway(h2conn *c, uint32_t h2_error)
         nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng), h2_error,
                               NULL, 0);
     c->goaway = true;
+    if (h2_error != NGHTTP2_NO_ERROR)
+        c->hard_close = true;
     if (h2_error != NGHTTP2_NO_ERROR || c->n_streams == 0)
         c->closing = true;
     h2_want_flush(c);

@@ -49,6 +49,10 @@
 /* Floods: empty DATA frames (no END_STREAM) per connection. */
 #define H2_MAX_EMPTY_FRAMES 1000
 
+/* After a graceful end, how long the connection still reads before it
+ * closes (unless the client closes first). */
+#define H2_LINGER_MS 1000
+
 /* Streams remembered as reset by us (their client may not know yet). */
 #define H2_RESET_RING 128
 
@@ -131,6 +135,8 @@ struct h2conn {
     bool reading, eof;
     bool goaway;               /* GOAWAY sent: no new streams */
     bool closing;              /* close once the output is written */
+    bool hard_close;           /* ... at once: an error, no lingering */
+    uint64_t linger_due;       /* lingering (reading) until then; 0: not */
     bool closed;
     int handles;
     bool got_request;          /* a HEADERS frame arrived */
