@@ -16,19 +16,27 @@ SLUICE_SOAK_SECONDS (default 60 s; 30 s for a sanitizer build):
 - slow readers (8 KiB receive buffer, small reads with sleeps),
 - clients that go away mid-upload, mid-download, while waiting for a
   response and mid-head (half of them with a reset),
+- HTTP/2 (h2c on the plain port, ALPN h2 on a TLS listener) from the `h2`
+  package (tests/e2e/h2client.py): batches of 1..8 concurrent streams
+  (GETs, blob downloads, echoed uploads), streams the client resets
+  mid-upload or mid-download, connections closed with streams open,
+- h2load (nghttp2-client, when installed): a few connections x streams at a
+  bounded request rate, h2c and TLS in turns,
 - a killer thread that SIGKILLs a running worker of a random pool every
   2..3 s.
 
 Every request is classified. Success: the expected status and body. A
-*tolerated* failure is a 502, or a connection closed/reset before the
-response was complete, on a request routed to a pool in which a worker was
-killed while the request was in flight (killed between KILL_GRACE seconds
-before the request started -- the gateway may still dispatch to a link whose
-process just died -- and the moment the failure was seen); at most
-kills x (requests a client can have in flight) of them. Anything else is an
-error and fails the test: another status (500, 503, 504, ...), a wrong or
-short body, a malformed response, a client timeout (a hang), a tolerated-
-looking failure with no kill to explain it.
+*tolerated* failure is a 502, or a connection closed/reset (for HTTP/2 also
+a stream reset by the gateway) before the response was complete, on a
+request routed to a pool in which a worker was killed while the request was
+in flight (killed between KILL_GRACE seconds before the request started --
+the gateway may still dispatch to a link whose process just died -- and the
+moment the failure was seen); h2load's failed requests likewise, per run;
+at most kills x (requests a client can have in flight) of them. Anything
+else is an error and fails the test: another status (500, 503, 504, ...), a
+wrong or short body, a malformed response, a client timeout (a hang), a
+tolerated-looking failure with no kill to explain it, a flow-control
+violation or protocol error from the gateway (HTTP/2).
 
 Afterwards the gateway must still serve, every pool must be back to its full
 set of running workers (and /status must count exactly one restart per
@@ -42,13 +50,18 @@ import collections
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
-from conftest import BUILD_DIR, SANITIZED, proc_stat, proc_status_kib
+import h2.exceptions
+
+from conftest import BUILD_DIR, SANITIZED, free_port, proc_stat, proc_status_kib
+from h2client import H2Conn, H2Error, client_tls_context
 from httpc import Conn, ConnectionClosed, blob_check, request_bytes
 from pools_util import HELLO_BODY, start_config, wait_for  # noqa: F401 (fixture)
 
@@ -64,6 +77,9 @@ KILL_GRACE = 3.0
 FD_SLACK = 2
 RSS_SLACK_MIB = 4
 PIPELINE_MAX = 16
+H2_BATCH_MAX = 8
+H2LOAD = shutil.which("h2load")
+H2LOAD_CLIENTS, H2LOAD_STREAMS, H2LOAD_RPS = 2, 8, 100  # rps per client
 
 POOLS = {"echo": 2, "blob": 1, "hello": 1}
 CONFIG = """
@@ -90,6 +106,11 @@ pool = blob
 [route:hello]
 path = /hello
 pool = hello
+
+[listen:tls]
+address = 127.0.0.1:{TLS_PORT}
+tls_cert = {CERT}
+tls_key = {KEY}
 """
 
 # Random but reproducible payload for uploads: slices of this buffer.
@@ -114,8 +135,10 @@ class Bad(Exception):
 
 
 class Soak:
-    def __init__(self, gw):
+    def __init__(self, gw, tls_port=None):
         self.gw = gw
+        self.tls_port = tls_port
+        self.tls_ctx = client_tls_context(alpn=("h2",))
         self.lock = threading.Lock()
         self.ok = collections.Counter()         # kind -> successful requests
         self.tolerated = collections.Counter()  # (kind, "502"|"closed"|"collateral")
@@ -125,6 +148,7 @@ class Soak:
         self.bytes_up = 0
         self.bytes_down = 0
         self.stop = threading.Event()
+        self.h2load_runs = 0
 
     # -- bookkeeping ------------------------------------------------------
     def error(self, kind, what):
@@ -427,6 +451,174 @@ class Soak:
                 c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
 
+    # -- HTTP/2 -------------------------------------------------------------
+    def h2(self, rng, state):
+        """One HTTP/2 connection (h2c or TLS) carrying 1..5 batches of
+        concurrent streams; sometimes closed with a stream still open."""
+        tls = rng.random() < 0.5
+        start = time.monotonic()
+        try:
+            h = H2Conn(self.tls_port if tls else self.gw.port,
+                       tls=self.tls_ctx if tls else None, timeout=CLIENT_TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            self.error("h2", f"cannot connect (tls={tls}): {type(e).__name__}: {e}")
+            return
+        try:
+            for _ in range(rng.randrange(1, 6)):
+                if self.stop.is_set() or not self.h2_batch(rng, h, tls):
+                    return
+            if rng.random() < 0.2:  # go away with a stream open
+                h.request("GET", "/hello?delay=300&h2=gone")
+                h.pump(rng.random() * 0.05)
+                with self.lock:
+                    self.aborts["h2-conn"] += 1
+        except (H2Error, *CLOSED) as e:
+            self.failure("h2", "/", start, "closed", f"{type(e).__name__}: {e}")
+        except socket.timeout as e:
+            self.error("h2", f"client timeout ({CLIENT_TIMEOUT}s): hang: {e}")
+        except h2.exceptions.H2Error as e:
+            self.error("h2", f"HTTP/2 protocol error from the gateway: {type(e).__name__}: {e}")
+        finally:
+            h.close()
+
+    def h2_batch(self, rng, h, tls):
+        """Open 1..H2_BATCH_MAX streams at once, then classify each.
+        Returns False when the connection is no longer usable."""
+        # [sid, target, expected body (bytes, or a blob length; None: the
+        #  client resets it), upload size, "upload"/"download" for a reset]
+        reqs = []
+        start = time.monotonic()
+        for _ in range(rng.randrange(1, H2_BATCH_MAX + 1)):
+            x = rng.random()
+            if x < 0.3:
+                target = f"/hello?h2=1&delay={rng.choice([0, 0, 1, 5])}"
+                reqs.append([h.request("GET", target), target, HELLO_BODY, 0, None])
+            elif x < 0.55:
+                n = rng.randrange(0, 512 * 1024)
+                target = f"/blob?n={n}&h2=1"
+                reqs.append([h.request("GET", target), target, n, 0, None])
+            elif x < 0.9:
+                size = rng.randrange(0, 512 * 1024)
+                off = rng.randrange(0, len(_PAYLOAD) - size + 1)
+                body = bytes(memoryview(_PAYLOAD)[off:off + size])
+                target = f"/echo/h2up?size={size}"
+                hdrs = [("content-length", str(size))] if rng.random() < 0.5 else []
+                reqs.append([h.request("POST", target, headers=hdrs, end=False), target,
+                             body, size, None])
+            else:  # reset by the client: mid-upload or mid-download
+                if rng.random() < 0.5:
+                    target = "/echo/h2reset"
+                    sid = h.request("POST", target, end=False)
+                    reqs.append([sid, target, None, rng.randrange(0, 256 * 1024), "upload"])
+                else:
+                    target = f"/blob?n={8 * MiB}&h2=reset"
+                    reqs.append([h.request("GET", target), target, None, 0, "download"])
+        # request bodies, in turns (the windows are shared)
+        for r in reqs:
+            sid, target, want, size, reset = r
+            if want is None and reset == "upload":
+                try:
+                    h.send_body(sid, _PAYLOAD[:size], timeout=CLIENT_TIMEOUT)
+                except H2Error:
+                    pass  # reset by the gateway (its worker killed): fine
+                h.reset(sid)
+                with self.lock:
+                    self.aborts["h2-reset-upload"] += 1
+            elif target.startswith("/echo/h2up"):
+                try:
+                    h.send_body(sid, want, end=True, timeout=CLIENT_TIMEOUT)
+                except H2Error:
+                    if h.closed:
+                        raise ConnectionClosed("connection closed while sending")
+                    # the stream was reset: classified below
+        for r in reqs:
+            sid, target, want, size, reset = r
+            if reset == "download":
+                st = h.streams[sid]
+                h.wait(lambda: st.done or len(st.body) >= 64 * 1024, what=target)
+                if not st.done:
+                    h.reset(sid)
+                with self.lock:
+                    self.aborts["h2-reset-download"] += 1
+        ok = True
+        for sid, target, want, size, reset in reqs:
+            if want is None:
+                continue
+            st = h.streams[sid]
+            try:
+                h.wait(lambda: st.done, what=target)
+            except H2Error:  # the connection went away
+                self.failure("h2", target, start, "closed", f"connection closed: {st!r}")
+                ok = False
+                continue
+            if st.reset is not None:
+                self.failure("h2", target, start, "closed", f"stream reset {st.reset}: {st!r}")
+            elif st.status == 502:
+                self.failure("h2", target, start, "502", repr(st))
+            elif st.status != 200:
+                self.error("h2", f"{target} (tls={tls}): unexpected status: {st!r}")
+            elif isinstance(want, int):
+                if len(st.body) != want or not blob_check(st.body, 0):
+                    self.error("h2", f"{target}: wrong blob body ({len(st.body)} bytes)")
+                else:
+                    self.success("h2", down=want)
+            elif bytes(st.body) != want:
+                self.error("h2", f"{target}: wrong body: {len(st.body)} of {len(want)} bytes")
+            else:
+                self.success("h2", up=size, down=len(want))
+            del st.body[:]
+        if h.fc_violations:
+            self.error("h2", f"flow control: {h.fc_violations[:3]}")
+            del h.fc_violations[:]
+        return ok and not h.closed
+
+    def h2load(self, rng, state):
+        """h2load for a few seconds at a bounded rate: h2c GETs of /hello,
+        or TLS GETs of small blobs. Non-2xx answers and failed requests are
+        tolerated only when a kill in that pool explains them."""
+        tls = state.setdefault("tls", False)
+        state["tls"] = not tls
+        target = "/blob?n=2000&h2load=1" if tls else "/hello?h2load=1"
+        url = f"https://127.0.0.1:{self.tls_port}{target}" if tls else \
+            f"http://127.0.0.1:{self.gw.port}{target}"
+        secs = 2
+        start = time.monotonic()
+        try:
+            r = subprocess.run([H2LOAD, "-c", str(H2LOAD_CLIENTS), "-m", str(H2LOAD_STREAMS),
+                                "--rps", str(H2LOAD_RPS), "-D", str(secs), url],
+                               capture_output=True, timeout=secs + CLIENT_TIMEOUT,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.error("h2load", f"{url}: did not finish: hang")
+            return
+        out = r.stdout.decode("utf-8", "replace")
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                      r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+        c = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if r.returncode != 0 or not m or not c or "Application protocol: h2" not in out:
+            self.error("h2load", f"{url}: exit {r.returncode}: {out[-800:]} "
+                                 f"{r.stderr.decode('utf-8', 'replace')[-400:]}")
+            return
+        total, started, done, succeeded, failed, errored, timeouts = map(int, m.groups())
+        s2, s3, s4, s5 = map(int, c.groups())
+        end = time.monotonic()
+        pool = pool_of(target)
+        with self.lock:
+            kills = sum(1 for t, p, _ in self.kills if p == pool and start - KILL_GRACE <= t <= end)
+        if s3 or s4 or timeouts or succeeded == 0:
+            self.error("h2load", f"{url}: {m.group(0)}; {c.group(0)}")
+            return
+        if failed:
+            if failed > kills * H2LOAD_CLIENTS * H2LOAD_STREAMS:
+                self.error("h2load", f"{url}: {failed} failed with {kills} kills in {pool}: "
+                                     f"{m.group(0)}; {c.group(0)}")
+            else:
+                with self.lock:
+                    self.tolerated[("h2load", "failed")] += failed
+        with self.lock:
+            self.ok["h2load"] += s2
+            self.h2load_runs += 1
+
     # -- the killer -------------------------------------------------------
     def killer(self):
         rng = random.Random(7)
@@ -465,7 +657,10 @@ class Soak:
             ("download", self.download),
             ("slow", self.slow),
             ("abort", self.aborter),
+            ("h2", self.h2), ("h2", self.h2),
         ]
+        if H2LOAD:
+            clients.append(("h2load", self.h2load))
         threads = [threading.Thread(target=self.loop, args=c, daemon=True) for c in clients]
         if kill:
             threads.append(threading.Thread(target=self.killer, daemon=True))
@@ -485,7 +680,8 @@ class Soak:
     def max_in_flight():
         """Most requests the clients can have open at once (all could be on
         one worker)."""
-        return 2 + PIPELINE_MAX + 2 + 1 + 1 + 1
+        return 2 + PIPELINE_MAX + 2 + 1 + 1 + 1 + 2 * H2_BATCH_MAX + \
+            (H2LOAD_CLIENTS * H2LOAD_STREAMS if H2LOAD else 0)
 
 
 def fd_count(pid):
@@ -508,7 +704,7 @@ def quiet(gw):
     return gw.status()["connections"] == 0
 
 
-def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch):
+def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch, tmp_path):
     # glibc raises its mmap threshold dynamically once a large block is
     # freed; large buffers then come from the heap, whose freed space is
     # kept (RSS grew 3-8 MiB over a run while the bytes in use, per
@@ -516,10 +712,18 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch)
     # baseline). A fixed threshold keeps large blocks in mmap, returned to
     # the system when freed, so that RSS follows the memory in use.
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
-    gw = start_config(CONFIG)
+    # a TLS listener for HTTP/2 over TLS (ALPN h2), self-signed
+    tls_port = free_port()
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-keyout", key,
+                    "-out", cert, "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    gw = start_config(CONFIG.replace("{TLS_PORT}", str(tls_port)).replace("{CERT}", cert)
+                      .replace("{KEY}", key))
     assert wait_for(lambda: pool_ready(gw), 20), gw.status()
     gw.workers()
-    soak = Soak(gw)
+    soak = Soak(gw, tls_port)
 
     # warm-up: the same traffic without kills, so that buffers, allocator
     # arenas and the worker links reach their steady state
@@ -565,6 +769,7 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch)
         f"  ok requests: {sum(soak.ok.values())} {dict(sorted(soak.ok.items()))}",
         f"  bytes: up {soak.bytes_up / MiB:.1f} MiB, down {soak.bytes_down / MiB:.1f} MiB",
         f"  aborts: {sum(soak.aborts.values())} {dict(sorted(soak.aborts.items()))}",
+        f"  h2load runs: {soak.h2load_runs}" + ("" if H2LOAD else " (h2load not installed)"),
         f"  kills: {len(soak.kills)} {dict(kills_by_pool)}; restarts in /status: {restarts}",
         f"  tolerated failures: {tolerated} (502: {t502}; bound {bound}) "
         f"{ {f'{k}/{h}': n for (k, h), n in sorted(soak.tolerated.items())} }",
@@ -590,7 +795,8 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch)
     assert len(soak.kills) >= max(1, int(SOAK_SECONDS / 5)), summary
     assert restarts == len(soak.kills), f"one restart per kill expected\n{summary}"
     assert tolerated - soak.tolerated.get(("pipelined", "collateral"), 0) <= bound, summary
-    for kind in ("get", "pipelined", "upload", "download", "slow"):
+    for kind in ("get", "pipelined", "upload", "download", "slow", "h2") + \
+            (("h2load",) if H2LOAD else ()):
         assert soak.ok[kind] > 0, f"no successful {kind} request\n{summary}"
     assert post.ok["after"] == 15, summary
     assert settled, f"client connections still open after the soak: {gw.status()}"
