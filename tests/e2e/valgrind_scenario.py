@@ -1,5 +1,6 @@
 """Run the gateway under valgrind memcheck through a representative scenario
-(called by scripts/valgrind; stdlib only, no pytest).
+(called by scripts/valgrind; the stdlib and the `h2` package, from the e2e
+venv; no pytest).
 
     python3 tests/e2e/valgrind_scenario.py BUILD_DIR
 
@@ -13,8 +14,13 @@ clients, Content-Length and chunked uploads echoed back, a large
 download (Content-Length and chunked), clients that go away mid-download,
 mid-upload and while waiting (some with a reset), malformed and oversized
 request heads, admin /status and /metrics, a worker killed with SIGKILL
-while serving (and replaced), SIGUSR1 (log reopen), a SIGHUP reload (every
-worker replaced), and SIGTERM with a download in flight (it must complete).
+while serving an HTTP/1.1 and an HTTP/2 stream (and replaced), HTTP/2 over
+h2c and TLS (h2load from nghttp2-client, when installed; concurrent
+streams, echoed uploads with trailers, a 413, client resets mid-upload and
+mid-download, a connection closed with streams open), SIGUSR1 (log
+reopen), a SIGHUP reload (every worker replaced), and SIGTERM with an
+HTTP/1.1 and an HTTP/2 download in flight (both must complete; HTTP/2 gets
+GOAWAY first).
 
 Exit status 0 when every step passed, the gateway exited with status 0, and
 valgrind reported no error (memory errors; definite or indirect leaks: exit
@@ -38,6 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h2client import H2Conn, H2Error, client_tls_context  # noqa: E402
 from httpc import Conn, ConnectionClosed, blob_check, chunked, get, request_bytes  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -307,14 +314,24 @@ class Scenario:
         r = get(self.admin_port, "/nope", timeout=TIMEOUT)
         check(r.status == 404, f"admin 404: {r!r}")
 
-        step("a worker killed while serving")
+        step("a worker killed while serving (HTTP/1.1 and HTTP/2 streams)")
         victim = pools["echo"][0]
         c = Conn(self.port, timeout=TIMEOUT)
         c.send(request_bytes("POST", "/dying", [("Content-Length", str(4 * MiB))]))
         c.send(os.urandom(64 * 1024))
         r = c.read_head()  # echo answers at once, before the body
         check(r.status == 200, f"upload before the kill: {r!r}")
+        h = H2Conn(self.port, timeout=TIMEOUT)
+        hs = h.request("POST", "/dying-h2", end=False)
+        h.send_body(hs, b"z" * 1000)
+        h.wait(lambda: h.streams[hs].status is not None, what="h2 echo head")
         os.kill(victim, signal.SIGKILL)
+        # the response had started: RST_STREAM; the connection carries on
+        h.wait(lambda: h.streams[hs].reset is not None, what="RST_STREAM of the killed worker's stream")
+        check(h.streams[hs].reset == 2, f"h2 stream of the killed worker: {h.streams[hs]!r}")
+        r2 = h.get("/blob?n=5000")
+        check(r2.status == 200 and len(r2.body) == 5000, f"h2 after the kill: {r2!r}")
+        h.close()
         # the response had started: the gateway cuts it off by closing the
         # connection (echoed bytes may still arrive before the close)
         check(closed_soon(c.sock), "connection of the killed worker's stream not closed")
@@ -343,6 +360,9 @@ class Scenario:
                 check(closed_soon(raw), "failed TLS handshake not closed")
         self.tls_conn = tc  # still open: a SIGHUP reloads the certificate under it
 
+        step("HTTP/2: h2load (h2c, TLS), concurrent streams, uploads, resets, 413")
+        self.http2()
+
         step("SIGUSR1 (reopen logs)")
         os.rename(os.path.join(self.tmp, "access.log"), os.path.join(self.tmp, "access.log.1"))
         self.proc.send_signal(signal.SIGUSR1)
@@ -360,17 +380,93 @@ class Scenario:
         check(self.tls_conn.getresponse().read() == bytes(range(10)), "TLS after reload")
         self.tls_conn.close()
 
-        step("SIGTERM with a download in flight")
+        step("SIGTERM with downloads in flight (HTTP/1.1, HTTP/2 over TLS)")
         c = Conn(self.port, timeout=TIMEOUT, rcvbuf=64 * 1024)
         n = 4 * MiB
         c.send(request_bytes("GET", f"/blob?n={n}"))
         r = c.read_head()
         check(r.status == 200, f"download before SIGTERM: {r!r}")
+        # HTTP/2: small windows, given back only after the signal
+        h = H2Conn(self.tls_port, tls=client_tls_context(alpn=("h2",)), timeout=TIMEOUT,
+                   window=65535, conn_window=65535, auto_ack=False)
+        hs = h.request("GET", f"/blob?n={MiB}")
+        h.wait(lambda: h.streams[hs].status is not None, what="h2 download head")
         self.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
+        h.wait(lambda: h.goaway is not None, what="GOAWAY after SIGTERM")
+        check(h.goaway.error_code == 0 and h.goaway.last_stream_id == hs, f"GOAWAY: {h.goaway}")
+        st = h.streams[hs]
+        h.auto_ack = True
+        if st.unacked:
+            h.ack(hs, st.unacked)
+        h.wait(lambda: st.done, what="h2 download after GOAWAY")
+        check(st.ended and len(st.body) == MiB and blob_check(st.body, 0),
+              f"in-flight h2 download: {st!r}")
+        check(h.wait_closed(TIMEOUT), "h2 connection not closed after GOAWAY and its last stream")
+        h.close()
         body = b"".join(c.iter_body(r))
         check(len(body) == n and blob_check(body, 0), f"in-flight download: {len(body)} of {n}")
         c.close()
+
+    def http2(self):
+        """HTTP/2 over h2c and TLS: load from h2load, then streams whose
+        every byte is checked, resets, a 413, a connection dropped with
+        streams open."""
+        h2load = shutil.which("h2load")
+        if h2load:
+            for url, n in ((f"http://127.0.0.1:{self.port}/blob?n=3000", 300),
+                           (f"https://127.0.0.1:{self.tls_port}/h2load", 200)):
+                r = subprocess.run([h2load, "-n", str(n), "-c", "2", "-m", "10", url],
+                                   capture_output=True, timeout=TIMEOUT * 2)
+                out = r.stdout.decode("utf-8", "replace")
+                check(r.returncode == 0 and f"{n} succeeded, 0 failed, 0 errored" in out
+                      and f"{n} 2xx" in out, f"h2load {url}: {out[-1500:]}")
+                m = re.search(r"finished in .*", out)
+                print(f"valgrind:   h2load {url}: {m.group(0) if m else '?'}", flush=True)
+        else:
+            print("valgrind: h2load not installed (nghttp2-client): skipped", flush=True)
+        tls = client_tls_context(alpn=("h2",))
+        for port, ctx in ((self.port, None), (self.tls_port, tls)):
+            h = H2Conn(port, tls=ctx, timeout=TIMEOUT)
+            # concurrent streams: downloads, GETs, uploads with trailers
+            up = os.urandom(300 * 1024)
+            sids = {h.request("GET", f"/blob?n={i * 20000}"): i * 20000 for i in range(6)}
+            gets = [h.request("GET", f"/g{i}") for i in range(4)]
+            ups = [h.request("POST", "/h2up", body=up, trailers=[("x-sum", "1")]),
+                   h.request("POST", "/h2up", headers=[("content-length", str(len(up)))],
+                             body=up)]
+            for sid, n in sids.items():
+                st = h.response(sid)
+                check(st.status == 200 and len(st.body) == n and blob_check(st.body, 0),
+                      f"h2 download: {st!r}")
+            for sid in gets:
+                st = h.response(sid)
+                check(st.status == 200 and st.body == b"", f"h2 GET: {st!r}")
+            for sid in ups:
+                st = h.response(sid)
+                check(st.status == 200 and bytes(st.body) == up, f"h2 upload: {st!r}")
+            # a 413: a Content-Length over the worker's LIMIT
+            st = h.response(h.request("POST", "/e?limit=10",
+                                      headers=[("content-length", "100000")], end=False))
+            check(st.status == 413, f"h2 413: {st!r}")
+            # the client resets mid-upload and mid-download
+            sid = h.request("POST", "/h2reset", end=False)
+            h.send_body(sid, os.urandom(100 * 1024))
+            h.reset(sid)
+            sid = h.request("GET", f"/blob?n={16 * MiB}")
+            h.wait(lambda: len(h.streams[sid].body) >= 64 * 1024, what="h2 download to reset")
+            h.reset(sid)
+            st = h.get("/blob?n=777")
+            check(st.status == 200 and len(st.body) == 777, f"h2 after resets: {st!r}")
+            check(not h.fc_violations and h.goaway is None,
+                  f"h2: {h.fc_violations} {h.goaway}")
+            # gone with streams open: an upload and a download
+            h.request("POST", "/h2gone", end=False)
+            sid = h.request("GET", f"/blob?n={16 * MiB}")
+            h.wait(lambda: len(h.streams[sid].body) > 0, what="h2 download to abandon")
+            h.close()
+        # (the TLS keep-alive connection of the previous step stays open)
+        self.wait(lambda: self.status()["connections"] == 1, "h2 connections closed")
 
     def abandon(self, c, reset):
         if reset:
@@ -432,7 +528,7 @@ def main():
     t0 = time.monotonic()
     try:
         sc.run()
-    except (Fail, OSError, ConnectionClosed, ValueError) as e:
+    except (Fail, OSError, ConnectionClosed, ValueError, H2Error) as e:
         failure = f"{type(e).__name__}: {e}"
     if failure and sc.proc.poll() is None:
         sc.proc.send_signal(signal.SIGTERM)
