@@ -722,12 +722,14 @@ def svg_percentiles(path: str, title: str, reports: dict[str, Sequence[dict]]) -
                for name, reps in reports.items()}, "latency, ms (log scale)", log_y=True)
 
 
-def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
-    """Horizontal bar chart, one bar per name."""
+def svg_bars(path: str, title: str, bars: dict[str, float], unit: str, digits: int = 0) -> None:
+    """Horizontal bar chart, one bar per name; values shown with `digits` decimals."""
+    def fmt(v: float) -> str:
+        return "n/a" if v != v else f"{v:,.{digits}f}"
     rowh, T, pw = 28, 40, 370
     hi = _nice_max(max([v for v in bars.values() if v == v] or [1]))
     L = max(120, 8 + max([text_width(n) for n in bars] or [0]) + 10)
-    R = 6 + max([text_width(f"{fmt_int(v)} {unit}") for v in bars.values()] or [0]) + 10
+    R = 6 + max([text_width(f"{fmt(v)} {unit}") for v in bars.values()] or [0]) + 10
     W = round(L + pw + R)
     H = T + rowh * len(bars) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
@@ -738,7 +740,7 @@ def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
         w = 0 if v != v else v / hi * pw
         out.append(f'<text x="{L - 8}" y="{yy + 17}" text-anchor="end">{_esc(name)}</text>')
         out.append(f'<rect x="{L}" y="{yy + 4}" width="{w:.1f}" height="{rowh - 8}" fill="{_COLORS[k % len(_COLORS)]}"/>')
-        out.append(f'<text x="{L + w + 6:.1f}" y="{yy + 17}">{fmt_int(v)} {_esc(unit)}</text>')
+        out.append(f'<text x="{L + w + 6:.1f}" y="{yy + 17}">{fmt(v)} {_esc(unit)}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
