@@ -146,19 +146,114 @@ def proc_status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def sched_threads(pids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """{thread id: (ns spent on a CPU, ns spent runnable but waiting for
+    one)} for every thread of pids (/proc/PID/task/TID/schedstat)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    a = f.read().split()
+                out[int(tid)] = (int(a[0]), int(a[1]))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def sched_ns(pids: Iterable[int]) -> tuple[int, int]:
+    """(ns on a CPU, ns waiting for one), summed over every thread of pids."""
+    t = sched_threads(pids).values()
+    return sum(r for r, _ in t), sum(w for _, w in t)
+
+
+class CpuUse:
+    """CPU used by a process tree between start() and stop(): seconds on a
+    CPU (cpu_s) and demand = (on a CPU + waiting for one) / wall time. With
+    the tree pinned to one CPU, demand near 1 or above means it always had
+    work (it was the bottleneck); well below 1, it sat idle waiting for its
+    peer. Waiting counts other jobs on the same CPU as the tree's own."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.cpu_s = self.demand = float("nan")
+
+    def start(self) -> "CpuUse":
+        self.t0 = time.monotonic()
+        self.a = sched_ns(self.pids())
+        return self
+
+    def stop(self) -> "CpuUse":
+        run, wait = sched_ns(self.pids())
+        wall = time.monotonic() - self.t0
+        if run > self.a[0]:  # zero: no schedstat on this kernel
+            self.cpu_s = (run - self.a[0]) / 1e9
+            self.demand = (run - self.a[0] + wait - self.a[1]) / 1e9 / wall
+        return self
+
+
+def run_metered(cmd: Sequence[str], server: Optional["Server"] = None,
+                timeout: float = 300) -> tuple[str, str, int, dict]:
+    """Run a load generator (already wrapped in taskset); meter its CPU and,
+    if given, the server tree's over the same interval. The client's CPU
+    time comes from wait4 (exact); its demand from schedstat samples every
+    0.1 s, each thread's last sample counting (threads may end before the
+    process does)."""
+    srv = CpuUse(server.tree).start() if server else None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        t0 = time.monotonic()
+        seen: dict[int, tuple[int, int]] = {}
+        first = last = None  # (time, ns on a CPU + ns waiting), summed over the threads seen
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            seen.update(sched_threads([p.pid]))
+            sample = (time.monotonic(), sum(r + w for r, w in seen.values()))
+            first = first or sample
+            if not last or sample[1] > last[1]:
+                last = sample
+            if time.monotonic() - t0 > timeout:
+                p.kill()
+            time.sleep(0.1)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if srv:
+            srv.stop()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    cpu = {"client_s": ru.ru_utime + ru.ru_stime, "client_demand": float("nan"),
+           "server_s": srv.cpu_s if srv else float("nan"), "server_demand": srv.demand if srv else float("nan")}
+    if first and last and last[0] > first[0] and last[1] > first[1]:
+        cpu["client_demand"] = (last[1] - first[1]) / 1e9 / (last[0] - first[0])
+    return stdout, stderr, p.returncode, cpu
+
+
 class Server:
     """A server process tree started pinned to SERVER_CPU.
 
     ``argv`` may contain ``{port}`` and ``{work}`` (a private temporary
-    directory); ``path`` is the URL path that the checks and loads use."""
+    directory); ``path`` is the URL path that the checks and loads use.
+    ``scheme`` https: a TLS listener, checked with curl trusting ``cacert``;
+    ``proto`` "h2": checked with curl over HTTP/2 (prior knowledge on http,
+    ALPN on https), which must be the version answering."""
 
     def __init__(self, name: str, argv: Sequence[str], *, label: str = "", path: str = "/",
                  body: Optional[bytes] = HELLO_BODY, cwd: str = ROOT, env: Optional[dict] = None,
-                 files: Optional[dict[str, str]] = None, port: Optional[int] = None) -> None:
+                 files: Optional[dict[str, str]] = None, port: Optional[int] = None,
+                 scheme: str = "http", cacert: Optional[str] = None, proto: str = "http/1.1") -> None:
         self.name = name
         self.label = label or name
         self.path = path
         self.body = body
+        self.scheme = scheme
+        self.cacert = cacert
+        self.proto = proto
         self.port = port or free_port()
         self.work = tempfile.mkdtemp(prefix=f"bench-{name}-")
         os.chmod(self.work, 0o755)  # nginx workers run as another user when started by root
@@ -181,16 +276,44 @@ class Server:
         return text
 
     def url(self, path: Optional[str] = None) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path if path is None else path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{self.path if path is None else path}"
+
+    def curl(self, url: str) -> tuple[int, str, bytes]:
+        """GET url with curl in this server's protocol: (status, HTTP version, body)."""
+        cmd = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code} %{http_version}"]
+        if self.proto == "h2":
+            cmd.append("--http2-prior-knowledge" if self.scheme == "http" else "--http2")
+        else:
+            cmd.append("--http1.1")
+        if self.cacert:
+            cmd += ["--cacert", self.cacert]
+        r = subprocess.run(cmd + [url], capture_output=True, timeout=20)
+        if r.returncode != 0:
+            raise OSError(f"curl exit {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
+        body, _, tail = r.stdout.rpartition(b"\n")
+        code, _, version = tail.decode().partition(" ")
+        return int(code), version, body
 
     def check(self, timeout: float = 30.0) -> None:
-        """Wait for the port, then demand the expected status and body."""
+        """Wait for the port, then demand the expected status and body (and,
+        for HTTP/2, that HTTP/2 answered)."""
         deadline = time.monotonic() + timeout
         last: object = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 last = f"exited with status {self.proc.returncode}"
                 break
+            if self.scheme != "http" or self.proto != "http/1.1":
+                try:
+                    code, version, data = self.curl(self.url())
+                    want = "2" if self.proto == "h2" else "1.1"
+                    if 200 <= code < 300 and version == want and (self.body is None or data == self.body):
+                        return
+                    last = f"status {code}, HTTP/{version}, body {data[:80]!r}"
+                except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                    last = str(exc)
+                time.sleep(0.1)
+                continue
             try:
                 with urllib.request.urlopen(self.url(), timeout=5) as r:
                     data = r.read()
@@ -284,17 +407,64 @@ def load_cmd(url: str, *, connections: int = 50, duration: float = 5, rate: Opti
     return cmd + list(extra) + [url]
 
 
-def run_load(url: str, **kw) -> dict:
+def run_load(url: str, server: Optional["Server"] = None, **kw) -> dict:
     """sluice-load pinned to LOAD_CPU; its JSON report plus 'bad' (failed or
-    non-2xx requests) and 'cmd'. Latencies in the report are microseconds."""
+    non-2xx requests) and 'cmd'. Latencies in the report are microseconds.
+    With server: also 'cpu' (see run_metered) for the client and that server."""
     cmd = load_cmd(url, **kw)
     timeout = (kw.get("duration") or 0) + 120
-    r = subprocess.run(["taskset", "-c", LOAD_CPU, *cmd], capture_output=True, text=True, timeout=timeout)
+    if server:
+        stdout, stderr, rc, cpu = run_metered(["taskset", "-c", LOAD_CPU, *cmd], server, timeout)
+    else:
+        r = subprocess.run(["taskset", "-c", LOAD_CPU, *cmd], capture_output=True, text=True, timeout=timeout)
+        stdout, stderr, rc, cpu = r.stdout, r.stderr, r.returncode, None
     try:
-        rep = json.loads(r.stdout)
+        rep = json.loads(stdout)
     except json.JSONDecodeError:
-        raise BenchError(f"sluice-load failed ({r.returncode}): {r.stderr.strip()[-500:]}") from None
+        raise BenchError(f"sluice-load failed ({rc}): {stderr.strip()[-500:]}") from None
+    if cpu:
+        rep["cpu"] = cpu
     return _finish(rep, cmd)
+
+
+H2LOAD_UNITS = {"us": 1, "ms": 1e3, "s": 1e6}
+
+
+def run_h2load(url: str, *, connections: int, streams: int, duration: float,
+               server: Optional["Server"] = None, extra: Sequence[str] = ()) -> dict:
+    """h2load (nghttp2) pinned to LOAD_CPU, one thread, for `duration`
+    seconds: a report shaped like sluice-load's (requests_per_s, completed,
+    bad = failed + errored + timed out + 3xx / 4xx / 5xx, latency mean / max in
+    microseconds, protocol, tls_info, cmd; cpu with server). h2load must
+    have spoken HTTP/2 (h2c on http://, ALPN h2 on https://)."""
+    cmd = ["h2load", "-t", "1", "-c", str(connections), "-m", str(streams),
+           "-D", f"{max(1, round(duration * 1000))}ms", *extra, url]
+    stdout, stderr, rc, cpu = run_metered(["taskset", "-c", LOAD_CPU, *cmd], server, duration + 120)
+    m = re.search(r"finished in [\d.]+(?:ms|us|s), ([\d.]+) req/s", stdout)
+    rq = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                   r"(\d+) errored, (\d+) timeout", stdout)
+    sc = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", stdout)
+    proto = re.search(r"Application protocol: (\S+)", stdout)
+    if rc != 0 or not (m and rq and sc and proto):
+        raise BenchError(f"h2load failed ({rc}): {(stdout + stderr).strip()[-800:]}")
+    want = "h2c" if url.startswith("http:") else "h2"
+    if proto.group(1) != want:
+        raise BenchError(f"h2load spoke {proto.group(1)}, not {want}, to {url}")
+    total, started, done, ok, failed, errored, tmo = (int(x) for x in rq.groups())
+    s2, s3, s4, s5 = (int(x) for x in sc.groups())
+    lat = {"p50": float("nan"), "p99": float("nan")}
+    t = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", stdout)
+    if t:
+        lat["min"] = float(t.group(1)) * H2LOAD_UNITS[t.group(2)]
+        lat["max"] = float(t.group(3)) * H2LOAD_UNITS[t.group(4)]
+        lat["mean"] = float(t.group(5)) * H2LOAD_UNITS[t.group(6)]
+    tls = [re.search(rf"{k}: (.+)", stdout) for k in ("TLS Protocol", "Cipher", "Server Temp Key")]
+    rep = {"requests_per_s": float(m.group(1)), "completed": done, "requests": total,
+           "bad": failed + errored + tmo + s3 + s4 + s5, "latency": lat, "protocol": proto.group(1),
+           "tls_info": ", ".join(x.group(1).strip() for x in tls if x), "cmd": cmd, "output": stdout}
+    if cpu:
+        rep["cpu"] = cpu
+    return rep
 
 
 def _finish(rep: dict, cmd: Sequence[str]) -> dict:
@@ -406,7 +576,9 @@ def machine_info() -> dict[str, str]:
         "distro": distro,
         "loadavg": " ".join(open("/proc/loadavg").read().split()[:3]),
         "commit": _first(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"]),
-        "dirty": "yes" if _first(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]) not in ("", "n/a") else "no",
+        # the report's own files do not count (--publish runs on top of an earlier report)
+        "dirty": "yes" if _first(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":!docs/benchmarks.md", ":!docs/bench"]) not in ("", "n/a") else "no",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
 
@@ -550,12 +722,14 @@ def svg_percentiles(path: str, title: str, reports: dict[str, Sequence[dict]]) -
                for name, reps in reports.items()}, "latency, ms (log scale)", log_y=True)
 
 
-def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
-    """Horizontal bar chart, one bar per name."""
+def svg_bars(path: str, title: str, bars: dict[str, float], unit: str, digits: int = 0) -> None:
+    """Horizontal bar chart, one bar per name; values shown with `digits` decimals."""
+    def fmt(v: float) -> str:
+        return "n/a" if v != v else f"{v:,.{digits}f}"
     rowh, T, pw = 28, 40, 370
     hi = _nice_max(max([v for v in bars.values() if v == v] or [1]))
     L = max(120, 8 + max([text_width(n) for n in bars] or [0]) + 10)
-    R = 6 + max([text_width(f"{fmt_int(v)} {unit}") for v in bars.values()] or [0]) + 10
+    R = 6 + max([text_width(f"{fmt(v)} {unit}") for v in bars.values()] or [0]) + 10
     W = round(L + pw + R)
     H = T + rowh * len(bars) + 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
@@ -566,7 +740,7 @@ def svg_bars(path: str, title: str, bars: dict[str, float], unit: str) -> None:
         w = 0 if v != v else v / hi * pw
         out.append(f'<text x="{L - 8}" y="{yy + 17}" text-anchor="end">{_esc(name)}</text>')
         out.append(f'<rect x="{L}" y="{yy + 4}" width="{w:.1f}" height="{rowh - 8}" fill="{_COLORS[k % len(_COLORS)]}"/>')
-        out.append(f'<text x="{L + w + 6:.1f}" y="{yy + 17}">{fmt_int(v)} {_esc(unit)}</text>')
+        out.append(f'<text x="{L + w + 6:.1f}" y="{yy + 17}">{fmt(v)} {_esc(unit)}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
