@@ -13,6 +13,9 @@
 /* Encrypt the front end's output up to this much ciphertext ahead of the
  * socket (besides the slice being written). */
 #define COUT_AHEAD (128u * 1024u)
+/* A keep-alive connection gives its TLS buffers back after this long
+ * idle, not after every response (they would be made again at once). */
+#define TLS_IDLE_TRIM_MS 2000
 
 /* ---- plain TCP -------------------------------------------------------- */
 
@@ -403,10 +406,44 @@ static void tls_read_stop(transport *t)
     sock_reading(t, false);
 }
 
+/* Encrypt now and write what the socket takes without waiting, as plain
+ * TCP does: a response leaves in the loop turn that made it, without a
+ * uv_write (and its poll re-registration) per response. Ciphertext the
+ * socket did not take goes out by uv_write, before anything written later. */
 static int tls_try_write(transport *t, const char *p, size_t n)
 {
-    (void)t, (void)p, (void)n;
-    return UV_EAGAIN;
+    tls_link *l = t->tls;
+    if (l->failed || l->closing)
+        return UV_EPIPE;
+    if (l->pt_active || l->cwriting || l->cout_len || !l->s || !tls_session_handshake_done(l->s))
+        return UV_EAGAIN;
+    size_t off = 0;
+    while (off < n && l->cout_len < COUT_AHEAD) {
+        ssize_t w = tls_session_write(l->s, p + off, n - off);
+        if (w == -EAGAIN)
+            break;
+        if (w < 0 || tls_pull(t) < 0) {
+            /* no callback from inside the front end's write: it closes */
+            tls_log_fail(t, "write failed");
+            l->failed = true;
+            return UV_EPROTO;
+        }
+        off += (size_t)w;
+    }
+    if (off == 0)
+        return UV_EAGAIN;
+    uv_buf_t b = uv_buf_init(l->cout, (unsigned)l->cout_len);
+    int w = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+    if (w > 0) {
+        memmove(l->cout, l->cout + w, l->cout_len - (size_t)w);
+        l->cout_len -= (size_t)w;
+    } else if (w < 0 && w != UV_EAGAIN) {
+        l->failed = true;
+        return w;
+    }
+    if (l->cout_len)
+        tls_out(t); /* the rest by uv_write; no front-end write is pending */
+    return (int)off;
 }
 
 static int tls_write(transport *t, const char *p, size_t n)
@@ -428,9 +465,12 @@ static bool tls_handshaking(const transport *t)
     return l && l->s && !l->failed && !l->closing && !tls_session_handshake_done(l->s);
 }
 
-static void tls_idle(transport *t)
+static void on_idle_trim(uv_timer_t *h)
 {
+    transport *t = h->data;
     tls_link *l = t->tls;
+    if (l->closing || l->failed || l->pt_active)
+        return;
     if (l->s)
         tls_session_trim(l->s);
     if (!l->cwriting && l->cout_len == 0) {
@@ -439,6 +479,16 @@ static void tls_idle(transport *t)
         l->cout = l->cw = NULL;
         l->cout_cap = l->cw_cap = 0;
     }
+}
+
+/* The front end went idle: trim once it has stayed idle a while (the
+ * handshake is done, so the timer is free). */
+static void tls_idle(transport *t)
+{
+    tls_link *l = t->tls;
+    if (l->closing || l->failed || !l->s || !tls_session_handshake_done(l->s))
+        return;
+    uv_timer_start(&l->timer, on_idle_trim, TLS_IDLE_TRIM_MS, 0);
 }
 
 static void tls_handle_closed(uv_handle_t *h)

@@ -9,7 +9,8 @@
  *              written. A write completes (cb->written) only once all of its
  *              ciphertext went to the socket, so the front end sees its write
  *              pending exactly as long as with plain TCP, and response credit
- *              still follows what the client took.
+ *              still follows what the client took. try_write encrypts at once
+ *              and hands the socket what it takes (the rest follows).
  *
  * The front end calls the operations; the transport reports through the
  * front end's callbacks (transport_cb), never directly. TLS failures (not
@@ -46,7 +47,9 @@ typedef struct transport_ops {
     int (*read_start)(transport *t);
     void (*read_stop)(transport *t);
     /* Write now what the socket takes without waiting: the count (maybe
-     * short), UV_EAGAIN for none, or an error. TLS: always UV_EAGAIN. */
+     * short), UV_EAGAIN for none, or an error. TLS: the count of plaintext
+     * taken (encrypted; ciphertext the socket did not take yet leaves
+     * before anything written later). */
     int (*try_write)(transport *t, const char *p, size_t n);
     /* Write all n bytes; p stays valid and untouched until cb->written.
      * One write at a time. */
