@@ -347,7 +347,9 @@ void h2_input(h2conn *c, const uint8_t *data, size_t len)
     if (c->closed)
         return;
     if (rv < 0) {
-        slog(c->gw->log, LOG_INFO, "h2: %s: %s; closing", c->tr->peer, nghttp2_strerror((int)rv));
+        /* a callback that failed on purpose has queued a GOAWAY and said why */
+        if (rv != NGHTTP2_ERR_CALLBACK_FAILURE || !c->goaway)
+            slog(c->gw->log, LOG_INFO, "h2: %s: %s; closing", c->tr->peer, nghttp2_strerror((int)rv));
         /* nghttp2 queued a GOAWAY where the protocol asks for one */
         c->closing = c->hard_close = true;
         h2_update_reading(c);

@@ -255,7 +255,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
             slog(c->gw->log, LOG_INFO, "h2: %s: more than %u empty DATA frames; closing", c->tr->peer,
                  H2_MAX_EMPTY_FRAMES);
             h2_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
-            return 0;
+            /* the rest of this read is not processed (nor logged per frame):
+             * the GOAWAY is queued and the connection is closing */
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         break;
     case NGHTTP2_HEADERS:
