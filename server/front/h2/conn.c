@@ -593,6 +593,10 @@ static uint64_t stream_due(h2conn *c, h2s *x, int *kind)
     stream *s = x->s;
     uint64_t best = 0;
     *kind = D_NONE;
+    if (s && !x->head_done && cfg->header_timeout_ms) {
+        *kind = D_HEAD; /* HEADERS without END_HEADERS, then nothing */
+        return x->mark + cfg->header_timeout_ms;
+    }
     if (s && !x->discard) {
         const sluice_pool_config *pc = s->pool ? stream_config(s) : NULL;
         if (s->queued && pc)
@@ -637,6 +641,14 @@ static void on_timer(uv_timer_t *t)
         uint64_t due = stream_due(c, x, &kind);
         if (due && now >= due) {
             switch (kind) {
+            case D_HEAD:
+                /* nothing but CONTINUATION may follow on the whole
+                 * connection: it is of no further use */
+                if (!c->closing)
+                    slog(c->gw->log, LOG_INFO, "h2: %s: stream %d: no complete request head for %llu ms; closing",
+                         c->tr->peer, x->id, (unsigned long long)cfg->header_timeout_ms);
+                h2_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
+                break;
             case D_QUEUE:
                 stream_withdraw(x->s);
                 h2_fail(x, 504, 0);

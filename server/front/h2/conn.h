@@ -57,7 +57,7 @@
 #define H2_RESET_RING 128
 
 /* What a stream waits for: its deadline kind. */
-enum { D_NONE, D_QUEUE, D_RESPONSE, D_BODY, D_SEND };
+enum { D_NONE, D_HEAD, D_QUEUE, D_RESPONSE, D_BODY, D_SEND };
 
 typedef struct h2conn h2conn;
 
@@ -77,6 +77,7 @@ typedef struct h2s {
     uint32_t max_headers;      /* at creation: a reload may change the setting mid-head */
     uint64_t head_bytes;       /* decoded header list size (RFC 9113 6.5.2) */
     int head_error;            /* a status to answer instead (400, 414, 431, 501) */
+    bool head_done;            /* the request's header block ended */
     sluice_bytes method, path, authority;
     int host_index;            /* in s->hdrs, -1: none */
     uint32_t n_cookies;

@@ -53,6 +53,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     x->s = s;
     c->requests++;
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, x);
+    if (c->gw->cfg->header_timeout_ms)
+        h2_arm(c, c->gw->cfg->header_timeout_ms); /* for the rest of the header block */
     return 0;
 }
 
@@ -174,6 +176,7 @@ static void start_exchange(h2s *x, bool end_stream)
     gateway *gw = c->gw;
     const sluice_config *cfg = gw->cfg;
     stream *s = x->s;
+    x->head_done = true;
     if (end_stream)
         x->end_stream = true;
     s->req.method = x->method;
