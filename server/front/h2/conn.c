@@ -322,6 +322,9 @@ void h2_flush(flush_node *n)
     }
     c->writing = true;
     c->write_mark = now_ms(c);
+    /* whatever else is due, a write that makes no progress is judged */
+    if (c->gw->cfg->send_timeout_ms)
+        h2_arm(c, c->gw->cfg->send_timeout_ms);
     if (c->tr->ops->write(c->tr, (const char *)c->wbuf + done, c->wlen - done) < 0) {
         c->writing = false;
         h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
@@ -676,15 +679,16 @@ static void on_timer(uv_timer_t *t)
     if (c->n_streams == 0 && !c->linger_due) {
         uint64_t ms = c->got_request ? cfg->keepalive_timeout_ms : cfg->header_timeout_ms;
         if (now >= c->idle_since + ms) {
-            if (c->got_request)
-                h2_goaway(c, NGHTTP2_NO_ERROR);
-            else
+            if (!c->got_request) {
                 h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
-            return;
+                return;
+            }
+            h2_goaway(c, NGHTTP2_NO_ERROR); /* closes once written: next may be the write's deadline */
+        } else {
+            uint64_t due = c->idle_since + ms;
+            if (!next || due < next)
+                next = due;
         }
-        uint64_t due = c->idle_since + ms;
-        if (!next || due < next)
-            next = due;
     }
     if (next)
         h2_arm(c, next > now ? next - now : 1);
