@@ -48,6 +48,12 @@
 #define H2_MAX_TRAILERS 32
 /* Floods: empty DATA frames (no END_STREAM) per connection. */
 #define H2_MAX_EMPTY_FRAMES 1000
+/* Rapid reset (CVE-2023-44487): RST_STREAM frames a client may send, a
+ * token bucket of this burst refilled this many per second (nghttp2's
+ * numbers; its own limiter acts only once the GOAWAY has been written,
+ * after every stream the reads of this loop iteration opened). */
+#define H2_RESET_BURST 1000
+#define H2_RESET_RATE 33
 
 /* After a graceful end, how long the connection still reads before it
  * closes (unless the client closes first). */
@@ -130,6 +136,8 @@ struct h2conn {
     uint64_t write_mark;       /* the write in flight started */
 
     uint32_t empty_frames;
+    uint64_t reset_credit;     /* thousandths of an RST_STREAM the client may send */
+    uint64_t reset_mark;       /* credit added up to (uv_now) */
     int32_t last_client_id;    /* highest stream a client HEADERS opened */
     int32_t resets[H2_RESET_RING]; /* streams reset recently: late frames may follow */
     uint32_t n_resets;

@@ -43,13 +43,14 @@ static int new_session(h2conn *c)
     h2_set_send_callbacks(cb);
     /* request-body windows open as the worker takes the bytes */
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    /* SETTINGS and PING floods: ACKs queued for a client that does not
-     * read end the connection (ENHANCE_YOUR_CALM) */
+    /* SETTINGS and PING floods: more than 1000 ACKs queued (a client
+     * that does not read, or one read full of them) end the connection */
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
 #ifdef SLUICE_NGHTTP2_RESET_RATE
     /* rapid reset (CVE-2023-44487): a token bucket of streams the client
-     * may reset, refilled 33 per second */
+     * may reset, refilled 33 per second; a backstop: request.c keeps the
+     * same bucket and stops the connection at once */
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
 #endif
 #ifdef SLUICE_NGHTTP2_MAX_CONTINUATIONS
@@ -99,6 +100,8 @@ int h2_adopt(gateway *gw, transport *t, const char *scheme, const uint8_t *data,
     c->timer.data = c;
     c->reading = true; /* the previous owner was reading */
     c->idle_since = uv_now(gw->loop);
+    c->reset_credit = H2_RESET_BURST * 1000ull;
+    c->reset_mark = c->idle_since;
     listener_add(gw, &c->base);
     transport_adopt(t, &h2_transport_cb, c);
     h2_arm(c, gw->cfg->header_timeout_ms);

@@ -245,6 +245,20 @@ static void start_exchange(h2s *x, bool end_stream)
         h2_fail(x, 502, 0);
 }
 
+/* One more RST_STREAM from the client within the rapid-reset bucket? */
+static bool reset_allowed(h2conn *c)
+{
+    uint64_t now = uv_now(c->gw->loop);
+    c->reset_credit += (now - c->reset_mark) * H2_RESET_RATE; /* per ms: thousandths */
+    c->reset_mark = now;
+    if (c->reset_credit > H2_RESET_BURST * 1000ull)
+        c->reset_credit = H2_RESET_BURST * 1000ull;
+    if (c->reset_credit < 1000)
+        return false;
+    c->reset_credit -= 1000;
+    return true;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     h2conn *c = ud;
@@ -265,6 +279,15 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         break;
     case NGHTTP2_HEADERS:
         break;
+    case NGHTTP2_RST_STREAM:
+        if (!reset_allowed(c)) {
+            slog(c->gw->log, LOG_INFO, "h2: %s: streams reset faster than %u/s (burst %u); closing", c->tr->peer,
+                 H2_RESET_RATE, H2_RESET_BURST);
+            h2_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM);
+            /* no stream opened after this one reaches a worker */
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        return 0;
     default:
         return 0;
     }
