@@ -6,9 +6,10 @@
  * Input: one control byte, then the client's bytes after the connection
  * preface (which the target sends first: the fuzzer's bytes start with the
  * client's SETTINGS frame, as tests/fuzz/corpus/h2/ does). Control byte:
- *   bit 3 set      everything in one write;
- *   else bits 0-2  writes of 16 << n bytes, the loop run between them (so
- *                  frames straddle reads).
+ *   bits 0-2       7: everything in one write; else writes of 16 << n
+ *                  bytes, the loop run between them (frames straddle reads)
+ *   bit 3          the client reads nothing (small socket buffers both
+ *                  ends) until it half-closes: the gateway's writes stall;
  *   bits 4-7       how long the client keeps the connection open after its
  *                  last byte, reading all along, before it half-closes:
  *                  0-14 that many times 8 loop iterations (responses get
@@ -223,9 +224,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static int connect_client(void)
+static int connect_client(bool small_rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rcvbuf = 4096;
+    if (small_rcvbuf)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* hundreds of thousands of loopback connections: retry when ephemeral
@@ -239,6 +243,8 @@ static int connect_client(void)
         close(fd);
         usleep(1000);
         fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (small_rcvbuf)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     }
     /* close with RST: no TIME_WAIT left behind per input */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -247,12 +253,18 @@ static int connect_client(void)
     return fd;
 }
 
-/* One loop iteration, then what the gateway sent is read (and dropped);
- * returns false once the gateway closed the connection. */
-static bool step(int fd, int wait_ms)
+/* One loop iteration, then what the gateway sent is read (and dropped)
+ * unless the client does not read; returns false once the gateway closed
+ * the connection. */
+static bool step(int fd, int wait_ms, bool reading)
 {
     static char buf[65536];
     uv_run(gw.loop, UV_RUN_NOWAIT);
+    if (!reading) {
+        if (wait_ms)
+            usleep((useconds_t)wait_ms * 1000);
+        return true;
+    }
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, wait_ms) > 0) {
         ssize_t n = recv(fd, buf, sizeof buf, 0);
@@ -267,7 +279,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 16384)
         return 0;
     uint8_t ctl = data[0];
-    size_t piece = ctl & 8 ? 16384 + H2_PREFACE_LEN : (size_t)16 << (ctl & 7);
+    size_t piece = (ctl & 7) == 7 ? 16384 + H2_PREFACE_LEN : (size_t)16 << (ctl & 7);
+    bool reading = !(ctl & 8);
     int linger = ctl >> 4 == 15 ? 30 : (ctl >> 4) * 8;
     int linger_wait = ctl >> 4 == 15 ? 1 : 0; /* ms per iteration */
     static uint8_t msg[H2_PREFACE_LEN + 16384];
@@ -275,7 +288,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(msg + H2_PREFACE_LEN, data + 1, size - 1);
     size_t total = H2_PREFACE_LEN + size - 1;
 
-    int fd = connect_client();
+    int fd = connect_client(!reading);
+    if (!reading) {
+        /* loopback send buffers grow to megabytes: make the gateway's side
+         * small (no autotuning) so that its writes do stall */
+        for (int i = 0; i < 100 && gw.n_conns == 0; i++)
+            uv_run(gw.loop, UV_RUN_NOWAIT);
+        for (front_conn *c = gw.conns; c; c = c->next) {
+            uv_os_fd_t sfd;
+            int sndbuf = 4096;
+            if (uv_fileno((uv_handle_t *)c->tcp, &sfd) == 0)
+                setsockopt(sfd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+        }
+    }
     size_t sent = 0;
     bool open = true;
     /* bounded: every wait in the gateway has a timeout well below this */
@@ -286,14 +311,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sent += (size_t)n;
         else if (n < 0 && errno != EAGAIN)
             break; /* the gateway closed on us: fine */
-        open = step(fd, 0);
+        open = step(fd, 0, reading);
     }
     /* the client stays a while, reading: responses, deadlines */
     for (int i = 0; i < linger && open; i++)
-        open = step(fd, i < 16 ? 0 : linger_wait);
+        open = step(fd, i < 16 ? 0 : linger_wait, reading);
     shutdown(fd, SHUT_WR);
     for (int i = 0; i < 20000 && open; i++)
-        open = step(fd, i < 100 ? 0 : 1);
+        open = step(fd, i < 100 ? 0 : 1, true);
     close(fd);
 
     /* the gateway must let go of the connection once the client is gone,

@@ -4,9 +4,10 @@ emits them (plus a few frames it will not send, built by hand).
 
 Each seed is fuzz_h2's control byte, then the client's bytes after the
 24-octet connection preface (the target sends the preface itself). Every
-session is written twice: all in one write (control 0x88: the client
+session is written twice: all in one write (control 0x87: the client
 stays 64 loop iterations), and in 64-byte writes (0x82); where deadlines
-matter a third time, lingering ~30 ms (0xf8). The paths name what
+matter a third time, lingering ~30 ms (0xf7), and where the gateway's
+writes may stall, by a client that reads nothing and lingers (0xff). The paths name what
 the in-process worker does (see fuzz_h2.c: b big body, e answer after the
 body, t trailers, n 204, r RESET, x RESET after the head, l LIMIT, p body
 never read, s no answer).
@@ -92,6 +93,15 @@ c.prioritize(1, weight=200, depends_on=0, exclusive=False)
 c.increment_flow_control_window(1 << 16, stream_id=1)
 seeds["settings-ping-window"] = session(c)
 
+# ten big bodies with wide windows (1 MB: more than the sockets hold for
+# a client that reads nothing)
+c = client()
+c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+c.increment_flow_control_window(1 << 24)
+for i in range(10):
+    c.send_headers(1 + 2 * i, req("/b"), end_stream=True)
+seeds["big-wide-windows"] = session(c)
+
 # the big body with a shut window (SETTINGS_INITIAL_WINDOW_SIZE 0)
 c = client()
 c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
@@ -154,12 +164,15 @@ seeds["continuation-empty-data"] = (b"".join(frames[:-1]) + split + frame(0, 0, 
                                     frame(0, 1, 1, b"") + frame(6, 1, 0, b"87654321") +
                                     frame(0xfa, 0, 0, b"unknown"))
 
-# where the gateway's deadlines matter, a third copy that lingers ~30 ms
+# where the gateway's deadlines matter, a third copy that lingers ~30 ms;
+# where its writes may stall, one whose client reads nothing
 slow = {"zero-window", "post-limit-paused"}
+deaf = {"settings-ping-window", "many-streams", "big-wide-windows"}
 n = 0
 for name, data in sorted(seeds.items()):
     assert len(data) + 1 <= 16384, name
-    for suffix, ctl in [("one", 0x88), ("pieces", 0x82)] + ([("linger", 0xf8)] if name in slow else []):
+    for suffix, ctl in ([("one", 0x87), ("pieces", 0x82)] + ([("linger", 0xf7)] if name in slow else []) +
+                        ([("not-reading", 0xff)] if name in deaf else [])):
         (out / f"{name}-{suffix}").write_bytes(bytes([ctl]) + data)
         n += 1
 print(f"{n} seeds in {out.relative_to(root)}")
