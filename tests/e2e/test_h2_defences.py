@@ -487,7 +487,7 @@ def test_zero_window_stall(start_gateway, window):
                 break
         reset_after = time.monotonic() - t0
     assert active == 1
-    assert raw.results.get(1) == "200" and raw.resets == {1: INTERNAL_ERROR}, (raw.results, raw.resets)
+    assert raw.results.get(1) == "200" and raw.resets == {1: CANCEL}, (raw.results, raw.resets)
     assert 0.9 <= reset_after < 3.5, reset_after
     assert sum(len(p) for t, _, sid, p in got if t == DATA) == window
     assert gw.wait_log(lambda l: "window stayed shut" in l, 2)

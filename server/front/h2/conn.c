@@ -562,7 +562,10 @@ void h2_fail(h2s *x, int status, uint32_t cancel_reason)
     }
     if (status > 0 && !x->head_sent && error_response(x, status) == 0)
         return;
-    h2_reset(x, NGHTTP2_INTERNAL_ERROR);
+    /* a stream timed out is no longer wanted (CANCEL); anything else is
+     * the gateway's or the worker's failure */
+    bool timeout = cancel_reason == SLUICE_CANCEL_TIMEOUT || cancel_reason == SLUICE_CANCEL_BODY_TIMEOUT;
+    h2_reset(x, timeout ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR);
 }
 
 /* ---- deadlines -------------------------------------------------------- */
