@@ -2,6 +2,7 @@
  * worker side. Stream objects are recycled per loop. */
 #include "exchange/stream.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,8 @@ void stream_route(stream *s, const uint8_t *host, size_t host_len)
 const sluice_pool_config *stream_config(const stream *s) { return pool_config(s->pool); }
 
 int stream_submit(stream *s) { return pool_submit(s->pool, s); }
+
+int stream_submit_status(int rc) { return rc == -EBUSY ? 503 : rc == -EMSGSIZE ? 431 : 502; }
 
 void stream_withdraw(stream *s)
 {

@@ -121,6 +121,9 @@ const sluice_pool_config *stream_config(const stream *s);
  * ran), 1: queued, -EBUSY: queue full or pool stopping, -EMSGSIZE: head too
  * large for the worker, another negative errno: could not open it. */
 int stream_submit(stream *s);
+/* The status a front end answers when stream_submit failed with rc: 503
+ * (-EBUSY), 431 (-EMSGSIZE), else 502. */
+int stream_submit_status(int rc);
 /* Take a queued stream out of its queue (no-op when not queued). */
 void stream_withdraw(stream *s);
 

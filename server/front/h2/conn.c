@@ -40,24 +40,15 @@ void h2_want_flush(h2conn *c)
         gw_defer_flush(c->gw, &c->flush);
 }
 
-static int out_append(h2conn *c, const uint8_t *p, size_t n)
-{
-    if (grow(&c->out, &c->out_cap, c->out_len + n, H2_OUT_MAX) < 0)
-        return -ENOBUFS;
-    memcpy(c->out + c->out_len, p, n);
-    c->out_len += n;
-    return 0;
-}
-
 static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
 {
     (void)ng, (void)flags;
     h2conn *c = ud;
     if (c->closed)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (c->out_len >= H2_OUT_HIGH)
+    if (c->out.len >= H2_OUT_HIGH)
         return NGHTTP2_ERR_WOULDBLOCK;
-    if (out_append(c, data, len) < 0)
+    if (sluice_buf_append(&c->out, data, len) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -93,22 +84,21 @@ static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     h2s *x = source->ptr;
     if (c->closed)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    if (c->out_len >= H2_OUT_HIGH)
+    if (c->out.len >= H2_OUT_HIGH)
         return NGHTTP2_ERR_WOULDBLOCK;
     size_t pad = frame->data.padlen;
-    if (grow(&c->out, &c->out_cap, c->out_len + 9 + length + pad, H2_OUT_MAX) < 0)
+    if (sluice_buf_reserve(&c->out, 9 + length + pad) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    memcpy(c->out + c->out_len, framehd, 9);
-    c->out_len += 9;
+    sluice_buf_append(&c->out, framehd, 9);
     if (pad) /* never chosen by us; kept correct anyway */
-        c->out[c->out_len++] = (uint8_t)(pad - 1);
+        c->out.data[c->out.len++] = (uint8_t)(pad - 1);
     if (length) { /* an empty final DATA frame may come with no buffer (HEAD, 204) */
-        memcpy(c->out + c->out_len, x->rbuf + x->roff, length);
-        c->out_len += length;
+        memcpy(c->out.data + c->out.len, x->rbuf + x->roff, length);
+        c->out.len += length;
     }
     if (pad > 1) {
-        memset(c->out + c->out_len, 0, pad - 1);
-        c->out_len += pad - 1;
+        memset(c->out.data + c->out.len, 0, pad - 1);
+        c->out.len += pad - 1;
     }
     x->roff += length;
     if (x->roff == x->rlen)
@@ -221,12 +211,10 @@ static void credit_write(h2conn *c)
  * its session and socket only). */
 static void release_idle(h2conn *c)
 {
-    if (c->n_streams || c->writing || c->out_len || c->closed)
+    if (c->n_streams || c->writing || c->out.len || c->closed)
         return;
-    free(c->out);
-    free(c->wbuf);
-    c->out = c->wbuf = NULL;
-    c->out_cap = c->wcap = 0;
+    sluice_buf_close(&c->out);
+    sluice_buf_close(&c->wbuf);
     c->tr->ops->idle(c->tr); /* TLS: the session's buffers too */
 }
 
@@ -239,7 +227,7 @@ static void release_idle(h2conn *c)
  * read yet). */
 static void close_when_done(h2conn *c)
 {
-    if (c->closed || c->writing || c->out_len || c->linger_due)
+    if (c->closed || c->writing || c->out.len || c->linger_due)
         return;
     if (!c->closing && (nghttp2_session_want_read(c->ng) || nghttp2_session_want_write(c->ng))) {
         release_idle(c);
@@ -258,12 +246,9 @@ static void on_written(transport *t, int status)
 {
     h2conn *c = t->owner;
     c->writing = false;
-    c->wlen = 0;
-    if (c->wcap > 2 * H2_OUT_HIGH) { /* a burst beyond the usual: give it back */
-        free(c->wbuf);
-        c->wbuf = NULL;
-        c->wcap = 0;
-    }
+    sluice_buf_reset(&c->wbuf);
+    if (c->wbuf.cap > 2 * H2_OUT_HIGH) /* a burst beyond the usual: give it back */
+        sluice_buf_close(&c->wbuf);
     if (c->closed)
         return;
     if (status < 0) {
@@ -281,17 +266,17 @@ void h2_flush(flush_node *n)
     h2conn *c = (h2conn *)((char *)n - offsetof(h2conn, flush));
     if (c->closed)
         return;
-    if (c->out_len < H2_OUT_HIGH && nghttp2_session_send(c->ng) != 0) {
+    if (c->out.len < H2_OUT_HIGH && nghttp2_session_send(c->ng) != 0) {
         h2_close(c, SLUICE_CANCEL_INTERNAL);
         return;
     }
-    if (c->writing || c->out_len == 0) {
+    if (c->writing || c->out.len == 0) {
         close_when_done(c);
         return;
     }
-    int w = c->tr->ops->try_write(c->tr, (const char *)c->out, c->out_len);
-    if (w == (int)c->out_len) {
-        c->out_len = 0;
+    int w = c->tr->ops->try_write(c->tr, (const char *)c->out.data, c->out.len);
+    if (w == (int)c->out.len) {
+        sluice_buf_reset(&c->out);
         for (h2s *x = c->clist; x; x = x->cnext) {
             x->q_w += x->q_out;
             x->q_out = 0;
@@ -308,14 +293,10 @@ void h2_flush(flush_node *n)
         return;
     }
     size_t done = w > 0 ? (size_t)w : 0;
-    uint8_t *p = c->wbuf;
-    size_t cap = c->wcap;
+    sluice_buf tmp = c->wbuf;
     c->wbuf = c->out;
-    c->wcap = c->out_cap;
-    c->wlen = c->out_len;
-    c->out = p;
-    c->out_cap = cap;
-    c->out_len = 0;
+    c->out = tmp;
+    sluice_buf_reset(&c->out);
     for (h2s *x = c->clist; x; x = x->cnext) {
         x->q_w += x->q_out;
         x->q_out = 0;
@@ -325,7 +306,7 @@ void h2_flush(flush_node *n)
     /* whatever else is due, a write that makes no progress is judged */
     if (c->gw->cfg->send_timeout_ms)
         h2_arm(c, c->gw->cfg->send_timeout_ms);
-    if (c->tr->ops->write(c->tr, (const char *)c->wbuf + done, c->wlen - done) < 0) {
+    if (c->tr->ops->write(c->tr, (const char *)c->wbuf.data + done, c->wbuf.len - done) < 0) {
         c->writing = false;
         h2_close(c, SLUICE_CANCEL_CLIENT_CLOSED);
         return;
@@ -340,7 +321,7 @@ void h2_flush(flush_node *n)
 
 void h2_update_reading(h2conn *c)
 {
-    bool want = (!c->closing || c->linger_due) && !c->closed && !c->eof && c->out_len < H2_OUT_HIGH;
+    bool want = (!c->closing || c->linger_due) && !c->closed && !c->eof && c->out.len < H2_OUT_HIGH;
     transport_set_reading(c->tr, &c->reading, want);
 }
 
@@ -722,8 +703,8 @@ static void conn_released(h2conn *c)
     gateway *gw = c->gw;
     listener_remove(gw, &c->base);
     nghttp2_session_del(c->ng); /* here: h2_close may run inside its callbacks */
-    free(c->out);
-    free(c->wbuf);
+    sluice_buf_close(&c->out);
+    sluice_buf_close(&c->wbuf);
     free(c->scratch);
     free(c);
     gw_notify_finished(gw);

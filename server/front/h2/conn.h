@@ -130,8 +130,7 @@ struct h2conn {
     uint64_t idle_since;       /* no stream since (for keep-alive) */
     h2s *clist;                /* streams with response bytes not yet credited */
 
-    uint8_t *out, *wbuf;       /* frames waiting; frames being written */
-    size_t out_len, out_cap, wlen, wcap;
+    sluice_buf out, wbuf;      /* frames waiting; frames being written (H2_OUT_MAX) */
     bool writing;
     uint64_t write_mark;       /* the write in flight started */
 

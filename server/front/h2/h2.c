@@ -95,6 +95,8 @@ int h2_adopt(gateway *gw, transport *t, const char *scheme, const uint8_t *data,
     c->remote_port = t->remote_port;
     c->local_port = t->local_port;
     c->flush.fn = h2_flush;
+    sluice_buf_init(&c->out, H2_OUT_MAX);
+    sluice_buf_init(&c->wbuf, H2_OUT_MAX);
     c->handles = 2; /* the timer, the transport */
     uv_timer_init(gw->loop, &c->timer);
     c->timer.data = c;

@@ -237,12 +237,8 @@ static void start_exchange(h2s *x, bool end_stream)
     int rc = stream_submit(s);
     if (rc == 1)
         h2_arm(c, stream_config(s)->queue_timeout_ms);
-    else if (rc == -EBUSY)
-        h2_fail(x, 503, 0);
-    else if (rc == -EMSGSIZE)
-        h2_fail(x, 431, 0);
     else if (rc < 0)
-        h2_fail(x, 502, 0);
+        h2_fail(x, stream_submit_status(rc), 0);
 }
 
 /* One more RST_STREAM from the client within the rapid-reset bucket? */

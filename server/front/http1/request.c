@@ -384,12 +384,8 @@ static void start_exchange(conn *c)
     int rc = stream_submit(s);
     if (rc == 1)
         h1_set_timer(c, T_QUEUE);
-    else if (rc == -EBUSY)
-        h1_exchange_fail(c, 503, 0);
-    else if (rc == -EMSGSIZE)
-        h1_exchange_fail(c, 431, 0);
     else if (rc < 0)
-        h1_exchange_fail(c, 502, 0);
+        h1_exchange_fail(c, stream_submit_status(rc), 0);
 }
 
 const llhttp_settings_t h1_parser_settings = {
