@@ -141,6 +141,18 @@ static int rd_raw_slow(cur *c, bool allow_bin, sluice_bytes *out)
     return 0;
 }
 
+static int rd_bool(cur *c, bool *v)
+{
+    if (!avail(c))
+        return E_MALFORMED;
+    uint8_t b = *c->p;
+    if (b != 0xc2 && b != 0xc3)
+        return b == 0xc1 ? E_MALFORMED : E_TYPE;
+    *v = b == 0xc3;
+    c->p++;
+    return 0;
+}
+
 static int rd_container(cur *c, bool map, uint32_t *count)
 {
     if (!avail(c))
@@ -385,6 +397,9 @@ static int parse_hello(parser *ps, sluice_hello *h)
         } else if (key_is(&key, "server")) {
             rc = rd_raw(c, false, &h->server);
             h->has |= SLUICE_HELLO_HAS_SERVER;
+        } else if (key_is(&key, "websocket")) {
+            rc = rd_bool(c, &h->websocket);
+            h->has |= SLUICE_HELLO_HAS_WEBSOCKET;
         } else {
             rc = skip(c, 3);
         }
@@ -457,15 +472,19 @@ static int parse(const uint8_t *payload, size_t len, sluice_frame *f, sluice_hea
         r->version = (uint32_t)v;
         if ((rc = f_headers(&ps, &r->headers)) || (rc = f_addr(&ps, &r->client)) ||
             (rc = f_addr(&ps, &r->server)) || (rc = f_raw(&ps, false, false, &r->scheme)) ||
-            (rc = f_uint(&ps, 0, SLUICE_BODY_ON_CREDIT, &v)))
+            (rc = f_uint(&ps, 0, SLUICE_BODY_WEBSOCKET, &v)))
             break;
         r->body = (uint32_t)v;
         break;
     }
     case SLUICE_FRAME_RESPONSE: {
         sluice_response *r = &f->u.response;
-        if ((rc = f_uint(&ps, 200, 599, &v)))
+        if ((rc = f_uint(&ps, 101, 599, &v)))
             break;
+        if (v < 200 && v != 101) { /* 101 is the only informational status */
+            rc = E_VALUE;
+            break;
+        }
         r->status = (uint32_t)v;
         if ((rc = f_headers(&ps, &r->headers)) || (rc = f_uint(&ps, 0, SLUICE_BODY_FOLLOWS, &v)))
             break;
@@ -503,6 +522,24 @@ static int parse(const uint8_t *payload, size_t len, sluice_frame *f, sluice_hea
         if (ps.left) {
             rc = f_raw(&ps, false, false, &f->u.retire.reason);
             f->u.retire.has_reason = rc == 0;
+        }
+        break;
+    case SLUICE_FRAME_MESSAGE:
+        if ((rc = f_uint(&ps, 0, SLUICE_PROTO_MAX_ID, &v)))
+            break;
+        if (!sluice_msg_flags_ok(v)) {
+            rc = E_VALUE;
+            break;
+        }
+        f->u.message.flags = (uint32_t)v;
+        rc = f_raw(&ps, true, false, &f->u.message.data);
+        break;
+    case SLUICE_FRAME_CLOSE:
+        if ((rc = f_uint(&ps, SLUICE_CLOSE_CODE_MIN, SLUICE_CLOSE_CODE_MAX, &f->u.close.code)))
+            break;
+        if (ps.left) {
+            rc = f_raw(&ps, false, false, &f->u.close.reason);
+            f->u.close.has_reason = rc == 0;
         }
         break;
     }

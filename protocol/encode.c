@@ -218,6 +218,9 @@ int sluice_proto_encode_hello(sluice_buf *out, const sluice_hello *h)
     SZ(SLUICE_HELLO_HAS_WORKER_ID, "worker_id", sz_uint(h->worker_id))
     SZ(SLUICE_HELLO_HAS_POOL, "pool", sz_str(h->pool.len))
     SZ(SLUICE_HELLO_HAS_SERVER, "server", sz_str(h->server.len))
+    /* websocket: only when true (canonical form, PROTOCOL.md 3.1) */
+    bool ws = (has & SLUICE_HELLO_HAS_WEBSOCKET) && h->websocket;
+    SZ(ws ? SLUICE_HELLO_HAS_WEBSOCKET : 0, "websocket", 1)
 #undef SZ
     size += n < 16 ? 1 : 3;
     uint8_t *p;
@@ -245,6 +248,10 @@ int sluice_proto_encode_hello(sluice_buf *out, const sluice_hello *h)
         p = w_str(w_str(p, KEY("pool")), h->pool.ptr, h->pool.len);
     if (has & SLUICE_HELLO_HAS_SERVER)
         p = w_str(w_str(p, KEY("server")), h->server.ptr, h->server.len);
+    if (ws) {
+        p = w_str(p, KEY("websocket"));
+        *p++ = 0xc3; /* true */
+    }
     return frame_end(out, p);
 }
 
@@ -254,7 +261,7 @@ int sluice_proto_encode_request(sluice_buf *out, uint64_t sid, const sluice_requ
     if (!stream_id_ok(sid) || r->method.len == 0 || r->target.len == 0 ||
         !bytes_ok(&r->method) || !bytes_ok(&r->target) || !bytes_ok(&r->scheme) ||
         !bytes_ok(&r->client.host) || !bytes_ok(&r->server.host) ||
-        !sluice_http_version_ok(r->version) || r->body > SLUICE_BODY_ON_CREDIT ||
+        !sluice_http_version_ok(r->version) || r->body > SLUICE_BODY_WEBSOCKET ||
         r->client.port > 65535 || r->server.port > 65535)
         return -EINVAL;
     int rc = check_headers(r->headers.items, r->headers.count);
@@ -282,7 +289,9 @@ int sluice_proto_encode_request(sluice_buf *out, uint64_t sid, const sluice_requ
 int sluice_proto_encode_response(sluice_buf *out, uint64_t sid, const sluice_response *r,
                                  uint32_t max_frame)
 {
-    if (!stream_id_ok(sid) || r->status < 200 || r->status > 599 || r->body > SLUICE_BODY_FOLLOWS)
+    /* 101 with body=1 is well-formed (a stream_state matter for the link). */
+    if (!stream_id_ok(sid) || (r->status != 101 && (r->status < 200 || r->status > 599)) ||
+        r->body > SLUICE_BODY_FOLLOWS)
         return -EINVAL;
     int rc = check_headers(r->headers.items, r->headers.count);
     if (rc < 0)
@@ -345,6 +354,72 @@ int sluice_proto_encode_body(sluice_buf *out, uint64_t sid, const void *data, si
     return 0;
 }
 
+static int encode_code_frame(sluice_buf *out, uint32_t type, uint64_t sid, uint64_t code,
+                             const uint8_t *msg, size_t mlen, bool with_msg);
+
+/* MESSAGE head: [15, sid, flags, bin len]; flags is a fixint. */
+static size_t message_head(uint8_t *q, uint64_t sid, uint32_t flags, size_t len)
+{
+    size_t size = sz_head(SLUICE_FRAME_MESSAGE, sid, 4) + 1 + sz_bin(len);
+    uint8_t *p = w_be(q, size, 4);
+    p = w_head(p, 4, SLUICE_FRAME_MESSAGE, sid);
+    *p++ = (uint8_t)flags;
+    if (len <= 0xff) {
+        *p++ = 0xc4;
+        *p++ = (uint8_t)len;
+    } else if (len <= 0xffff) {
+        *p++ = 0xc5;
+        p = w_be(p, len, 2);
+    } else {
+        *p++ = 0xc6;
+        p = w_be(p, len, 4);
+    }
+    return (size_t)(p - q);
+}
+
+#define MESSAGE_MAX SLUICE_PROTO_MESSAGE_MAX(SLUICE_PROTO_MAX_FRAME)
+
+int sluice_proto_encode_message_head(sluice_buf *out, uint64_t sid, uint32_t flags, size_t len)
+{
+    if (!stream_id_ok(sid) || !sluice_msg_flags_ok(flags) || len > MESSAGE_MAX)
+        return -EINVAL;
+    int rc = sluice_buf_reserve(out, SLUICE_PROTO_MESSAGE_HEAD_MAX);
+    if (rc < 0)
+        return rc;
+    out->len += message_head(out->data + out->len, sid, flags, len);
+    return 0;
+}
+
+int sluice_proto_encode_message(sluice_buf *out, uint64_t sid, uint32_t flags, const void *data,
+                                size_t len)
+{
+    if (!stream_id_ok(sid) || !sluice_msg_flags_ok(flags) || len > MESSAGE_MAX || (len && !data))
+        return -EINVAL;
+    int rc = sluice_buf_reserve(out, SLUICE_PROTO_MESSAGE_HEAD_MAX + len);
+    if (rc < 0)
+        return rc;
+    out->len += message_head(out->data + out->len, sid, flags, len);
+    if (len)
+        memcpy(out->data + out->len, data, len);
+    out->len += len;
+    return 0;
+}
+
+static int encode_close_view(sluice_buf *out, uint64_t sid, uint64_t code, const uint8_t *reason,
+                             size_t rlen, bool with)
+{
+    if (!stream_id_ok(sid) || code < SLUICE_CLOSE_CODE_MIN || code > SLUICE_CLOSE_CODE_MAX ||
+        rlen > UINT32_MAX || (rlen && !reason))
+        return -EINVAL;
+    return encode_code_frame(out, SLUICE_FRAME_CLOSE, sid, code, reason, rlen, with);
+}
+
+int sluice_proto_encode_close(sluice_buf *out, uint64_t sid, uint64_t code, const char *reason)
+{
+    size_t n = reason ? strlen(reason) : 0;
+    return encode_close_view(out, sid, code, (const uint8_t *)reason, n, n > 0);
+}
+
 int sluice_proto_encode_end(sluice_buf *out, uint64_t sid, const sluice_header *trailers,
                             size_t n_trailers)
 {
@@ -378,7 +453,7 @@ static int encode_uint_frame(sluice_buf *out, uint32_t type, uint64_t sid, uint6
     return frame_end(out, p);
 }
 
-/* [type, sid, uint, text?] frames: CANCEL, RESET, ERROR (text required). */
+/* [type, sid, uint, text?] frames: CANCEL, RESET, CLOSE, ERROR (text required). */
 static int encode_code_frame(sluice_buf *out, uint32_t type, uint64_t sid, uint64_t code,
                              const uint8_t *msg, size_t mlen, bool with_msg)
 {
@@ -516,6 +591,15 @@ int sluice_proto_encode(sluice_buf *out, const sluice_frame *f, uint32_t max_fra
     case SLUICE_FRAME_RETIRE:
         return encode_retire_view(out, f->u.retire.reason.ptr, f->u.retire.reason.len,
                                   f->u.retire.has_reason && f->u.retire.reason.len);
+    case SLUICE_FRAME_MESSAGE:
+        if (max_frame && sz_head(SLUICE_FRAME_MESSAGE, sid, 4) + 1 + sz_bin(f->u.message.data.len) > max_frame)
+            return -EMSGSIZE;
+        return sluice_proto_encode_message(out, sid, f->u.message.flags, f->u.message.data.ptr,
+                                           f->u.message.data.len);
+    case SLUICE_FRAME_CLOSE:
+        /* An empty reason is no reason, as for CANCEL and RESET. */
+        return encode_close_view(out, sid, f->u.close.code, f->u.close.reason.ptr, f->u.close.reason.len,
+                                 f->u.close.has_reason && f->u.close.reason.len);
     default:
         return -EINVAL;
     }

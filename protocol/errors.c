@@ -11,6 +11,7 @@ static const char *const frame_names[] = {
     [SLUICE_FRAME_LIMIT] = "LIMIT",   [SLUICE_FRAME_PING] = "PING",
     [SLUICE_FRAME_PONG] = "PONG",     [SLUICE_FRAME_DRAIN] = "DRAIN",
     [SLUICE_FRAME_RETIRE] = "RETIRE", [SLUICE_FRAME_ERROR] = "ERROR",
+    [SLUICE_FRAME_MESSAGE] = "MESSAGE", [SLUICE_FRAME_CLOSE] = "CLOSE",
 };
 
 const char *sluice_frame_type_name(int type)

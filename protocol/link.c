@@ -8,11 +8,16 @@
 
 #define NIL (-1)
 
+/* sluice_proto_stream_websocket() values. */
+enum { WS_NONE = 0, WS_AWAITING = 1, WS_OPEN = 2 };
+
 struct sluice_proto_stream {
     uint64_t id;
     void *udata;
     uint32_t send_win, recv_win;
     uint8_t req, resp, body_mode;
+    uint8_t ws;              /* WS_NONE, WS_AWAITING, WS_OPEN */
+    uint8_t recv_frag, send_frag; /* inside a message: 0 no, else 1 + its text bit */
     bool used;
     uint64_t limit, req_bytes, resp_bytes;
     int32_t chain;           /* next slot in the same hash bucket */
@@ -30,6 +35,7 @@ struct sluice_proto_link {
     sluice_role role;
     sluice_link_state state;
     bool local_hello, peer_hello, retiring, drain;
+    bool websocket; /* both HELLOs carried websocket: true */
     hello_copy local, peer;
     uint64_t highest; /* largest stream id opened on this link */
     uint32_t open, cap;
@@ -218,7 +224,10 @@ static void init_windows(sluice_proto_link *l, sluice_proto_stream *s, uint32_t 
     uint32_t req = body_mode == SLUICE_BODY_ON_CREDIT ? 0 : worker_hello(l)->window;
     uint32_t resp = gateway_hello(l)->window;
     s->body_mode = (uint8_t)body_mode;
+    /* A WebSocket stream has no request body, but its request side counts as
+     * OPEN until the stream closes, so that CREDIT and LIMIT apply (5.2). */
     s->req = body_mode == SLUICE_BODY_NONE ? SLUICE_SIDE_ENDED : SLUICE_SIDE_OPEN;
+    s->ws = body_mode == SLUICE_BODY_WEBSOCKET ? WS_AWAITING : WS_NONE;
     s->resp = SLUICE_RESP_WAITING;
     if (l->role == SLUICE_ROLE_GATEWAY) {
         s->send_win = req;
@@ -256,6 +265,47 @@ static void closed_event(sluice_proto_link *l, sluice_link_event *ev, sluice_pro
     close_stream(l, s);
 }
 
+static bool hello_ws(const sluice_hello *h)
+{
+    return (h->has & SLUICE_HELLO_HAS_WEBSOCKET) && h->websocket;
+}
+
+/* Frames that exist only on links with WebSockets (PROTOCOL.md 5.2). */
+static bool ws_only(const sluice_frame *f)
+{
+    return f->type == SLUICE_FRAME_MESSAGE || f->type == SLUICE_FRAME_CLOSE ||
+           (f->type == SLUICE_FRAME_REQUEST && f->u.request.body == SLUICE_BODY_WEBSOCKET) ||
+           (f->type == SLUICE_FRAME_RESPONSE && f->u.response.status == 101);
+}
+
+/* The data MESSAGE flags a sender of `role` may use, plus its control kind. */
+static bool msg_flags_for(sluice_role sender, uint32_t flags)
+{
+    if (flags == SLUICE_MSG_PING)
+        return sender == SLUICE_ROLE_WORKER;
+    if (flags == SLUICE_MSG_PONG)
+        return sender == SLUICE_ROLE_GATEWAY;
+    return flags <= (SLUICE_MSG_TEXT | SLUICE_MSG_MORE);
+}
+
+/* A data MESSAGE continues the current message with the same text bit. */
+static bool frag_ok(uint8_t frag, uint32_t flags)
+{
+    return frag == 0 || frag == 1 + (flags & SLUICE_MSG_TEXT);
+}
+
+static uint8_t frag_next(uint32_t flags)
+{
+    return (flags & SLUICE_MSG_MORE) ? (uint8_t)(1 + (flags & SLUICE_MSG_TEXT)) : 0;
+}
+
+/* The stream's WebSocket was accepted: MESSAGEs may flow, no HTTP body. */
+static void ws_accept(sluice_proto_stream *s)
+{
+    s->ws = WS_OPEN;
+    s->resp = SLUICE_RESP_ENDED;
+}
+
 /* ---- receiving -------------------------------------------------------- */
 
 static int recv_hello(sluice_proto_link *l, const sluice_hello *h)
@@ -275,8 +325,12 @@ static int recv_hello(sluice_proto_link *l, const sluice_hello *h)
     if (rc < 0)
         return SLUICE_PROTO_E_INTERNAL;
     l->peer_hello = true;
-    if (l->role == SLUICE_ROLE_WORKER)
+    if (l->role == SLUICE_ROLE_WORKER) {
+        /* A gateway answering websocket to a worker that did not announce
+         * it is ignored: the feature needs both HELLOs. */
+        l->websocket = hello_ws(&l->local.h) && hello_ws(h);
         l->state = SLUICE_LINK_READY;
+    }
     return 0;
 }
 
@@ -314,6 +368,13 @@ static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
     case SLUICE_FRAME_RESPONSE:
         if (s->resp != SLUICE_RESP_WAITING)
             return SLUICE_PROTO_E_STREAM_STATE;
+        if (f->u.response.status == 101) {
+            if (s->ws != WS_AWAITING || f->u.response.body != SLUICE_BODY_NONE)
+                return SLUICE_PROTO_E_STREAM_STATE;
+            ws_accept(s);
+            return 0;
+        }
+        s->ws = WS_NONE; /* a refusal is an ordinary response */
         if (f->u.response.body == SLUICE_BODY_NONE) {
             s->resp = SLUICE_RESP_ENDED;
             closed_event(l, ev, s);
@@ -322,7 +383,8 @@ static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
         }
         return 0;
     case SLUICE_FRAME_BODY: {
-        if (gw ? s->resp != SLUICE_RESP_SENDING : s->req != SLUICE_SIDE_OPEN)
+        if (gw ? s->resp != SLUICE_RESP_SENDING
+               : s->req != SLUICE_SIDE_OPEN || s->body_mode == SLUICE_BODY_WEBSOCKET)
             return SLUICE_PROTO_E_STREAM_STATE;
         if (f->u.body.len > s->recv_win)
             return SLUICE_PROTO_E_FLOW_CONTROL;
@@ -340,10 +402,34 @@ static int recv_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
             s->resp = SLUICE_RESP_ENDED;
             closed_event(l, ev, s);
         } else {
-            if (s->req != SLUICE_SIDE_OPEN)
+            if (s->req != SLUICE_SIDE_OPEN || s->body_mode == SLUICE_BODY_WEBSOCKET)
                 return SLUICE_PROTO_E_STREAM_STATE;
             s->req = SLUICE_SIDE_ENDED;
         }
+        return 0;
+    case SLUICE_FRAME_MESSAGE: {
+        uint32_t fl = f->u.message.flags;
+        size_t n = f->u.message.data.len;
+        if (s->ws != WS_OPEN)
+            return SLUICE_PROTO_E_STREAM_STATE;
+        if (fl == SLUICE_MSG_PING || fl == SLUICE_MSG_PONG)
+            return 0; /* control: no credit, not part of a message */
+        if (!frag_ok(s->recv_frag, fl))
+            return SLUICE_PROTO_E_STREAM_STATE;
+        if (n > s->recv_win)
+            return SLUICE_PROTO_E_FLOW_CONTROL;
+        s->recv_win -= (uint32_t)n;
+        s->recv_frag = frag_next(fl);
+        if (gw)
+            s->resp_bytes += n;
+        else
+            s->req_bytes += n;
+        return 0;
+    }
+    case SLUICE_FRAME_CLOSE:
+        if (s->ws != WS_OPEN)
+            return SLUICE_PROTO_E_STREAM_STATE;
+        closed_event(l, ev, s);
         return 0;
     case SLUICE_FRAME_CREDIT:
         if (gw && s->req == SLUICE_SIDE_ENDED) {
@@ -389,9 +475,19 @@ int sluice_proto_link_recv(sluice_proto_link *l, const sluice_frame *f, sluice_l
         rc = recv_hello(l, &f->u.hello);
         break;
     default:
-        /* Nothing but HELLO and ERROR before the handshake is complete. */
-        if (!ready(l)) {
+        /* Nothing but HELLO and ERROR before the handshake is complete;
+         * the WebSocket frames only where both HELLOs announced them. */
+        if (!ready(l) || (!l->websocket && ws_only(f))) {
             rc = SLUICE_PROTO_E_UNEXPECTED_FRAME;
+            break;
+        }
+        /* MESSAGE flags by direction and the PING size are field checks
+         * (PROTOCOL.md 3.14), made before the stream's state. */
+        if (f->type == SLUICE_FRAME_MESSAGE &&
+            (!msg_flags_for(other(l->role), f->u.message.flags) ||
+             (f->u.message.flags == SLUICE_MSG_PING &&
+              f->u.message.data.len > SLUICE_PROTO_PING_MAX))) {
+            rc = SLUICE_PROTO_E_FIELD_VALUE;
             break;
         }
         switch (f->type) {
@@ -429,7 +525,7 @@ static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
     bool gw = l->role == SLUICE_ROLE_GATEWAY;
     if (f->type == SLUICE_FRAME_REQUEST) {
         if (!sluice_proto_link_can_open(l) || id <= l->highest || id > SLUICE_PROTO_MAX_ID ||
-            f->u.request.body > SLUICE_BODY_ON_CREDIT)
+            f->u.request.body > SLUICE_BODY_WEBSOCKET)
             return -EPROTO;
         sluice_proto_stream *s = open_stream(l, id);
         if (!s)
@@ -448,6 +544,13 @@ static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
         if (s->resp != SLUICE_RESP_WAITING || f->u.response.body > SLUICE_BODY_FOLLOWS)
             return -EPROTO;
         fill_event(ev, s);
+        if (f->u.response.status == 101) {
+            if (s->ws != WS_AWAITING || f->u.response.body != SLUICE_BODY_NONE)
+                return -EPROTO;
+            ws_accept(s);
+            return 0;
+        }
+        s->ws = WS_NONE;
         if (f->u.response.body == SLUICE_BODY_NONE) {
             s->resp = SLUICE_RESP_ENDED;
             closed_event(l, ev, s);
@@ -456,7 +559,8 @@ static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
         }
         return 0;
     case SLUICE_FRAME_BODY:
-        if ((gw ? s->req != SLUICE_SIDE_OPEN : s->resp != SLUICE_RESP_SENDING) ||
+        if ((gw ? s->req != SLUICE_SIDE_OPEN || s->body_mode == SLUICE_BODY_WEBSOCKET
+                : s->resp != SLUICE_RESP_SENDING) ||
             f->u.body.len > s->send_win)
             return -EPROTO;
         s->send_win -= (uint32_t)f->u.body.len;
@@ -469,7 +573,7 @@ static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
     case SLUICE_FRAME_END:
         fill_event(ev, s);
         if (gw) {
-            if (s->req != SLUICE_SIDE_OPEN)
+            if (s->req != SLUICE_SIDE_OPEN || s->body_mode == SLUICE_BODY_WEBSOCKET)
                 return -EPROTO;
             s->req = SLUICE_SIDE_ENDED;
         } else {
@@ -478,6 +582,31 @@ static int send_stream_frame(sluice_proto_link *l, const sluice_frame *f, sluice
             s->resp = SLUICE_RESP_ENDED;
             closed_event(l, ev, s);
         }
+        return 0;
+    case SLUICE_FRAME_MESSAGE: {
+        uint32_t fl = f->u.message.flags;
+        size_t n = f->u.message.data.len;
+        if (s->ws != WS_OPEN || !msg_flags_for(l->role, fl))
+            return -EPROTO;
+        fill_event(ev, s);
+        if (fl == SLUICE_MSG_PING || fl == SLUICE_MSG_PONG)
+            return fl == SLUICE_MSG_PING && n > SLUICE_PROTO_PING_MAX ? -EPROTO : 0;
+        if (!frag_ok(s->send_frag, fl) || n > s->send_win)
+            return -EPROTO;
+        s->send_win -= (uint32_t)n;
+        s->send_frag = frag_next(fl);
+        if (gw)
+            s->req_bytes += n;
+        else
+            s->resp_bytes += n;
+        return 0;
+    }
+    case SLUICE_FRAME_CLOSE:
+        if (s->ws != WS_OPEN || f->u.close.code < SLUICE_CLOSE_CODE_MIN ||
+            f->u.close.code > SLUICE_CLOSE_CODE_MAX)
+            return -EPROTO;
+        fill_event(ev, s);
+        closed_event(l, ev, s);
         return 0;
     case SLUICE_FRAME_CREDIT:
         if (f->u.credit < 1 || f->u.credit > SLUICE_PROTO_MAX_WINDOW - s->recv_win)
@@ -519,17 +648,22 @@ int sluice_proto_link_send(sluice_proto_link *l, const sluice_frame *f, sluice_l
         if (!(f->u.hello.has & SLUICE_HELLO_HAS_WINDOW) ||
             (l->role == SLUICE_ROLE_WORKER && !(f->u.hello.has & SLUICE_HELLO_HAS_MAX_STREAMS)))
             return -EINVAL;
+        /* The gateway answers websocket only to a worker that announced it. */
+        if (l->role == SLUICE_ROLE_GATEWAY && hello_ws(&f->u.hello) && !hello_ws(&l->peer.h))
+            return -EPROTO;
         int rc = store_hello(&l->local, &f->u.hello);
         if (rc < 0)
             return rc;
         l->local_hello = true;
-        if (l->role == SLUICE_ROLE_GATEWAY)
+        if (l->role == SLUICE_ROLE_GATEWAY) {
+            l->websocket = hello_ws(&l->peer.h) && hello_ws(&l->local.h);
             l->state = SLUICE_LINK_READY;
+        }
         return 0;
     default:
         break;
     }
-    if (!ready(l))
+    if (!ready(l) || (!l->websocket && ws_only(f)))
         return -EPROTO;
     switch (f->type) {
     case SLUICE_FRAME_PING:
@@ -606,3 +740,5 @@ uint32_t sluice_proto_stream_body_mode(const sluice_proto_stream *s) { return s-
 uint64_t sluice_proto_stream_limit(const sluice_proto_stream *s) { return s->limit; }
 uint64_t sluice_proto_stream_request_bytes(const sluice_proto_stream *s) { return s->req_bytes; }
 uint64_t sluice_proto_stream_response_bytes(const sluice_proto_stream *s) { return s->resp_bytes; }
+int sluice_proto_stream_websocket(const sluice_proto_stream *s) { return s->ws; }
+bool sluice_proto_link_websocket(const sluice_proto_link *l) { return l->websocket; }

@@ -36,6 +36,12 @@ extern "C" {
 #define SLUICE_PROTO_BODY_HEAD_MAX 20u
 /* The most BODY data one frame may carry for a peer accepting `max_frame`. */
 #define SLUICE_PROTO_BODY_MAX(max_frame) ((size_t)(max_frame) - (SLUICE_PROTO_BODY_HEAD_MAX - 4u))
+/* Bytes in front of MESSAGE data: the BODY head plus the flags (a fixint). */
+#define SLUICE_PROTO_MESSAGE_HEAD_MAX 21u
+/* The most MESSAGE data one frame may carry for a peer accepting `max_frame`. */
+#define SLUICE_PROTO_MESSAGE_MAX(max_frame) ((size_t)(max_frame) - (SLUICE_PROTO_MESSAGE_HEAD_MAX - 4u))
+/* The most data a MESSAGE PING may carry (a WebSocket control frame's payload). */
+#define SLUICE_PROTO_PING_MAX 125u
 
 /* ---- frame types ------------------------------------------------------ */
 typedef enum {
@@ -53,8 +59,10 @@ typedef enum {
     SLUICE_FRAME_DRAIN = 12,
     SLUICE_FRAME_RETIRE = 13,
     SLUICE_FRAME_ERROR = 14,
+    SLUICE_FRAME_MESSAGE = 15, /* WebSocket streams only (PROTOCOL.md 3.14) */
+    SLUICE_FRAME_CLOSE = 16,   /* WebSocket streams only (PROTOCOL.md 3.15) */
 } sluice_frame_type;
-#define SLUICE_FRAME_TYPE_MAX 14
+#define SLUICE_FRAME_TYPE_MAX 16
 
 const char *sluice_frame_type_name(int type); /* "HELLO", ...; "?" if unknown */
 
@@ -112,7 +120,26 @@ typedef enum {
     SLUICE_BODY_NONE = 0,
     SLUICE_BODY_FOLLOWS = 1,
     SLUICE_BODY_ON_CREDIT = 2, /* REQUEST only: window starts at 0 */
+    SLUICE_BODY_WEBSOCKET = 3, /* REQUEST only: a WebSocket opening handshake (5.2) */
 } sluice_body_mode;
+
+/* MESSAGE flags (PROTOCOL.md 3.14): 0..3 are data (bit 0 text, bit 1 more);
+ * PING is worker -> gateway only, PONG gateway -> worker only. */
+enum {
+    SLUICE_MSG_TEXT = 1,
+    SLUICE_MSG_MORE = 2,
+    SLUICE_MSG_PING = 4,
+    SLUICE_MSG_PONG = 8,
+};
+/* A valid MESSAGE flags value: 0, 1, 2, 3, 4 or 8. */
+static inline bool sluice_msg_flags_ok(uint64_t flags)
+{
+    return flags <= 4 || flags == SLUICE_MSG_PONG;
+}
+
+/* CLOSE codes: the range a CLOSE frame may carry. */
+#define SLUICE_CLOSE_CODE_MIN 1000u
+#define SLUICE_CLOSE_CODE_MAX 4999u
 
 /* REQUEST `version`: the HTTP version times ten (PROTOCOL.md 3.2). */
 typedef enum {
@@ -160,6 +187,7 @@ enum {
     SLUICE_HELLO_HAS_WORKER_ID = 1u << 6,
     SLUICE_HELLO_HAS_POOL = 1u << 7,
     SLUICE_HELLO_HAS_SERVER = 1u << 8,
+    SLUICE_HELLO_HAS_WEBSOCKET = 1u << 9,
 };
 typedef struct {
     uint64_t version;
@@ -173,6 +201,7 @@ typedef struct {
     uint64_t worker_id;
     sluice_bytes pool;
     sluice_bytes server;
+    bool websocket; /* the sender takes (worker) / may open (gateway) WebSocket streams */
 } sluice_hello;
 
 typedef struct {
@@ -181,11 +210,11 @@ typedef struct {
     sluice_headers headers;
     sluice_addr client, server;
     sluice_bytes scheme;
-    uint32_t body; /* sluice_body_mode */
+    uint32_t body; /* sluice_body_mode (0..3) */
 } sluice_request;
 
 typedef struct {
-    uint32_t status;
+    uint32_t status; /* 200..599, or 101 (accepts a WebSocket stream) */
     sluice_headers headers;
     uint32_t body; /* SLUICE_BODY_NONE or SLUICE_BODY_FOLLOWS */
 } sluice_response;
@@ -213,6 +242,15 @@ typedef struct {
             sluice_bytes reason;
             bool has_reason;
         } retire;
+        struct {                    /* MESSAGE */
+            uint32_t flags;         /* SLUICE_MSG_* */
+            sluice_bytes data;
+        } message;
+        struct {                    /* CLOSE */
+            uint64_t code;          /* 1000..4999 */
+            sluice_bytes reason;    /* empty if absent */
+            bool has_reason;
+        } close;
     } u;
 } sluice_frame;
 
@@ -260,6 +298,15 @@ int sluice_proto_encode_pong(sluice_buf *out, uint64_t opaque);
 int sluice_proto_encode_drain(sluice_buf *out, uint64_t timeout_ms);
 int sluice_proto_encode_retire(sluice_buf *out, const char *reason);
 int sluice_proto_encode_error(sluice_buf *out, int err, const char *message); /* err: SLUICE_PROTO_E_* */
+/* MESSAGE: flags one of 0, 1, 2, 3, 4, 8 (-EINVAL otherwise). The PING
+ * length and direction rules are the link's (sluice_proto_link_send). */
+int sluice_proto_encode_message(sluice_buf *out, uint64_t sid, uint32_t flags, const void *data,
+                                size_t len);
+/* Zero-copy MESSAGE: appends only the frame head for `len` data bytes (at
+ * most SLUICE_PROTO_MESSAGE_HEAD_MAX bytes); the caller sends the data. */
+int sluice_proto_encode_message_head(sluice_buf *out, uint64_t sid, uint32_t flags, size_t len);
+/* CLOSE: code 1000..4999; reason NULL or "" for none. */
+int sluice_proto_encode_close(sluice_buf *out, uint64_t sid, uint64_t code, const char *reason);
 
 /* ---- decoder: incremental, any split --------------------------------- */
 
@@ -372,7 +419,15 @@ sluice_proto_stream *sluice_proto_link_next_stream(const sluice_proto_link *l,
 uint64_t sluice_proto_stream_id(const sluice_proto_stream *s);
 void *sluice_proto_stream_udata(const sluice_proto_stream *s);
 void sluice_proto_stream_set_udata(sluice_proto_stream *s, void *udata);
-/* Body bytes this side may still send on the stream. */
+/* WebSocket state of a stream: 0 not a WebSocket stream (or refused), 1 a
+ * WebSocket stream awaiting the worker's decision, 2 accepted (101 went
+ * through: MESSAGE both ways until CLOSE, CANCEL or RESET). After the 101
+ * the response side reads SLUICE_RESP_ENDED (its HTTP response is complete)
+ * although the stream stays open. */
+int sluice_proto_stream_websocket(const sluice_proto_stream *s);
+/* Did both HELLOs carry `websocket: true` (PROTOCOL.md 5.2)? */
+bool sluice_proto_link_websocket(const sluice_proto_link *l);
+/* Body (or message) bytes this side may still send on the stream. */
 uint32_t sluice_proto_stream_send_window(const sluice_proto_stream *s);
 /* Body bytes the peer may still send to us on the stream. */
 uint32_t sluice_proto_stream_recv_window(const sluice_proto_stream *s);
@@ -382,7 +437,9 @@ sluice_resp_side sluice_proto_stream_response_side(const sluice_proto_stream *s)
 uint32_t sluice_proto_stream_body_mode(const sluice_proto_stream *s);
 /* Last LIMIT received/sent for the stream, or UINT64_MAX if none. */
 uint64_t sluice_proto_stream_limit(const sluice_proto_stream *s);
-/* Request / response body bytes carried so far. */
+/* Request / response body bytes carried so far; on a WebSocket stream the
+ * message data bytes gateway -> worker / worker -> gateway (PING and PONG
+ * data not counted). */
 uint64_t sluice_proto_stream_request_bytes(const sluice_proto_stream *s);
 uint64_t sluice_proto_stream_response_bytes(const sluice_proto_stream *s);
 

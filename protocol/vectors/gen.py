@@ -52,11 +52,13 @@ SCHEMA = {
     "DRAIN": (12, [("timeout_ms", "uint")]),
     "RETIRE": (13, [("reason", "text", "opt")]),
     "ERROR": (14, [("code", "uint"), ("message", "text")]),
+    "MESSAGE": (15, [("flags", "uint"), ("data", "bytes")]),
+    "CLOSE": (16, [("code", "uint"), ("reason", "text", "opt")]),
 }
 # HELLO settings: canonical key order (PROTOCOL.md 3.1) and value kinds.
 SETTINGS = [("pid", "uint"), ("lib", "text"), ("max_streams", "uint"), ("window", "uint"),
             ("max_frame", "uint"), ("token", "text"), ("worker_id", "uint"),
-            ("pool", "text"), ("server", "text")]
+            ("pool", "text"), ("server", "text"), ("websocket", "bool")]
 SETTING_KIND = dict(SETTINGS)
 
 ERRORS = ["malformed", "frame_size", "unknown_type", "field_type", "field_value",
@@ -156,8 +158,11 @@ def to_oracle(v):
 # ---------------------------------------------------------------------------
 # Frame JSON <-> wire structure
 
-def wire_value(kind, v):
+def wire_value(kind, v, canonical=True):
     if kind == "uint":
+        return v
+    if kind == "bool":
+        assert isinstance(v, bool), v
         return v
     if kind == "bytes":
         return L(v)
@@ -170,11 +175,13 @@ def wire_value(kind, v):
     if kind == "settings":
         unknown = set(v) - set(SETTING_KIND)
         assert not unknown, unknown
-        return {k: wire_value(kind2, v[k]) for k, kind2 in SETTINGS if k in v}
+        # canonical form: `websocket` only when true (PROTOCOL.md 3.1)
+        return {k: wire_value(kind2, v[k]) for k, kind2 in SETTINGS
+                if k in v and not (canonical and k == "websocket" and v[k] is False)}
     raise ValueError(kind)
 
 
-def wire(frame):
+def wire(frame, canonical=True):
     code, fields = SCHEMA[frame["type"]]
     out = [code, frame["stream"]]
     known = {"type", "stream"} | {f[0] for f in fields}
@@ -184,7 +191,9 @@ def wire(frame):
         if name not in frame:
             assert len(f) == 3, ("missing required field", frame, name)
             break
-        out.append(wire_value(kind, frame[name]))
+        if canonical and len(f) == 3 and kind == "text" and frame[name] == "":
+            break  # an empty optional text is omitted (PROTOCOL.md 2.1)
+        out.append(wire_value(kind, frame[name], canonical))
     return out
 
 
@@ -209,7 +218,7 @@ def check_decodes_as(p, frames_json):
     and its leading elements equal the frame JSON (str and bin both come
     back as bytes with raw=True). Trailing extra elements are allowed."""
     got = msgpack.unpackb(p, raw=True, strict_map_key=False)
-    want = wire(frames_json)
+    want = wire(frames_json, canonical=False)
 
     def norm(x):
         if isinstance(x, Text):
@@ -321,6 +330,14 @@ def error(code, message):
     return F("ERROR", 0, code=ERR_CODE.get(code, code), message=message)
 
 
+def message(sid, flags, data):
+    return F("MESSAGE", sid, flags=flags, data=data)
+
+
+def close(sid, code, reason=None):
+    return F("CLOSE", sid, code=code) if reason is None else F("CLOSE", sid, code=code, reason=reason)
+
+
 # ---------------------------------------------------------------------------
 # Vector registry
 
@@ -413,6 +430,9 @@ G_HELLO_FULL = hello(max_streams=32, window=65536, max_frame=2097152, worker_id=
                      server="sluice/0.1.0")
 GET_HEADERS = [["host", "example.com"], ["user-agent", "curl/8.5.0"], ["accept", "*/*"]]
 ALL_BYTES = "".join(chr(i) for i in range(256))
+WS_HEADERS = [["host", "example.com"], ["sec-websocket-version", "13"],
+              ["sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="], ["sec-websocket-protocol", "chat, superchat"],
+              ["origin", "http://example.com"]]
 
 
 def build_decode_valid():
@@ -531,6 +551,44 @@ def build_decode_valid():
     valid("request-http2-get-tls", "an HTTP/2 GET over TLS (version 20, scheme https), no body",
           request(11, "GET", "/", 20, [["host", "example.com:8443"], ["accept", "*/*"]],
                   ("::1", 50001), ("::1", 8443), "https", 0))
+    # WebSockets (PROTOCOL.md 3.1, 3.2, 3.3, 3.14, 3.15), appended to keep names stable
+    valid("hello-worker-websocket", "worker HELLO announcing websocket (canonical order: the key comes last)",
+          hello(pid=7, lib="sluice-c/0.1.0", max_streams=64, window=65536, max_frame=1048576, token="t",
+                websocket=True))
+    valid("hello-gateway-websocket", "gateway HELLO answering websocket: true (after every other key)",
+          hello(max_streams=32, window=65536, max_frame=2097152, worker_id=7, pool="app", server="sluice/0.1.0",
+                websocket=True))
+    valid("request-websocket", "a WebSocket opening handshake over HTTP/1.1: body mode 3, the offered "
+          "subprotocols and the key passed on",
+          request(12, "GET", "/chat?room=1", 11, WS_HEADERS, ("127.0.0.1", 50002), ("127.0.0.1", 8080), "http", 3))
+    valid("request-websocket-http2", "a WebSocket over HTTP/2 (RFC 8441): method GET, version 20, no key",
+          request(13, "GET", "/chat", 20, [["host", "example.com"], ["sec-websocket-version", "13"],
+                                           ["sec-websocket-protocol", "chat"]],
+                  ("::1", 50003), ("::1", 8443), "https", 3))
+    valid("response-101", "RESPONSE 101 accepting a WebSocket, with a subprotocol and a cookie, body 0",
+          response(12, 101, [["sec-websocket-protocol", "chat"], ["set-cookie", "s=1"]], 0))
+    valid("response-101-no-headers", "RESPONSE 101 without headers", response(1, 101, [], 0))
+    valid("message-binary", "MESSAGE flags 0: binary, last piece", message(1, 0, "\u0000\u0001\u00ff"))
+    valid("message-text", "MESSAGE flags 1: text, last piece (UTF-8 bytes)", message(1, 1, "caf\u00c3\u00a9"))
+    valid("message-binary-more", "MESSAGE flags 2: binary, more pieces follow", message(2, 2, "part"))
+    valid("message-text-more", "MESSAGE flags 3: text, more pieces follow, cut inside a UTF-8 sequence",
+          message(2, 3, "caf\u00c3"))
+    valid("message-ping", "MESSAGE flags 4: PING (worker to gateway)", message(3, 4, "keepalive"))
+    valid("message-pong", "MESSAGE flags 8: PONG (gateway to worker)", message(3, 8, "keepalive"))
+    valid("message-empty", "an empty text MESSAGE (an empty message is legal)", message(4, 1, ""))
+    valid("message-empty-ping", "an empty PING", message(4, 4, ""))
+    valid("message-bin8-max", "MESSAGE with 255 bytes of data (bin 8)", message(5, 0, "m" * 255))
+    valid("message-bin16-all-bytes", "MESSAGE with all 256 byte values (bin 16)", message(5, 2, ALL_BYTES))
+    valid("message-ping-126", "a PING with 126 bytes decodes (the 125-byte limit is the link's)",
+          message(6, 4, "p" * 126))
+    valid("message-max-stream-id", "MESSAGE on stream 2^53-1", message(MAX_ID, 1, "x"))
+    valid("close-no-reason", "CLOSE 1000 without a reason", close(1, 1000))
+    valid("close-reason", "CLOSE 1001 with a reason", close(2, 1001, "going away"))
+    valid("close-bounds", "CLOSE codes 1000 .. 4999: 1005 (no code), 4999 with a UTF-8 reason, several frames",
+          close(3, 1005), close(4, 4999, "\u00e2\u0098\u0083"), close(5, 3000, "x" * 123))
+    valid("multi-websocket-exchange", "a gateway-to-worker WebSocket sequence in one input",
+          request(1, "GET", "/ws", 11, WS_HEADERS, body=3), message(1, 3, "hel"), message(1, 1, "lo"),
+          message(1, 8, ""), credit(1, 5), close(1, 1000, "bye"))
 
 
 def build_decode_noncanonical():
@@ -598,6 +656,35 @@ def build_decode_noncanonical():
        R(X("9a 02 01"), Text(b"GET"), Text(b"/"), X("cd 0014"), [[b"host", b"example.com"]],
          [Text(b"127.0.0.1"), 40000], [Text(b"127.0.0.1"), 8080], Text(b"https"), 0),
        request(1, version=20, scheme="https"))
+    # WebSockets, appended to keep names stable
+    nc("nc-hello-websocket-false", "HELLO websocket: false (senders omit it; shown as false)",
+       R(X("94 01 00 01 83"), Text(b"max_streams"), 1, Text(b"window"), 0, Text(b"websocket"), False),
+       hello(max_streams=1, window=0, websocket=False))
+    nc("nc-hello-websocket-twice", "HELLO with websocket twice, false then true: the last one counts",
+       R(X("94 01 00 01 84"), Text(b"websocket"), False, Text(b"max_streams"), 1, Text(b"window"), 0,
+         Text(b"websocket"), True),
+       hello(max_streams=1, window=0, websocket=True))
+    nc("nc-hello-websocket-first", "HELLO with websocket before the other keys",
+       R(X("94 01 00 01 82"), Text(b"websocket"), True, Text(b"window"), 9), hello(window=9, websocket=True))
+    nc("nc-request-body-3-int8", "REQUEST body mode 3 as int 8",
+       R(X("9a 02 01"), b"GET", b"/", 11, [[b"host", b"h"]], [Text(b"127.0.0.1"), 40000],
+         [Text(b"127.0.0.1"), 8080], Text(b"http"), X("d0 03")),
+       request(1, "GET", "/", 11, [["host", "h"]], body=3))
+    nc("nc-response-101-uint16", "RESPONSE status 101 as uint 16", R(X("95 03 01 cd 0065 90 00")),
+       response(1, 101, [], 0))
+    nc("nc-message-flags-uint32", "MESSAGE flags 1 as uint 32, data as str 8",
+       R(X("94 0f 01 ce 00000001 d9 02"), Raw(b"hi")), message(1, 1, "hi"))
+    nc("nc-message-data-fixstr", "MESSAGE data as fixstr (bytes take str too)",
+       R(X("94 0f 01 00"), Text(b"abc")), message(1, 0, "abc"))
+    nc("nc-message-data-bin16", "an empty MESSAGE as bin 16", R(X("94 0f 01 02 c5 0000")), message(1, 2, ""))
+    nc("nc-message-trailing", "MESSAGE with an ignored trailing element", R(X("95 0f 01 08"), b"p", None),
+       message(1, 8, "p"))
+    nc("nc-close-code-int16", "CLOSE code 1000 as int 16, reason as str 16",
+       R(X("94 10 01 d1 03e8 da 0002"), Raw(b"ok")), close(1, 1000, "ok"))
+    nc("nc-close-empty-reason", "CLOSE with an empty reason (the same as none: senders omit it)",
+       R(X("94 10 01 cd 03e8 a0")), close(1, 1000, ""))
+    nc("nc-close-trailing", "CLOSE with a reason and one more element", R(X("95 10 01 cd 03e9"), Text(b"x"), [1]),
+       close(1, 1001, "x"))
 
 
 def build_decode_invalid():
@@ -670,13 +757,13 @@ def build_decode_invalid():
         R([3, 1, 600, {"a": "b"}, 0]), "field_value")
     bad("precedence-field-order-type", "RESPONSE status nil and body 5: the status error comes first",
         R([3, 1, None, [], 5]), "field_type")
-    bad("precedence-headers-over-later-field", "REQUEST with 1025 headers and body 3: too_many_headers first",
-        R([2, 1, b"GET", b"/", 11, [[b"a", b"b"]] * 1025, [Text(b""), 0], [Text(b""), 0], Text(b"http"), 3]),
+    bad("precedence-headers-over-later-field", "REQUEST with 1025 headers and body 4: too_many_headers first",
+        R([2, 1, b"GET", b"/", 11, [[b"a", b"b"]] * 1025, [Text(b""), 0], [Text(b""), 0], Text(b"http"), 4]),
         "too_many_headers")
     # type
     ut = lambda slug, desc, t: bad(slug, desc, b"\x93" + t + b"\x00\x01", "unknown_type")
     ut("type-zero", "frame type 0", b"\x00")
-    ut("type-fifteen", "frame type 15", b"\x0f")
+    ut("type-seventeen", "frame type 17 (15 and 16 are MESSAGE and CLOSE)", b"\x11")
     ut("type-uint8-255", "frame type 255", b"\xcc\xff")
     ut("type-huge", "frame type 2^64-1", b"\xcf" + b"\xff" * 8)
     ut("type-string", "frame type as the string \"4\"", b"\xa14")
@@ -686,7 +773,7 @@ def build_decode_invalid():
     ut("type-true", "frame type true", b"\xc3")
     ut("type-bin", "frame type as bin", b"\xc4\x01\x04")
     ut("type-array", "frame type as an array", b"\x91\x04")
-    bad("type-after-frame", "a valid PING then type 15", R([15, 0]), "unknown_type", before=[ping(3)])
+    bad("type-after-frame-seventeen", "a valid PING then type 17", R([17, 0]), "unknown_type", before=[ping(3)])
     # stream id
     fv = lambda slug, desc, p, before=(): bad(slug, desc, p, "field_value", before=before)
     ft = lambda slug, desc, p, before=(): bad(slug, desc, p, "field_type", before=before)
@@ -768,8 +855,8 @@ def build_decode_invalid():
     fv("status-100", "RESPONSE status 100 (no informational responses in v1)", R([3, 1, 100, [], 1]))
     fv("status-0", "RESPONSE status 0", R([3, 1, 0, [], 0]))
     fv("response-body-2", "RESPONSE body mode 2 (REQUEST only)", R([3, 1, 200, [], 2]))
-    fv("request-body-3", "REQUEST body mode 3", R([2, 1, b"GET", b"/", 11, [], [Text(b""), 0], [Text(b""), 0],
-                                                  Text(b"http"), 3]))
+    fv("request-body-4", "REQUEST body mode 4 (3 is a WebSocket stream)",
+       R([2, 1, b"GET", b"/", 11, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 4]))
     fv("request-version-9", "REQUEST version 9 (only 10, 11 and 20 exist)",
        R([2, 1, b"GET", b"/", 9, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
     fv("request-version-21", "REQUEST version 21 (HTTP/2 is 20)",
@@ -828,6 +915,41 @@ def build_decode_invalid():
        R([2, 1, b"GET", b"/", 12, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
     fv("request-version-19", "REQUEST version 19 (between 11 and 20: no HTTP version)",
        R([2, 1, b"GET", b"/", 19, [], [Text(b""), 0], [Text(b""), 0], Text(b"http"), 0]))
+    # WebSockets, appended to keep names stable
+    for fl in (5, 6, 7, 9, 16, 255):
+        fv("message-flags-%d" % fl, "MESSAGE flags %d (only 0, 1, 2, 3, 4 and 8 exist)" % fl, R([15, 1, fl, b"x"]))
+    fv("message-flags-negative", "MESSAGE flags -1", R([15, 1, -1, b"x"]))
+    ft("message-flags-true", "MESSAGE flags true (booleans are not integers)", R([15, 1, True, b"x"]))
+    ft("message-flags-nil", "MESSAGE flags nil", R([15, 1, None, b"x"]))
+    ft("message-flags-string", "MESSAGE flags as the string \"1\"", R([15, 1, Text(b"1"), b"x"]))
+    ft("message-data-nil", "MESSAGE data nil", R([15, 1, 0, None]))
+    ft("message-data-int", "MESSAGE data as an integer", R([15, 1, 1, 5]))
+    ft("message-data-array", "MESSAGE data as an array", R([15, 1, 0, [104]]))
+    ft("message-missing-data", "MESSAGE without data", R([15, 1, 1]))
+    ft("message-missing-flags", "MESSAGE with neither flags nor data", R([15, 1]))
+    fv("message-sid-zero", "MESSAGE on stream 0", R([15, 0, 0, b"x"]))
+    ft("message-sid-string", "MESSAGE with the stream id \"1\"", R([15, Text(b"1"), 0, b"x"]))
+    bad("precedence-message-flags-before-data", "MESSAGE flags 5 and data nil: the flags error comes first",
+        R([15, 1, 5, None]), "field_value")
+    fv("close-code-999", "CLOSE code 999", R([16, 1, 999]))
+    fv("close-code-5000", "CLOSE code 5000", R([16, 1, 5000]))
+    fv("close-code-0", "CLOSE code 0", R([16, 1, 0]))
+    ft("close-code-string", "CLOSE code as the string \"1000\"", R([16, 1, Text(b"1000")]))
+    ft("close-code-nil", "CLOSE code nil", R([16, 1, None]))
+    ft("close-missing-code", "CLOSE without a code", R([16, 1]))
+    ft("close-reason-bin", "CLOSE reason as bin (text fields take str only)", R([16, 1, 1000, b"bye"]))
+    ft("close-reason-int", "CLOSE reason as an integer", R([16, 1, 1000, 7]))
+    ft("close-reason-nil", "CLOSE reason nil (an optional field present must be well-typed)", R([16, 1, 1000, None]))
+    fv("close-sid-zero", "CLOSE on stream 0", R([16, 0, 1000]))
+    bad("precedence-close-code-before-reason", "CLOSE code 5000 and reason bin: the code error comes first",
+        R([16, 1, 5000, b"x"]), "field_value")
+    fv("status-102", "RESPONSE status 102 (101 is the only informational status)", R([3, 1, 102, [], 0]))
+    ft("hello-websocket-int", "HELLO websocket as the integer 1 (bool only)",
+       R([1, 0, 1, {"max_streams": 1, "window": 1, "websocket": 1}]))
+    ft("hello-websocket-nil", "HELLO websocket nil", R([1, 0, 1, {"max_streams": 1, "window": 1, "websocket": None}]))
+    ft("hello-websocket-string", "HELLO websocket as the string \"true\"",
+       R([1, 0, 1, {"window": 1, "websocket": Text(b"true")}]))
+    bad("type-after-close", "a valid CLOSE then type 17", R([17, 1]), "unknown_type", before=[close(1, 1000)])
 
 
 # ---------------------------------------------------------------------------
@@ -843,6 +965,22 @@ def gw_ready(whello=W_HELLO, ghello=G_HELLO):
 
 def wk_ready(whello=W_HELLO, ghello=G_HELLO):
     return [send(whello), recv(ghello)]
+
+
+W_HELLO_WS = hello(pid=100, lib="sluice-test/1", max_streams=4, window=16, websocket=True)
+G_HELLO_WS = hello(window=8, max_frame=65536, worker_id=1, pool="p", server="sluice/0.1.0", websocket=True)
+
+
+def ws_gw():
+    return gw_ready(W_HELLO_WS, G_HELLO_WS)
+
+
+def ws_wk():
+    return wk_ready(W_HELLO_WS, G_HELLO_WS)
+
+
+def ws_request(sid, target="/ws"):
+    return request(sid, "GET", target, 11, WS_HEADERS, body=3)
 
 
 def build_sessions():
@@ -1139,6 +1277,225 @@ def build_sessions():
                     send(response(1, 200, [["content-type", "application/grpc"]], 1)), send(body(1, "ok")),
                     send(end(1, [["grpc-status", "0"], ["grpc-message", ""]])),
                     recv(credit(1, 2), "ignored")], 4)
+    # WebSocket streams (PROTOCOL.md 5.2), appended to keep names stable
+    WSW, WSG = W_HELLO_WS, G_HELLO_WS
+    wsq = ws_request
+    acc = lambda sid=1, headers=(): response(sid, 101, [list(h) for h in headers], 0)
+    S("s-ws-w-negotiate", "worker: announces websocket, the gateway answers it: a WebSocket stream is accepted "
+      "and carries MESSAGE both ways", "worker",
+      [send(WSW), recv(WSG), recv(wsq(1)), send(acc(1, [["sec-websocket-protocol", "chat"]])),
+       recv(message(1, 1, "hello")), send(message(1, 1, "hello")), recv(close(1, 1000)),
+       recv(request(2)), send(response(2, 204, [], 0))], 4)
+    S("s-ws-gw-negotiate", "gateway: the worker announces websocket and the gateway answers it: a WebSocket "
+      "stream is opened and accepted", "gateway",
+      [recv(WSW), send(WSG), send(wsq(1)), recv(acc(1, [["sec-websocket-protocol", "chat"]])),
+       send(message(1, 1, "hello")), recv(message(1, 1, "hello")), send(close(1, 1000)), send(request(2)),
+       recv(response(2, 204, [], 0))])
+    S("s-ws-gw-hello-not-announced", "gateway: may not answer websocket: true to a worker that did not announce "
+      "it (a caller error); its HELLO without it is fine, and then no WebSocket stream may be opened", "gateway",
+      [recv(W_HELLO), send(WSG, "rejected"), send(G_HELLO), send(wsq(1), "rejected"), send(request(1)),
+       send(message(1, 0, "x"), "rejected"), send(close(1, 1000), "rejected"), recv(response(1, 200, [], 0))])
+    S("s-ws-gw-hello-not-answered", "gateway: the worker announced websocket, the gateway did not answer it: "
+      "the link has no WebSockets", "gateway",
+      [recv(WSW), send(G_HELLO), send(wsq(1), "rejected"), send(request(1)),
+       recv(response(1, 101, [], 0), "unexpected_frame")])
+    S("s-ws-w-not-answered-request", "worker: announced websocket, the gateway did not answer it: REQUEST "
+      "body=3 is unexpected_frame", "worker",
+      [send(WSW), recv(G_HELLO), recv(wsq(1), "unexpected_frame")], 4)
+    S("s-ws-w-not-announced", "worker: the gateway answers websocket: true although the worker did not "
+      "announce it: the link has no WebSockets (the key is ignored)", "worker",
+      [send(W_HELLO), recv(WSG), recv(request(1)), send(response(1, 101, [], 0), "rejected"),
+       send(message(1, 0, "x"), "rejected"), send(close(1, 1000), "rejected"), send(response(1, 200, [], 0)),
+       recv(wsq(2), "unexpected_frame")], 4)
+    # a link without the feature: unexpected_frame, both roles
+    S("s-ws-w-nofeature-request", "worker: REQUEST body=3 on a link without WebSockets", "worker",
+      wk_ready() + [recv(wsq(1), "unexpected_frame")], 4)
+    S("s-ws-w-nofeature-message", "worker: MESSAGE on a link without WebSockets", "worker",
+      wk_ready() + [recv(request(1)), recv(message(1, 0, "x"), "unexpected_frame")], 4)
+    S("s-ws-w-nofeature-close", "worker: CLOSE on a link without WebSockets", "worker",
+      wk_ready() + [recv(request(1)), recv(close(1, 1000), "unexpected_frame")], 4)
+    S("s-ws-w-nofeature-message-closed-stream", "worker: MESSAGE for a closed stream on a link without "
+      "WebSockets is still unexpected_frame, not ignored", "worker",
+      wk_ready() + [recv(request(1)), send(response(1, 204, [], 0)), recv(message(1, 0, "x"), "unexpected_frame")], 4)
+    S("s-ws-w-nofeature-send", "worker: refuses RESPONSE 101, MESSAGE and CLOSE on a link without WebSockets",
+      "worker", wk_ready() + [recv(request(1)), send(response(1, 101, [], 0), "rejected"),
+                              send(message(1, 1, "x"), "rejected"), send(message(1, 4, "x"), "rejected"),
+                              send(close(1, 1000), "rejected"), send(response(1, 200, [], 0))], 4)
+    S("s-ws-gw-nofeature-101", "gateway: RESPONSE 101 on a link without WebSockets", "gateway",
+      gw_ready() + [send(request(1)), recv(response(1, 101, [], 0), "unexpected_frame")])
+    S("s-ws-gw-nofeature-message", "gateway: MESSAGE on a link without WebSockets", "gateway",
+      gw_ready() + [send(request(1)), recv(message(1, 1, "x"), "unexpected_frame")])
+    S("s-ws-gw-nofeature-close", "gateway: CLOSE on a link without WebSockets", "gateway",
+      gw_ready() + [send(request(1)), recv(close(1, 1000), "unexpected_frame")])
+    S("s-ws-gw-nofeature-send", "gateway: refuses REQUEST body=3, MESSAGE and CLOSE on a link without "
+      "WebSockets", "gateway",
+      gw_ready() + [send(wsq(1), "rejected"), send(request(1)), send(message(1, 0, "x"), "rejected"),
+                    send(message(1, 8, "x"), "rejected"), send(close(1, 1000), "rejected"),
+                    recv(response(1, 200, [], 0))])
+    # messages and credit
+    S("s-ws-w-messages-windows", "worker: messages both ways within the windows (request window 16, response "
+      "window 8), fragmented messages of each type, CREDIT refilling both", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 3, "0123")), recv(message(1, 1, "4567")),
+                 recv(message(1, 2, "abcd")), recv(message(1, 0, "efgh")), send(credit(1, 16)),
+                 recv(message(1, 0, "x" * 16)), send(message(1, 2, "ab")), send(message(1, 0, "cdef")),
+                 send(message(1, 1, "xy")), send(message(1, 1, "z"), "rejected"), recv(credit(1, 3)),
+                 send(message(1, 1, "zzz")), send(message(1, 0, "z"), "rejected")], 4)
+    S("s-ws-gw-messages-windows", "gateway: messages both ways within the windows (request window 16, response "
+      "window 8), CREDIT refilling both", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), send(message(1, 1, "x" * 16)), send(message(1, 1, "y"), "rejected"),
+                 recv(credit(1, 4)), send(message(1, 0, "yyyy")), recv(message(1, 3, "abc")),
+                 recv(message(1, 1, "defgh")), send(credit(1, 8)), recv(message(1, 0, "12345678"))])
+    S("s-ws-w-flow-control", "worker: a MESSAGE beyond the request window (16) is flow_control", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 2, "a" * 10)), recv(message(1, 2, "b" * 6)),
+                 recv(message(1, 0, "c"), "flow_control")], 4)
+    S("s-ws-gw-flow-control", "gateway: a MESSAGE beyond the response window (8) is flow_control", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 1, "12345678")), recv(message(1, 1, "9"), "flow_control")])
+    S("s-ws-gw-credit-refill", "gateway: CREDIT to the worker refills its message window; one byte more is "
+      "flow_control", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 0, "12345678")), send(credit(1, 3)),
+                 recv(message(1, 0, "abc")), recv(message(1, 0, "d"), "flow_control")])
+    S("s-ws-w-credit-before-accept", "worker: CREDIT (and LIMIT) before the 101 widen the windows: the request "
+      "side of a WebSocket stream counts as open", "worker",
+      ws_wk() + [recv(wsq(1)), send(credit(1, 4)), send(limit(1, 4096)), recv(credit(1, 2)), send(acc()),
+                 recv(message(1, 0, "x" * 20)), send(message(1, 0, "y" * 10)),
+                 send(message(1, 0, "y"), "rejected")], 4)
+    S("s-ws-gw-credit-before-accept", "gateway: CREDIT and LIMIT before the 101 apply to the WebSocket stream",
+      "gateway",
+      ws_gw() + [send(wsq(1)), recv(credit(1, 4)), recv(limit(1, 4096)), send(credit(1, 2)), recv(acc()),
+                 send(message(1, 0, "x" * 20)), send(message(1, 0, "x"), "rejected"),
+                 recv(message(1, 0, "y" * 10)), recv(message(1, 0, "y"), "flow_control")])
+    S("s-ws-w-empty-window-zero", "worker: with both windows used up, empty MESSAGEs are still legal both ways",
+      "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 0, "a" * 16)), recv(message(1, 1, "")),
+                 send(message(1, 0, "b" * 8)), send(message(1, 1, "")), send(message(1, 3, "")),
+                 send(message(1, 1, "")), send(message(1, 0, "b"), "rejected"), recv(message(1, 0, "a"), "flow_control")], 4)
+    S("s-ws-w-window-zero-hello", "worker: a gateway window of 0 allows only empty MESSAGEs until CREDIT", "worker",
+      [send(WSW), recv(hello(window=0, websocket=True)), recv(wsq(1)), send(acc()),
+       send(message(1, 0, "x"), "rejected"), send(message(1, 0, "")), recv(credit(1, 1)), send(message(1, 0, "x"))], 4)
+    # PING / PONG
+    S("s-ws-w-ping", "worker: PING (flags 4) needs no credit and may fall between the pieces of a message; at "
+      "most 125 bytes; PONG (flags 8) from the gateway needs no window either", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), send(message(1, 3, "x" * 8)), send(message(1, 4, "p" * 125)),
+                 send(message(1, 4, "p" * 126), "rejected"), send(message(1, 4, "")), recv(message(1, 0, "a" * 16)),
+                 recv(message(1, 8, "p" * 125)), recv(message(1, 8, "q" * 200)), recv(credit(1, 1)),
+                 send(message(1, 1, "y"))], 4)
+    S("s-ws-gw-ping", "gateway: a worker PING uses no window and may fall between pieces; the gateway's PONG "
+      "uses none either", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 2, "12345678")), recv(message(1, 4, "p" * 125)),
+                 recv(message(1, 4, "")), send(message(1, 1, "x" * 16)), send(message(1, 8, "p" * 125)),
+                 send(message(1, 4, "x"), "rejected"), send(credit(1, 1)), recv(message(1, 0, "9"))])
+    S("s-ws-gw-ping-too-long", "gateway: a worker PING with 126 bytes is field_value", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 4, "p" * 126), "field_value")])
+    S("s-ws-gw-recv-pong", "gateway: a PONG (flags 8) from the worker is field_value", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 8, "p"), "field_value")])
+    S("s-ws-w-recv-ping", "worker: a PING (flags 4) from the gateway is field_value", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 4, "p"), "field_value")], 4)
+    S("s-ws-w-send-pong", "worker: refuses to send a PONG (flags 8), the gateway's", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), send(message(1, 8, "p"), "rejected"), send(message(1, 4, "p"))], 4)
+    # stream state
+    S("s-ws-w-message-before-accept", "worker: MESSAGE before the worker's 101 is stream_state", "worker",
+      ws_wk() + [recv(wsq(1)), recv(message(1, 0, "x"), "stream_state")], 4)
+    S("s-ws-w-close-before-accept", "worker: CLOSE before the worker's 101 is stream_state", "worker",
+      ws_wk() + [recv(wsq(1)), recv(close(1, 1001), "stream_state")], 4)
+    S("s-ws-gw-message-before-accept", "gateway: MESSAGE before the 101 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(message(1, 1, "x"), "stream_state")])
+    S("s-ws-gw-close-before-accept", "gateway: CLOSE before the 101 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(close(1, 1000), "stream_state")])
+    S("s-ws-w-send-before-accept", "worker: refuses MESSAGE and CLOSE before its 101; CANCEL from the gateway "
+      "before the decision closes the stream", "worker",
+      ws_wk() + [recv(wsq(1)), send(message(1, 0, "x"), "rejected"), send(message(1, 4, "x"), "rejected"),
+                 send(close(1, 1000), "rejected"), recv(cancel(1, 2)), send(acc(), "rejected"),
+                 recv(message(1, 0, "x"), "ignored")], 4)
+    S("s-ws-gw-send-before-accept", "gateway: refuses MESSAGE and CLOSE before the 101, may CANCEL", "gateway",
+      ws_gw() + [send(wsq(1)), send(message(1, 0, "x"), "rejected"), send(message(1, 8, "x"), "rejected"),
+                 send(close(1, 1000), "rejected"), send(cancel(1, 1)), recv(acc(), "ignored"),
+                 recv(message(1, 0, "x"), "ignored")])
+    S("s-ws-w-refusal", "worker: refusing with 403 and a body: an ordinary response; the stream closes at its "
+      "END and later frames are ignored", "worker",
+      ws_wk() + [recv(wsq(1)), send(response(1, 403, [["content-type", "text/plain"]], 1)),
+                 send(message(1, 0, "x"), "rejected"), send(body(1, "no")), send(end(1)),
+                 recv(message(1, 0, "x"), "ignored"), recv(close(1, 1000), "ignored")], 4)
+    S("s-ws-gw-refusal", "gateway: a refusal (403, BODY, END) closes the WebSocket stream as a normal stream",
+      "gateway",
+      ws_gw() + [send(wsq(1)), recv(response(1, 403, [], 1)), recv(body(1, "denied")), recv(end(1)),
+                 recv(close(1, 1000), "ignored"), send(message(1, 0, "x"), "rejected")])
+    S("s-ws-gw-refusal-then-message", "gateway: after a refusal RESPONSE (body=1) a MESSAGE is stream_state",
+      "gateway", ws_gw() + [send(wsq(1)), recv(response(1, 404, [], 1)), recv(message(1, 0, "x"), "stream_state")])
+    S("s-ws-gw-refusal-no-body", "gateway: a refusal RESPONSE body=0 closes the stream", "gateway",
+      ws_gw() + [send(wsq(1)), recv(response(1, 302, [["location", "/login"]], 0)),
+                 recv(message(1, 0, "x"), "ignored")])
+    S("s-ws-gw-101-not-websocket", "gateway: a 101 on a stream that is not a WebSocket stream is stream_state",
+      "gateway", ws_gw() + [send(request(1)), recv(response(1, 101, [], 0), "stream_state")])
+    S("s-ws-gw-101-body", "gateway: a 101 with body=1 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(response(1, 101, [], 1), "stream_state")])
+    S("s-ws-w-send-101-bad", "worker: refuses a 101 on a plain stream and a 101 with body=1", "worker",
+      ws_wk() + [recv(request(1)), recv(wsq(2)), send(response(1, 101, [], 0), "rejected"),
+                 send(response(2, 101, [], 1), "rejected"), send(response(1, 200, [], 0)), send(acc(2))], 4)
+    S("s-ws-gw-body-after-101", "gateway: BODY after the 101 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(body(1, "x"), "stream_state")])
+    S("s-ws-gw-end-after-101", "gateway: END after the 101 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(end(1), "stream_state")])
+    S("s-ws-gw-response-after-101", "gateway: a second RESPONSE after the 101 is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(response(1, 200, [], 0), "stream_state")])
+    S("s-ws-w-body-on-websocket", "worker: BODY from the gateway on a WebSocket stream (no request body) is "
+      "stream_state", "worker", ws_wk() + [recv(wsq(1)), recv(body(1, ""), "stream_state")], 4)
+    S("s-ws-w-end-after-101", "worker: END from the gateway on an accepted WebSocket stream is stream_state",
+      "worker", ws_wk() + [recv(wsq(1)), send(acc()), recv(end(1), "stream_state")], 4)
+    S("s-ws-w-send-after-101", "worker: refuses BODY, END and RESPONSE after its 101", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), send(body(1, "x"), "rejected"), send(end(1), "rejected"),
+                 send(response(1, 200, [], 0), "rejected"), send(message(1, 0, "x"))], 4)
+    S("s-ws-gw-send-body-on-websocket", "gateway: refuses BODY and END on a WebSocket stream", "gateway",
+      ws_gw() + [send(wsq(1)), send(body(1, ""), "rejected"), send(end(1), "rejected"), recv(acc()),
+                 send(body(1, "x"), "rejected"), send(message(1, 0, "x"))])
+    S("s-ws-w-text-bit-changes", "worker: a text piece continued by a binary piece is stream_state", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 3, "a")), recv(message(1, 8, "")),
+                 recv(message(1, 0, "b"), "stream_state")], 4)
+    S("s-ws-gw-text-bit-changes", "gateway: a binary piece continued by a text piece is stream_state", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(message(1, 2, "a")), recv(message(1, 4, "")),
+                 recv(message(1, 3, "b"), "stream_state")])
+    S("s-ws-w-send-text-bit-changes", "worker: refuses to change the text bit inside a message; a new message "
+      "may change it", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), send(message(1, 2, "a")), send(message(1, 1, "b"), "rejected"),
+                 send(message(1, 3, "b"), "rejected"), send(message(1, 4, "")), send(message(1, 0, "b")),
+                 send(message(1, 1, "c"))], 4)
+    S("s-ws-gw-send-text-bit-changes", "gateway: refuses to change the text bit inside a message", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), send(message(1, 3, "a")), send(message(1, 0, "b"), "rejected"),
+                 send(message(1, 8, "")), send(message(1, 1, "b")), send(message(1, 0, "c"))])
+    # closing
+    S("s-ws-w-recv-close", "worker: CLOSE from the gateway closes the stream: later frames are ignored, the "
+      "worker sends nothing more", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(close(1, 1000, "bye")), send(message(1, 0, "x"), "rejected"),
+                 send(close(1, 1000), "rejected"), recv(message(1, 0, "late"), "ignored"),
+                 recv(close(1, 1000), "ignored"), recv(credit(1, 5), "ignored"), recv(cancel(1, 1), "ignored")], 4)
+    S("s-ws-w-send-close", "worker: its CLOSE closes the stream; the gateway's frames in flight are ignored",
+      "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), send(message(1, 1, "bye")), send(close(1, 1001, "going away")),
+                 recv(message(1, 1, "x"), "ignored"), recv(close(1, 1000), "ignored"),
+                 send(message(1, 0, ""), "rejected")], 4)
+    S("s-ws-gw-recv-close", "gateway: CLOSE from the worker closes the stream", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(close(1, 4000, "app")), send(message(1, 0, "x"), "rejected"),
+                 send(close(1, 1000), "rejected"), recv(message(1, 0, "late"), "ignored"),
+                 recv(reset(1, 1), "ignored")])
+    S("s-ws-gw-send-close", "gateway: its CLOSE (1005: the client sent no code) closes the stream", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), send(close(1, 1005)), recv(message(1, 0, "x"), "ignored"),
+                 recv(close(1, 1000), "ignored"), send(request(2))])
+    S("s-ws-gw-limit", "gateway: LIMIT on a WebSocket stream (before and after the 101) is accepted", "gateway",
+      ws_gw() + [send(wsq(1)), recv(limit(1, 1 << 20)), recv(acc()), recv(limit(1, 10)), recv(message(1, 0, "x")),
+                 send(message(1, 0, "y"))])
+    S("s-ws-w-cancel", "worker: CANCEL on an open WebSocket stream closes it", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(1, 0, "x")), recv(cancel(1, 3, "shutdown")),
+                 send(message(1, 0, "y"), "rejected"), recv(message(1, 0, "z"), "ignored")], 4)
+    S("s-ws-gw-reset", "gateway: RESET on an open WebSocket stream closes it", "gateway",
+      ws_gw() + [send(wsq(1)), recv(acc()), recv(reset(1, 1)), send(message(1, 0, "x"), "rejected"),
+                 recv(message(1, 0, "z"), "ignored")])
+    S("s-ws-w-drain", "worker: after DRAIN an open WebSocket carries on; no new REQUEST", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(drain(1000)), recv(message(1, 1, "still")),
+                 send(message(1, 1, "here")), send(close(1, 1001)), recv(wsq(2), "unexpected_frame")], 4)
+    S("s-ws-w-unused-id", "worker: MESSAGE for an unused stream id is stream_state", "worker",
+      ws_wk() + [recv(wsq(1)), send(acc()), recv(message(2, 0, "x"), "stream_state")], 4)
+    S("s-ws-gw-max-streams", "gateway: a WebSocket stream counts towards max_streams", "gateway",
+      [recv(hello(max_streams=1, window=4, websocket=True)), send(G_HELLO_WS), send(wsq(1)), recv(acc()),
+       send(request(2), "rejected"), recv(close(1, 1000)), send(request(2))])
 
 
 # ---------------------------------------------------------------------------

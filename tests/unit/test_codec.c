@@ -401,7 +401,7 @@ Test(decoder, malformed_payloads)
         {"one element", {0, 0, 0, 2, 0x91, 0x06}, 6, SLUICE_PROTO_E_MALFORMED},
         {"cut short", {0, 0, 0, 3, 0x93, 0x06, 0x01}, 7, SLUICE_PROTO_E_MALFORMED},
         {"bin length past end", {0, 0, 0, 5, 0x93, 0x04, 0x01, 0xc4, 0x09}, 9, SLUICE_PROTO_E_MALFORMED},
-        {"unknown type 15", {0, 0, 0, 4, 0x93, 0x0f, 0x01, 0x05}, 8, SLUICE_PROTO_E_UNKNOWN_TYPE},
+        {"unknown type 17", {0, 0, 0, 4, 0x93, 0x11, 0x01, 0x05}, 8, SLUICE_PROTO_E_UNKNOWN_TYPE},
         {"type 0", {0, 0, 0, 4, 0x93, 0x00, 0x01, 0x05}, 8, SLUICE_PROTO_E_UNKNOWN_TYPE},
         {"type as str", {0, 0, 0, 5, 0x93, 0xa1, 'C', 0x01, 0x05}, 9, SLUICE_PROTO_E_UNKNOWN_TYPE},
         {"stream 0 on CREDIT", {0, 0, 0, 4, 0x93, 0x06, 0x00, 0x05}, 8, SLUICE_PROTO_E_FIELD_VALUE},
@@ -538,4 +538,129 @@ Test(errors, names_and_codes)
     cr_assert_str_eq(sluice_reset_code_name(2), "refused");
     cr_assert_str_eq(sluice_frame_type_name(SLUICE_FRAME_LIMIT), "LIMIT");
     cr_assert_str_eq(sluice_frame_type_name(0), "?");
+}
+
+/* ---- WebSocket frames (PROTOCOL.md 3.14, 3.15) ------------------------ */
+
+Test(encode, websocket_frames_exact_bytes)
+{
+    sluice_buf b;
+    sluice_buf_init(&b, 0);
+    cr_assert_eq(sluice_proto_encode_message(&b, 1, SLUICE_MSG_TEXT, "hi", 2), 0);
+    const uint8_t want[] = {0, 0, 0, 8, 0x94, 0x0f, 0x01, 0x01, 0xc4, 0x02, 'h', 'i'};
+    cr_assert_eq(b.len, sizeof want);
+    cr_assert_arr_eq(b.data, want, sizeof want);
+    sluice_buf_reset(&b);
+    /* CLOSE: reason NULL and "" are both "no reason" */
+    const uint8_t want_close[] = {0, 0, 0, 6, 0x93, 0x10, 0x01, 0xcd, 0x03, 0xe8};
+    cr_assert_eq(sluice_proto_encode_close(&b, 1, 1000, NULL), 0);
+    cr_assert_eq(sluice_proto_encode_close(&b, 1, 1000, ""), 0);
+    cr_assert_eq(b.len, 2 * sizeof want_close);
+    cr_assert_arr_eq(b.data, want_close, sizeof want_close);
+    cr_assert_arr_eq(b.data + sizeof want_close, want_close, sizeof want_close);
+    sluice_buf_reset(&b);
+    cr_assert_eq(sluice_proto_encode_close(&b, 2, 4999, "bye"), 0);
+    const uint8_t want_reason[] = {0, 0, 0, 10, 0x94, 0x10, 0x02, 0xcd, 0x13, 0x87, 0xa3, 'b', 'y', 'e'};
+    cr_assert_eq(b.len, sizeof want_reason);
+    cr_assert_arr_eq(b.data, want_reason, sizeof want_reason);
+    sluice_buf_close(&b);
+}
+
+Test(encode, websocket_argument_errors)
+{
+    sluice_buf b;
+    sluice_buf_init(&b, 0);
+    const uint32_t bad_flags[] = {5, 6, 7, 9, 16, 0xffffffffu};
+    for (size_t i = 0; i < sizeof bad_flags / sizeof bad_flags[0]; i++) {
+        cr_assert_eq(sluice_proto_encode_message(&b, 1, bad_flags[i], "x", 1), -EINVAL, "flags %u",
+                     bad_flags[i]);
+        cr_assert_eq(sluice_proto_encode_message_head(&b, 1, bad_flags[i], 1), -EINVAL);
+    }
+    cr_assert_eq(sluice_proto_encode_message(&b, 0, 0, "x", 1), -EINVAL);
+    cr_assert_eq(sluice_proto_encode_message(&b, SLUICE_PROTO_MAX_ID + 1, 0, "x", 1), -EINVAL);
+    cr_assert_eq(sluice_proto_encode_message(&b, 1, 0, NULL, 1), -EINVAL);
+    cr_assert_eq(sluice_proto_encode_message_head(&b, 1, 0, SLUICE_PROTO_MESSAGE_MAX(SLUICE_PROTO_MAX_FRAME) + 1),
+                 -EINVAL);
+    cr_assert_eq(sluice_proto_encode_close(&b, 1, 999, NULL), -EINVAL);
+    cr_assert_eq(sluice_proto_encode_close(&b, 1, 5000, "x"), -EINVAL);
+    cr_assert_eq(sluice_proto_encode_close(&b, 0, 1000, NULL), -EINVAL);
+    sluice_response r = {.status = 100};
+    cr_assert_eq(sluice_proto_encode_response(&b, 1, &r, 0), -EINVAL);
+    r.status = 102;
+    cr_assert_eq(sluice_proto_encode_response(&b, 1, &r, 0), -EINVAL);
+    sluice_request q = {.method = B("GET"), .target = B("/"), .version = 11, .scheme = B("http"), .body = 4};
+    cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), -EINVAL);
+    cr_assert_eq(b.len, 0, "a rejected frame must not leave bytes behind");
+    /* the empty data of a null pointer is fine */
+    cr_assert_eq(sluice_proto_encode_message(&b, 1, SLUICE_MSG_PING, NULL, 0), 0);
+    r.status = 101;
+    cr_assert_eq(sluice_proto_encode_response(&b, 1, &r, 0), 0);
+    q.body = SLUICE_BODY_WEBSOCKET;
+    cr_assert_eq(sluice_proto_encode_request(&b, 1, &q, 0), 0);
+    sluice_buf_close(&b);
+}
+
+Test(codec, message_sizes_and_zero_copy_head)
+{
+    static uint8_t data[70000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 7);
+    size_t sizes[] = {0, 1, 255, 256, 65535, 65536, 70000};
+    const uint32_t flags[] = {0, 1, 2, 3, 4, 8};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        uint32_t fl = flags[k % 6];
+        sluice_buf b, h;
+        sluice_buf_init(&b, 0);
+        sluice_buf_init(&h, 0);
+        cr_assert_eq(sluice_proto_encode_message(&b, SLUICE_PROTO_MAX_ID, fl, data, sizes[k]), 0);
+        cr_assert_eq(sluice_proto_encode_message_head(&h, SLUICE_PROTO_MAX_ID, fl, sizes[k]), 0);
+        cr_assert_leq(h.len, SLUICE_PROTO_MESSAGE_HEAD_MAX);
+        cr_assert_eq(h.len + sizes[k], b.len);
+        cr_assert_arr_eq(h.data, b.data, h.len);
+        sluice_frame f;
+        sluice_proto_decoder *d;
+        cr_assert_eq(decode_one(b.data, b.len, &f, &d), 1);
+        cr_assert_eq(f.type, SLUICE_FRAME_MESSAGE);
+        cr_assert_eq(f.stream_id, SLUICE_PROTO_MAX_ID);
+        cr_assert_eq(f.u.message.flags, fl);
+        cr_assert_eq(f.u.message.data.len, sizes[k]);
+        if (sizes[k])
+            cr_assert_arr_eq(f.u.message.data.ptr, data, sizes[k]);
+        /* and the generic encoder gives the same bytes */
+        sluice_buf g;
+        sluice_buf_init(&g, 0);
+        cr_assert_eq(sluice_proto_encode(&g, &f, 0), 0);
+        cr_assert_eq(g.len, b.len);
+        cr_assert_arr_eq(g.data, b.data, b.len);
+        sluice_buf_close(&g);
+        sluice_proto_decoder_free(d);
+        sluice_buf_close(&b);
+        sluice_buf_close(&h);
+    }
+}
+
+Test(codec, hello_websocket_only_when_true)
+{
+    sluice_buf b;
+    sluice_buf_init(&b, 0);
+    sluice_hello h = {.version = 1, .has = SLUICE_HELLO_HAS_WINDOW | SLUICE_HELLO_HAS_WEBSOCKET, .window = 1};
+    cr_assert_eq(sluice_proto_encode_hello(&b, &h), 0);
+    size_t without = b.len;
+    sluice_frame f;
+    sluice_proto_decoder *d;
+    cr_assert_eq(decode_one(b.data, b.len, &f, &d), 1);
+    cr_assert_eq(f.u.hello.has & SLUICE_HELLO_HAS_WEBSOCKET, 0u, "websocket: false is not written");
+    sluice_proto_decoder_free(d);
+    sluice_buf_reset(&b);
+    h.websocket = true;
+    cr_assert_eq(sluice_proto_encode_hello(&b, &h), 0);
+    cr_assert_eq(b.len, without + 11, "\"websocket\" (10 bytes) + true (1 byte)");
+    cr_assert_eq(decode_one(b.data, b.len, &f, &d), 1);
+    cr_assert(f.u.hello.has & SLUICE_HELLO_HAS_WEBSOCKET);
+    cr_assert(f.u.hello.websocket);
+    sluice_proto_decoder_free(d);
+    sluice_buf_close(&b);
+    cr_assert_str_eq(sluice_frame_type_name(SLUICE_FRAME_MESSAGE), "MESSAGE");
+    cr_assert_str_eq(sluice_frame_type_name(SLUICE_FRAME_CLOSE), "CLOSE");
+    cr_assert_str_eq(sluice_frame_type_name(17), "?");
 }

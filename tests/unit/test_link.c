@@ -444,3 +444,185 @@ Test(table, random_open_close)
     cr_assert_eq(seen, n_open);
     sluice_proto_link_free(l);
 }
+
+/* ---- WebSocket streams (PROTOCOL.md 5.2) ------------------------------ */
+
+static sluice_frame with_ws(sluice_frame h)
+{
+    h.u.hello.has |= SLUICE_HELLO_HAS_WEBSOCKET;
+    h.u.hello.websocket = true;
+    return h;
+}
+
+static sluice_frame message(uint64_t sid, uint32_t flags, size_t len)
+{
+    static uint8_t zeros[256];
+    sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = sid};
+    f.u.message.flags = flags;
+    f.u.message.data = (sluice_bytes){zeros, len};
+    return f;
+}
+
+static sluice_frame ws_close(uint64_t sid, uint64_t code)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_CLOSE, .stream_id = sid};
+    f.u.close.code = code;
+    return f;
+}
+
+static sluice_frame accept101(uint64_t sid)
+{
+    sluice_frame f = response(sid, 0);
+    f.u.response.status = 101;
+    return f;
+}
+
+Test(websocket, negotiation_needs_both_hellos)
+{
+    sluice_link_config cfg = {.max_streams = 8};
+    /* gateway: may answer websocket only to a worker that announced it */
+    sluice_proto_link *g;
+    cr_assert_eq(sluice_proto_link_new(&g, SLUICE_ROLE_GATEWAY, &cfg), 0);
+    sluice_frame h = hello_worker(8, 100);
+    cr_assert_eq(sluice_proto_link_recv(g, &h, NULL), 0);
+    h = with_ws(hello_gateway(100));
+    cr_assert_eq(sluice_proto_link_send(g, &h, NULL), -EPROTO);
+    cr_assert_eq(sluice_proto_link_state(g), SLUICE_LINK_HANDSHAKE, "a refused HELLO changes nothing");
+    h = hello_gateway(100);
+    cr_assert_eq(sluice_proto_link_send(g, &h, NULL), 0);
+    cr_assert(!sluice_proto_link_websocket(g));
+    sluice_frame r = request(1, SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_link_send(g, &r, NULL), -EPROTO);
+    sluice_proto_link_free(g);
+
+    cr_assert_eq(sluice_proto_link_new(&g, SLUICE_ROLE_GATEWAY, &cfg), 0);
+    h = with_ws(hello_worker(8, 100));
+    cr_assert_eq(sluice_proto_link_recv(g, &h, NULL), 0);
+    cr_assert(!sluice_proto_link_websocket(g), "not before the gateway's own HELLO");
+    h = with_ws(hello_gateway(100));
+    cr_assert_eq(sluice_proto_link_send(g, &h, NULL), 0);
+    cr_assert(sluice_proto_link_websocket(g));
+    cr_assert(sluice_proto_link_local_hello(g)->websocket);
+    sluice_proto_link_free(g);
+
+    /* worker: the gateway's websocket alone does not turn it on */
+    sluice_proto_link *w;
+    cr_assert_eq(sluice_proto_link_new(&w, SLUICE_ROLE_WORKER, &cfg), 0);
+    h = hello_worker(8, 100);
+    cr_assert_eq(sluice_proto_link_send(w, &h, NULL), 0);
+    h = with_ws(hello_gateway(100));
+    cr_assert_eq(sluice_proto_link_recv(w, &h, NULL), 0);
+    cr_assert(!sluice_proto_link_websocket(w));
+    r = request(1, SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_link_recv(w, &r, NULL), SLUICE_PROTO_E_UNEXPECTED_FRAME);
+    sluice_proto_link_free(w);
+}
+
+static sluice_proto_link *ws_pair_ready(sluice_role role, uint32_t wwin, uint32_t gwin)
+{
+    sluice_link_config cfg = {.max_streams = 8};
+    sluice_proto_link *l;
+    cr_assert_eq(sluice_proto_link_new(&l, role, &cfg), 0);
+    sluice_frame wh = with_ws(hello_worker(8, wwin)), gh = with_ws(hello_gateway(gwin));
+    if (role == SLUICE_ROLE_GATEWAY) {
+        cr_assert_eq(sluice_proto_link_recv(l, &wh, NULL), 0);
+        cr_assert_eq(sluice_proto_link_send(l, &gh, NULL), 0);
+    } else {
+        cr_assert_eq(sluice_proto_link_send(l, &wh, NULL), 0);
+        cr_assert_eq(sluice_proto_link_recv(l, &gh, NULL), 0);
+    }
+    cr_assert(sluice_proto_link_websocket(l));
+    return l;
+}
+
+Test(websocket, worker_stream_states_bytes_and_close)
+{
+    sluice_proto_link *l = ws_pair_ready(SLUICE_ROLE_WORKER, 100, 50);
+    sluice_link_event ev;
+    sluice_frame f = request(1, SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert(ev.opened);
+    sluice_proto_stream *s = ev.stream;
+    sluice_proto_stream_set_udata(s, &f);
+    cr_assert_eq(sluice_proto_stream_websocket(s), 1);
+    cr_assert_eq(sluice_proto_stream_body_mode(s), SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_stream_request_side(s), SLUICE_SIDE_OPEN);
+    f = accept101(1);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    cr_assert(!ev.closed, "a 101 does not close the stream");
+    cr_assert_eq(sluice_proto_stream_websocket(s), 2);
+    cr_assert_eq(sluice_proto_stream_response_side(s), SLUICE_RESP_ENDED);
+    cr_assert_eq(sluice_proto_link_open_streams(l), 1);
+    /* data counts against the windows and in the byte counters; PING/PONG do not */
+    f = message(1, SLUICE_MSG_TEXT | SLUICE_MSG_MORE, 60);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_PONG, 200);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_TEXT, 40);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert_eq(ev.stream, s);
+    cr_assert_eq(sluice_proto_stream_recv_window(s), 0);
+    cr_assert_eq(sluice_proto_stream_request_bytes(s), 100);
+    f = message(1, 0, 50);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_PING, 125);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_PING, 126);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), -EPROTO);
+    f = message(1, SLUICE_MSG_PONG, 1);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), -EPROTO);
+    cr_assert_eq(sluice_proto_stream_response_bytes(s), 50);
+    cr_assert_eq(sluice_proto_stream_send_window(s), 0);
+    f = ws_close(1, 999);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), -EPROTO, "a code out of range is a caller error");
+    /* CLOSE from the gateway closes the stream */
+    f = ws_close(1, 1000);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert(ev.closed);
+    cr_assert_null(ev.stream);
+    cr_assert_eq(ev.udata, &f);
+    cr_assert_eq(sluice_proto_link_open_streams(l), 0);
+    f = message(1, 0, 1);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert(ev.ignored);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), -EPROTO);
+    cr_assert_neq(sluice_proto_link_state(l), SLUICE_LINK_FAILED);
+    sluice_proto_link_free(l);
+}
+
+Test(websocket, gateway_refusal_and_send_close)
+{
+    sluice_proto_link *l = ws_pair_ready(SLUICE_ROLE_GATEWAY, 16, 8);
+    sluice_link_event ev;
+    sluice_frame f = request(1, SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    sluice_proto_stream *s = ev.stream;
+    f = response(1, 1); /* 200 with a body: a refusal */
+    f.u.response.status = 403;
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert_eq(sluice_proto_stream_websocket(s), 0, "a refused stream is an ordinary stream");
+    f = message(1, 0, 1);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), SLUICE_PROTO_E_STREAM_STATE);
+    sluice_proto_link_free(l);
+
+    l = ws_pair_ready(SLUICE_ROLE_GATEWAY, 16, 8);
+    f = request(1, SLUICE_BODY_WEBSOCKET);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    s = ev.stream;
+    f = accept101(1);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_TEXT, 16);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    f = message(1, SLUICE_MSG_PONG, 3);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    f = message(1, 0, 8);
+    cr_assert_eq(sluice_proto_link_recv(l, &f, &ev), 0);
+    cr_assert_eq(sluice_proto_stream_request_bytes(s), 16);
+    cr_assert_eq(sluice_proto_stream_response_bytes(s), 8);
+    f = ws_close(1, 1001);
+    cr_assert_eq(sluice_proto_link_send(l, &f, &ev), 0);
+    cr_assert(ev.closed);
+    cr_assert_eq(sluice_proto_link_open_streams(l), 0);
+    cr_assert(sluice_proto_link_can_open(l));
+    sluice_proto_link_free(l);
+}

@@ -73,7 +73,8 @@ static void rnd_frame(sluice_frame *f)
         f->stream_id = 0;
         sluice_hello *h = &f->u.hello;
         h->version = rnd_uint(1000);
-        h->has = (uint32_t)(rnd() & 0x1ff);
+        h->has = (uint32_t)(rnd() & 0x3ff);
+        h->websocket = rnd() % 2;
         h->pid = rnd_uint(SLUICE_PROTO_MAX_ID);
         h->lib = rnd_bytes(100, false);
         h->max_streams = (uint32_t)rnd_range(1, SLUICE_PROTO_MAX_STREAMS);
@@ -94,11 +95,11 @@ static void rnd_frame(sluice_frame *f)
         r->client = rnd_addr();
         r->server = rnd_addr();
         r->scheme = rnd_bytes(8, false);
-        r->body = (uint32_t)rnd_range(0, 2);
+        r->body = (uint32_t)rnd_range(0, 3);
         break;
     }
     case SLUICE_FRAME_RESPONSE:
-        f->u.response.status = (uint32_t)rnd_range(200, 599);
+        f->u.response.status = rnd() % 8 ? (uint32_t)rnd_range(200, 599) : 101;
         f->u.response.headers = rnd_headers();
         f->u.response.body = (uint32_t)rnd_range(0, 1);
         break;
@@ -140,6 +141,16 @@ static void rnd_frame(sluice_frame *f)
         if (f->u.retire.has_reason)
             f->u.retire.reason = rnd_bytes(300, false);
         break;
+    case SLUICE_FRAME_MESSAGE:
+        f->u.message.flags = (const uint32_t[]){0, 1, 2, 3, 4, 8}[rnd() % 6];
+        f->u.message.data = rnd_bytes(100000, false);
+        break;
+    case SLUICE_FRAME_CLOSE:
+        f->u.close.code = rnd_range(SLUICE_CLOSE_CODE_MIN, SLUICE_CLOSE_CODE_MAX);
+        f->u.close.has_reason = rnd() % 2;
+        if (f->u.close.has_reason)
+            f->u.close.reason = rnd_bytes(123, false);
+        break;
     }
 }
 
@@ -156,6 +167,8 @@ static uint32_t expected_len(const sluice_frame *f)
     case SLUICE_FRAME_ERROR:
         return f->type == SLUICE_FRAME_ERROR || (f->u.code.has_message && f->u.code.message.len) ? 4 : 3;
     case SLUICE_FRAME_RETIRE: return f->u.retire.has_reason && f->u.retire.reason.len ? 3 : 2;
+    case SLUICE_FRAME_MESSAGE: return 4;
+    case SLUICE_FRAME_CLOSE: return f->u.close.has_reason && f->u.close.reason.len ? 4 : 3;
     default: return 3;
     }
 }
@@ -186,9 +199,23 @@ static void check_with_msgpack_c(const uint8_t *frame, size_t len, const sluice_
         cr_assert_eq(o.via.array.ptr[8].type, MSGPACK_OBJECT_STR, "scheme is text");
         cr_assert_eq(o.via.array.ptr[5].via.array.size, f->u.request.headers.count);
     }
+    if (f->type == SLUICE_FRAME_MESSAGE) {
+        cr_assert_eq(o.via.array.ptr[2].via.u64, f->u.message.flags);
+        cr_assert_eq(o.via.array.ptr[3].type, MSGPACK_OBJECT_BIN);
+        cr_assert_eq(o.via.array.ptr[3].via.bin.size, f->u.message.data.len);
+    }
+    if (f->type == SLUICE_FRAME_CLOSE) {
+        cr_assert_eq(o.via.array.ptr[2].via.u64, f->u.close.code);
+        if (expected_len(f) == 4)
+            cr_assert_eq(o.via.array.ptr[3].type, MSGPACK_OBJECT_STR, "reason is text");
+    }
     if (f->type == SLUICE_FRAME_HELLO) {
+        /* websocket is written only when true (canonical form) */
+        uint32_t has = f->u.hello.has;
+        if (!f->u.hello.websocket)
+            has &= ~(uint32_t)SLUICE_HELLO_HAS_WEBSOCKET;
         cr_assert_eq(o.via.array.ptr[3].type, MSGPACK_OBJECT_MAP);
-        cr_assert_eq(o.via.array.ptr[3].via.map.size, (uint32_t)__builtin_popcount(f->u.hello.has));
+        cr_assert_eq(o.via.array.ptr[3].via.map.size, (uint32_t)__builtin_popcount(has));
     }
     msgpack_unpacked_destroy(&u);
 }

@@ -246,7 +246,7 @@ static void check_addr(const json_t *j, sluice_addr got, const char *what)
 static const struct {
     const char *key;
     uint32_t bit;
-    int kind; /* 0 uint64, 1 uint32, 2 text */
+    int kind; /* 0 uint64, 1 uint32, 2 text, 3 bool */
     size_t off;
 } hello_keys[] = {
     {"pid", SLUICE_HELLO_HAS_PID, 0, offsetof(sluice_hello, pid)},
@@ -258,6 +258,7 @@ static const struct {
     {"worker_id", SLUICE_HELLO_HAS_WORKER_ID, 0, offsetof(sluice_hello, worker_id)},
     {"pool", SLUICE_HELLO_HAS_POOL, 2, offsetof(sluice_hello, pool)},
     {"server", SLUICE_HELLO_HAS_SERVER, 2, offsetof(sluice_hello, server)},
+    {"websocket", SLUICE_HELLO_HAS_WEBSOCKET, 3, offsetof(sluice_hello, websocket)},
 };
 
 static void check_hello(const json_t *jf, const sluice_hello *h)
@@ -284,8 +285,15 @@ static void check_hello(const json_t *jf, const sluice_hello *h)
         const char *base = (const char *)h + hello_keys[i].off;
         char w[64];
         snprintf(w, sizeof w, "HELLO %s", hello_keys[i].key);
-        CHECK(hello_keys[i].kind == 2 ? json_is_string(j) : json_is_integer(j), "%s: bad JSON type", w);
+        CHECK(hello_keys[i].kind == 2   ? json_is_string(j)
+              : hello_keys[i].kind == 3 ? json_is_boolean(j)
+                                        : json_is_integer(j),
+              "%s: bad JSON type", w);
         switch (hello_keys[i].kind) {
+        case 3:
+            CHECK(json_is_true(j) == *(const bool *)base, "%s: expected %s, decoded %s", w,
+                  json_is_true(j) ? "true" : "false", *(const bool *)base ? "true" : "false");
+            break;
         case 0:
             check_uint((uint64_t)json_integer_value(j), *(const uint64_t *)base, w);
             break;
@@ -313,6 +321,8 @@ static const char *const frame_fields[][10] = {
     [SLUICE_FRAME_DRAIN] = {"timeout_ms"},
     [SLUICE_FRAME_RETIRE] = {"reason"},
     [SLUICE_FRAME_ERROR] = {"code", "message"},
+    [SLUICE_FRAME_MESSAGE] = {"flags", "data"},
+    [SLUICE_FRAME_CLOSE] = {"code", "reason"},
 };
 
 static void check_message(const json_t *jf, bool has, sluice_bytes msg, const char *what)
@@ -402,6 +412,14 @@ static void check_frame(const json_t *jf, const sluice_frame *f)
         break;
     case SLUICE_FRAME_RETIRE:
         check_message(jf, f->u.retire.has_reason, f->u.retire.reason, "reason");
+        break;
+    case SLUICE_FRAME_MESSAGE:
+        check_uint(juint(jf, "flags"), f->u.message.flags, "flags");
+        check_bytes(json_object_get(jf, "data"), f->u.message.data, "data");
+        break;
+    case SLUICE_FRAME_CLOSE:
+        check_uint(juint(jf, "code"), f->u.close.code, "code");
+        check_message(jf, f->u.close.has_reason, f->u.close.reason, "reason");
         break;
     default:
         CHECK(0, "decoded an unknown frame type %u", f->type);
