@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     sluice_role role = data[0] & 1 ? SLUICE_ROLE_GATEWAY : SLUICE_ROLE_WORKER;
+    bool ws = data[0] & 2; /* announce WebSockets (answered only if the peer did) */
     sluice_link_config cfg = {.max_streams = 1 + data[1] % 8};
     data += 2;
     size -= 2;
@@ -39,6 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sluice_frame h = {.type = SLUICE_FRAME_HELLO};
         h.u.hello = (sluice_hello){.version = 1, .has = SLUICE_HELLO_HAS_MAX_STREAMS | SLUICE_HELLO_HAS_WINDOW,
                                    .max_streams = cfg.max_streams, .window = 1000};
+        if (ws) {
+            h.u.hello.has |= SLUICE_HELLO_HAS_WEBSOCKET;
+            h.u.hello.websocket = true;
+        }
         if (sluice_proto_link_send(l, &h, NULL) != 0)
             abort();
     }
@@ -72,6 +77,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             !sluice_proto_link_local_hello(l)) {
             sluice_frame h = {.type = SLUICE_FRAME_HELLO};
             h.u.hello = (sluice_hello){.version = 1, .has = SLUICE_HELLO_HAS_WINDOW, .window = 500};
+            const sluice_hello *ph = sluice_proto_link_peer_hello(l);
+            if (ws && (ph->has & SLUICE_HELLO_HAS_WEBSOCKET) && ph->websocket) {
+                h.u.hello.has |= SLUICE_HELLO_HAS_WEBSOCKET;
+                h.u.hello.websocket = true;
+            }
             if (sluice_proto_link_send(l, &h, NULL) != 0)
                 abort();
         }

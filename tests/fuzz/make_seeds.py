@@ -31,6 +31,9 @@ for path in sorted(vec.glob("[0-9][0-9][0-9]-*.json")):
         if len(data) > 8192:
             continue
         role = 1 if v["role"] == "gateway" else 0
+        # bit 1: the fuzzer's own HELLO announces WebSockets (fuzz_link.c)
+        if any(s.get("send", s.get("recv", {})).get("settings", {}).get("websocket") for s in v["steps"]):
+            role |= 2
         ms = v.get("max_streams", 4) % 256
         (out / "link" / path.stem).write_bytes(bytes([role, ms]) + data)
 
