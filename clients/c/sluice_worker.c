@@ -36,6 +36,9 @@
 #define DEFAULT_HANDSHAKE_MS 10000u
 #define DEFAULT_SHUTDOWN_MS 30000u
 #define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)
+/* The gateway's own default for a client's message (ws_max_message). */
+#define DEFAULT_WS_MAX_MESSAGE ((size_t)1 << 20)
+#define WS_MAX_MESSAGE_LIMIT ((size_t)1 << 30)
 /* Control frames (CREDIT, PONG, RESET, ERROR...) may exceed max_output by this
  * much, so backpressure on responses never blocks protocol housekeeping. */
 #define CONTROL_RESERVE ((size_t)64 << 10)
@@ -71,6 +74,8 @@ struct wreq {
     void *ud;
     int status;      /* preset failure (cancel/link loss); 0: the batch's result */
     uint64_t seq;    /* batch carrying the last framed bytes (0: none) */
+    int ws;          /* -1: BODY bytes; else a WebSocket message, its text bit */
+    bool framed;     /* a message's first piece went out (an empty one too) */
 };
 
 struct seg {
@@ -111,7 +116,21 @@ struct sluice_stream {
     uint64_t held;        /* delivered while paused, not yet reported consumed */
     size_t queued;        /* write bytes not yet framed */
     struct wreq *wq_head, *wq_tail;
+    /* The frame that waits behind the queued writes and closes the stream:
+     * END, or CLOSE (close_code) on a WebSocket. */
+    uint32_t end_type;
+    unsigned close_code;
     sluice_buf end_frame;
+    /* WebSocket reassembly: a message that arrives in pieces. */
+    uint8_t *msg;
+    size_t msg_len, msg_cap;
+    bool in_msg, msg_text;
+    /* Message bytes credited ahead (as pieces were copied): the next
+     * consumption reported for them grants nothing twice. */
+    uint64_t advance;
+    /* The message on_message is delivering (for sluice_ws_take). */
+    const uint8_t *cur_msg;
+    size_t cur_len;
     sluice_stream *prev, *next; /* worker's list of live streams */
     sluice_stream *release_next;
 };
@@ -123,7 +142,7 @@ struct sluice_worker {
 
     char *addr, *lib, *token;
     uint32_t max_streams, window, max_frame, handshake_ms, shutdown_ms;
-    size_t max_output;
+    size_t max_output, ws_max_message;
 
     enum wstate state;
     int close_err;
@@ -177,6 +196,7 @@ static void abort_link(sluice_worker *w, int err);
 static void pump(sluice_stream *s);
 static void on_prepare(uv_prepare_t *h);
 static void on_check(uv_check_t *h);
+static bool name_eq(sluice_bytes a, const char *b, size_t blen);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -210,8 +230,8 @@ static uint32_t peer_max_frame(const sluice_worker *w)
 
 static size_t max_body_chunk(const sluice_worker *w)
 {
-    /* Payload overhead of BODY: the head minus the 4-byte length prefix. */
-    return peer_max_frame(w) - (SLUICE_PROTO_BODY_HEAD_MAX - 4);
+    /* Payload overhead of BODY (or MESSAGE): the head minus the length prefix. */
+    return SLUICE_PROTO_MESSAGE_MAX(peer_max_frame(w));
 }
 
 static void schedule_flush(sluice_worker *w)
@@ -334,6 +354,7 @@ static void stream_unref(sluice_stream *s)
     if (s->next)
         s->next->prev = s->prev;
     sluice_buf_close(&s->end_frame);
+    free(s->msg);
     free(s);
 }
 
@@ -409,7 +430,8 @@ static int emit(sluice_worker *w, const sluice_frame *f, bool app)
     return 0;
 }
 
-static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, size_t n)
+/* BODY (msg_flags < 0) or MESSAGE data, zero-copy above COPY_MAX. */
+static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, size_t n, int msg_flags)
 {
     struct batch *b = accum(w);
     int rc = batch_reserve(b, 2);
@@ -417,8 +439,12 @@ static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, si
         return rc;
     size_t mark = b->heads.len;
     bool copy = n <= COPY_MAX;
-    rc = copy ? sluice_proto_encode_body(&b->heads, s->id, data, n)
-              : sluice_proto_encode_body_head(&b->heads, s->id, n);
+    if (msg_flags < 0)
+        rc = copy ? sluice_proto_encode_body(&b->heads, s->id, data, n)
+                  : sluice_proto_encode_body_head(&b->heads, s->id, n);
+    else
+        rc = copy ? sluice_proto_encode_message(&b->heads, s->id, (uint32_t)msg_flags, data, n)
+                  : sluice_proto_encode_message_head(&b->heads, s->id, (uint32_t)msg_flags, n);
     if (rc < 0)
         return rc;
     if (mark > 0 && b->heads.len > w->max_output) {
@@ -426,8 +452,14 @@ static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, si
         return -ENOBUFS;
     }
     sluice_frame f = {.type = SLUICE_FRAME_BODY, .stream_id = s->id};
-    f.u.body.ptr = data;
-    f.u.body.len = n;
+    if (msg_flags >= 0) {
+        f.type = SLUICE_FRAME_MESSAGE;
+        f.u.message.flags = (uint32_t)msg_flags;
+        f.u.message.data = (sluice_bytes){data, n};
+    } else {
+        f.u.body.ptr = data;
+        f.u.body.len = n;
+    }
     sluice_link_event ev = {0};
     rc = sluice_proto_link_send(w->link, &f, &ev);
     if (rc < 0) {
@@ -441,7 +473,8 @@ static int emit_body(sluice_worker *w, sluice_stream *s, const uint8_t *data, si
     return 0;
 }
 
-/* The END that waited behind the stream's writes (encoded by sluice_stream_end). */
+/* The END (or CLOSE) that waited behind the stream's writes (encoded by
+ * sluice_stream_end / sluice_ws_close). */
 static int emit_queued_end(sluice_worker *w, sluice_stream *s)
 {
     struct batch *b = accum(w);
@@ -456,8 +489,10 @@ static int emit_queued_end(sluice_worker *w, sluice_stream *s)
         b->heads.len = mark;
         return -ENOBUFS;
     }
-    /* The link only needs the state change; the trailers are already encoded. */
-    sluice_frame f = {.type = SLUICE_FRAME_END, .stream_id = s->id};
+    /* The link only needs the state change (and a CLOSE's code); the rest
+     * is already encoded. */
+    sluice_frame f = {.type = s->end_type, .stream_id = s->id};
+    f.u.close.code = s->close_code; /* END ignores it */
     sluice_link_event ev = {0};
     rc = sluice_proto_link_send(w->link, &f, &ev);
     if (rc < 0) {
@@ -526,15 +561,17 @@ static void pump(sluice_stream *s)
     while (s->ps && w->state == W_READY && s->wq_head) {
         struct wreq *q = s->wq_head;
         size_t left = q->len - q->off;
-        if (left) {
+        /* An empty message is one empty MESSAGE (legal with no credit). */
+        if (left || (q->ws >= 0 && !q->framed)) {
             size_t n = sluice_proto_stream_send_window(s->ps);
-            if (!n)
+            if (!n && left)
                 return;
             if (n > left)
                 n = left;
             if (n > max_body_chunk(w))
                 n = max_body_chunk(w);
-            int rc = emit_body(w, s, q->data + q->off, n);
+            int flags = q->ws < 0 ? -1 : q->ws | (n < left ? SLUICE_MSG_MORE : 0);
+            int rc = emit_body(w, s, q->data + q->off, n, flags);
             if (rc == -ENOBUFS) {
                 w->output_blocked = true;
                 return;
@@ -544,6 +581,7 @@ static void pump(sluice_stream *s)
                 return;
             }
             q->off += n;
+            q->framed = true;
             s->queued -= n;
             q->seq = accum(w)->seq;
             if (q->off < q->len)
@@ -593,6 +631,15 @@ static void maybe_grant(sluice_stream *s)
         s->unacked = 0;
         send_credit(s, n);
     }
+}
+
+/* n bytes were consumed; bytes credited ahead (a reassembled message's
+ * pieces) are not credited again. */
+static void count_consumed(sluice_stream *s, uint64_t n)
+{
+    uint64_t k = n < s->advance ? n : s->advance;
+    s->advance -= k;
+    s->unacked += n - k;
 }
 
 /* ---- flushing and closing ------------------------------------------------ */
@@ -906,13 +953,122 @@ static void on_request_frame(sluice_worker *w, const sluice_frame *f, sluice_str
         .body_mode = rq->body,
     };
     s->refs++;
-    w->cb.on_request(s, &req, w->udata);
+    if (rq->body == SLUICE_BODY_WEBSOCKET) /* only on a link that announced it */
+        w->cb.on_websocket(s, &req, w->udata);
+    else
+        w->cb.on_request(s, &req, w->udata);
     /* Reading (the default) grants the initial window of a held body now --
      * in front of a RESPONSE sent from on_request, so the gateway can still
      * answer 100 Continue. Not if the response is already complete (or its
      * END queued): that handler answered without reading. */
     if (s->ps && s->reading && !s->granted_initial && !s->end_queued)
         do_read_start(s);
+    stream_unref(s);
+}
+
+/* Our own CLOSE (1009 for a message too big): sent at once, ahead of any
+ * queued message, which then fails with -ECANCELED. */
+static void ws_close_now(sluice_worker *w, sluice_stream *s, unsigned code, const char *reason)
+{
+    sluice_frame c = {.type = SLUICE_FRAME_CLOSE, .stream_id = s->id};
+    c.u.close.code = code;
+    c.u.close.reason = sluice_bytes_str(reason);
+    c.u.close.has_reason = true;
+    int rc = emit(w, &c, false);
+    if (rc < 0) {
+        link_fail(w, rc);
+        return;
+    }
+    if (w->cb.on_ws_close)
+        w->cb.on_ws_close(s, code, (const uint8_t *)reason, strlen(reason), w->udata);
+}
+
+/* Credits `n` message bytes the app has consumed (or, paused, holds them). */
+static void ws_consumed(sluice_stream *s, size_t n)
+{
+    if (!s->ps)
+        return;
+    if (s->reading)
+        count_consumed(s, n);
+    else
+        s->held += n;
+    maybe_grant(s);
+}
+
+static void deliver_message(sluice_worker *w, sluice_stream *s, const uint8_t *p, size_t n, bool text)
+{
+    s->cur_msg = p;
+    s->cur_len = n;
+    if (w->cb.on_message)
+        w->cb.on_message(s, p, n, text, w->udata);
+    s->cur_msg = NULL;
+    ws_consumed(s, n);
+}
+
+static void on_message_frame(sluice_worker *w, sluice_stream *s, uint32_t flags, sluice_bytes d)
+{
+    if (flags == SLUICE_MSG_PONG) {
+        s->refs++;
+        if (w->cb.on_ws_pong)
+            w->cb.on_ws_pong(s, d.ptr, d.len, w->udata);
+        stream_unref(s);
+        return;
+    }
+    bool text = flags & SLUICE_MSG_TEXT, more = flags & SLUICE_MSG_MORE;
+    if (!s->in_msg && !more) {
+        /* Whole in one piece: straight from the read buffer, no copy. */
+        s->refs++;
+        deliver_message(w, s, d.ptr, d.len, text);
+        stream_unref(s);
+        return;
+    }
+    if (d.len > w->ws_max_message - s->msg_len) {
+        s->in_msg = false;
+        s->msg_len = 0;
+        s->refs++;
+        ws_close_now(w, s, 1009, "message too big");
+        stream_unref(s);
+        return;
+    }
+    if (s->msg_len + d.len > s->msg_cap) {
+        size_t cap = s->msg_cap ? s->msg_cap : 4096;
+        while (cap < s->msg_len + d.len)
+            cap *= 2;
+        if (cap > w->ws_max_message)
+            cap = w->ws_max_message;
+        uint8_t *p = realloc(s->msg, cap);
+        if (!p) {
+            link_fail(w, SLUICE_PROTO_E_INTERNAL);
+            return;
+        }
+        s->msg = p;
+        s->msg_cap = cap;
+    }
+    if (d.len)
+        memcpy(s->msg + s->msg_len, d.ptr, d.len);
+    s->msg_len += d.len;
+    if (!s->in_msg) {
+        s->in_msg = true;
+        s->msg_text = text;
+    }
+    /* Copied into our bounded buffer: credit it now, or a message larger
+     * than the window could never complete. */
+    s->unacked += d.len;
+    s->advance += d.len;
+    maybe_grant(s);
+    if (more)
+        return;
+    size_t n = s->msg_len;
+    s->in_msg = false;
+    s->msg_len = 0;
+    s->refs++;
+    deliver_message(w, s, s->msg, n, s->msg_text);
+    /* Keep a modest buffer for the next message; drop a large one. */
+    if (s->msg_cap > 65536) {
+        free(s->msg);
+        s->msg = NULL;
+        s->msg_cap = 0;
+    }
     stream_unref(s);
 }
 
@@ -978,6 +1134,22 @@ static void handle_frame(sluice_worker *w, const sluice_frame *f)
     case SLUICE_FRAME_CREDIT:
         if (s)
             pump(s);
+        break;
+    case SLUICE_FRAME_MESSAGE:
+        if (s)
+            on_message_frame(w, s, f->u.message.flags, f->u.message.data);
+        break;
+    case SLUICE_FRAME_CLOSE:
+        if (!s || !ev.closed)
+            break;
+        s->ps = NULL;
+        fail_writes(s, -ECANCELED);
+        s->refs++;
+        if (w->cb.on_ws_close)
+            w->cb.on_ws_close(s, (unsigned)f->u.close.code, f->u.close.reason.ptr, f->u.close.reason.len,
+                              w->udata);
+        stream_unref(s); /* the open reference */
+        stream_unref(s);
         break;
     case SLUICE_FRAME_CANCEL:
         if (!s || !ev.closed)
@@ -1085,6 +1257,10 @@ static void on_connect(uv_connect_t *req, int status)
     if (w->token) {
         h->has |= SLUICE_HELLO_HAS_TOKEN;
         h->token = sluice_bytes_str(w->token);
+    }
+    if (w->cb.on_websocket) { /* opting in is registering the handler */
+        h->has |= SLUICE_HELLO_HAS_WEBSOCKET;
+        h->websocket = true;
     }
     rc = emit(w, &f, false);
     if (rc < 0) {
@@ -1233,9 +1409,11 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
         c.shutdown_timeout_ms = DEFAULT_SHUTDOWN_MS;
     if (!c.max_output)
         c.max_output = DEFAULT_MAX_OUTPUT;
+    if (!c.ws_max_message)
+        c.ws_max_message = DEFAULT_WS_MAX_MESSAGE;
     if (c.max_streams > SLUICE_PROTO_MAX_STREAMS || c.window > SLUICE_PROTO_MAX_WINDOW ||
         c.max_frame < SLUICE_PROTO_MIN_FRAME || c.max_frame > SLUICE_PROTO_MAX_FRAME ||
-        c.max_output > MAX_OUTPUT_LIMIT)
+        c.max_output > MAX_OUTPUT_LIMIT || c.ws_max_message > WS_MAX_MESSAGE_LIMIT)
         return -EINVAL;
     const char *addr = c.socket_path ? c.socket_path : getenv("SLUICE_SOCKET");
     if (!addr || !*addr)
@@ -1272,6 +1450,7 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
     w->handshake_ms = c.handshake_timeout_ms;
     w->shutdown_ms = c.shutdown_timeout_ms;
     w->max_output = c.max_output;
+    w->ws_max_message = c.ws_max_message;
     w->state = W_IDLE;
     *out = w;
     return 0;
@@ -1475,13 +1654,10 @@ int sluice_stream_respond(sluice_stream *s, unsigned status, const sluice_header
     return rc;
 }
 
-int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_write_cb cb,
-                        void *ud)
+/* Queues body bytes (ws < 0) or one WebSocket message (ws: its text bit). */
+static int queue_write(sluice_stream *s, const void *data, size_t len, int ws, sluice_write_cb cb,
+                       void *ud)
 {
-    if (!sluice_stream_is_open(s))
-        return -EPIPE;
-    if (s->end_queued || sluice_proto_stream_response_side(s->ps) != SLUICE_RESP_SENDING)
-        return -EPROTO;
     if (len && !data)
         return -EINVAL;
     struct wreq *q = calloc(1, sizeof *q);
@@ -1490,6 +1666,7 @@ int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_w
     q->s = s;
     q->data = data;
     q->len = len;
+    q->ws = ws;
     q->cb = cb;
     q->ud = ud;
     s->refs++;
@@ -1501,6 +1678,16 @@ int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_w
     s->queued += len;
     pump(s);
     return 0;
+}
+
+int sluice_stream_write(sluice_stream *s, const void *data, size_t len, sluice_write_cb cb,
+                        void *ud)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (s->end_queued || sluice_proto_stream_response_side(s->ps) != SLUICE_RESP_SENDING)
+        return -EPROTO;
+    return queue_write(s, data, len, -1, cb, ud);
 }
 
 int sluice_stream_end(sluice_stream *s, const sluice_header *trailers, size_t n_trailers)
@@ -1524,6 +1711,7 @@ int sluice_stream_end(sluice_stream *s, const sluice_header *trailers, size_t n_
     int rc = sluice_proto_encode(&s->end_frame, &f, peer_max_frame(s->w));
     if (rc < 0)
         return rc;
+    s->end_type = SLUICE_FRAME_END;
     s->end_queued = true;
     return 0;
 }
@@ -1547,6 +1735,144 @@ int sluice_stream_set_limit(sluice_stream *s, uint64_t max_body)
     return emit_before_head(s->w, s, &f);
 }
 
+/* ---- WebSocket API ------------------------------------------------------------- */
+
+static bool token_eq(const uint8_t *p, size_t n, const char *proto, size_t plen)
+{
+    while (n && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    return n == plen && memcmp(p, proto, n) == 0;
+}
+
+bool sluice_ws_offered(const sluice_req *req, const char *proto)
+{
+    size_t plen = proto ? strlen(proto) : 0;
+    if (!plen)
+        return false;
+    for (size_t i = 0; i < req->headers.count; i++) {
+        const sluice_header *h = &req->headers.items[i];
+        if (!name_eq(h->name, "sec-websocket-protocol", 22))
+            continue;
+        const uint8_t *p = h->value.ptr, *end = p + h->value.len;
+        while (p <= end) {
+            const uint8_t *comma = memchr(p, ',', (size_t)(end - p));
+            const uint8_t *stop = comma ? comma : end;
+            if (token_eq(p, (size_t)(stop - p), proto, plen))
+                return true;
+            if (!comma)
+                break;
+            p = comma + 1;
+        }
+    }
+    return false;
+}
+
+int sluice_ws_accept(sluice_stream *s, const char *subprotocol, const sluice_header *headers,
+                     size_t n_headers)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (sluice_proto_stream_websocket(s->ps) != 1)
+        return -EPROTO;
+    if (n_headers > SLUICE_PROTO_MAX_HEADERS - 1 || (n_headers && !headers))
+        return -EINVAL;
+    sluice_header *hs = malloc((n_headers + 1) * sizeof *hs);
+    if (!hs)
+        return -ENOMEM;
+    size_t n = 0;
+    if (subprotocol && *subprotocol)
+        hs[n++] = sluice_header_str("sec-websocket-protocol", subprotocol);
+    for (size_t i = 0; i < n_headers; i++)
+        hs[n++] = headers[i];
+    sluice_frame f = {.type = SLUICE_FRAME_RESPONSE, .stream_id = s->id};
+    f.u.response.status = 101;
+    f.u.response.headers.items = hs;
+    f.u.response.headers.count = n;
+    f.u.response.body = SLUICE_BODY_NONE;
+    int rc = emit(s->w, &f, true);
+    free(hs);
+    return rc;
+}
+
+uint8_t *sluice_ws_take(sluice_stream *s)
+{
+    if (!s->cur_msg)
+        return NULL;
+    uint8_t *p;
+    if (s->cur_msg == s->msg && s->msg) { /* reassembled: hand the buffer over */
+        p = s->msg;
+        s->msg = NULL;
+        s->msg_cap = 0;
+    } else { /* a view into the read buffer: the one copy */
+        p = malloc(s->cur_len ? s->cur_len : 1);
+        if (p && s->cur_len)
+            memcpy(p, s->cur_msg, s->cur_len);
+    }
+    if (p)
+        s->cur_msg = NULL; /* once */
+    return p;
+}
+
+static bool ws_open(const sluice_stream *s)
+{
+    return sluice_proto_stream_websocket(s->ps) == 2 && !s->end_queued;
+}
+
+int sluice_ws_send(sluice_stream *s, const void *data, size_t len, bool text, sluice_write_cb cb,
+                   void *ud)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (!ws_open(s))
+        return -EPROTO;
+    return queue_write(s, data, len, text ? SLUICE_MSG_TEXT : 0, cb, ud);
+}
+
+int sluice_ws_ping(sluice_stream *s, const void *data, size_t len)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (!ws_open(s))
+        return -EPROTO;
+    if (len > SLUICE_PROTO_PING_MAX || (len && !data))
+        return -EINVAL;
+    sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = s->id};
+    f.u.message.flags = SLUICE_MSG_PING;
+    f.u.message.data = (sluice_bytes){data, len};
+    return emit(s->w, &f, false);
+}
+
+int sluice_ws_close(sluice_stream *s, unsigned code, const char *reason)
+{
+    if (!sluice_stream_is_open(s))
+        return -EPIPE;
+    if (!ws_open(s))
+        return -EPROTO;
+    if (code < SLUICE_CLOSE_CODE_MIN || code > SLUICE_CLOSE_CODE_MAX)
+        return -EINVAL;
+    sluice_frame f = {.type = SLUICE_FRAME_CLOSE, .stream_id = s->id};
+    f.u.close.code = code;
+    f.u.close.reason = sluice_bytes_str(reason);
+    f.u.close.has_reason = true;
+    if (!s->wq_head) {
+        int rc = emit(s->w, &f, true);
+        if (rc != -ENOBUFS)
+            return rc;
+        s->w->output_blocked = true;
+    }
+    /* After the queued messages, as sluice_stream_end does. */
+    sluice_buf_reset(&s->end_frame);
+    int rc = sluice_proto_encode(&s->end_frame, &f, peer_max_frame(s->w));
+    if (rc < 0)
+        return rc;
+    s->end_type = SLUICE_FRAME_CLOSE;
+    s->close_code = code;
+    s->end_queued = true;
+    return 0;
+}
+
 static int do_read_start(sluice_stream *s)
 {
     s->reading = true;
@@ -1562,7 +1888,7 @@ static int do_read_start(sluice_stream *s)
             }
         }
     }
-    s->unacked += s->held;
+    count_consumed(s, s->held);
     s->held = 0;
     maybe_grant(s);
     return 0;
@@ -1590,7 +1916,7 @@ int sluice_stream_consumed(sluice_stream *s, size_t n)
     if (n > s->held)
         return -EINVAL;
     s->held -= n;
-    s->unacked += n;
+    count_consumed(s, n);
     maybe_grant(s);
     return 0;
 }

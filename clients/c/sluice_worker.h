@@ -69,6 +69,9 @@ typedef struct {
      * -ENOBUFS (the gateway stopped reading). Body data passed zero-copy is
      * bounded by the gateway's windows instead. */
     size_t max_output;
+    /* 0: 1 MiB. Largest WebSocket message reassembled from pieces (see
+     * on_message); a larger one closes the WebSocket with 1009. */
+    size_t ws_max_message;
 } sluice_worker_config;
 
 /* ---- requests ---------------------------------------------------------- */
@@ -83,7 +86,7 @@ typedef struct {
     sluice_addr client;       /* host "" and port 0 when unknown */
     sluice_addr server;
     sluice_bytes scheme;      /* "http" or "https" */
-    uint32_t body_mode;       /* SLUICE_BODY_NONE / _FOLLOWS / _ON_CREDIT */
+    uint32_t body_mode;       /* SLUICE_BODY_NONE / _FOLLOWS / _ON_CREDIT / _WEBSOCKET */
 } sluice_req;
 
 /* Deep copy into a single malloc'ed block (free it with free()); NULL on ENOMEM. */
@@ -145,6 +148,31 @@ typedef struct {
      * another -errno for a connect/socket failure. The worker may be connected
      * again or freed from here. */
     void (*on_closed)(sluice_worker *w, int err, void *ud);
+
+    /* ---- WebSockets (PROTOCOL.md 5.2). Setting on_websocket opts in: the
+     * HELLO announces `websocket`, and each WebSocket opening handshake
+     * arrives here instead of on_request (body_mode SLUICE_BODY_WEBSOCKET;
+     * the offered subprotocols are in the sec-websocket-protocol headers,
+     * see sluice_ws_offered). Accept with sluice_ws_accept, or refuse with an
+     * ordinary response (sluice_stream_respond, write, end). */
+    void (*on_websocket)(sluice_stream *s, const sluice_req *req, void *ud);
+    /* One whole message (a view, valid until the callback returns; text
+     * messages are UTF-8, checked by the gateway). A message that arrives in
+     * one piece is passed straight from the read buffer; one in several is
+     * reassembled (up to ws_max_message). Credit: as for on_body, a message is
+     * consumed when this returns (or, paused, when reported with
+     * sluice_stream_consumed / read_start), so a slow app slows the client.
+     * The pieces of a reassembled message are credited as they are copied:
+     * the message must be complete before it can be delivered. */
+    void (*on_message)(sluice_stream *s, const uint8_t *data, size_t len, bool text, void *ud);
+    /* The WebSocket closed: the gateway's CLOSE (the client's code and
+     * reason, or one the gateway chose), or the library's own CLOSE 1009
+     * for a message above ws_max_message. Nothing more can be sent; pending
+     * sends fail with -ECANCELED; on_stream_closed follows. */
+    void (*on_ws_close)(sluice_stream *s, unsigned code, const uint8_t *reason, size_t reason_len,
+                        void *ud);
+    /* The client answered a sluice_ws_ping (data as it sent it). */
+    void (*on_ws_pong)(sluice_stream *s, const uint8_t *data, size_t len, void *ud);
 } sluice_worker_callbacks;
 
 /* ---- worker ------------------------------------------------------------ */
@@ -251,6 +279,38 @@ uint32_t sluice_stream_send_window(const sluice_stream *s);
 int sluice_stream_read_start(sluice_stream *s);
 int sluice_stream_pause_reading(sluice_stream *s);
 int sluice_stream_consumed(sluice_stream *s, size_t n);
+
+/* ---- WebSocket streams ---------------------------------------------------- */
+
+/* Did the client offer subprotocol `proto` (exact match, in any of its
+ * sec-websocket-protocol fields)? */
+bool sluice_ws_offered(const sluice_req *req, const char *proto);
+/* Accepts a WebSocket stream (RESPONSE 101): `subprotocol` (NULL: none) must
+ * be one the client offered; extra headers (set-cookie...) are copied. Then
+ * on_message / sluice_ws_send until a close. -EPROTO if the stream is not a
+ * WebSocket awaiting its answer; -EPIPE if it is closed. */
+int sluice_ws_accept(sluice_stream *s, const char *subprotocol, const sluice_header *headers,
+                     size_t n_headers);
+/* From on_message only: the message's bytes as a malloc'ed buffer the app
+ * now owns (free() it), e.g. to send it on without another copy. A
+ * reassembled message's own buffer is handed over; one that arrived in one
+ * piece is copied once. NULL outside on_message, on a second call, or on
+ * ENOMEM. The message still counts as consumed as described at on_message. */
+uint8_t *sluice_ws_take(sluice_stream *s);
+/* Sends one whole message, like sluice_stream_write: not copied (keep `data`
+ * until cb), never blocks, framed in pieces as the gateway's credit and
+ * max_frame allow, cb (may be NULL) once all of it went to the socket (or
+ * -ECANCELED / -EPIPE). Messages leave in order; sluice_stream_pending()
+ * counts the bytes waiting for credit. -EPROTO unless accepted and open. */
+int sluice_ws_send(sluice_stream *s, const void *data, size_t len, bool text, sluice_write_cb cb,
+                   void *ud);
+/* Asks the gateway to ping the client with `data` (at most 125 bytes, copied;
+ * -EINVAL beyond); the answer comes to on_ws_pong. Needs no credit. */
+int sluice_ws_ping(sluice_stream *s, const void *data, size_t len);
+/* Closes the WebSocket (code 1000..4999, reason NULL or UTF-8, the gateway
+ * passes at most 123 bytes) after the messages already queued; the stream
+ * closes once the CLOSE is sent. -EINVAL for a code out of range. */
+int sluice_ws_close(sluice_stream *s, unsigned code, const char *reason);
 
 #ifdef __cplusplus
 }

@@ -13,7 +13,7 @@
 
 /* Finds `name` in the query string of `target`: true and *val set (a view,
  * possibly empty) for the first `name=...` or bare `name` parameter. */
-static bool query_param(sluice_bytes target, const char *name, sluice_bytes *val)
+static inline bool query_param(sluice_bytes target, const char *name, sluice_bytes *val)
 {
     const uint8_t *q = memchr(target.ptr, '?', target.len);
     if (!q)
@@ -36,7 +36,7 @@ static bool query_param(sluice_bytes target, const char *name, sluice_bytes *val
 }
 
 /* Decimal digits only, no sign, no overflow. */
-static bool parse_u64(sluice_bytes b, uint64_t *out)
+static inline bool parse_u64(sluice_bytes b, uint64_t *out)
 {
     if (b.len == 0 || b.len > 20)
         return false;
@@ -54,7 +54,7 @@ static bool parse_u64(sluice_bytes b, uint64_t *out)
 }
 
 /* SLUICE_MAX_STREAMS: -1 if set but invalid, 0 if unset. */
-static long env_max_streams(void)
+static inline long env_max_streams(void)
 {
     const char *e = getenv("SLUICE_MAX_STREAMS");
     if (!e || !*e)
@@ -69,7 +69,7 @@ static long env_max_streams(void)
 
 /* Checks SLUICE_SOCKET and SLUICE_MAX_STREAMS, then runs the worker until
  * it is told to stop. Returns the process exit code. */
-static int example_main(const char *name, const sluice_worker_callbacks *cb)
+static inline int example_main(const char *name, const sluice_worker_callbacks *cb)
 {
     const char *sock = getenv("SLUICE_SOCKET");
     if (!sock || !*sock) {

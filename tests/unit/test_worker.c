@@ -70,6 +70,9 @@ static struct {
     void (*app_request)(sluice_stream *s, const sluice_req *r);
     void (*app_end)(sluice_stream *s);
     void (*app_cancel)(sluice_stream *s);
+    void (*app_websocket)(sluice_stream *s, const sluice_req *r);
+    void (*app_message)(sluice_stream *s, const uint8_t *data, size_t len, bool text);
+    bool ws; /* register on_websocket; the fake gateway answers websocket */
     uint8_t body[1 << 20];
     size_t body_len;
     int rc_in_cb;
@@ -212,6 +215,42 @@ static void cb_closed(sluice_worker *w, int err, void *ud)
     logf_("link_closed:%d", err);
 }
 
+static void cb_websocket(sluice_stream *s, const sluice_req *r, void *ud)
+{
+    (void)ud;
+    logf_("websocket:%llu", (unsigned long long)sluice_stream_id(s));
+    T.last = s;
+    free(T.req);
+    T.req = sluice_req_copy(r);
+    if (T.app_websocket)
+        T.app_websocket(s, r);
+}
+
+static void cb_message(sluice_stream *s, const uint8_t *data, size_t len, bool text, void *ud)
+{
+    (void)ud;
+    logf_("msg:%llu:%zu:%d", (unsigned long long)sluice_stream_id(s), len, (int)text);
+    cr_assert_leq(T.body_len + len, sizeof T.body);
+    if (len)
+        memcpy(T.body + T.body_len, data, len);
+    T.body_len += len;
+    if (T.app_message)
+        T.app_message(s, data, len, text);
+}
+
+static void cb_ws_close(sluice_stream *s, unsigned code, const uint8_t *reason, size_t len, void *ud)
+{
+    (void)ud;
+    logf_("ws_close:%llu:%u:%.*s", (unsigned long long)sluice_stream_id(s), code, (int)len,
+          (const char *)reason);
+}
+
+static void cb_ws_pong(sluice_stream *s, const uint8_t *data, size_t len, void *ud)
+{
+    (void)ud;
+    logf_("pong:%llu:%.*s", (unsigned long long)sluice_stream_id(s), (int)len, (const char *)data);
+}
+
 static void write_cb(sluice_stream *s, int status, void *ud)
 {
     logf_("wcb:%llu:%s:%d", (unsigned long long)sluice_stream_id(s), (const char *)ud, status);
@@ -311,6 +350,14 @@ static int gw_recv(gframe *g, int ms)
                     break;
                 case SLUICE_FRAME_RETIRE:
                     copy_data(g, f.u.retire.reason);
+                    break;
+                case SLUICE_FRAME_MESSAGE:
+                    g->num = f.u.message.flags;
+                    copy_data(g, f.u.message.data);
+                    break;
+                case SLUICE_FRAME_CLOSE:
+                    g->num = f.u.close.code;
+                    copy_data(g, f.u.close.reason);
                     break;
                 default:
                     break;
@@ -488,6 +535,12 @@ static void start_worker(sluice_worker_config *cfg)
         .on_drain = cb_drain,
         .on_closed = cb_closed,
     };
+    if (T.ws) {
+        T.cbs.on_websocket = cb_websocket;
+        T.cbs.on_message = cb_message;
+        T.cbs.on_ws_close = cb_ws_close;
+        T.cbs.on_ws_pong = cb_ws_pong;
+    }
     cr_assert_eq(sluice_worker_new(&T.w, &T.loop, cfg, &T.cbs, &T), 0);
     cr_assert_eq(sluice_worker_connect(T.w), 0);
     gw_accept();
@@ -498,11 +551,17 @@ static void gw_handshake(uint32_t window, uint32_t max_frame)
 {
     gframe g = {0};
     gw_expect(&g, SLUICE_FRAME_HELLO);
+    bool worker_ws = (g.hello.has & SLUICE_HELLO_HAS_WEBSOCKET) && g.hello.websocket;
+    cr_assert_eq(worker_ws, T.ws, "HELLO websocket iff on_websocket is registered");
     gframe_clear(&g);
     sluice_frame f = {.type = SLUICE_FRAME_HELLO};
+    if (worker_ws) {
+        f.u.hello.has |= SLUICE_HELLO_HAS_WEBSOCKET;
+        f.u.hello.websocket = true;
+    }
     f.u.hello.version = 1;
-    f.u.hello.has = SLUICE_HELLO_HAS_WINDOW | SLUICE_HELLO_HAS_WORKER_ID | SLUICE_HELLO_HAS_POOL |
-                    SLUICE_HELLO_HAS_SERVER;
+    f.u.hello.has |= SLUICE_HELLO_HAS_WINDOW | SLUICE_HELLO_HAS_WORKER_ID | SLUICE_HELLO_HAS_POOL |
+                     SLUICE_HELLO_HAS_SERVER;
     f.u.hello.window = window;
     f.u.hello.worker_id = 42;
     f.u.hello.pool = B("web");
@@ -1648,4 +1707,307 @@ Test(worker, multiplexed_streams_under_credit_pressure)
     cr_assert_geq(log_idx("cancel:5:2"), 0);
     cr_assert_eq(log_count_prefix("closed:"), NS);
     cr_assert_not(T.closed);
+}
+
+/* ---- WebSockets -------------------------------------------------------------------- */
+
+static void gw_ws_request(uint64_t sid)
+{
+    static const sluice_header hs[3] = {{B("host"), B("example.com")},
+                                        {B("sec-websocket-protocol"), B("chat, superchat")},
+                                        {B("sec-websocket-protocol"), B(" v2.echo ")}};
+    sluice_frame f = {.type = SLUICE_FRAME_REQUEST, .stream_id = sid};
+    f.u.request.method = B("GET");
+    f.u.request.target = B("/ws");
+    f.u.request.version = 11;
+    f.u.request.headers.items = hs;
+    f.u.request.headers.count = 3;
+    f.u.request.client.host = B("127.0.0.1");
+    f.u.request.server.host = B("127.0.0.1");
+    f.u.request.scheme = B("http");
+    f.u.request.body = SLUICE_BODY_WEBSOCKET;
+    gw_send(&f);
+}
+
+static void gw_message(uint64_t sid, uint32_t flags, const void *data, size_t len)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = sid};
+    f.u.message.flags = flags;
+    f.u.message.data.ptr = data;
+    f.u.message.data.len = len;
+    gw_send(&f);
+}
+
+static void ws_setup(sluice_worker_config *cfg, uint32_t gw_window)
+{
+    T.ws = true;
+    setup(cfg, gw_window, 0);
+}
+
+static void app_ws_accept(sluice_stream *s, const sluice_req *r)
+{
+    cr_assert_eq(r->body_mode, SLUICE_BODY_WEBSOCKET);
+    cr_assert(sluice_ws_offered(r, "superchat"));
+    cr_assert(sluice_ws_offered(r, "v2.echo"), "tokens are trimmed, every field is searched");
+    cr_assert(!sluice_ws_offered(r, "super"));
+    cr_assert(!sluice_ws_offered(r, ""));
+    /* nothing but the answer before the answer */
+    cr_assert_eq(sluice_ws_send(s, "x", 1, false, NULL, NULL), -EPROTO);
+    cr_assert_eq(sluice_ws_close(s, 1000, NULL), -EPROTO);
+    static const sluice_header extra[] = {{B("set-cookie"), B("s=1")}};
+    cr_assert_eq(sluice_ws_accept(s, "superchat", extra, 1), 0);
+    cr_assert_eq(sluice_ws_accept(s, NULL, NULL, 0), -EPROTO, "accepted once");
+    cr_assert_eq(sluice_stream_write(s, "x", 1, NULL, NULL), -EPROTO, "no HTTP body after 101");
+    cr_assert_eq(sluice_stream_respond(s, 200, NULL, 0, false), -EPROTO);
+    cr_assert_eq(sluice_ws_close(s, 999, NULL), -EINVAL);
+    cr_assert_eq(sluice_ws_ping(s, pattern, 126), -EINVAL);
+}
+
+/* Echoes each message through sluice_ws_take (as examples/c/ws_echo.c). */
+static void free_cb(sluice_stream *s, int status, void *ud)
+{
+    logf_("sent:%llu:%d", (unsigned long long)sluice_stream_id(s), status);
+    free(ud);
+}
+
+static void app_echo(sluice_stream *s, const uint8_t *data, size_t len, bool text)
+{
+    uint8_t *p = sluice_ws_take(s);
+    cr_assert_not_null(p);
+    cr_assert_null(sluice_ws_take(s), "taken once");
+    cr_assert(len == 0 || memcmp(p, data, len) == 0);
+    cr_assert_eq(sluice_ws_send(s, p, len, text, free_cb, p), 0);
+}
+
+Test(worker, websocket_announced_accepted_and_echoed)
+{
+    sluice_worker_config cfg = {.window = 1000};
+    ws_setup(&cfg, 65536);
+    T.app_websocket = app_ws_accept;
+    T.app_message = app_echo;
+    gw_ws_request(1);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.num, 101);
+    cr_assert_eq(g.body_mode, SLUICE_BODY_NONE);
+    cr_assert_eq(g.nheaders, 2);
+    cr_assert_str_eq(g.h0name, "sec-websocket-protocol");
+    cr_assert_str_eq(g.h0value, "superchat");
+    cr_assert_geq(log_idx("websocket:1"), 0);
+    cr_assert_lt(log_idx("request:1"), 0, "a WebSocket does not reach on_request");
+
+    gw_message(1, SLUICE_MSG_TEXT, "hello", 5);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_TEXT);
+    cr_assert_eq(g.len, 5);
+    cr_assert_str_eq((char *)g.data, "hello");
+    /* a binary message in three pieces comes back whole, as one piece */
+    gw_message(1, SLUICE_MSG_MORE, pattern, 100);
+    gw_message(1, SLUICE_MSG_MORE, pattern + 100, 0);
+    gw_message(1, 0, pattern + 100, 50);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, 0);
+    cr_assert_eq(g.len, 150);
+    cr_assert_eq(memcmp(g.data, pattern, 150), 0);
+    /* an empty text message */
+    gw_message(1, SLUICE_MSG_TEXT, "", 0);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_TEXT);
+    cr_assert_eq(g.len, 0);
+    run_for(20);
+    cr_assert_geq(log_idx("msg:1:5:1"), 0);
+    cr_assert_geq(log_idx("msg:1:150:0"), 0);
+    cr_assert_geq(log_idx("msg:1:0:1"), 0);
+    cr_assert_eq(log_count_prefix("sent:1:0"), 3);
+    /* the gateway closes: the stream ends, no frame goes back */
+    sluice_frame f = {.type = SLUICE_FRAME_CLOSE, .stream_id = 1};
+    f.u.close.code = 1001;
+    f.u.close.reason = B("going away");
+    f.u.close.has_reason = true;
+    gw_send(&f);
+    run_for(30);
+    cr_assert_geq(log_idx("ws_close:1:1001:going away"), 0);
+    cr_assert_gt(log_idx("closed:1"), log_idx("ws_close:1:1001:going away"));
+    gw_expect_quiet();
+    gframe_clear(&g);
+}
+
+static void app_ws_plain(sluice_stream *s, const sluice_req *r)
+{
+    (void)r;
+    cr_assert_eq(sluice_ws_accept(s, NULL, NULL, 0), 0);
+}
+
+static void app_ws_hold(sluice_stream *s, const sluice_req *r)
+{
+    app_ws_plain(s, r);
+    cr_assert_eq(sluice_stream_pause_reading(s), 0);
+}
+
+Test(worker, websocket_credit_reassembly_and_slow_app)
+{
+    sluice_worker_config cfg = {.window = 1000};
+    ws_setup(&cfg, 65536);
+    T.app_websocket = app_ws_hold;
+    gw_ws_request(1);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    /* paused: a whole message is held until the app reports it consumed */
+    gw_message(1, 0, pattern, 700);
+    gw_expect_quiet();
+    cr_assert_geq(log_idx("msg:1:700:0"), 0);
+    cr_assert_not_null(T.last);
+    cr_assert_eq(sluice_stream_consumed(T.last, 701), -EINVAL);
+    cr_assert_eq(sluice_stream_consumed(T.last, 700), 0);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.num, 700);
+    /* a message larger than the window: its pieces are credited as copied,
+     * and consuming it afterwards grants nothing twice */
+    gw_message(1, SLUICE_MSG_MORE, pattern, 1000);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.num, 1000);
+    gw_message(1, SLUICE_MSG_MORE, pattern + 1000, 1000);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.num, 1000);
+    gw_message(1, 0, pattern + 2000, 300);
+    gw_expect_quiet(); /* 300 < half the window: batched */
+    cr_assert_geq(log_idx("msg:1:2300:0"), 0);
+    cr_assert_eq(memcmp(T.body + 700, pattern, 2300), 0);
+    cr_assert_eq(sluice_stream_consumed(T.last, 2300), 0);
+    gw_expect_quiet();
+    /* back to reading: the next whole message is credited as it returns */
+    cr_assert_eq(sluice_stream_read_start(T.last), 0);
+    gw_message(1, SLUICE_MSG_TEXT, pattern, 200);
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.num, 500, "the 300 batched plus 200");
+    gframe_clear(&g);
+}
+
+static void app_ws_send_big(sluice_stream *s, const sluice_req *r)
+{
+    app_ws_plain(s, r);
+    cr_assert_eq(sluice_ws_send(s, pattern, 2500, false, write_cb, "big"), 0);
+    cr_assert_eq(sluice_ws_send(s, "", 0, true, write_cb, "empty"), 0);
+    cr_assert_eq(sluice_ws_ping(s, "abc", 3), 0, "a ping needs no credit");
+    cr_assert_eq(sluice_ws_close(s, 1000, "bye"), 0);
+    cr_assert_eq(sluice_ws_send(s, "x", 1, false, NULL, NULL), -EPROTO, "closing");
+}
+
+Test(worker, websocket_send_within_credit_then_close)
+{
+    sluice_worker_config cfg = {0};
+    ws_setup(&cfg, 1000);
+    T.app_websocket = app_ws_send_big;
+    gw_ws_request(1);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_MORE);
+    cr_assert_eq(g.len, 1000);
+    cr_assert_eq(memcmp(g.data, pattern, 1000), 0);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_PING);
+    cr_assert_str_eq((char *)g.data, "abc");
+    gw_expect_quiet();
+    cr_assert_eq(sluice_stream_pending(T.last), 1500);
+    /* the client answers the ping */
+    gw_message(1, SLUICE_MSG_PONG, "abc", 3);
+    run_for(20);
+    cr_assert_geq(log_idx("pong:1:abc"), 0);
+    gw_credit(1, 1000);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_MORE);
+    cr_assert_eq(memcmp(g.data, pattern + 1000, 1000), 0);
+    gw_credit(1, 1000);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, 0, "the last piece: more clear");
+    cr_assert_eq(g.len, 500);
+    gw_expect(&g, SLUICE_FRAME_MESSAGE);
+    cr_assert_eq(g.num, SLUICE_MSG_TEXT);
+    cr_assert_eq(g.len, 0);
+    gw_expect(&g, SLUICE_FRAME_CLOSE);
+    cr_assert_eq(g.num, 1000);
+    cr_assert_str_eq((char *)g.data, "bye");
+    run_for(20);
+    cr_assert_geq(log_idx("wcb:1:big:0"), 0);
+    cr_assert_geq(log_idx("wcb:1:empty:0"), 0);
+    cr_assert_gt(log_idx("closed:1"), log_idx("wcb:1:empty:0"));
+    /* frames in flight for the closed stream are ignored */
+    gw_send_x(&(sluice_frame){.type = SLUICE_FRAME_MESSAGE, .stream_id = 1}, false);
+    gw_expect_quiet();
+    gframe_clear(&g);
+}
+
+Test(worker, websocket_message_too_big_closes_1009)
+{
+    sluice_worker_config cfg = {.window = 1000, .ws_max_message = 100};
+    ws_setup(&cfg, 65536);
+    T.app_websocket = app_ws_plain;
+    gw_ws_request(1);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    gw_message(1, 0, pattern, 500); /* whole, in one piece: not bounded */
+    gw_expect(&g, SLUICE_FRAME_CREDIT);
+    cr_assert_eq(g.num, 500);
+    gw_message(1, SLUICE_MSG_MORE, pattern, 60);
+    gw_message(1, SLUICE_MSG_MORE, pattern, 60);
+    gw_expect(&g, SLUICE_FRAME_CLOSE);
+    cr_assert_eq(g.num, 1009);
+    run_for(20);
+    cr_assert_geq(log_idx("ws_close:1:1009:message too big"), 0);
+    cr_assert_geq(log_idx("closed:1"), 0);
+    cr_assert_lt(log_idx("msg:1:120:0"), 0);
+    gframe_clear(&g);
+}
+
+static void app_ws_refuse(sluice_stream *s, const sluice_req *r)
+{
+    (void)r;
+    cr_assert_eq(sluice_stream_respond(s, 403, NULL, 0, true), 0);
+    cr_assert_eq(sluice_ws_send(s, "x", 1, false, NULL, NULL), -EPROTO);
+    cr_assert_eq(sluice_stream_write(s, "no", 2, NULL, NULL), 0);
+    cr_assert_eq(sluice_stream_end(s, NULL, 0), 0);
+}
+
+Test(worker, websocket_refused_with_an_ordinary_response)
+{
+    sluice_worker_config cfg = {0};
+    ws_setup(&cfg, 65536);
+    T.app_websocket = app_ws_refuse;
+    gw_ws_request(1);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.num, 403);
+    gw_expect(&g, SLUICE_FRAME_BODY);
+    cr_assert_str_eq((char *)g.data, "no");
+    gw_expect(&g, SLUICE_FRAME_END);
+    run_for(20);
+    cr_assert_geq(log_idx("closed:1"), 0);
+    /* and plain requests still reach on_request */
+    T.app_request = app_hello;
+    gw_request(2, SLUICE_BODY_NONE);
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.sid, 2);
+    gframe_clear(&g);
+}
+
+static void app_plain_not_ws(sluice_stream *s, const sluice_req *r)
+{
+    cr_assert_eq(sluice_ws_accept(s, NULL, NULL, 0), -EPROTO, "not a WebSocket stream");
+    cr_assert_eq(sluice_ws_send(s, "x", 1, true, NULL, NULL), -EPROTO);
+    cr_assert_eq(sluice_ws_ping(s, "x", 1), -EPROTO);
+    cr_assert_null(sluice_ws_take(s), "outside on_message");
+    app_hello(s, r);
+}
+
+Test(worker, websocket_not_announced_without_handler)
+{
+    sluice_worker_config cfg = {0};
+    setup(&cfg, 65536, 0); /* gw_handshake checks that HELLO has no websocket */
+    T.app_request = app_plain_not_ws;
+    gw_request(1, SLUICE_BODY_NONE);
+    gframe g = {0};
+    gw_expect(&g, SLUICE_FRAME_RESPONSE);
+    cr_assert_eq(g.num, 200);
+    gframe_clear(&g);
 }
