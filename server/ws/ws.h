@@ -98,7 +98,11 @@ void ws_parser_set_max_message(ws_parser *p, uint64_t max_message);
  * (the receiver's window); when it is 0 the parser stops in front of the
  * next data payload byte, still handling control frames and frame heads up
  * to there, and returns 0 with the rest unconsumed. A message's end
- * (fin) is reported even with max_data 0 when no payload byte is left. */
+ * (fin) is reported even with max_data 0 when no payload byte is left.
+ * Empty messages give one DATA event (first and fin, len 0); an empty frame
+ * that does not end its message gives none. After a CLOSE event the parser
+ * takes everything fed (consumed = len) and returns 0: nothing may follow
+ * a close frame. */
 int ws_parser_feed(ws_parser *p, uint8_t *data, size_t len, size_t max_data,
                    size_t *consumed, ws_event *ev);
 
@@ -116,8 +120,10 @@ size_t ws_frame_head(uint8_t *out, int opcode, bool fin, uint64_t len, const uin
 size_t ws_mask(uint8_t *data, size_t len, const uint8_t key[4], size_t offset);
 
 /* A whole close frame (server side, unmasked) into out[2 + 2 + WS_REASON_MAX]:
- * code 1005 gives an empty payload; reason is cut to WS_REASON_MAX bytes at a
- * UTF-8 character boundary. Returns the frame's length. */
+ * code 1005 gives an empty payload; any other code a close frame must not
+ * carry (ws_close_code_sendable) is sent as 1011; reason is cut to
+ * WS_REASON_MAX bytes at a UTF-8 character boundary. Returns the frame's
+ * length. */
 size_t ws_close_frame(uint8_t *out, uint16_t code, const uint8_t *reason, size_t reason_len);
 
 /* May a close frame carry this code (1000..1003, 1007..1014, 3000..4999)? */
@@ -132,7 +138,9 @@ int ws_utf8_step(int state, const uint8_t *data, size_t len);
 
 /* ---- handshake --------------------------------------------------------- */
 
-/* Is `key` a valid Sec-WebSocket-Key (base64 of 16 bytes: 24 characters)? */
+/* Is `key` a valid Sec-WebSocket-Key (base64 of 16 bytes: 22 characters of
+ * the base64 alphabet and "==")? The unused low bits of the 22nd character
+ * are not checked, as most servers do not. */
 bool ws_key_valid(const char *key, size_t len);
 /* Sec-WebSocket-Accept for `key`: base64(SHA-1(key + GUID)), 28 characters
  * and a NUL into out[29]. */
