@@ -138,9 +138,14 @@ static void status_json(gateway *gw, sluice_buf *b)
         for (int k = 1; k <= 5; k++)
             total += st->requests[k];
         bprintf(b, "%s{\"name\":\"%s\",\"workers_target\":%u,\"min_workers\":%u,\"max_workers\":%u,"
-                   "\"queue_depth\":%u,\"requests\":%llu,\"restarts\":%llu,\"workers\":[",
+                   "\"queue_depth\":%u,\"requests\":%llu,\"restarts\":%llu,"
+                   "\"websockets\":{\"open\":%llu,\"total\":%llu,\"messages_in\":%llu,\"messages_out\":%llu,"
+                   "\"bytes_in\":%llu,\"bytes_out\":%llu},\"workers\":[",
                 i ? "," : "", pool_name(p), pool_target(p), pool_min_workers(p), pool_max_workers(p), pool_queue_len(p),
-                (unsigned long long)total, (unsigned long long)st->restarts);
+                (unsigned long long)total, (unsigned long long)st->restarts, (unsigned long long)st->ws_open,
+                (unsigned long long)st->ws_total, (unsigned long long)st->ws_msgs_in,
+                (unsigned long long)st->ws_msgs_out, (unsigned long long)st->ws_bytes_in,
+                (unsigned long long)st->ws_bytes_out);
         bool first = true;
         for (uint32_t k = 0; k < pool_worker_count(p); k++) {
             pool_worker_view v;
@@ -206,6 +211,16 @@ static void metrics_text(gateway *gw, sluice_buf *b)
              offsetof(pool_stats, bytes_in));
     per_pool(b, gw, "sluice_sent_bytes_total", "counter", "Response body bytes sent to clients.",
              offsetof(pool_stats, bytes_out));
+    per_pool(b, gw, "sluice_websockets_open", "gauge", "Open WebSockets.", offsetof(pool_stats, ws_open));
+    per_pool(b, gw, "sluice_websockets_total", "counter", "WebSockets accepted.", offsetof(pool_stats, ws_total));
+    per_pool(b, gw, "sluice_websocket_messages_received_total", "counter", "WebSocket messages from clients.",
+             offsetof(pool_stats, ws_msgs_in));
+    per_pool(b, gw, "sluice_websocket_messages_sent_total", "counter", "WebSocket messages to clients.",
+             offsetof(pool_stats, ws_msgs_out));
+    per_pool(b, gw, "sluice_websocket_received_bytes_total", "counter",
+             "WebSocket message payload bytes from clients.", offsetof(pool_stats, ws_bytes_in));
+    per_pool(b, gw, "sluice_websocket_sent_bytes_total", "counter", "WebSocket message payload bytes to clients.",
+             offsetof(pool_stats, ws_bytes_out));
     bprintf(b, "# HELP sluice_open_connections Open client connections.\n"
                "# TYPE sluice_open_connections gauge\nsluice_open_connections %u\n", gw->n_conns);
     bprintf(b, "# HELP sluice_workers Worker processes, by pool and state.\n# TYPE sluice_workers gauge\n");

@@ -26,6 +26,7 @@ void sluice_pool_defaults(sluice_pool_config *p, const char *name)
     p->graceful_timeout_ms = 30000;
     p->max_body = 100ull << 20;
     p->max_body_ceiling = UINT64_C(1) << 53;
+    p->ws_max_message = 1u << 20;
     p->response_timeout_ms = 60000;
     p->queue_size = SLUICE_QUEUE_UNBOUNDED;
     p->queue_timeout_ms = 30000;
@@ -43,6 +44,7 @@ void sluice_config_defaults(sluice_config *c)
     c->http2 = SLUICE_HTTP2_ON;
     c->h2_max_streams = 100;
     c->send_timeout_ms = 60000;
+    c->ws_ping_interval_ms = 30000;
     c->max_header_bytes = 32768;
     c->max_headers = 128;
     c->max_target = 8192;
@@ -332,6 +334,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return parse_u32(v, 1, 1u << 20, &c->h2_max_streams);
     if (!strcmp(k, "send_timeout"))
         return sluice_parse_duration(v, &c->send_timeout_ms);
+    if (!strcmp(k, "ws_ping_interval"))
+        return sluice_parse_duration(v, &c->ws_ping_interval_ms);
     if (!strcmp(k, "max_header_bytes"))
         return parse_u32(v, 256, 1 << 20, &c->max_header_bytes);
     if (!strcmp(k, "max_headers"))
@@ -402,6 +406,8 @@ static int set_pool(sluice_pool_config *p, const char *k, const char *v)
         return sluice_parse_size(v, &p->max_body);
     if (!strcmp(k, "max_body_ceiling"))
         return sluice_parse_size(v, &p->max_body_ceiling);
+    if (!strcmp(k, "ws_max_message"))
+        return sluice_parse_size(v, &p->ws_max_message);
     if (!strcmp(k, "response_timeout"))
         return sluice_parse_duration(v, &p->response_timeout_ms);
     if (!strcmp(k, "queue_size")) {
@@ -696,6 +702,8 @@ static const char usage[] =
     "                               raise it per request with LIMIT)\n"
     "      --max-body-ceiling SIZE  the most a worker may raise it to (default: unlimited)\n"
     "      --response-timeout DUR   for the worker's response head (default 60s; 504)\n"
+    "      --ws-max-message SIZE    largest WebSocket message from a client (default 1m;\n"
+    "                               close 1009 beyond; a worker may change it with LIMIT)\n"
     "\n"
     "Limits:\n"
     "      --max-header-bytes SIZE  request line and headers (default 32k; 431 beyond)\n"
@@ -711,6 +719,8 @@ static const char usage[] =
     "                               408, or the response is aborted once started)\n"
     "      --send-timeout DUR       HTTP/2: a response stream the client takes no bytes\n"
     "                               of (its window stays shut) is reset (default 60s)\n"
+    "      --ws-ping-interval DUR   ping a WebSocket client idle this long; close it if\n"
+    "                               no answer within as long again (default 30s; 0: off)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
     "\n"
     "Logs:\n"
@@ -733,14 +743,14 @@ enum {
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
     OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT, OPT_HTTP2, OPT_H2_MAX_STREAMS,
-    OPT_SEND_TIMEOUT,
+    OPT_SEND_TIMEOUT, OPT_WS_PING_INTERVAL, OPT_WS_MAX_MESSAGE,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
 static const int pool_opts[] = {
     'w', OPT_MAX_STREAMS, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
     OPT_STARTUP_TIMEOUT, OPT_WINDOW, OPT_MAX_BODY, OPT_MAX_BODY_CEILING, OPT_RESPONSE_TIMEOUT,
-    OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
+    OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS, OPT_WS_MAX_MESSAGE,
 };
 
 static const struct option long_opts[] = {
@@ -754,6 +764,8 @@ static const struct option long_opts[] = {
     {"http2", required_argument, NULL, OPT_HTTP2},
     {"h2-max-streams", required_argument, NULL, OPT_H2_MAX_STREAMS},
     {"send-timeout", required_argument, NULL, OPT_SEND_TIMEOUT},
+    {"ws-ping-interval", required_argument, NULL, OPT_WS_PING_INTERVAL},
+    {"ws-max-message", required_argument, NULL, OPT_WS_MAX_MESSAGE},
     {"workers", required_argument, NULL, 'w'},
     {"min-workers", required_argument, NULL, OPT_MIN_WORKERS},
     {"max-workers", required_argument, NULL, OPT_MAX_WORKERS},
@@ -836,6 +848,8 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
     case OPT_HTTP2: return set_server(c, "http2", v);
     case OPT_H2_MAX_STREAMS: return set_server(c, "h2_max_streams", v);
     case OPT_SEND_TIMEOUT: return set_server(c, "send_timeout", v);
+    case OPT_WS_PING_INTERVAL: return set_server(c, "ws_ping_interval", v);
+    case OPT_WS_MAX_MESSAGE: return set_pool(p, "ws_max_message", v);
     case OPT_ADMIN: return set_server(c, "admin", v);
     case 'w':
         return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);

@@ -39,6 +39,7 @@ typedef struct {
     uint64_t graceful_timeout_ms;
     uint64_t max_body;           /* 413 beyond (a worker may change it with LIMIT) */
     uint64_t max_body_ceiling;   /* LIMIT cannot raise beyond this */
+    uint64_t ws_max_message;     /* largest WebSocket message from a client (1009 beyond) */
     uint64_t response_timeout_ms; /* REQUEST sent -> RESPONSE received */
     uint32_t queue_size;         /* SLUICE_QUEUE_UNBOUNDED: up to one per client connection */
     uint64_t queue_timeout_ms;
@@ -85,6 +86,7 @@ typedef struct {
     int http2;                   /* SLUICE_HTTP2_*: h2c by preface on plain listeners, ALPN h2 on TLS */
     uint32_t h2_max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS */
     uint64_t send_timeout_ms;    /* HTTP/2: a response the client takes nothing of */
+    uint64_t ws_ping_interval_ms; /* WebSocket keepalive ping after this idle; 0: none */
     char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */

@@ -149,7 +149,12 @@ void sluice_log_access(sluice_log *l, const sluice_access *a)
     fprintf(f, " HTTP/%d.%d\" %d %llu %.3fms", a->version / 10, a->version % 10, a->status, (unsigned long long)a->bytes,
             a->duration_ms);
     if (a->worker_id >= 0)
-        fprintf(f, " w%lld\n", (long long)a->worker_id);
+        fprintf(f, " w%lld", (long long)a->worker_id);
     else
-        fputs(" -\n", f);
+        fputs(" -", f);
+    if (a->websocket)
+        fprintf(f, " ws messages=%llu/%llu bytes=%llu/%llu close=%u", (unsigned long long)a->ws_msgs_in,
+                (unsigned long long)a->ws_msgs_out, (unsigned long long)a->ws_bytes_in,
+                (unsigned long long)a->ws_bytes_out, a->ws_close_code);
+    fputc('\n', f);
 }

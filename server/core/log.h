@@ -31,6 +31,11 @@ typedef struct {
     uint64_t bytes;              /* response body bytes sent */
     double duration_ms;
     int64_t worker_id;           /* -1: no worker */
+    /* a WebSocket (status 101), logged when it closes: messages and
+     * payload bytes from the client (in) and to it (out), close code */
+    bool websocket;
+    uint64_t ws_msgs_in, ws_msgs_out, ws_bytes_in, ws_bytes_out;
+    unsigned ws_close_code;
 } sluice_access;
 
 void sluice_log_access(sluice_log *l, const sluice_access *a);

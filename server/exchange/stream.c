@@ -88,6 +88,17 @@ int stream_send_end(stream *s, const sluice_header *trailers, size_t n)
 
 int stream_grant(stream *s, uint32_t n) { return wlink_send_credit(s->link, s, n); }
 
+int stream_send_message(stream *s, uint32_t flags, const uint8_t *data, size_t len)
+{
+    return wlink_send_message(s->link, s, flags, data, len);
+}
+
+void stream_send_close(stream *s, uint16_t code, const uint8_t *reason, size_t reason_len)
+{
+    if (s->link)
+        wlink_send_close(s->link, s, code, reason, reason_len);
+}
+
 void stream_cancel(stream *s, uint32_t reason)
 {
     if (s->link)
@@ -111,6 +122,13 @@ int stream_retry(stream *s, uint64_t code)
     s->worker_id = -1;
     int rc = stream_submit(s);
     return rc == 0 || rc == 1 ? rc : -1;
+}
+
+void stream_ws_count(const stream *s, int open_delta, uint64_t msgs_in, uint64_t msgs_out, uint64_t bytes_in,
+                     uint64_t bytes_out)
+{
+    if (s->pool)
+        pool_ws_count(s->pool, open_delta, msgs_in, msgs_out, bytes_in, bytes_out);
 }
 
 int stream_reset_status(uint64_t code) { return refusal(code) ? 503 : 502; }

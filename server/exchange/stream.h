@@ -43,6 +43,12 @@ typedef struct stream_ops {
      * stopping), 504 (queue timeout), 431 (head too large for the worker),
      * 502 (could not open it). */
     void (*unavailable)(stream *s, int status);
+    /* WebSocket streams after RESPONSE 101 (PROTOCOL.md 5.2); front ends
+     * without WebSockets leave them NULL. MESSAGE: a piece of a message
+     * (SLUICE_MSG_* flags) or a PING; CLOSE: the worker closed it (s->link
+     * is NULL). */
+    void (*message)(stream *s, uint32_t flags, const uint8_t *data, size_t len);
+    void (*close)(stream *s, uint16_t code, const uint8_t *reason, size_t reason_len);
 } stream_ops;
 
 struct stream {
@@ -73,6 +79,9 @@ struct stream {
     bool expect_continue;
     bool continue_sent;
     bool credit_seen;        /* the worker granted request-body credit at least once */
+    bool ws_offer;           /* a checked WebSocket handshake (PROTOCOL.md 5.2) */
+    bool ws;                 /* ...that went to a worker taking WebSockets (REQUEST body 3) */
+    sluice_bytes ws_key;     /* Sec-WebSocket-Key (HTTP/1.1), a view into the head */
 
     /* response */
     bool resp_started;       /* RESPONSE received and the head queued to the client */
@@ -99,6 +108,16 @@ static inline void stream_on_limit(stream *s, uint64_t max_body) { s->ops->limit
 static inline void stream_on_reset(stream *s, uint64_t code) { s->ops->reset(s, code); }
 static inline void stream_on_lost(stream *s) { s->ops->lost(s); }
 static inline void stream_on_unavailable(stream *s, int status) { s->ops->unavailable(s, status); }
+static inline void stream_on_message(stream *s, uint32_t flags, const uint8_t *data, size_t len)
+{
+    if (s->ops->message)
+        s->ops->message(s, flags, data, len);
+}
+static inline void stream_on_close(stream *s, uint16_t code, const uint8_t *reason, size_t len)
+{
+    if (s->ops->close)
+        s->ops->close(s, code, reason, len);
+}
 
 /* ---- front end -> worker side (stream.c) ------------------------------ */
 
@@ -134,6 +153,11 @@ int stream_send_body(stream *s, const uint8_t *data, size_t len);
 int stream_send_end(stream *s, const sluice_header *trailers, size_t n);
 /* With s->link set: response-body credit back to the worker (CREDIT). */
 int stream_grant(stream *s, uint32_t n);
+/* WebSocket streams, with s->link set: message data within
+ * stream_send_window (flags SLUICE_MSG_*), or a PONG; CLOSE ends the
+ * stream (s->link is NULL after). */
+int stream_send_message(stream *s, uint32_t flags, const uint8_t *data, size_t len);
+void stream_send_close(stream *s, uint16_t code, const uint8_t *reason, size_t reason_len);
 /* Abandon the stream on its link, telling the worker why (CANCEL); no-op
  * without a link. s->link is NULL after. */
 void stream_cancel(stream *s, uint32_t reason);
@@ -149,5 +173,8 @@ int stream_retry(stream *s, uint64_t code);
 int stream_reset_status(uint64_t code);
 /* Count the finished exchange in its pool's metrics (no-op when unrouted). */
 void stream_record(const stream *s, double seconds);
+/* WebSocket metrics of the stream's pool (pool_ws_count). */
+void stream_ws_count(const stream *s, int open_delta, uint64_t msgs_in, uint64_t msgs_out, uint64_t bytes_in,
+                     uint64_t bytes_out);
 
 #endif

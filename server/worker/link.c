@@ -46,6 +46,7 @@ struct wlink {
     bool closing;
     bool ready;
     bool drained; /* DRAIN sent: the worker is expected to leave */
+    bool drain_expired; /* DRAIN's timeout ran out: WebSockets were closed */
     int peer_pid;
     char peer[64]; /* TCP peer address */
     int64_t worker_id;
@@ -88,6 +89,25 @@ static void on_hello_timeout(uv_timer_t *t)
 static void on_drain_timeout(uv_timer_t *t)
 {
     wlink *l = t->data;
+    if (!l->drain_expired) {
+        /* A WebSocket lives as long as its client wants: on a draining
+         * link it gets until DRAIN's timeout, then close 1001 (going
+         * away) on both sides, and the worker a little grace to leave. */
+        l->drain_expired = true;
+        sluice_proto_stream *ps = sluice_proto_link_next_stream(l->proto, NULL);
+        while (ps && !l->closing) {
+            sluice_proto_stream *next = sluice_proto_link_next_stream(l->proto, ps);
+            stream *s = sluice_proto_stream_udata(ps);
+            if (s && sluice_proto_stream_websocket(ps) == 2) {
+                wlink_send_close(l, s, 1001, NULL, 0);
+                stream_on_close(s, 1001, NULL, 0);
+            }
+            ps = next;
+        }
+        if (!l->closing)
+            uv_timer_start(&l->hello_timer, on_drain_timeout, DRAIN_GRACE_MS, 0);
+        return;
+    }
     slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (pid %d) still open %u streams after DRAIN's timeout; closing",
          l->name, (long long)l->worker_id, l->peer_pid, sluice_proto_link_open_streams(l->proto));
     wlink_close(l, 0, "DRAIN timeout");
@@ -311,6 +331,12 @@ int wlink_open(wlink *l, stream *s)
     sluice_frame f = {.type = SLUICE_FRAME_REQUEST, .stream_id = sid};
     f.u.request = s->req;
     f.u.request.body = s->body_mode;
+    /* A checked WebSocket handshake becomes a WebSocket stream only for a
+     * worker that takes them; any other worker gets the plain request it
+     * always got (PROTOCOL.md 5.2). */
+    s->ws = s->ws_offer && sluice_proto_link_websocket(l->proto);
+    if (s->ws)
+        f.u.request.body = SLUICE_BODY_WEBSOCKET;
     /* The head must fit the worker's max_frame: check before the state
      * machine opens the stream. */
     size_t mark = l->out.len;
@@ -381,6 +407,48 @@ int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len)
     return 0;
 }
 
+int wlink_send_message(wlink *l, stream *s, uint32_t flags, const uint8_t *data, size_t len)
+{
+    if (flags & (SLUICE_MSG_PING | SLUICE_MSG_PONG)) {
+        sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = s->sid};
+        f.u.message.flags = flags;
+        f.u.message.data = (sluice_bytes){data, len};
+        return send_frame(l, &f, NULL);
+    }
+    /* pieces within the worker's max_frame; all but the last say MORE */
+    do {
+        size_t n = len < l->body_chunk ? len : l->body_chunk;
+        uint32_t fl = n < len ? (flags | SLUICE_MSG_MORE) : flags;
+        sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = s->sid};
+        f.u.message.flags = fl;
+        f.u.message.data = (sluice_bytes){data, n};
+        int rc = sluice_proto_link_send(l->proto, &f, NULL);
+        if (rc < 0)
+            return rc;
+        rc = sluice_proto_encode_message(&l->out, s->sid, fl, data, n);
+        if (rc < 0) {
+            link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
+            return rc;
+        }
+        data += n;
+        len -= n;
+    } while (len);
+    queue_flush(l);
+    return 0;
+}
+
+void wlink_send_close(wlink *l, stream *s, uint16_t code, const uint8_t *reason, size_t reason_len)
+{
+    sluice_frame f = {.type = SLUICE_FRAME_CLOSE, .stream_id = s->sid};
+    f.u.close.code = code;
+    f.u.close.reason = (sluice_bytes){reason, reason_len};
+    f.u.close.has_reason = reason_len > 0;
+    sluice_link_event ev;
+    s->link = NULL;
+    if (send_frame(l, &f, &ev) == 0)
+        l->ops->capacity(l->owner, l);
+}
+
 int wlink_send_end(wlink *l, stream *s, const sluice_header *trailers, size_t n)
 {
     sluice_frame f = {.type = SLUICE_FRAME_END, .stream_id = s->sid};
@@ -413,7 +481,7 @@ void wlink_drain(wlink *l, uint64_t timeout_ms)
     f.u.timeout_ms = timeout_ms;
     l->drained = true;
     if (send_frame(l, &f, NULL) == 0 && !l->closing)
-        uv_timer_start(&l->hello_timer, on_drain_timeout, timeout_ms + DRAIN_GRACE_MS, 0);
+        uv_timer_start(&l->hello_timer, on_drain_timeout, timeout_ms, 0);
 }
 
 /* ---- receiving -------------------------------------------------------- */
@@ -455,6 +523,10 @@ static void on_hello(wlink *l, const sluice_hello *h)
     if (l->worker_id >= 0) {
         g->has |= SLUICE_HELLO_HAS_WORKER_ID;
         g->worker_id = (uint64_t)l->worker_id;
+    }
+    if ((h->has & SLUICE_HELLO_HAS_WEBSOCKET) && h->websocket) {
+        g->has |= SLUICE_HELLO_HAS_WEBSOCKET;
+        g->websocket = true;
     }
     if (cfg->max_streams && cfg->max_streams < h->max_streams) {
         g->has |= SLUICE_HELLO_HAS_MAX_STREAMS;
@@ -513,6 +585,14 @@ static void handle_frame(wlink *l, const sluice_frame *f)
     case SLUICE_FRAME_RESET:
         if (s)
             stream_on_reset(s, f->u.code.code);
+        break;
+    case SLUICE_FRAME_MESSAGE:
+        if (s)
+            stream_on_message(s, f->u.message.flags, f->u.message.data.ptr, f->u.message.data.len);
+        break;
+    case SLUICE_FRAME_CLOSE:
+        if (s)
+            stream_on_close(s, (uint16_t)f->u.close.code, f->u.close.reason.ptr, f->u.close.reason.len);
         break;
     case SLUICE_FRAME_PING: {
         sluice_frame p = {.type = SLUICE_FRAME_PONG};

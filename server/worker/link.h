@@ -51,6 +51,11 @@ uint32_t wlink_send_window(const wlink *l, const stream *s);
 /* Body bytes go out as BODY frames within the window. */
 int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len);
 int wlink_send_end(wlink *l, stream *s, const sluice_header *trailers, size_t n);
+/* WebSocket streams: MESSAGE data within the window (split to the worker's
+ * max_frame), or a PING/PONG; CLOSE (closes the stream: s->link becomes
+ * NULL). */
+int wlink_send_message(wlink *l, stream *s, uint32_t flags, const uint8_t *data, size_t len);
+void wlink_send_close(wlink *l, stream *s, uint16_t code, const uint8_t *reason, size_t reason_len);
 /* Response-body credit back to the worker. */
 int wlink_send_credit(wlink *l, stream *s, uint32_t n);
 /* Abandon the stream (closes it: s->link becomes NULL). */

@@ -181,6 +181,21 @@ void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_
     p->stats.bytes_out += bytes_out;
 }
 
+void pool_ws_count(pool *p, int open_delta, uint64_t msgs_in, uint64_t msgs_out, uint64_t bytes_in,
+                   uint64_t bytes_out)
+{
+    if (open_delta > 0) {
+        p->stats.ws_open++;
+        p->stats.ws_total++;
+    } else if (open_delta < 0 && p->stats.ws_open) {
+        p->stats.ws_open--;
+    }
+    p->stats.ws_msgs_in += msgs_in;
+    p->stats.ws_msgs_out += msgs_out;
+    p->stats.ws_bytes_in += bytes_in;
+    p->stats.ws_bytes_out += bytes_out;
+}
+
 /* ---- balancing -------------------------------------------------------- */
 
 /* The spawned worker behind a link (NULL for attached workers). O(1): it is

@@ -33,9 +33,15 @@ typedef struct {
     uint64_t restarts;
     uint64_t queued_total;
     double queue_wait_sum;
+    /* WebSockets: open now, accepted in all, messages and payload bytes
+     * from clients (in) and to them (out) */
+    uint64_t ws_open, ws_total, ws_msgs_in, ws_msgs_out, ws_bytes_in, ws_bytes_out;
 } pool_stats;
 
 void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out);
+/* WebSocket counters: open_delta +1 when one opens, -1 when it closes. */
+void pool_ws_count(pool *p, int open_delta, uint64_t msgs_in, uint64_t msgs_out, uint64_t bytes_in,
+                   uint64_t bytes_out);
 const pool_stats *pool_get_stats(const pool *p);
 
 typedef struct {

@@ -11,10 +11,25 @@
 #include "core/loop.h"
 #include "front/http1/conn.h"
 #include "front/h2/h2.h"
+#include "front/ws/websocket.h"
 #include "front/http1/fields.h"
 
 static void on_timer(uv_timer_t *t);
 static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf);
+
+/* The 101 is written: the WebSocket exchange takes the transport and the
+ * bytes the client sent after its handshake. */
+static void hand_to_ws(conn *c)
+{
+    struct wsconn *w = c->upgrade;
+    c->upgrade = NULL;
+    transport *t = c->tr;
+    const uint8_t *data = c->ibase ? c->ibase + c->istart : NULL;
+    size_t len = c->iend - c->istart;
+    h1_set_timer(c, T_NONE);
+    h1_detach(c); /* own_in lives until the timers closed: data stays valid */
+    ws_start(w, t, data, len);
+}
 
 /* Output drained: a pipelined request held back by PIPELINE_OUT_MAX may go. */
 static void resume_pipeline(conn *c)
@@ -48,6 +63,8 @@ static void on_written(transport *t, int status)
     h1_credit_written(c, credit);
     if (c->out.len)
         h1_flush(&c->flush);
+    else if (c->upgrade && !c->closing)
+        hand_to_ws(c);
     else if (c->closing)
         h1_close(c);
     else if (!c->cur && c->timer_kind == T_KEEPALIVE)
@@ -73,6 +90,8 @@ void h1_flush(flush_node *n)
         h1_credit_written(c, credit);
         if (c->closing && c->out.len == 0)
             h1_close(c);
+        else if (c->upgrade)
+            hand_to_ws(c);
         else
             resume_pipeline(c);
         return;
@@ -342,6 +361,8 @@ static bool feed_chunk_line(conn *c, const uint8_t *base, size_t avail)
 /* Feed the parser as far as the current exchange allows. */
 void h1_parse(conn *c)
 {
+    if (c->upgrade)
+        return; /* the bytes after the handshake are WebSocket frames */
     if (c->parsing) {
         c->reparse = true;
         return;
@@ -506,7 +527,7 @@ static void keep_leftover(conn *c)
 
 void h1_update_reading(conn *c)
 {
-    bool want = !c->closing && !c->closed && !c->eof &&
+    bool want = !c->closing && !c->closed && !c->eof && !c->upgrade &&
                 !(c->own_in && c->iend - c->istart >= IN_SIZE);
     transport_set_reading(c->tr, &c->reading, want);
 }

@@ -89,6 +89,7 @@ typedef struct conn {
     bool chunk_line;  /* the next bytes are a chunk-size line (parsed here) */
 
     stream *cur;
+    struct wsconn *upgrade; /* the worker accepted a WebSocket: hand over once the 101 is written */
     uint32_t requests;
     bool keepalive;
     bool parsing, reparse;

@@ -12,6 +12,7 @@
 #include "core/loop.h"
 #include "front/http1/conn.h"
 #include "front/http1/fields.h"
+#include "front/ws/websocket.h"
 
 void h1_out(conn *c, const void *p, size_t n)
 {
@@ -54,7 +55,10 @@ size_t h1_write_error(conn *c, int status, bool close)
                      "HTTP/1.1 %d %s\r\nServer: " SLUICE_SERVER_NAME "\r\n%.*s"
                      "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s%s\r\n%s\n",
                      status, reason, (int)dlen, date, strlen(reason) + 1,
-                     status == 503 ? "Retry-After: 1\r\n" : "", close ? "Connection: close\r\n" : "",
+                     status == 503   ? "Retry-After: 1\r\n"
+                     : status == 426 ? "Sec-WebSocket-Version: 13\r\n" /* RFC 6455 4.4 */
+                                     : "",
+                     close ? "Connection: close\r\n" : "",
                      reason);
     h1_out(c, head, (size_t)n);
     return strlen(reason) + 1;
@@ -181,6 +185,11 @@ void h1_close(conn *c)
 {
     if (c->closed)
         return;
+    if (c->upgrade) { /* the client left before the 101 was written */
+        struct wsconn *w = c->upgrade;
+        c->upgrade = NULL;
+        ws_abort(w);
+    }
     if (c->cur) {
         stream *s = c->cur;
         stream_cancel(s, SLUICE_CANCEL_CLIENT_CLOSED);

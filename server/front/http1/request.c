@@ -11,6 +11,7 @@
 #include "core/loop.h"
 #include "front/http1/conn.h"
 #include "front/http1/fields.h"
+#include "front/ws/websocket.h"
 
 static int head_append(conn *c, const char *at, size_t len)
 {
@@ -284,6 +285,23 @@ static bool names_a_field(sluice_bytes t, sluice_bytes unused)
     return !name_is(t, "close") && !name_is(t, "keep-alive") && !name_is(t, "upgrade");
 }
 
+/* Some Upgrade field names the WebSocket protocol. */
+static bool upgrade_websocket(conn *c)
+{
+    uint8_t *hb = c->head.data;
+    for (uint32_t i = 0; i < c->n_req_headers; i++) {
+        hoff *h = &c->hoffs[i];
+        sluice_bytes t;
+        if (!name_is((sluice_bytes){hb + h->name_off, h->name_len}, "upgrade"))
+            continue;
+        size_t pos = 0;
+        while (list_next((sluice_bytes){hb + h->val_off, h->val_len}, &pos, &t))
+            if (name_is(t, "websocket"))
+                return true;
+    }
+    return false;
+}
+
 /* Headers are complete: build the stream and hand it to the pool. */
 static void start_exchange(conn *c)
 {
@@ -323,6 +341,8 @@ static void start_exchange(conn *c)
     size_t auth_len = 0;
     bool absolute = target_authority(s->req.target.ptr, s->req.target.len, &auth, &auth_len) == 1;
     bool conn_options = connection_token(c, names_a_field, (sluice_bytes){NULL, 0});
+    bool ws_upgrade = upgrade_websocket(c);
+    bool conn_upgrade = ws_upgrade && connection_token(c, bytes_caseeq, (sluice_bytes){(const uint8_t *)"upgrade", 7});
     size_t n = 0;
     for (uint32_t i = 0; i < c->n_req_headers; i++) {
         hoff *h = &c->hoffs[i];
@@ -363,6 +383,14 @@ static void start_exchange(conn *c)
         s->content_length = p->content_length;
     }
     bool has_body = chunked || (has_cl && p->content_length > 0);
+    int ws_status = ws_h1_check(s, ws_upgrade, conn_upgrade, has_body);
+    if (ws_status > 0) { /* a broken WebSocket handshake never reaches a worker */
+        c->keepalive = false;
+        s->body_mode = SLUICE_BODY_NONE;
+        s->req_complete = !has_body;
+        h1_exchange_fail(c, ws_status, 0);
+        return;
+    }
     if (!has_body)
         s->body_mode = SLUICE_BODY_NONE;
     else if ((expect_continue && s->req.version == 11) ||

@@ -11,6 +11,7 @@
 #include "core/loop.h"
 #include "front/http1/conn.h"
 #include "front/http1/fields.h"
+#include "front/ws/websocket.h"
 
 static void on_stream_unavailable(stream *s, int status)
 {
@@ -151,11 +152,33 @@ static void finish_response(conn *c, stream *s)
     h1_exchange_maybe_finish(c);
 }
 
+/* The worker accepted the WebSocket: the 101 goes out, then the exchange
+ * and the connection are the WebSocket front end's (hand_to_ws). */
+static void accept_websocket(conn *c, stream *s, const sluice_response *r)
+{
+    struct wsconn *w = ws_accept_h1(c->gw, s, r, c->remote, &c->out);
+    if (!w) {
+        slog(c->gw->log, LOG_WARN, "worker %lld accepted a WebSocket with an invalid response (stream %llu); 502",
+             (long long)s->worker_id, (unsigned long long)s->sid);
+        h1_exchange_fail(c, 502, SLUICE_CANCEL_INVALID_RESPONSE);
+        return;
+    }
+    h1_set_timer(c, T_NONE);
+    c->cur = NULL; /* the stream is the WebSocket's now */
+    c->upgrade = w;
+    gw_defer_flush(c->gw, &c->flush);
+    h1_update_reading(c);
+}
+
 static void on_stream_response(stream *s, const sluice_response *r)
 {
     conn *c = s->owner;
     if (!c)
         return;
+    if (r->status == 101) {
+        accept_websocket(c, s, r);
+        return;
+    }
     if (!write_head(c, s, r)) {
         slog(c->gw->log, LOG_WARN, "worker %lld sent an invalid response head (stream %llu); 502",
              (long long)s->worker_id, (unsigned long long)s->sid);
