@@ -35,7 +35,7 @@ __all__ = [
     "ERROR_CODES", "ERROR_NAMES", "CANCEL_REASONS", "RESET_CODES",
     "ProtocolError", "RemoteProtocolError", "LocalProtocolError",
     "Frame", "Hello", "Request", "Response", "Body", "End", "Credit", "Cancel",
-    "Reset", "Limit", "Ping", "Pong", "Drain", "Retire", "Error",
+    "Reset", "Limit", "Ping", "Pong", "Drain", "Retire", "Error", "Message", "Close",
     "FRAME_TYPES", "FrameDecoder", "encode", "encode_response",
     "encode_body_head", "encode_end", "encode_credit", "Link",
     "WorkerConnection", "DEFAULT_WINDOW", "DEFAULT_BODY_BUFFER", "initial_window",
@@ -72,7 +72,14 @@ CANCEL_REASONS: dict[int, str] = {
 #: RESET codes (section 3.8), name -> code.
 RESET_CODES: dict[str, int] = {"internal": 1, "refused": 2, "overloaded": 3}
 
-BODY_NONE, BODY_FOLLOWS, BODY_ON_CREDIT = 0, 1, 2
+BODY_NONE, BODY_FOLLOWS, BODY_ON_CREDIT, BODY_WEBSOCKET = 0, 1, 2, 3
+
+# MESSAGE flags (PROTOCOL.md 3.14): bit 0 text, bit 1 more; 4 PING (worker ->
+# gateway), 8 PONG (gateway -> worker).
+MSG_TEXT, MSG_MORE, MSG_PING, MSG_PONG = 1, 2, 4, 8
+MESSAGE_FLAGS = frozenset((0, 1, 2, 3, 4, 8))
+MAX_PING = 125
+MIN_CLOSE_CODE, MAX_CLOSE_CODE = 1000, 4999
 
 
 def error_name(code: int) -> str:
@@ -124,7 +131,7 @@ class LocalProtocolError(ProtocolError):
 # Frames
 
 class Frame:
-    """Base of the 14 frame types. ``type`` is the wire code, ``stream_id`` 0
+    """Base of the 16 frame types. ``type`` is the wire code, ``stream_id`` 0
     for link frames. Frames compare equal field by field (for tests)."""
 
     __slots__ = ("stream_id",)
@@ -312,9 +319,33 @@ class Error(Frame):
         return error_name(self.code)
 
 
+class Message(Frame):
+    """MESSAGE (WebSocket streams): a piece of a message, or a ping/pong.
+    ``flags``: bit 0 text, bit 1 more pieces follow; 4 PING, 8 PONG."""
+    __slots__ = ("flags", "data")
+    type, name, fields = 15, "MESSAGE", ("flags", "data")
+
+    def __init__(self, stream_id: int, flags: int, data: bytes = b"") -> None:
+        self.stream_id = stream_id
+        self.flags = flags
+        self.data = data
+
+
+class Close(Frame):
+    """CLOSE (WebSocket streams): the WebSocket is closed, with a close code
+    (1000 .. 4999) and an optional reason; closes the stream."""
+    __slots__ = ("code", "reason")
+    type, name, fields = 16, "CLOSE", ("code", "reason")
+
+    def __init__(self, stream_id: int, code: int, reason: str | None = None) -> None:
+        self.stream_id = stream_id
+        self.code = code
+        self.reason = reason or None
+
+
 FRAME_TYPES: dict[int, type[Frame]] = {
     c.type: c for c in (Hello, Request, Response, Body, End, Credit, Cancel, Reset, Limit,
-                        Ping, Pong, Drain, Retire, Error)
+                        Ping, Pong, Drain, Retire, Error, Message, Close)
 }
 FRAME_BY_NAME: dict[str, type[Frame]] = {c.name: c for c in FRAME_TYPES.values()}
 _LINK_FRAMES = frozenset((1, 10, 11, 12, 13, 14))
@@ -431,6 +462,7 @@ _HELLO_KEYS: dict[str, tuple[str, int, int]] = {
     "worker_id": ("uint", 0, MAX_ID),
     "pool": ("text", 0, 0),
     "server": ("text", 0, 0),
+    "websocket": ("bool", 0, 0),
 }
 HELLO_KEY_ORDER = tuple(_HELLO_KEYS)
 
@@ -451,6 +483,9 @@ def _settings(v: Any) -> dict[str, Any]:
                 raise _FieldType
             if val < lo or val > hi:
                 raise _FieldValue
+        elif kind == "bool":
+            if type(val) is not bool:
+                raise _FieldType
         elif type(val) is not str:
             raise _FieldType
         out[k] = val
@@ -481,7 +516,7 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
                     and type(c) is list and len(c) == 2 and type(c[0]) is str and type(c[1]) is int
                     and 0 <= c[1] <= 65535
                     and type(s) is list and len(s) == 2 and type(s[0]) is str and type(s[1]) is int
-                    and 0 <= s[1] <= 65535 and type(sc) is str and type(b) is int and 0 <= b <= 2):
+                    and 0 <= s[1] <= 65535 and type(sc) is str and type(b) is int and 0 <= b <= 3):
                 for e in h:
                     if type(e) is not list or len(e) != 2 or type(e[0]) is not bytes \
                             or type(e[1]) is not bytes or not e[0]:
@@ -501,7 +536,7 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
         c = _address(a[6])
         s = _address(a[7])
         sc = _text(a[8])
-        b = _uint(a[9], 2)
+        b = _uint(a[9], 3)
         return Request(sid, m, tg, ver, h, c, s, sc, b), 10
     if t == 5:
         if len(a) > 2:
@@ -515,7 +550,7 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
         return Credit(sid, n), 3
     if t == 3:
         st = _uint(a[2])
-        if st < 200 or st > 599:
+        if (st < 200 or st > 599) and st != 101:
             raise _FieldValue
         h = _headers(a[3])
         b = _uint(a[4], 1)
@@ -539,6 +574,16 @@ def _build(t: int, sid: int, a: list) -> tuple[Frame, int]:
     if t == 14:
         code = _uint(a[2])
         return Error(code, _text(a[3])), 4
+    if t == 15:
+        fl = _uint(a[2])
+        if fl not in MESSAGE_FLAGS:
+            raise _FieldValue
+        return Message(sid, fl, _as_bytes(a[3])), 4
+    if t == 16:
+        code = _uint(a[2])
+        if code < MIN_CLOSE_CODE or code > MAX_CLOSE_CODE:
+            raise _FieldValue
+        return Close(sid, code, _opt_text(a, 3)), 4
     if t == 1:
         ver = _uint(a[2])
         return Hello(ver, _settings(a[3])), 4
@@ -567,7 +612,7 @@ def _decode_array(a: Any) -> Frame:
     if type(a) is not list or len(a) < 2:
         raise RemoteProtocolError("malformed", "payload is not an array of at least 2 elements")
     t = a[0]
-    if type(t) is not int or t < 1 or t > 14:
+    if type(t) is not int or t < 1 or t > 16:
         if _too_deep(a, 2):
             raise RemoteProtocolError("malformed", "nesting deeper than 8")
         raise RemoteProtocolError("unknown_type", f"frame type {t!r}")
@@ -651,7 +696,7 @@ class FrameDecoder:
                                 and type(c[1]) is int and 0 <= c[1] <= 65535
                                 and type(s) is list and len(s) == 2 and type(s[0]) is str
                                 and type(s[1]) is int and 0 <= s[1] <= 65535
-                                and type(sc) is str and type(b) is int and 0 <= b <= 2):
+                                and type(sc) is str and type(b) is int and 0 <= b <= 3):
                             for e in h:
                                 if type(e) is not list or len(e) != 2 or type(e[0]) is not bytes \
                                         or type(e[1]) is not bytes or not e[0]:
@@ -757,7 +802,9 @@ def frame_fields(f: Frame) -> list:
     a: list = [t, f.stream_id]
     if t == 1:
         s = f.settings  # type: ignore[attr-defined]
-        a += [f.version, {k: s[k] for k in HELLO_KEY_ORDER if k in s}]  # type: ignore[attr-defined]
+        # canonical: every key in order, websocket only when true
+        a += [f.version, {k: s[k] for k in HELLO_KEY_ORDER  # type: ignore[attr-defined]
+                          if k in s and (k != "websocket" or s[k] is True)}]
     elif t == 2:
         r: Request = f  # type: ignore[assignment]
         a += [_to_bytes(r.method), _to_bytes(r.target), r.version, _wire_headers(r.headers),
@@ -786,6 +833,12 @@ def frame_fields(f: Frame) -> list:
             a.append(f.reason)  # type: ignore[attr-defined]
     elif t == 14:
         a += [f.code, f.message]  # type: ignore[attr-defined]
+    elif t == 15:
+        a += [f.flags, _to_bytes(f.data)]  # type: ignore[attr-defined]
+    elif t == 16:
+        a.append(f.code)  # type: ignore[attr-defined]
+        if f.reason:  # type: ignore[attr-defined]
+            a.append(f.reason)  # type: ignore[attr-defined]
     return a
 
 
@@ -832,11 +885,20 @@ def encode_credit(sid: int, n: int) -> bytes:
     return _LEN.pack(len(p)) + p
 
 
+def encode_message_head(sid: int, flags: int, n: int) -> bytes:
+    """Length prefix and array head of a MESSAGE frame carrying ``n`` bytes
+    (the data follows as is, like :func:`encode_body_head`)."""
+    p = b"\x94\x0f" + _pack_uint(sid) + _SMALL[flags] + _bin_head(n)
+    return _LEN.pack(len(p) + n) + p
+
+
 # ---------------------------------------------------------------------------
 # Link state machine
 
 REQ_OPEN, REQ_ENDED = 0, 1
 RESP_WAITING, RESP_SENDING, RESP_ENDED = 0, 1, 2
+# a WebSocket stream after RESPONSE 101: MESSAGE both ways until CLOSE
+RESP_WEBSOCKET = 3
 
 _GATEWAY_ONLY = frozenset((2, 7, 12))
 _WORKER_ONLY = frozenset((3, 8, 9, 13))
@@ -848,7 +910,8 @@ class StreamState:
     """One open stream: its two sides and two windows (from this side's
     point of view: ``send_window`` is what we may still send)."""
 
-    __slots__ = ("id", "req", "resp", "body_mode", "send_window", "recv_window", "limit")
+    __slots__ = ("id", "req", "resp", "body_mode", "send_window", "recv_window", "limit",
+                 "send_text", "recv_text")
 
     def __init__(self, sid: int) -> None:
         self.id = sid
@@ -858,6 +921,10 @@ class StreamState:
         self.send_window = 0
         self.recv_window = 0
         self.limit: int | None = None
+        # WebSocket streams: the text bit of the message being sent/received
+        # (None between messages), as every piece of a message carries it
+        self.send_text: int | None = None
+        self.recv_text: int | None = None
 
 
 class Link:
@@ -872,7 +939,7 @@ class Link:
     """
 
     __slots__ = ("role", "state", "max_streams", "local_hello", "peer_hello", "retiring",
-                 "drained", "highest", "streams", "_limit", "_wwin", "_gwin")
+                 "drained", "highest", "streams", "_limit", "_wwin", "_gwin", "websocket")
 
     def __init__(self, role: str, max_streams: int = MAX_STREAMS) -> None:
         if role not in ("worker", "gateway"):
@@ -888,12 +955,16 @@ class Link:
         self.streams: dict[int, StreamState] = {}
         self._limit = max_streams
         self._wwin = self._gwin = 0
+        self.websocket = False
 
     def _handshake_done(self) -> None:
         """Cache what every stream needs from the two HELLOs."""
         self._limit = self.stream_limit()
         self._wwin = self._whello().settings["window"]
         self._gwin = self._ghello().settings["window"]
+        # WebSocket streams only when both HELLOs announced them (5.2)
+        self.websocket = (self.local_hello.settings.get("websocket") is True  # type: ignore[union-attr]
+                          and self.peer_hello.settings.get("websocket") is True)  # type: ignore[union-attr]
 
     # -- helpers -------------------------------------------------------------
     def _whello(self) -> Hello:
@@ -993,7 +1064,10 @@ class Link:
     def _recv_stream(self, f: Frame) -> bool:
         sid = f.stream_id
         t = f.type
+        gw = self.role == "gateway"
         if t == 2:
+            if f.body == BODY_WEBSOCKET and not self.websocket:  # type: ignore[attr-defined]
+                raise self._fail("unexpected_frame", "REQUEST body=3 on a link without websocket")
             if self.state == STATE_DRAINING:
                 raise self._fail("unexpected_frame", "REQUEST after DRAIN")
             if sid <= self.highest:
@@ -1002,15 +1076,23 @@ class Link:
                 raise self._fail("too_many_streams", f"more than {self._limit} open streams")
             self._open(sid, f.body)  # type: ignore[attr-defined]
             return True
+        if t == 15 or t == 16 or (t == 3 and f.status == 101):  # type: ignore[attr-defined]
+            self._check_ws(f, gw)
         s = self.streams.get(sid)
         if s is None:
             if sid <= self.highest:
                 return False  # closed: a late frame that crossed on the wire
             raise self._fail("stream_state", f"{f.name} for unused stream id {sid}")
-        gw = self.role == "gateway"
+        if t == 15:
+            return self._recv_message(s, f)  # type: ignore[arg-type]
+        if t == 16:
+            if s.resp != RESP_WEBSOCKET:
+                raise self._fail("stream_state", f"CLOSE on stream {sid} that is not an open WebSocket")
+            del self.streams[sid]
+            return True
         if t == 4:
             n = len(f.data)  # type: ignore[attr-defined]
-            if (s.resp != RESP_SENDING) if gw else (s.req != REQ_OPEN):
+            if (s.resp != RESP_SENDING) if gw else (s.req != REQ_OPEN or s.body_mode == BODY_WEBSOCKET):
                 raise self._fail("stream_state", f"BODY on stream {sid} in the wrong state")
             if n > s.recv_window:
                 raise self._fail("flow_control", f"BODY of {n} bytes over a window of {s.recv_window}")
@@ -1031,13 +1113,18 @@ class Link:
                 s.resp = RESP_ENDED
                 del self.streams[sid]
             else:
-                if s.req != REQ_OPEN:
+                if s.req != REQ_OPEN or s.body_mode == BODY_WEBSOCKET:
                     raise self._fail("stream_state", f"END on stream {sid} whose request side ended")
                 s.req = REQ_ENDED
             return True
         if t == 3:
             if s.resp != RESP_WAITING:
                 raise self._fail("stream_state", f"second RESPONSE on stream {sid}")
+            if f.status == 101:  # type: ignore[attr-defined]
+                if s.body_mode != BODY_WEBSOCKET or f.body != BODY_NONE:  # type: ignore[attr-defined]
+                    raise self._fail("stream_state", f"RESPONSE 101 on stream {sid} (not a WebSocket, or body=1)")
+                s.resp = RESP_WEBSOCKET
+                return True
             if f.body == BODY_NONE:  # type: ignore[attr-defined]
                 s.resp = RESP_ENDED
                 del self.streams[sid]
@@ -1053,6 +1140,35 @@ class Link:
             del self.streams[sid]
             return True
         raise self._fail("unexpected_frame", f.name)  # pragma: no cover
+
+    def _check_ws(self, f: Frame, gw: bool) -> None:
+        """The checks of a WebSocket frame that come before the stream's
+        state: the link must have WebSockets, and a MESSAGE PING/PONG must
+        come from its side (PROTOCOL.md 3.14, 5.2)."""
+        if not self.websocket:
+            raise self._fail("unexpected_frame", f"{f.name} on a link without websocket")
+        if f.type == 15:
+            fl = f.flags  # type: ignore[attr-defined]
+            if fl == MSG_PING and (not gw or len(f.data) > MAX_PING):  # type: ignore[attr-defined]
+                raise self._fail("field_value", "MESSAGE PING from the gateway, or over 125 bytes")
+            if fl == MSG_PONG and gw:
+                raise self._fail("field_value", "MESSAGE PONG from a worker")
+
+    def _recv_message(self, s: StreamState, f: "Message") -> bool:
+        if s.resp != RESP_WEBSOCKET:
+            raise self._fail("stream_state", f"MESSAGE on stream {s.id} that is not an open WebSocket")
+        fl = f.flags
+        if fl & (MSG_PING | MSG_PONG):
+            return True  # no credit, not part of a message
+        text = fl & MSG_TEXT
+        if s.recv_text is not None and s.recv_text != text:
+            raise self._fail("stream_state", f"MESSAGE on stream {s.id} changes the text bit mid-message")
+        n = len(f.data)
+        if n > s.recv_window:
+            raise self._fail("flow_control", f"MESSAGE of {n} bytes over a window of {s.recv_window}")
+        s.recv_window -= n
+        s.recv_text = text if fl & MSG_MORE else None
+        return True
 
     # -- sending -------------------------------------------------------------
     def send(self, f: Frame) -> None:
@@ -1098,7 +1214,9 @@ class Link:
         t = f.type
         gw = self.role == "gateway"
         if t == 2:
-            if not self.can_open() or sid <= self.highest or sid > MAX_ID or f.body > 2:  # type: ignore[attr-defined]
+            b = f.body  # type: ignore[attr-defined]
+            if (not self.can_open() or sid <= self.highest or sid > MAX_ID or b > 3
+                    or (b == BODY_WEBSOCKET and not self.websocket)):
                 raise LocalProtocolError(f"cannot open stream {sid} now")
             self._open(sid, f.body)  # type: ignore[attr-defined]
             return
@@ -1108,6 +1226,11 @@ class Link:
         if t == 3:
             if s.resp != RESP_WAITING or f.body > 1:  # type: ignore[attr-defined]
                 raise LocalProtocolError(f"RESPONSE not allowed on stream {sid}")
+            if f.status == 101:  # type: ignore[attr-defined]
+                if s.body_mode != BODY_WEBSOCKET or f.body != BODY_NONE:  # type: ignore[attr-defined]
+                    raise LocalProtocolError(f"RESPONSE 101 not allowed on stream {sid}")
+                s.resp = RESP_WEBSOCKET
+                return
             if f.body == BODY_NONE:  # type: ignore[attr-defined]
                 s.resp = RESP_ENDED
                 del self.streams[sid]
@@ -1120,7 +1243,7 @@ class Link:
             return
         if t == 5:
             if gw:
-                if s.req != REQ_OPEN:
+                if s.req != REQ_OPEN or s.body_mode == BODY_WEBSOCKET:
                     raise LocalProtocolError(f"request side of stream {sid} already ended")
                 s.req = REQ_ENDED
             else:
@@ -1141,11 +1264,37 @@ class Link:
         if t == 7 or t == 8:
             del self.streams[sid]
             return
+        if t == 15:
+            self.send_message(s, f.flags, len(f.data))  # type: ignore[attr-defined]
+            return
+        if t == 16:
+            if s.resp != RESP_WEBSOCKET:
+                raise LocalProtocolError(f"CLOSE not allowed on stream {sid}")
+            del self.streams[sid]
+            return
         raise LocalProtocolError(f.name)  # pragma: no cover
+
+    def send_message(self, s: StreamState, flags: int, n: int) -> None:
+        """Account for sending a MESSAGE piece of ``n`` bytes on ``s``."""
+        if not self.websocket or s.resp != RESP_WEBSOCKET:
+            raise LocalProtocolError(f"MESSAGE not allowed on stream {s.id}")
+        if flags & (MSG_PING | MSG_PONG):
+            gw = self.role == "gateway"
+            if flags == (MSG_PING if gw else MSG_PONG) or (flags == MSG_PING and n > MAX_PING):
+                raise LocalProtocolError("a worker sends PING (at most 125 bytes), a gateway PONG")
+            return
+        text = flags & MSG_TEXT
+        if s.send_text is not None and s.send_text != text:
+            raise LocalProtocolError("every piece of a message carries the same text bit")
+        if n > s.send_window:
+            raise LocalProtocolError(f"MESSAGE of {n} bytes over the send window of {s.send_window}")
+        s.send_window -= n
+        s.send_text = text if flags & MSG_MORE else None
 
     def send_body(self, s: StreamState, n: int) -> None:
         """Account for sending ``n`` body bytes on open stream ``s``."""
-        if (s.req != REQ_OPEN) if self.role == "gateway" else (s.resp != RESP_SENDING):
+        if (s.req != REQ_OPEN or s.body_mode == BODY_WEBSOCKET) if self.role == "gateway" \
+                else (s.resp != RESP_SENDING):
             raise LocalProtocolError(f"BODY not allowed on stream {s.id}")
         if n > s.send_window:
             raise LocalProtocolError(f"BODY of {n} bytes over the send window of {s.send_window}")
@@ -1214,7 +1363,7 @@ class WorkerConnection:
     def __init__(self, max_streams: int = 64, window: int = DEFAULT_WINDOW,
                  max_frame: int = DEFAULT_MAX_FRAME, lib: str = "sluice-python",
                  pid: int | None = None, token: str | None = None,
-                 body_buffer: int | None = DEFAULT_BODY_BUFFER) -> None:
+                 body_buffer: int | None = DEFAULT_BODY_BUFFER, websocket: bool = False) -> None:
         if not 1 <= max_streams <= MAX_STREAMS:
             raise ValueError("max_streams must be in 1..65535")
         if not 0 <= window <= MAX_WINDOW:
@@ -1243,6 +1392,8 @@ class WorkerConnection:
             settings["max_frame"] = max_frame
         if token:
             settings["token"] = token
+        if websocket:
+            settings["websocket"] = True
         hello = Hello(PROTOCOL_VERSION, settings)
         self.link.send(hello)
         self._out.append(encode(hello))
@@ -1294,7 +1445,7 @@ class WorkerConnection:
             # fast path for the common frame, REQUEST on a ready link: the
             # same checks and state as Link._recv_stream and Link._open
             # (worker role), without the calls
-            if f.type == 2 and link.state == STATE_READY:
+            if f.type == 2 and link.state == STATE_READY and f.body != BODY_WEBSOCKET:  # type: ignore[attr-defined]
                 sid = f.stream_id
                 if sid > link.highest and len(streams) < link._limit:
                     s = StreamState(sid)
@@ -1326,7 +1477,7 @@ class WorkerConnection:
                 continue
             if t == 1:
                 self._body_max = self.link.peer_max_frame - 32
-            elif t == 7:
+            elif t == 7 or t == 16:
                 self._consumed.pop(f.stream_id, None)
             elif t == 14:
                 self.closed = True
@@ -1563,6 +1714,93 @@ class WorkerConnection:
             self._out.append(encode_credit(sid, c))
         else:
             self._consumed[sid] = c
+
+    # -- WebSocket streams (PROTOCOL.md 5.2) ----------------------------------
+    @property
+    def websocket(self) -> bool:
+        """True once both HELLOs announced WebSocket streams."""
+        return self.link.websocket
+
+    def accept_websocket(self, sid: int, headers: Sequence = (), packed_headers: bytes | None = None) -> None:
+        """Queue RESPONSE 101: accept the WebSocket stream ``sid`` (headers
+        may carry ``sec-websocket-protocol``). The stream stays open for
+        MESSAGE frames. A refusal is an ordinary :meth:`respond`."""
+        s = self.link.streams.get(sid)
+        if s is None or s.resp != RESP_WAITING or s.body_mode != BODY_WEBSOCKET:
+            raise LocalProtocolError(f"RESPONSE 101 not allowed on stream {sid}")
+        if packed_headers is None:
+            packed_headers = pack_headers(headers)
+        frame = encode_response(sid, 101, packed_headers, False)
+        if len(frame) - 4 > self.link.peer_max_frame:
+            raise LocalProtocolError("response head larger than the gateway's max_frame")
+        s.resp = RESP_WEBSOCKET
+        self._out.append(frame)
+
+    def send_message(self, sid: int, data: bytes | memoryview, text: bool = False,
+                     more: bool = False) -> int:
+        """Queue as much of a message's ``data`` as the window allows, split
+        into MESSAGE frames within the gateway's ``max_frame``; the piece
+        that completes the message has *more* clear unless ``more`` is set.
+        Returns the bytes queued: the caller waits for CREDIT and calls
+        again with the rest (same ``text``). An empty ``data`` with
+        ``more=False`` queues an empty final piece (an empty message, or
+        the end of one)."""
+        s = self.link.streams.get(sid)
+        if s is None or s.resp != RESP_WEBSOCKET:
+            raise LocalProtocolError(f"MESSAGE not allowed on stream {sid}")
+        t = MSG_TEXT if text else 0
+        if s.send_text is not None and s.send_text != t:
+            raise LocalProtocolError("every piece of a message carries the same text bit")
+        n = len(data)
+        win = s.send_window
+        partial = n > win
+        if partial:
+            n = win
+        if n == 0 and (partial or more):
+            return 0
+        s.send_window = win - n
+        s.send_text = t if (partial or more) else None
+        out = self._out
+        step = self._body_max
+        mv = memoryview(data) if (partial or n > step) else None
+        off = 0
+        while True:
+            k = min(step, n - off)
+            last = off + k >= n
+            fl = t | (MSG_MORE if (not last or partial or more) else 0)
+            out.append(encode_message_head(sid, fl, k))
+            if mv is None:
+                out.append(data if type(data) is bytes else bytes(data))
+            else:
+                out.append(bytes(mv[off:off + k]))
+            off += k
+            if last:
+                return n
+
+    def send_ping(self, sid: int, data: bytes = b"") -> None:
+        """Queue a MESSAGE PING: the gateway pings the client with ``data``
+        (at most 125 bytes); the client's pong comes back as MESSAGE PONG."""
+        s = self.link.streams.get(sid)
+        if s is None or s.resp != RESP_WEBSOCKET or len(data) > MAX_PING:
+            raise LocalProtocolError(f"PING not allowed on stream {sid}")
+        self._out.append(encode_message_head(sid, MSG_PING, len(data)) + bytes(data))
+
+    def close_websocket(self, sid: int, code: int = 1000, reason: str | None = None) -> None:
+        """Queue CLOSE: close the WebSocket ``sid`` (and the stream). The
+        reason is cut to 123 bytes at a character boundary, what a close
+        frame carries."""
+        s = self.link.streams.get(sid)
+        if s is None or s.resp != RESP_WEBSOCKET:
+            raise LocalProtocolError(f"CLOSE not allowed on stream {sid}")
+        if not MIN_CLOSE_CODE <= code <= MAX_CLOSE_CODE:
+            raise LocalProtocolError(f"close code {code} out of 1000..4999")
+        if reason:
+            r = reason.encode("utf-8")
+            if len(r) > 123:
+                reason = r[:123].decode("utf-8", "ignore")
+        del self.link.streams[sid]
+        self._consumed.pop(sid, None)
+        self._out.append(encode(Close(sid, code, reason)))
 
     def ping(self, opaque: int) -> None:
         f = Ping(opaque)

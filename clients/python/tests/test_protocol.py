@@ -359,3 +359,173 @@ def test_respond_full_repeated_and_with_ids_of_every_length():
             assert fs == want
             assert b"".join(P.encode(f) for f in fs) == out
             assert not conn.is_open(sid)
+
+
+# -- WebSocket streams (PROTOCOL.md 3.14, 3.15, 5.2) ------------------------------
+
+WS_HELLO = P.encode(P.Hello(1, {"window": 100, "websocket": True}))
+
+
+def ws_req(sid: int) -> bytes:
+    return P.encode(P.Request(sid, b"GET", b"/ws", 11, [[b"host", b"x"]], ("127.0.0.1", 5), ("127.0.0.1", 80),
+                              "http", 3))
+
+
+def ws_ready(window: int = 1000, websocket: bool = True, gw_ws: bool = True) -> P.WorkerConnection:
+    conn = P.WorkerConnection(pid=7, lib="t", window=window, body_buffer=None, websocket=websocket)
+    hello = frames(conn.data_to_send())[0]
+    assert hello.settings.get("websocket") is (True if websocket else None)
+    conn.receive_data(WS_HELLO if gw_ws else GW_HELLO)
+    return conn
+
+
+def test_ws_codec_roundtrip_and_canonical_bytes():
+    for f in (P.Message(3, 0, b"bin"), P.Message(3, 1, "té".encode()), P.Message(3, 2, b""),
+              P.Message(3, 3, b"x"), P.Message(3, 4, b"ping"), P.Message(3, 8, b"pong"),
+              P.Close(3, 1000), P.Close(3, 4999, "bye"), P.Response(3, 101, [], 0),
+              P.Request(3, b"GET", b"/", 11, [], ("", 0), ("", 0), "http", 3)):
+        data = P.encode(f)
+        assert frames(data) == [f]
+    assert P.encode(P.Close(3, 1000, "")) == bytes.fromhex("00000006 93 10 03 cd03e8".replace(" ", ""))
+    assert P.encode(P.Message(1, 1, b"hi")) == bytes.fromhex("00000008 94 0f 01 01 c4 02 6869".replace(" ", ""))
+    assert P.encode_message_head(1, 1, 2) + b"hi" == P.encode(P.Message(1, 1, b"hi"))
+    # HELLO: websocket is a bool, written only when true, last in canonical order
+    h = P.encode(P.Hello(1, {"websocket": True, "window": 5, "server": "s"}))
+    assert h.endswith(b"\xa9websocket\xc3")
+    assert P.encode(P.Hello(1, {"window": 5, "websocket": False})) == P.encode(P.Hello(1, {"window": 5}))
+
+
+@pytest.mark.parametrize("payload,name", [
+    ([15, 1, 5, b""], "field_value"),          # flags other than 0..4, 8
+    ([15, 1, 16, b""], "field_value"),
+    ([15, 1, 0], "field_type"),                # data missing
+    ([15, 1, "0", b""], "field_type"),
+    ([16, 1, 999], "field_value"),             # close code below 1000
+    ([16, 1, 5000], "field_value"),
+    ([16, 1, 1000, b"r"], "field_type"),       # reason is text
+    ([16, 0, 1000], "field_value"),            # stream frame with id 0
+    ([3, 1, 102, [], 0], "field_value"),       # 101 is the only informational status
+    ([2, 1, b"GET", b"/", 11, [], ["", 0], ["", 0], "http", 4], "field_value"),
+    ([1, 0, 1, {"window": 1, "websocket": 1}], "field_type"),
+    ([17, 1], "unknown_type"),
+])
+def test_ws_decode_errors(payload, name):
+    import msgpack
+    p = msgpack.packb(payload, use_bin_type=True)
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        P.FrameDecoder().feed(len(p).to_bytes(4, "big") + p)
+    assert ei.value.name == name
+
+
+def test_ws_link_needs_both_hellos():
+    # the worker did not announce: a gateway HELLO with websocket is not enough
+    conn = ws_ready(websocket=False)
+    assert not conn.websocket
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        conn.receive_data(ws_req(1))
+    assert ei.value.name == "unexpected_frame"
+    # announced, but the gateway did not answer it
+    conn = ws_ready(gw_ws=False)
+    assert not conn.websocket
+    conn.receive_data(req(1))
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        conn.receive_data(P.encode(P.Message(1, 0, b"")))
+    assert ei.value.name == "unexpected_frame"
+
+
+def test_ws_accept_messages_both_ways_and_close():
+    conn = ws_ready()
+    assert conn.websocket
+    [r] = conn.receive_data(ws_req(1))
+    assert r.body == 3
+    # nothing but RESPONSE (CREDIT, LIMIT, RESET) before the 101
+    with pytest.raises(P.LocalProtocolError):
+        conn.send_message(1, b"early")
+    conn.accept_websocket(1, [(b"sec-websocket-protocol", b"chat")])
+    assert frames(conn.data_to_send()) == [P.Response(1, 101, [[b"sec-websocket-protocol", b"chat"]], 0)]
+    assert conn.is_open(1)
+    # worker -> gateway: within the gateway's window (100), in pieces
+    assert conn.send_message(1, b"a" * 150, text=False) == 100
+    with pytest.raises(P.LocalProtocolError):  # the text bit may not change mid-message
+        conn.send_message(1, b"t", text=True)
+    assert conn.send_message(1, b"a" * 50) == 0  # no window left
+    conn.receive_data(P.encode(P.Credit(1, 60)))
+    assert conn.send_message(1, b"a" * 50) == 50
+    assert conn.send_message(1, b"") == 0  # empty final piece of a new message
+    out = frames(conn.data_to_send())
+    assert [(f.flags, len(f.data)) for f in out] == [(2, 100), (0, 50), (0, 0)]
+    # gateway -> worker: pieces, the window, the text bit
+    evs = conn.receive_data(P.encode(P.Message(1, 3, b"ab")) + P.encode(P.Message(1, 8, b"pong"))
+                            + P.encode(P.Message(1, 1, b"c")))
+    assert [(e.flags, e.data) for e in evs] == [(3, b"ab"), (8, b"pong"), (1, b"c")]
+    conn.send_ping(1, b"p" * 125)
+    with pytest.raises(P.LocalProtocolError):
+        conn.send_ping(1, b"p" * 126)
+    conn.close_websocket(1, 4000, "x" * 200)
+    out = frames(conn.data_to_send())
+    assert out[0] == P.Message(1, 4, b"p" * 125)
+    assert out[1] == P.Close(1, 4000, "x" * 123)
+    assert not conn.is_open(1)
+    # frames in flight for the closed stream are ignored
+    assert conn.receive_data(P.encode(P.Message(1, 0, b"late")) + P.encode(P.Close(1, 1000))) == []
+
+
+@pytest.mark.parametrize("frame,name", [
+    (P.Body(1, b"x"), "stream_state"),          # no request body on a WebSocket stream
+    (P.End(1), "stream_state"),
+    (P.Message(1, 4, b""), "field_value"),      # PING from the gateway
+    (P.Close(1, 1000), "stream_state"),         # before the 101
+    (P.Message(1, 0, b""), "stream_state"),
+])
+def test_ws_illegal_before_accept(frame, name):
+    conn = ws_ready()
+    conn.receive_data(ws_req(1))
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        conn.receive_data(P.encode(frame))
+    assert ei.value.name == name
+
+
+@pytest.mark.parametrize("data,name", [
+    (P.encode(P.Message(1, 3, b"a")) + P.encode(P.Message(1, 0, b"b")), "stream_state"),  # text bit changes
+    (P.encode(P.Message(1, 0, b"x" * 1001)), "flow_control"),
+    (P.encode(P.Body(1, b"x")), "stream_state"),
+    (P.encode(P.Message(1, 4, b"")), "field_value"),
+    (P.encode(P.Message(3, 0, b"")), "stream_state"),  # unused stream id
+])
+def test_ws_illegal_after_accept(data, name):
+    conn = ws_ready(window=1000)
+    conn.receive_data(ws_req(1))
+    conn.accept_websocket(1)
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        conn.receive_data(data)
+    assert ei.value.name == name
+
+
+def test_ws_refusal_is_an_ordinary_response_and_101_only_on_ws_streams():
+    conn = ws_ready()
+    conn.receive_data(ws_req(1) + req(3))
+    with pytest.raises(P.LocalProtocolError):
+        conn.accept_websocket(3)  # not a WebSocket stream
+    assert conn.respond_full(1, 403, P.pack_headers([]), b"no")
+    assert not conn.is_open(1)
+    gw = P.Link("gateway")
+    gw.recv(P.Hello(1, {"max_streams": 4, "window": 10, "websocket": True}))
+    gw.send(P.Hello(1, {"window": 10, "websocket": True}))
+    gw.send(P.Request(1, b"GET", b"/", 11, [], ("", 0), ("", 0), "http", 3))
+    gw.send(P.Request(3, b"GET", b"/", 11, [], ("", 0), ("", 0), "http", 0))
+    with pytest.raises(P.RemoteProtocolError) as ei:
+        gw.recv(P.Response(1, 101, [], 1))  # 101 with a body
+    assert ei.value.name == "stream_state"
+
+
+def test_ws_credit_for_messages_is_batched_like_body_credit():
+    conn = ws_ready(window=1000)
+    conn.receive_data(ws_req(1))
+    conn.accept_websocket(1)
+    conn.data_to_send()
+    conn.receive_data(P.encode(P.Message(1, 0, b"x" * 400)))
+    conn.consumed(1, 400)
+    assert conn.data_to_send() == b""  # below half the window
+    conn.receive_data(P.encode(P.Message(1, 0, b"x" * 600)))
+    conn.consumed(1, 600)
+    assert frames(conn.data_to_send()) == [P.Credit(1, 1000)]
