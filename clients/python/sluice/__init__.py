@@ -18,19 +18,20 @@ ASGI: ``python3 -m sluice.asgi module:app``; WSGI: ``python3 -m sluice.wsgi modu
 The wire protocol itself, without I/O, is in :mod:`sluice.protocol`.
 """
 
-from ._core import ClientDisconnected, Request, RequestStream, ResponseStream
+from ._core import ClientDisconnected, Request, RequestStream, ResponseStream, WebSocket, WebSocketClosed
 from ._http import Headers, Response
 
 __version__ = "0.1.0"
 
 __all__ = ["Request", "RequestStream", "Response", "ResponseStream", "Headers",
-           "ClientDisconnected", "run", "__version__"]
+           "ClientDisconnected", "WebSocket", "WebSocketClosed", "run", "__version__"]
 
 
 def run(app, *, loop: str = "auto", **options) -> int:
     """Serve a native ``async def app(request)`` (for ``if __name__ ==
     "__main__": sys.exit(sluice.run(app))`` scripts run by the gateway).
-    ``loop`` is ``auto``, ``asyncio``, ``uvloop`` or ``trio``."""
+    ``loop`` is ``auto``, ``asyncio``, ``uvloop`` or ``trio``;
+    ``websocket=handler`` (or ``app.websocket = handler``) takes WebSockets."""
     if loop == "trio":
         from ._trio import run_native as run_trio
         return run_trio(app, **options)

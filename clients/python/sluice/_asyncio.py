@@ -17,7 +17,8 @@ import sys
 from typing import Any, Awaitable, Callable, Optional
 
 from . import protocol as P
-from ._core import DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, requests_text
+from ._core import (DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, native_runner, requests_text,
+                    websocket_handler)
 
 log = logging.getLogger("sluice")
 
@@ -187,15 +188,18 @@ async def serve(run_request: StartFn, *, socket: Optional[str] = None,
                 max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
                 body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
                 on_ready: Optional[Callable[[AsyncioLink], Awaitable[None]]] = None,
-                handle_signals: bool = True, lib: str = "sluice-python/0.1.0") -> int:
+                handle_signals: bool = True, lib: str = "sluice-python/0.1.0",
+                websocket: bool = False) -> int:
     """Connect to the gateway and serve until the link closes. Returns an
-    exit status (0 after a graceful drain)."""
+    exit status (0 after a graceful drain). ``websocket``: announce that
+    ``run_request`` takes WebSocket streams."""
     loop = asyncio.get_running_loop()
     spec = socket or os.environ.get("SLUICE_SOCKET")
     if not spec:
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
     conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer)
+                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer,
+                              websocket=websocket)
     link = AsyncioLink(loop, conn, run_request, grace)
     kind, addr = parse_socket(spec)
     if kind == "unix":
@@ -249,12 +253,14 @@ def run(main: Callable[[], Awaitable[int]], loop: str = "auto") -> int:
             ev.close()
 
 
-def run_native(app: Callable[[Request], Awaitable[Any]], *, loop: str = "auto", **options: Any) -> int:
-    """Serve a native handler ``async def app(request)`` on asyncio."""
-    def run_request(core: WorkerCore, req: Request) -> Awaitable[None]:
-        return core.run_handler(app, req)  # the task runs run_handler itself: one coroutine less
-
-    return run(lambda: serve(run_request, **options), loop)
+def run_native(app: Callable[[Request], Awaitable[Any]], *, loop: str = "auto", websocket: Any = None,
+               **options: Any) -> int:
+    """Serve a native handler ``async def app(request)`` on asyncio, and
+    its WebSocket handler (``websocket``, else ``app.websocket``)."""
+    ws = websocket_handler(app, websocket)
+    # the task runs run_handler itself: one coroutine less
+    run_request = native_runner(app, ws)
+    return run(lambda: serve(run_request, websocket=ws is not None, **options), loop)
 
 
 __all__ = ["AsyncioLink", "serve", "run", "run_native", "new_event_loop", "parse_socket"]

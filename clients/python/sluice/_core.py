@@ -48,6 +48,16 @@ class ClientDisconnected(Exception):
     reading the body or sending the response is no longer possible."""
 
 
+class WebSocketClosed(ClientDisconnected):
+    """The WebSocket is closed (by either side, or the stream was
+    cancelled): ``code`` and ``reason`` say how."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
 class Waiter:
     """What a handler awaits for body data or credit. Runtimes subclass it.
 
@@ -102,7 +112,8 @@ class Request:
 
     __slots__ = ("_core", "_frame", "id", "_chunks", "_buffered", "_ended", "_cancelled", "_trailers",
                  "_waiter", "_credit_waiter", "_started", "_finished", "_granted", "_stream",
-                 "_max_size", "_received", "_headers", "task", "ctx", "_path", "_query", "_done_waiter")
+                 "_max_size", "_received", "_headers", "task", "ctx", "_path", "_query", "_done_waiter",
+                 "ws")
 
     def __init__(self, core: "WorkerCore", frame: P.Request) -> None:
         self._core = core
@@ -127,6 +138,7 @@ class Request:
         self.task: Any = None
         self.ctx: Any = None  # free slot for adapters
         self._done_waiter: Optional[Waiter] = None
+        self.ws: Optional[WebSocket] = None  # set for a WebSocket stream (REQUEST body=3)
 
     # -- head ----------------------------------------------------------------
     @property
@@ -419,6 +431,8 @@ class Request:
         for w in (self._waiter, self._credit_waiter, self._done_waiter):
             if w is not None:
                 w.wake()
+        if self.ws is not None:
+            self.ws._on_close(1006, "", cancelled=True)
 
     async def wait_disconnect(self) -> None:
         """Return once the client has gone away or the response is complete
@@ -515,7 +529,351 @@ class ResponseStream:
             self._req._end()
 
 
+_FORBIDDEN = Response(b"Forbidden\n", status=403)
+
+
+def _wake_all(waiters: list) -> None:
+    for w in waiters:
+        w.wake()
+
+
+class WebSocket:
+    """A WebSocket stream (REQUEST body=3), as the native API sees it: what
+    a registered WebSocket handler receives.
+
+    ``await ws.accept()`` (or refuse with an ordinary response: return a
+    :class:`Response`, or ``await ws.refuse(response)``), then
+    ``async for message in ws`` / ``await ws.receive()`` (``str`` for a text
+    message, ``bytes`` for binary; always whole messages), ``await
+    ws.send(str | bytes)`` and ``await ws.close(code, reason)``.
+
+    Credit: a message is credited back to the gateway when the handler takes
+    it, so a handler that does not read slows the client; the pieces of a
+    message still being reassembled are credited at once while nothing
+    waits to be read (a message larger than the window must be able to
+    arrive; its size is bounded by the gateway's ``ws_max_message``).
+    ``send()`` waits for credit, so a client that does not read slows the
+    handler."""
+
+    __slots__ = ("request", "_core", "_queue", "_parts", "_uncredited", "_accepted", "_closed",
+                 "close_code", "close_reason", "_waiter", "_send_busy", "_send_waiters",
+                 "subprotocol", "_subprotocols")
+
+    def __init__(self, req: Request) -> None:
+        self.request = req
+        self._core = req._core
+        # complete messages not yet taken by the app: (message, bytes not yet credited)
+        self._queue: deque[tuple[Any, int]] = deque()
+        self._parts: list[bytes] = []  # pieces of the message being reassembled
+        self._uncredited = 0           # bytes of _parts not yet credited
+        self._accepted = False
+        self._closed = False
+        #: the close code and reason once closed (by either side); 1006 when
+        #: the stream was cancelled or the link lost
+        self.close_code: Optional[int] = None
+        self.close_reason: Optional[str] = None
+        self._waiter: Optional[Waiter] = None
+        self._send_busy = False
+        self._send_waiters: list[Waiter] = []
+        #: the subprotocol given to accept()
+        self.subprotocol: Optional[str] = None
+        self._subprotocols: Optional[list[str]] = None
+
+    # -- request info ----------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+    @property
+    def raw_path(self) -> bytes:
+        return self.request.raw_path
+
+    @property
+    def query(self) -> str:
+        return self.request.query
+
+    @property
+    def query_params(self) -> list[tuple[str, str]]:
+        return self.request.query_params
+
+    @property
+    def headers(self) -> Headers:
+        return self.request.headers
+
+    @property
+    def client(self) -> tuple[str, int]:
+        return self.request.client
+
+    @property
+    def server(self) -> tuple[str, int]:
+        return self.request.server
+
+    @property
+    def scheme(self) -> str:
+        """``"ws"`` or ``"wss"`` (the client came over TLS)."""
+        return "wss" if self.request.scheme == "https" else "ws"
+
+    @property
+    def http_version(self) -> str:
+        return self.request.http_version
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered (``sec-websocket-protocol``),
+        in order."""
+        sp = self._subprotocols
+        if sp is None:
+            sp = self._subprotocols = parse_subprotocols(self.request._frame.headers)
+        return sp
+
+    @property
+    def accepted(self) -> bool:
+        return self._accepted
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- handshake ---------------------------------------------------------------
+    async def accept(self, subprotocol: Optional[str] = None, headers: HeadersLike = None) -> None:
+        """Accept the WebSocket (RESPONSE 101). ``subprotocol`` must be one
+        the client offered (the gateway answers 502 otherwise)."""
+        req = self.request
+        if self._accepted or req._started:
+            raise RuntimeError("the WebSocket was already accepted or refused")
+        if self._closed or req._cancelled is not None:
+            raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+        hl = [list(p) for p in Headers(headers).raw] if headers else []
+        if subprotocol:
+            hl.append([b"sec-websocket-protocol", subprotocol.encode("latin-1")])
+        core = self._core
+        core.conn.accept_websocket(req.id, packed_headers=P.pack_headers(hl))
+        req._started = True
+        self._accepted = True
+        self.subprotocol = subprotocol or None
+        # lend the stream its full read window from the link's budget
+        core.conn.start_reading(req.id)
+        req._granted = True
+        core.runtime.flush()
+
+    async def refuse(self, response: Optional[Response] = None) -> None:
+        """Refuse the WebSocket with an ordinary HTTP response (default 403)."""
+        if self._accepted:
+            raise RuntimeError("the WebSocket was already accepted")
+        await self.request.send_response(response if response is not None else _FORBIDDEN)
+
+    # -- messages -------------------------------------------------------------------
+    async def receive(self) -> Any:
+        """The next whole message: ``str`` (text) or ``bytes`` (binary).
+        Raises :class:`WebSocketClosed` once the WebSocket is closed and
+        every message received before the close was taken."""
+        while True:
+            q = self._queue
+            if q:
+                msg, c = q.popleft()
+                if not q and self._uncredited:
+                    # the app caught up: the message being reassembled may flow
+                    c += self._uncredited
+                    self._uncredited = 0
+                self._credit(c)
+                return msg
+            if self._closed:
+                raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+            if not self._accepted:
+                raise RuntimeError("accept the WebSocket before receiving")
+            w = self._waiter
+            if w is None:
+                w = self._waiter = self._core.runtime.waiter()
+            await w.wait()
+
+    def __aiter__(self) -> "WebSocket":
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except WebSocketClosed:
+            raise StopAsyncIteration from None
+
+    async def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send one message (``str``: text, bytes-like: binary). Waits for
+        credit from the gateway; messages from concurrent senders are sent
+        one after the other, never interleaved."""
+        if isinstance(data, str):
+            text = True
+            data = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            text = False
+        else:
+            raise TypeError(f"WebSocket.send takes str or bytes, not {type(data).__name__}")
+        if not self._accepted and not self._closed:
+            raise RuntimeError("accept the WebSocket before sending")
+        core = self._core
+        while self._send_busy:
+            if self._closed:
+                break
+            w = core.runtime.waiter()
+            self._send_waiters.append(w)
+            await w.wait()
+        if self._closed:
+            raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+        self._send_busy = True
+        req = self.request
+        conn = core.conn
+        sid = req.id
+        try:
+            n = len(data)
+            off = 0
+            mv = None
+            while True:
+                k = conn.send_message(sid, data if mv is None else mv[off:], text)
+                off += k
+                if off >= n:
+                    core.runtime.flush()
+                    break
+                if k:
+                    core.runtime.flush()
+                if mv is None:
+                    mv = memoryview(data)
+                w = req._credit_waiter
+                if w is None:
+                    w = req._credit_waiter = core.runtime.waiter()
+                await w.wait()
+                if self._closed:
+                    raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+        finally:
+            self._send_busy = False
+            if self._send_waiters:
+                waiters, self._send_waiters = self._send_waiters, []
+                _wake_all(waiters)
+        if core.paused:
+            await core.runtime.wait_writable()
+
+    async def ping(self, data: bytes = b"") -> None:
+        """Have the gateway ping the client (``data`` at most 125 bytes)."""
+        if self._closed:
+            raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+        if not self._accepted:
+            raise RuntimeError("accept the WebSocket before pinging")
+        self._core.conn.send_ping(self.request.id, data)
+        self._core.runtime.flush()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket (CLOSE with ``code``, 1000 .. 4999, and
+        ``reason``). Before :meth:`accept` it refuses with 403. Closing a
+        closed WebSocket does nothing."""
+        if self._closed:
+            return
+        if not self._accepted:
+            if not self.request._started:
+                await self.refuse()
+            return
+        self._close(code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        core = self._core
+        if core.conn.is_open(self.request.id):
+            core.conn.close_websocket(self.request.id, code, reason or None)
+            core.runtime.flush()
+        self._on_close(code, reason)
+        self.request._complete()
+
+    # -- dispatcher side -------------------------------------------------------------
+    def _credit(self, n: int) -> None:
+        if n:
+            core = self._core
+            sid = self.request.id
+            if core.conn.is_open(sid):
+                core.conn.consumed(sid, n)
+                core.runtime.flush()
+
+    def _on_message(self, flags: int, data: bytes) -> None:
+        if flags & (P.MSG_PING | P.MSG_PONG):
+            return  # a pong for a ping we asked for: nothing to do
+        self._parts.append(data)
+        self._uncredited += len(data)
+        if flags & P.MSG_MORE:
+            if not self._queue:
+                # nothing waits to be read: let the rest of this message come
+                self._credit(self._uncredited)
+                self._uncredited = 0
+            return
+        parts = self._parts
+        self._parts = []
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        # the gateway validated text messages: decode errors cannot happen
+        msg = raw.decode("utf-8", "replace") if flags & P.MSG_TEXT else raw
+        self._queue.append((msg, self._uncredited))
+        self._uncredited = 0
+        w = self._waiter
+        if w is not None:
+            w.wake()
+
+    def _on_close(self, code: int, reason: str, cancelled: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.close_code = code
+        self.close_reason = reason or ""
+        self._parts = []
+        req = self.request
+        for w in (self._waiter, req._credit_waiter, req._done_waiter):
+            if w is not None:
+                w.wake()
+        if self._send_waiters:
+            waiters, self._send_waiters = self._send_waiters, []
+            _wake_all(waiters)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._accepted else "connecting"
+        return f"<WebSocket {self.request.id} {self.request._frame.target!r} {state}>"
+
+
+def parse_subprotocols(headers: list) -> list[str]:
+    """The subprotocols offered in ``sec-websocket-protocol`` fields (each a
+    comma-separated list), in order."""
+    out = []
+    for k, v in headers:
+        if k == b"sec-websocket-protocol":
+            for p in v.decode("latin-1").split(","):
+                p = p.strip()
+                if p:
+                    out.append(p)
+    return out
+
+
 Handler = Callable[[Request], Awaitable[Any]]
+WebSocketHandler = Callable[[WebSocket], Awaitable[Any]]
+
+
+def websocket_handler(app: Any, websocket: Any = None) -> Optional[WebSocketHandler]:
+    """The WebSocket handler of a native app: ``websocket`` if it is one,
+    else the app's ``websocket`` attribute (``app.websocket = handler``);
+    ``websocket=False`` turns WebSockets off. None: the worker does not
+    announce WebSockets, and the gateway never opens one on its link."""
+    if websocket is False:
+        return None
+    if websocket is None or websocket is True:
+        h = getattr(app, "websocket", None)
+        if h is None and websocket is True:
+            raise RuntimeError("--websocket: the app has no WebSocket handler (set app.websocket)")
+        websocket = h
+    if websocket is not None and not callable(websocket):
+        raise RuntimeError(f"the WebSocket handler is not callable (it is a {type(websocket).__name__})")
+    return websocket
+
+
+def native_runner(app: Handler, ws: Optional[WebSocketHandler]) -> Callable[["WorkerCore", Request], Awaitable[None]]:
+    """The per-stream coroutine of a native app (and its WebSocket handler)."""
+    if ws is None:
+        def run_request(core: WorkerCore, req: Request) -> Awaitable[None]:
+            return core.run_handler(app, req)
+    else:
+        def run_request(core: WorkerCore, req: Request) -> Awaitable[None]:
+            if req.ws is not None:
+                return core.run_websocket(ws, req)
+            return core.run_handler(app, req)
+    return run_request
 
 
 class WorkerCore:
@@ -561,8 +919,20 @@ class WorkerCore:
                     self.conn.reset(ev.stream_id, "refused")
                     continue
                 req = Request(self, ev)
+                if ev.body == 3:
+                    req.ws = WebSocket(req)
                 reqs[ev.stream_id] = req
                 self.runtime.start(req)
+            elif t == 15:
+                r = reqs.get(ev.stream_id)
+                if r is not None and r.ws is not None:
+                    r.ws._on_message(ev.flags, ev.data)
+                elif not ev.flags & (P.MSG_PING | P.MSG_PONG):
+                    self.conn.consumed(ev.stream_id, len(ev.data))
+            elif t == 16:
+                r = reqs.get(ev.stream_id)
+                if r is not None and r.ws is not None:
+                    r.ws._on_close(ev.code, ev.reason or "")
             elif t == 5:
                 r = reqs.get(ev.stream_id)
                 if r is not None:
@@ -663,6 +1033,42 @@ class WorkerCore:
             log.error("sluice: error in handler for %s %s", req.method,
                       req.target.decode("latin-1"), exc_info=sys.exc_info())
             self._error_response(req)
+        finally:
+            self.finished(req)
+
+    async def run_websocket(self, handler: WebSocketHandler, req: Request) -> None:
+        """Run a native WebSocket handler and turn its outcome into frames:
+        returned before accepting -> its Response, or 403; raised before
+        accepting -> 500; after accepting, close 1000 if it returned, 1011
+        if it raised."""
+        ws = req.ws
+        assert ws is not None
+        try:
+            result = await handler(ws)
+            if ws._closed or req._cancelled is not None or req._finished:
+                return
+            if ws._accepted:
+                ws._close(1000, "")
+            elif req._started:
+                req._end()  # a streamed refusal the handler did not end
+            elif isinstance(result, Response):
+                await req.send_response(result)
+            elif isinstance(result, (bytes, str, bytearray, memoryview)):
+                await req.send_response(Response(result))
+            elif result is None:
+                await req.send_response(_FORBIDDEN)
+            else:
+                raise TypeError(f"WebSocket handler returned {type(result).__name__}, expected Response or None")
+        except ClientDisconnected:
+            pass
+        except Exception:
+            log.error("sluice: error in WebSocket handler for %s", req.target.decode("latin-1"),
+                      exc_info=sys.exc_info())
+            if ws._accepted:
+                if not ws._closed:
+                    ws._close(1011, "")
+            else:
+                self._error_response(req)
         finally:
             self.finished(req)
 

@@ -18,7 +18,8 @@ import trio
 
 from . import protocol as P
 from ._asyncio import parse_socket
-from ._core import DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, requests_text
+from ._core import (DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, native_runner, requests_text,
+                    websocket_handler)
 
 log = logging.getLogger("sluice")
 
@@ -161,7 +162,8 @@ class TrioLink(Runtime):
 async def serve(run_request: StartFn, *, socket: Optional[str] = None,
                 max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
                 body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
-                handle_signals: bool = True, lib: str = "sluice-python/0.1.0") -> int:
+                handle_signals: bool = True, lib: str = "sluice-python/0.1.0",
+                websocket: bool = False) -> int:
     """Connect to the gateway and serve until the link closes."""
     spec = socket or os.environ.get("SLUICE_SOCKET")
     if not spec:
@@ -172,7 +174,8 @@ async def serve(run_request: StartFn, *, socket: Optional[str] = None,
     else:
         stream = await trio.open_tcp_stream(addr[0], addr[1])
     conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer)
+                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer,
+                              websocket=websocket)
     link = TrioLink(stream, conn, run_request, grace)
     async with trio.open_nursery() as nursery:
         link.nursery = nursery
@@ -184,9 +187,9 @@ async def serve(run_request: StartFn, *, socket: Optional[str] = None,
     return 0 if (link.core.draining or link.core.retiring) else 1
 
 
-def run_native(app: Callable[[Request], Awaitable[Any]], **options: Any) -> int:
-    """Serve a native handler ``async def app(request)`` on trio."""
-    async def run_request(core: WorkerCore, req: Request) -> None:
-        await core.run_handler(app, req)
-
-    return trio.run(lambda: serve(run_request, **options))
+def run_native(app: Callable[[Request], Awaitable[Any]], websocket: Any = None, **options: Any) -> int:
+    """Serve a native handler ``async def app(request)`` on trio, and its
+    WebSocket handler (``websocket``, else ``app.websocket``)."""
+    ws = websocket_handler(app, websocket)
+    run_request = native_runner(app, ws)
+    return trio.run(lambda: serve(run_request, websocket=ws is not None, **options))

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from ._core import DEFAULT_MAX_STREAMS
+from ._core import DEFAULT_MAX_STREAMS, websocket_handler
 
 DEFAULT_THREADS = 8
 
@@ -104,6 +104,9 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
                    help="on SIGTERM, longest wait for in-flight requests (default 30)")
     p.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
                    help="ASGI lifespan protocol (default auto)")
+    p.add_argument("--websocket", action=argparse.BooleanOptionalAction, default=None,
+                   help="take WebSockets: announced by default for ASGI, and for a native app "
+                        "that has a WebSocket handler (app.websocket); never for WSGI")
     return p
 
 
@@ -130,22 +133,31 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
         print("sluice: error: no gateway socket: run this under the sluice gateway "
               "(it sets SLUICE_SOCKET) or pass --socket", file=sys.stderr)
         return 2
+    if iface == "wsgi" and args.websocket:
+        print("sluice: error: --websocket: WSGI applications cannot take WebSockets", file=sys.stderr)
+        return 2
     opts = dict(socket=args.socket, max_streams=max_streams, window=args.window,
                 body_buffer=args.body_buffer, grace=args.grace)
     try:
         if iface == "native":
+            try:
+                websocket_handler(app, args.websocket)
+            except RuntimeError as exc:
+                print(f"sluice: error: {exc}", file=sys.stderr)
+                return 2
             if args.loop == "trio":
                 from ._trio import run_native as run_trio
-                return run_trio(app, **opts)
+                return run_trio(app, websocket=args.websocket, **opts)
             from ._asyncio import run_native
-            return run_native(app, loop=args.loop, **opts)
+            return run_native(app, loop=args.loop, websocket=args.websocket, **opts)
         if iface == "asgi":
             if args.loop == "trio":
                 print("sluice: error: the ASGI adapter runs on asyncio/uvloop (use --loop asyncio or uvloop)",
                       file=sys.stderr)
                 return 2
             from .asgi import run_asgi
-            return run_asgi(app, loop=args.loop, lifespan=args.lifespan, **opts)
+            return run_asgi(app, loop=args.loop, lifespan=args.lifespan,
+                            websocket=args.websocket is not False, **opts)
         from .wsgi import run_wsgi
         return run_wsgi(app, threads=max_streams, loop="asyncio" if args.loop == "trio" else args.loop,
                         **opts)
