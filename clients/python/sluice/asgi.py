@@ -23,7 +23,8 @@ from typing import Any, Optional
 
 from . import protocol as P
 from ._asyncio import run, serve
-from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS, _HTTP_VERSION
+from ._core import (_ERROR_BODY, _ERROR_HEADERS, _FORBIDDEN, _HTTP_VERSION, ClientDisconnected, Request,
+                    WebSocketClosed, WorkerCore, parse_subprotocols)
 
 log = logging.getLogger("sluice")
 
@@ -155,6 +156,123 @@ class _Cycle:
             raise RuntimeError(f"ASGI: unexpected message type {t!r}")
 
 
+class WebSocketSendError(OSError):
+    """``send()`` on a WebSocket that is closed (ASGI 2.4: a server-specific
+    OSError; Starlette turns it into ``WebSocketDisconnect(1006)``)."""
+
+
+class _WSCycle:
+    """One WebSocket stream as an ASGI ``websocket`` call, on top of the
+    native :class:`sluice.WebSocket` (which does the credit and the
+    reassembly of messages)."""
+
+    __slots__ = ("req", "ws", "core", "connected", "state", "status", "headers")
+
+    # application states
+    CONNECTING, ACCEPTED, RESPONSE, DONE = 0, 1, 2, 3
+
+    def __init__(self, core: WorkerCore, req: Request) -> None:
+        self.req = req
+        self.ws = req.ws
+        self.core = core
+        self.connected = False   # websocket.connect handed out
+        self.state = self.CONNECTING
+        self.status = 0
+        self.headers: Optional[bytes] = None
+
+    def _disconnect(self) -> dict:
+        ws = self.ws
+        return {"type": "websocket.disconnect", "code": ws.close_code or 1006,  # type: ignore[union-attr]
+                "reason": ws.close_reason or ""}  # type: ignore[union-attr]
+
+    async def receive(self) -> dict:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        ws = self.ws
+        if self.state == self.ACCEPTED or ws._closed:  # type: ignore[union-attr]
+            try:
+                msg = await ws.receive()  # type: ignore[union-attr]
+            except WebSocketClosed:
+                return self._disconnect()
+            if type(msg) is str:
+                return {"type": "websocket.receive", "text": msg}
+            return {"type": "websocket.receive", "bytes": msg}
+        # not accepted (yet, or refused): nothing comes but the end
+        await self.req.wait_disconnect()
+        return {"type": "websocket.disconnect", "code": ws.close_code or 1006,  # type: ignore[union-attr]
+                "reason": ws.close_reason or ""}  # type: ignore[union-attr]
+
+    async def send(self, message: dict) -> None:
+        t = message["type"]
+        ws = self.ws
+        assert ws is not None
+        req = self.req
+        if t == "websocket.send":
+            if self.state != self.ACCEPTED:
+                raise RuntimeError("ASGI: websocket.send before websocket.accept")
+            if ws._closed:
+                raise WebSocketSendError(f"the WebSocket is closed ({ws.close_code})")
+            b = message.get("bytes")
+            data = b if b is not None else message.get("text")
+            if data is None:
+                raise RuntimeError("ASGI: websocket.send without bytes or text")
+            try:
+                await ws.send(data)
+            except WebSocketClosed as exc:
+                raise WebSocketSendError(str(exc)) from None
+        elif t == "websocket.accept":
+            if self.state != self.CONNECTING:
+                raise RuntimeError("ASGI: websocket.accept after the handshake was answered")
+            if ws._closed:
+                raise WebSocketSendError("the client went away")
+            self.state = self.ACCEPTED
+            await ws.accept(message.get("subprotocol"), message.get("headers"))
+        elif t == "websocket.close":
+            if self.state == self.CONNECTING:
+                self.state = self.DONE
+                if not ws._closed:
+                    await req.send_response(_FORBIDDEN)
+            elif self.state == self.ACCEPTED:
+                self.state = self.DONE
+                code = message.get("code")
+                await ws.close(1000 if code is None else code, message.get("reason") or "")
+            else:
+                raise RuntimeError("ASGI: websocket.close after the WebSocket was closed or refused")
+        elif t == "websocket.http.response.start":
+            if self.state != self.CONNECTING:
+                raise RuntimeError("ASGI: websocket.http.response.start after the handshake was answered")
+            status = message["status"]
+            if not isinstance(status, int) or not 200 <= status <= 599:
+                raise RuntimeError(f"ASGI: status {status!r} not in 200..599")
+            self.state = self.RESPONSE
+            self.status = status
+            self.headers = _pack_asgi_headers(message.get("headers"))
+        elif t == "websocket.http.response.body":
+            if self.state != self.RESPONSE:
+                raise RuntimeError("ASGI: websocket.http.response.body without websocket.http.response.start")
+            if req._cancelled is not None:
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more:
+                self.state = self.DONE
+            try:
+                if not req._started:
+                    if not more:
+                        await req.send_response_raw(self.status, self.headers, body)  # type: ignore[arg-type]
+                        return
+                    await req.start_raw(self.status, self.headers)  # type: ignore[arg-type]
+                if body:
+                    await req._send(body)
+                if not more:
+                    req._end()
+            except ClientDisconnected:
+                return
+        else:
+            raise RuntimeError(f"ASGI: unexpected message type {t!r}")
+
+
 class ASGIRunner:
     """Holds the app and the lifespan state; ``run_request`` is the per-
     stream coroutine given to the runtime."""
@@ -196,7 +314,50 @@ class ASGIRunner:
         d["state"] = self.state.copy()
         return d
 
+    def ws_scope(self, req: Request) -> dict:
+        """The ASGI ``websocket`` scope (HTTP & WebSocket spec 2.4)."""
+        f = req._frame
+        raw_path, _, query = f.target.partition(b"?")
+        return {
+            "type": "websocket", "asgi": _ASGI, "http_version": _HTTP_VERSION[f.version],
+            "scheme": "wss" if f.scheme == "https" else "ws",
+            "path": req.path, "raw_path": raw_path, "query_string": query, "root_path": "",
+            "headers": f.headers, "client": f.client if f.client[0] else None,
+            "server": f.server if f.server[0] else None,
+            "subprotocols": parse_subprotocols(f.headers), "state": self.state.copy(),
+            "extensions": {"websocket.http.response": {}},
+        }
+
+    async def run_websocket(self, core: WorkerCore, req: Request) -> None:
+        """One WebSocket: before accepting, a return is a 403 and an
+        exception a 500; after, close 1000 if the app returned, 1011 if it
+        raised."""
+        cycle = _WSCycle(core, req)
+        ws = req.ws
+        assert ws is not None
+        try:
+            await self.app(self.ws_scope(req), cycle.receive, cycle.send)
+            if not ws._closed and req._cancelled is None:
+                if ws._accepted:
+                    ws._close(1000, "")
+                elif not req._started:
+                    await req.send_response(_FORBIDDEN)
+                # a denial response left unfinished: finished() RESETs it
+        except Exception:
+            if req._cancelled is None:
+                log.error("sluice: exception in ASGI application for WebSocket %s",
+                          req.target.decode("latin-1"), exc_info=sys.exc_info())
+                if ws._accepted:
+                    if not ws._closed:
+                        ws._close(1011, "")
+                elif not req._started:
+                    self._error(core, req)
+        finally:
+            core.finished(req)
+
     async def run_request(self, core: WorkerCore, req: Request) -> None:
+        if req.ws is not None:
+            return await self.run_websocket(core, req)
         cycle = _Cycle(core, req)
         try:
             await self.app(self.scope(req), cycle.receive, cycle.send)
@@ -284,8 +445,10 @@ class ASGIRunner:
                 pass
 
 
-def run_asgi(app: Any, *, loop: str = "auto", lifespan: str = "auto", **options: Any) -> int:
-    """Serve an ASGI 3 application under the gateway."""
+def run_asgi(app: Any, *, loop: str = "auto", lifespan: str = "auto", websocket: bool = True,
+             **options: Any) -> int:
+    """Serve an ASGI 3 application under the gateway. ``websocket``:
+    announce WebSockets (``websocket`` scopes) to the gateway."""
     runner = ASGIRunner(app, lifespan)
 
     async def main() -> int:
@@ -295,7 +458,7 @@ def run_asgi(app: Any, *, loop: str = "auto", lifespan: str = "auto", **options:
             log.error("sluice: %s", exc)
             return 3
         try:
-            return await serve(runner.run_request, **options)
+            return await serve(runner.run_request, websocket=websocket, **options)
         finally:
             await runner.shutdown()
 
