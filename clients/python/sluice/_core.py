@@ -529,7 +529,7 @@ class ResponseStream:
             self._req._end()
 
 
-_FORBIDDEN = Response(b"Forbidden\n", status=403)
+_FORBIDDEN = Response("Forbidden\n", status=403)
 
 
 def _wake_all(waiters: list) -> None:

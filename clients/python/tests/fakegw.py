@@ -170,7 +170,7 @@ class FakeGateway:
                 continue
             pieces.append(len(f.data))
             parts.append(f.data)
-            if credit and f.data:
+            if credit and f.data and sid in self.link.streams:
                 self.send(P.Credit(sid, len(f.data)))
             if not f.flags & P.MSG_MORE:
                 raw = b"".join(parts)

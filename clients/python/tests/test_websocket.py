@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from apps import ws_apps
 from fakegw import FakeGateway, asgi, native_asyncio, native_trio
 from sluice import Response, WebSocketClosed
 from sluice import protocol as P
@@ -104,6 +105,7 @@ slow_gate = threading.Event()
 @pytest.fixture(autouse=True)
 def _reset():
     events.clear()
+    ws_apps.events.clear()
     slow_gate.clear()
     yield
 
@@ -346,3 +348,181 @@ def test_trio_native_echo_refuse_close():
         gw.send(P.Close(sid, 1005))
         assert gw.quiet() == []
         assert events["trio-closed"] == [1005]
+
+
+# -- ASGI ---------------------------------------------------------------------------------------
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"http"})
+        return
+    p = scope["path"]
+    record("scope", scope)
+    assert await receive() == {"type": "websocket.connect"}
+    if p.startswith("/echo"):
+        await send({"type": "websocket.accept", "subprotocol": "v2", "headers": [(b"x-a", b"b")]})
+        while True:
+            m = await receive()
+            record("recv", m)
+            if m["type"] == "websocket.disconnect":
+                try:
+                    await send({"type": "websocket.send", "text": "late"})
+                except OSError as exc:
+                    record("send-after-close", type(exc).__name__)
+                return
+            if m.get("text") == "close":
+                await send({"type": "websocket.close", "code": 4002, "reason": "as asked"})
+                record("after-close", await receive())
+                return
+            await send({"type": "websocket.send", **{k: v for k, v in m.items() if k in ("bytes", "text")}})
+    elif p == "/close-early":
+        await send({"type": "websocket.close"})
+    elif p == "/deny":
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"www-authenticate", b"Basic")]})
+        await send({"type": "websocket.http.response.body", "body": b"who ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"are you"})
+    elif p == "/return-before":
+        return
+    elif p == "/raise-before":
+        raise RuntimeError("boom")
+    elif p == "/raise-after":
+        await send({"type": "websocket.accept"})
+        raise RuntimeError("boom")
+    elif p == "/return-after":
+        await send({"type": "websocket.accept"})
+
+
+def test_asgi_scope_echo_and_disconnect():
+    with FakeGateway(asgi(asgi_app)) as gw:
+        sid = gw.open_ws(b"/echo%20x?a=1", [[b"sec-websocket-protocol", b"v1, v2"]], scheme="https")
+        r = gw.recv_stream(sid)
+        assert r.status == 101
+        assert [b"sec-websocket-protocol", b"v2"] in r.headers and [b"x-a", b"b"] in r.headers
+        scope = events["scope"][0]
+        assert scope["type"] == "websocket" and scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+        assert (scope["http_version"], scope["scheme"], scope["path"], scope["raw_path"],
+                scope["query_string"], scope["root_path"]) == ("1.1", "wss", "/echo x", b"/echo%20x", b"a=1", "")
+        assert scope["client"] == ("127.0.0.1", 4242) and scope["server"] == ("127.0.0.1", 8080)
+        assert scope["subprotocols"] == ["v1", "v2"]
+        assert [b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="] in scope["headers"]
+        assert scope["state"] == {} and scope["extensions"] == {"websocket.http.response": {}}
+        gw.message(sid, "hi")
+        assert gw.recv_message(sid)[0] == "hi"
+        gw.send(P.Message(sid, 2, b"a" * 10), P.Message(sid, 0, b"b"))
+        assert gw.recv_message(sid)[0] == b"a" * 10 + b"b"
+        gw.send(P.Close(sid, 1001, "bye"))
+        assert gw.quiet() == []
+        assert events["recv"] == [{"type": "websocket.receive", "text": "hi"},
+                                  {"type": "websocket.receive", "bytes": b"a" * 10 + b"b"},
+                                  {"type": "websocket.disconnect", "code": 1001, "reason": "bye"}]
+        assert events["send-after-close"] == ["WebSocketSendError"]
+
+
+def test_asgi_close_from_the_app():
+    with FakeGateway(asgi(asgi_app)) as gw:
+        sid = gw.open_ws(b"/echo")
+        assert gw.recv_stream(sid).status == 101
+        gw.message(sid, "close")
+        c = gw.recv_stream(sid)
+        assert isinstance(c, P.Close) and (c.code, c.reason) == (4002, "as asked")
+        assert gw.quiet() == []
+        assert events["after-close"] == [{"type": "websocket.disconnect", "code": 4002, "reason": "as asked"}]
+
+
+@pytest.mark.parametrize("path,status", [("/close-early", 403), ("/return-before", 403),
+                                         ("/raise-before", 500)])
+def test_asgi_refusals(path, status):
+    with FakeGateway(asgi(asgi_app)) as gw:
+        sid = gw.open_ws(path.encode())
+        r = gw.recv_stream(sid)
+        assert r.status == status
+        if r.body:
+            while not isinstance(gw.recv_stream(sid), P.End):
+                pass
+        assert gw.quiet(0.1) == []
+
+
+def test_asgi_denial_response():
+    with FakeGateway(asgi(asgi_app)) as gw:
+        sid = gw.open_ws(b"/deny")
+        r = gw.recv_stream(sid)
+        assert (r.status, r.body) == (401, 1) and [b"www-authenticate", b"Basic"] in r.headers
+        body = b""
+        while True:
+            f = gw.recv_stream(sid)
+            if isinstance(f, P.End):
+                break
+            body += f.data
+        assert body == b"who are you"
+
+
+@pytest.mark.parametrize("path,code", [("/raise-after", 1011), ("/return-after", 1000)])
+def test_asgi_end_after_accept(path, code):
+    with FakeGateway(asgi(asgi_app)) as gw:
+        sid = gw.open_ws(path.encode())
+        assert gw.recv_stream(sid).status == 101
+        c = gw.recv_stream(sid)
+        assert isinstance(c, P.Close) and c.code == code
+
+
+# -- Starlette and FastAPI, unchanged (apps/ws_apps.py) ------------------------------------------------
+
+
+def test_starlette_websocket_endpoints():
+    pytest.importorskip("starlette")
+    with FakeGateway(asgi(ws_apps.star_app())) as gw:
+        sid = gw.open_ws(b"/echo", [[b"sec-websocket-protocol", b"echo"]])
+        r = gw.recv_stream(sid)
+        assert r.status == 101 and [b"sec-websocket-protocol", b"echo"] in r.headers
+        gw.message(sid, "one")
+        assert gw.recv_message(sid)[0] == "echo: one"
+        gw.send(P.Close(sid, 1000))
+        sid2 = gw.open_ws(b"/json")
+        assert gw.recv_stream(sid2).status == 101
+        gw.message(sid2, '{"a": 1}')
+        assert gw.recv_message(sid2)[0] == '{"got":{"a":1}}'
+        gw.message(sid2, '"bye"')
+        assert gw.recv_message(sid2)[0] == '{"got":"bye"}'
+        c = gw.recv_stream(sid2)
+        assert isinstance(c, P.Close) and c.code == 4100
+        sid3 = gw.open_ws(b"/denied")
+        r = gw.recv_stream(sid3)
+        assert r.status == 418
+        assert gw.recv_stream(sid3).data == b"go away"
+        sid4 = gw.open_ws(b"/nowhere")  # no route: Starlette closes before accepting -> 403
+        assert gw.recv_stream(sid4).status == 403
+        assert gw.recv_stream(sid4).data == b"Forbidden\n"
+        assert isinstance(gw.recv_stream(sid4), P.End)
+        assert gw.quiet(0.2) == []
+        assert ws_apps.events["star-disconnect"] == [1000]
+
+
+def test_fastapi_websocket_endpoint():
+    pytest.importorskip("fastapi")
+    with FakeGateway(asgi(ws_apps.fastapi_app()), window=1000) as gw:
+        sid = gw.open_ws(b"/rooms/blue?token=sesame")
+        assert gw.recv_stream(sid).status == 101
+        gw.send(P.Message(sid, 2, b"x" * 3000), P.Message(sid, 0, b"y"))
+        assert gw.recv_message(sid)[0] == "blue:3001"
+        gw.send(P.Close(sid, 1006))
+        sid = gw.open_ws(b"/rooms/red?token=nope")  # the dependency refuses before accepting
+        assert gw.recv_stream(sid).status == 403
+        h = gw.open_http()
+        assert gw.recv_stream(h).status == 200
+        assert gw.recv_stream(h).data == b'{"ok":true}'
+        assert isinstance(gw.recv_stream(h), P.End)
+        assert gw.quiet(0.2) == []
+        assert ws_apps.events["fastapi-disconnect"] == [(1006, "")]
+
+
+def test_asgi_uvloop():
+    pytest.importorskip("uvloop")
+    with FakeGateway(asgi(asgi_app, loop="uvloop")) as gw:
+        sid = gw.open_ws(b"/echo")
+        assert gw.recv_stream(sid).status == 101
+        gw.message(sid, b"u" * 70000)
+        assert gw.recv_message(sid)[0] == b"u" * 70000
+        gw.send(P.Close(sid, 1000))
