@@ -1185,6 +1185,9 @@ class Link:
                 raise LocalProtocolError("HELLO already sent")
             if self.role == "gateway" and self.peer_hello is None:
                 raise LocalProtocolError("the gateway answers the worker's HELLO")
+            if (self.role == "gateway" and f.settings.get("websocket") is True  # type: ignore[attr-defined]
+                    and self.peer_hello.settings.get("websocket") is not True):
+                raise LocalProtocolError("websocket: true answers only a worker that announced it")
             need = ("max_streams", "window") if self.role == "worker" else ("window",)
             for k in need:
                 if k not in f.settings:  # type: ignore[attr-defined]

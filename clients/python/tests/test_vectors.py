@@ -72,6 +72,10 @@ def frame_from_json(o: dict) -> P.Frame:
         return P.Retire(t(o["reason"]) if "reason" in o else None, stream_id=sid)
     if typ == "ERROR":
         return P.Error(o["code"], t(o["message"]), stream_id=sid)
+    if typ == "MESSAGE":
+        return P.Message(sid, o["flags"], b(o["data"]))
+    if typ == "CLOSE":
+        return P.Close(sid, o["code"], t(o["reason"]) if "reason" in o else None)
     raise AssertionError(typ)
 
 
