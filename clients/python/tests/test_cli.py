@@ -83,3 +83,13 @@ def test_app_dir_finds_the_module_elsewhere(tmp_path):
     r = subprocess.run(base + ["--app-dir", str(tmp_path / "nope"), "elsewhere_app:TMP"],
                        capture_output=True, text=True, env=env, cwd="/", timeout=30)
     assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("module,path,extra,message", [
+    ("sluice.wsgi", "flask_app:app", ["--websocket"], "--websocket: WSGI applications cannot take WebSockets"),
+    ("sluice", "native_app:app", ["--websocket"], "--websocket: the app has no WebSocket handler"),
+])
+def test_websocket_switch_errors(module, path, extra, message):
+    r = run_cli(module, *extra, path)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
