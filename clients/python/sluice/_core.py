@@ -721,9 +721,9 @@ class WebSocket:
         req = self.request
         conn = core.conn
         sid = req.id
+        n = len(data)
+        off = 0
         try:
-            n = len(data)
-            off = 0
             mv = None
             while True:
                 k = conn.send_message(sid, data if mv is None else mv[off:], text)
@@ -741,6 +741,13 @@ class WebSocket:
                 await w.wait()
                 if self._closed:
                     raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
+        except BaseException:
+            if 0 < off < n and not self._closed:
+                # cancelled mid-message (a timeout around send()): the rest
+                # can never follow, and the next message must not be glued
+                # to this one
+                self._close(1011, "send interrupted")
+            raise
         finally:
             self._send_busy = False
             if self._send_waiters:

@@ -82,6 +82,13 @@ async def ws_native(ws):
         await asyncio.gather(ws.send(b"a" * 300), ws.send(b"b" * 300), ws.send("c" * 300))
         await ws.receive()
         return
+    if p == "/interrupted":
+        await ws.accept()
+        try:
+            await asyncio.wait_for(ws.send(b"i" * 300), 0.2)
+        except asyncio.TimeoutError:
+            record("interrupted", (ws.closed, ws.close_code))
+        return
     if p == "/cancel":
         await ws.accept()
         try:
@@ -289,6 +296,17 @@ def test_native_credit_follows_consumption():
         while len(events.get("slow", [])) < 11 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert events["slow"] == [100] * 10 + [5000]
+
+
+def test_native_send_cancelled_mid_message_closes_1011():
+    with gw_native(window=100) as gw:
+        sid = gw.open_ws(b"/interrupted")
+        assert gw.recv_stream(sid).status == 101
+        f = gw.recv_stream(sid)
+        assert (f.flags, len(f.data)) == (P.MSG_MORE, 100)  # then no credit
+        c = gw.recv_stream(sid)
+        assert isinstance(c, P.Close) and (c.code, c.reason) == (1011, "send interrupted")
+        assert events["interrupted"] == [(True, 1011)]
 
 
 def test_native_cancel_cancels_the_handler():
