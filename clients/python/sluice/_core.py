@@ -627,6 +627,18 @@ class WebSocket:
         return sp
 
     @property
+    def max_message(self) -> Optional[int]:
+        """The largest message the gateway takes from the client on this
+        WebSocket; set it (before or after accepting) to raise or lower the
+        pool's ``ws_max_message`` (sent as LIMIT; a larger message gets close
+        1009). None: the pool's setting."""
+        return self.request._max_size
+
+    @max_message.setter
+    def max_message(self, n: int) -> None:
+        self.request.stream.max_size = n
+
+    @property
     def accepted(self) -> bool:
         return self._accepted
 

@@ -51,6 +51,7 @@ async def ws_native(ws):
         await ws.receive()
         raise ValueError("boom")
     if p == "/return-after":
+        ws.max_message = 10 * 2**20
         await ws.accept()
         return
     if p == "/close":
@@ -115,6 +116,15 @@ def _reset():
     ws_apps.events.clear()
     slow_gate.clear()
     yield
+
+
+def wait_event(key: str, n: int = 1, timeout: float = 5.0) -> list:
+    """events[key] once it has n entries (the handler records after the
+    frames the test reads have left)."""
+    deadline = time.monotonic() + timeout
+    while len(events.get(key, [])) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return events.get(key, [])
 
 
 def gw_native(**kw) -> FakeGateway:
@@ -182,7 +192,7 @@ def test_native_accept_subprotocol_echo_and_client_close():
         assert gw.recv_message(sid) == (b"abc", [3])
         gw.send(P.Close(sid, 1001, "going away"))
         assert gw.quiet() == []
-        assert events["echo-closed"] == [(1001, "going away")]
+        assert wait_event("echo-closed") == [(1001, "going away")]
         assert events["echo"] == ["héllo", b"\x00\xff", "añb", b"", b"abc"]
         # plain HTTP on the same link still works
         h = gw.open_http()
@@ -209,6 +219,7 @@ def test_native_refusals():
 def test_native_handler_end_after_accept():
     with gw_native() as gw:
         sid = gw.open_ws(b"/return-after")
+        assert gw.recv_stream(sid) == P.Limit(sid, 10 * 2**20)
         assert gw.recv_stream(sid).status == 101
         c = gw.recv_stream(sid)
         assert isinstance(c, P.Close) and c.code == 1000
@@ -231,7 +242,7 @@ def test_native_close_from_the_app():
         c = gw.recv_stream(sid)
         assert isinstance(c, P.Close) and (c.code, c.reason) == (4000, "bye now")
         assert gw.quiet() == []
-        assert events["close"] == [(4000, "bye now")]
+        assert wait_event("close") == [(4000, "bye now")]
 
 
 def test_native_send_within_the_window():
@@ -306,7 +317,7 @@ def test_native_send_cancelled_mid_message_closes_1011():
         assert (f.flags, len(f.data)) == (P.MSG_MORE, 100)  # then no credit
         c = gw.recv_stream(sid)
         assert isinstance(c, P.Close) and (c.code, c.reason) == (1011, "send interrupted")
-        assert events["interrupted"] == [(True, 1011)]
+        assert wait_event("interrupted") == [(True, 1011)]
 
 
 def test_native_cancel_cancels_the_handler():
@@ -315,7 +326,7 @@ def test_native_cancel_cancels_the_handler():
         assert gw.recv_stream(sid).status == 101
         gw.send(P.Cancel(sid, 1))
         assert gw.quiet() == []
-        assert events["cancelled"] == [True]
+        assert wait_event("cancelled") == [True]
 
 
 def test_native_request_info():
@@ -365,7 +376,7 @@ def test_trio_native_echo_refuse_close():
         assert gw.recv_stream(sid).status == 101
         gw.send(P.Close(sid, 1005))
         assert gw.quiet() == []
-        assert events["trio-closed"] == [1005]
+        assert wait_event("trio-closed") == [1005]
 
 
 # -- ASGI ---------------------------------------------------------------------------------------
@@ -433,10 +444,10 @@ def test_asgi_scope_echo_and_disconnect():
         assert gw.recv_message(sid)[0] == b"a" * 10 + b"b"
         gw.send(P.Close(sid, 1001, "bye"))
         assert gw.quiet() == []
+        assert wait_event("send-after-close") == ["WebSocketSendError"]
         assert events["recv"] == [{"type": "websocket.receive", "text": "hi"},
                                   {"type": "websocket.receive", "bytes": b"a" * 10 + b"b"},
                                   {"type": "websocket.disconnect", "code": 1001, "reason": "bye"}]
-        assert events["send-after-close"] == ["WebSocketSendError"]
 
 
 def test_asgi_close_from_the_app():
@@ -447,7 +458,7 @@ def test_asgi_close_from_the_app():
         c = gw.recv_stream(sid)
         assert isinstance(c, P.Close) and (c.code, c.reason) == (4002, "as asked")
         assert gw.quiet() == []
-        assert events["after-close"] == [{"type": "websocket.disconnect", "code": 4002, "reason": "as asked"}]
+        assert wait_event("after-close") == [{"type": "websocket.disconnect", "code": 4002, "reason": "as asked"}]
 
 
 @pytest.mark.parametrize("path,status", [("/close-early", 403), ("/return-before", 403),
