@@ -11,10 +11,10 @@
  * PROTOCOL.md section 3. Byte strings (`bytes` and `text` on the wire) are
  * JavaScript strings holding one byte per character (latin1, lossless, the
  * same convention as node:http header values and the test vectors), except
- * BODY `data`, which is a Buffer. Header lists are *flat* arrays
+ * BODY and MESSAGE `data`, which are Buffers. Header lists are *flat* arrays
  * `[name0, value0, name1, value1, ...]`, like `IncomingMessage.rawHeaders`.
- * Absent optional fields (END trailers, CANCEL/RESET message, RETIRE reason)
- * are absent properties.
+ * Absent optional fields (END trailers, CANCEL/RESET message, RETIRE reason,
+ * CLOSE reason) are absent properties. HELLO `websocket` is a boolean.
  *
  * Why not msgpackr for the frames: the spec needs `str` fields as raw bytes
  * (msgpackr decodes them as UTF-8, lossy), rejects 0xc1 and nesting deeper
@@ -42,9 +42,10 @@ const BODY_OVERHEAD = 16;
 const FRAME = Object.freeze({
   HELLO: 1, REQUEST: 2, RESPONSE: 3, BODY: 4, END: 5, CREDIT: 6, CANCEL: 7,
   RESET: 8, LIMIT: 9, PING: 10, PONG: 11, DRAIN: 12, RETIRE: 13, ERROR: 14,
+  MESSAGE: 15, CLOSE: 16,
 });
 const FRAME_NAMES = [null, 'HELLO', 'REQUEST', 'RESPONSE', 'BODY', 'END', 'CREDIT',
-  'CANCEL', 'RESET', 'LIMIT', 'PING', 'PONG', 'DRAIN', 'RETIRE', 'ERROR'];
+  'CANCEL', 'RESET', 'LIMIT', 'PING', 'PONG', 'DRAIN', 'RETIRE', 'ERROR', 'MESSAGE', 'CLOSE'];
 
 const ERRORS = [null, 'malformed', 'frame_size', 'unknown_type', 'field_type',
   'field_value', 'too_many_headers', 'unexpected_frame', 'stream_state',
@@ -66,6 +67,14 @@ const CANCEL = Object.freeze({
 const BODY_NONE = 0;
 const BODY_FOLLOWS = 1;
 const BODY_ON_CREDIT = 2;
+const BODY_WEBSOCKET = 3; // REQUEST body: a WebSocket opening handshake (PROTOCOL.md 5.2)
+
+/* MESSAGE flags (PROTOCOL.md 3.14): bit 0 text, bit 1 more; 4 PING, 8 PONG. */
+const MSG = Object.freeze({ BINARY: 0, TEXT: 1, MORE: 2, PING: 4, PONG: 8 });
+const MSG_FLAGS = [true, true, true, true, true, false, false, false, true];
+const PING_MAX = 125;
+const CLOSE_MIN = 1000;
+const CLOSE_MAX = 4999;
 
 function errorName(code) {
   return (code >= 1 && code < ERRORS.length) ? ERRORS[code] : 'internal';
@@ -159,6 +168,13 @@ function rdUint() {
       return hi * TWO32 + lo;
     }
   }
+}
+
+function rdBool() {
+  if (P >= END) throw 1;
+  const b = B[P];
+  if (b === 0xc2 || b === 0xc3) { P++; return b === 0xc3; }
+  throw (b === 0xc1 ? 1 : 4);
 }
 
 function rdUintRange(lo, hi) {
@@ -368,6 +384,7 @@ function parseHello(f) {
       case 'worker_id': s.worker_id = rdUint(); break;
       case 'pool': s.pool = rdString(false); break;
       case 'server': s.server = rdString(false); break;
+      case 'websocket': s.websocket = rdBool(); break;
       default: skip(3);
     }
   }
@@ -375,7 +392,7 @@ function parseHello(f) {
 }
 
 const LINK_FRAME = [false, true, false, false, false, false, false, false, false, false,
-  true, true, true, true, true];
+  true, true, true, true, true, false, false];
 
 function parse(start) {
   P = start;
@@ -389,7 +406,7 @@ function parse(start) {
     if (e === 1) throw 1;
     throw 3;
   }
-  if (type < 1 || type > 14) throw 3;
+  if (type < 1 || type > 16) throw 3;
   const sid = rdUint();
   if (LINK_FRAME[type] ? sid !== 0 : sid === 0) throw 5;
   let f;
@@ -405,7 +422,7 @@ function parse(start) {
       const client = rdAddr();
       const server = rdAddr();
       needField(); const scheme = rdString(false);
-      needField(); const body = rdUintRange(0, 2);
+      needField(); const body = rdUintRange(0, 3);
       f = { type, stream: sid, method, target, version, headers, client, server, scheme, body };
       break;
     }
@@ -434,7 +451,8 @@ function parse(start) {
       f = { type, stream: sid, increment: rdUintRange(1, MAX_WINDOW) };
       break;
     case 3: { // RESPONSE
-      needField(); const status = rdUintRange(200, 599);
+      needField(); const status = rdUintRange(101, 599);
+      if (status < 200 && status !== 101) throw 5; // 101 accepts a WebSocket
       needField(); const headers = rdHeaders();
       needField(); const body = rdUintRange(0, 1);
       f = { type, stream: sid, status, headers, body };
@@ -453,6 +471,25 @@ function parse(start) {
       f = { type, stream: 0, code, message };
       break;
     }
+    case 15: { // MESSAGE
+      needField(); const flags = rdUint();
+      if (!(flags < MSG_FLAGS.length && MSG_FLAGS[flags])) throw 5;
+      needField(); rdRaw(true);
+      let data;
+      if (COPY && RL) {
+        data = Buffer.allocUnsafe(RL);
+        B.copy(data, 0, RS, RS + RL);
+      } else {
+        data = B.subarray(RS, RS + RL);
+      }
+      f = { type, stream: sid, flags, data };
+      break;
+    }
+    case 16: // CLOSE
+      needField();
+      f = { type, stream: sid, code: rdUintRange(CLOSE_MIN, CLOSE_MAX) };
+      if (LEFT) { LEFT--; f.reason = rdString(false); }
+      break;
     case 9: needField(); f = { type, stream: sid, max_body: rdUintRange(0, MAX_ID) }; break;
     case 10: case 11: needField(); f = { type, stream: 0, opaque: rdUintRange(0, MAX_ID) }; break;
     case 12: needField(); f = { type, stream: 0, timeout_ms: rdUintRange(0, MAX_ID) }; break;
@@ -755,7 +792,7 @@ class Writer {
   }
 }
 
-const HELLO_KEYS = ['pid', 'lib', 'max_streams', 'window', 'max_frame', 'token', 'worker_id', 'pool', 'server'];
+const HELLO_KEYS = ['pid', 'lib', 'max_streams', 'window', 'max_frame', 'token', 'worker_id', 'pool', 'server', 'websocket'];
 const HELLO_TEXT = { lib: true, token: true, pool: true, server: true };
 
 function textOf(v) {
@@ -773,12 +810,14 @@ function writeFrame(w, f) {
   switch (t) {
     case 1: { // HELLO
       const s = f.settings || {};
-      const keys = HELLO_KEYS.filter((k) => s[k] !== undefined && s[k] !== null);
+      /* websocket only when true (its default is false) */
+      const keys = HELLO_KEYS.filter((k) => s[k] !== undefined && s[k] !== null && (k !== 'websocket' || s[k] === true));
       w.u8(0x94); w.uint(1); w.uint(0); w.uint(f.version === undefined ? VERSION : f.version);
       w.ensure(5); w.mapHead(keys.length);
       for (const k of keys) {
         w.raw(k, true);
         if (HELLO_TEXT[k]) w.raw(s[k], true);
+        else if (k === 'websocket') { w.ensure(1); w.u8(0xc3); }
         else { w.ensure(9); w.uint(s[k]); }
       }
       break;
@@ -822,6 +861,16 @@ function writeFrame(w, f) {
       break;
     }
     case 9: w.u8(0x93); w.uint(9); w.uint(sid); w.uint(f.max_body); break;
+    case 15: // MESSAGE
+      w.u8(0x94); w.uint(15); w.uint(sid); w.uint(f.flags);
+      w.raw(f.data, false);
+      break;
+    case 16: { // CLOSE
+      const has = f.reason !== undefined && f.reason !== null && f.reason.length > 0;
+      w.u8(has ? 0x94 : 0x93); w.uint(16); w.uint(sid); w.uint(f.code);
+      if (has) w.raw(f.reason, true);
+      break;
+    }
     case 10: case 11: w.u8(0x93); w.uint(t); w.uint(0); w.uint(f.opaque); break;
     case 12: w.u8(0x93); w.uint(12); w.uint(0); w.uint(f.timeout_ms); break;
     case 13: {
@@ -872,12 +921,18 @@ const REQ_ENDED = 1;
 const RESP_WAITING = 0;
 const RESP_SENDING = 1;
 const RESP_ENDED = 2;
+const RESP_WS = 3; // RESPONSE 101 sent: the stream carries MESSAGE frames until CLOSE
+
+/* WebSocket condition of a stream (StreamState.ws). */
+const WS_NONE = 0; // an ordinary stream (or a refused WebSocket)
+const WS_WAITING = 1; // REQUEST body=3, no RESPONSE yet
+const WS_OPEN = 2; // accepted (RESPONSE 101)
 
 const ROLE_GATEWAY = 'gateway';
 const ROLE_WORKER = 'worker';
 
-const GATEWAY_SENDS = [false, true, true, false, true, true, true, true, false, false, true, true, true, false, true];
-const WORKER_SENDS = [false, true, false, true, true, true, true, false, true, true, true, true, false, true, true];
+const GATEWAY_SENDS = [false, true, true, false, true, true, true, true, false, false, true, true, true, false, true, true, true];
+const WORKER_SENDS = [false, true, false, true, true, true, true, false, true, true, true, true, false, true, true, true, true];
 
 /** Per-stream protocol state. `udata` is free for the owner. */
 class StreamState {
@@ -892,6 +947,9 @@ class StreamState {
     this.limit = -1;
     this.reqBytes = 0;
     this.respBytes = 0;
+    this.ws = WS_NONE;
+    this.msgIn = -1; // text bit (0/1) of the message being received, -1 between messages
+    this.msgOut = -1; // the same for the message being sent
     this.udata = null;
   }
 }
@@ -982,6 +1040,7 @@ class Link {
     this.streams = new StreamTable(maxStreams);
     this.ev = new LinkEvent();
     this._maxOpen = maxStreams;
+    this.websocket = false; // both HELLOs carried websocket: true (PROTOCOL.md 5.2)
   }
 
   get open() { return this.streams.size; }
@@ -1000,6 +1059,8 @@ class Link {
       if (h && h.max_streams !== undefined && h.max_streams < m) m = h.max_streams;
     }
     this._maxOpen = m;
+    this.websocket = !!(this.localHello && this.peerHello &&
+      this.localHello.websocket === true && this.peerHello.websocket === true);
   }
 
   _workerHello() { return this.gw ? this.peerHello : this.localHello; }
@@ -1013,7 +1074,10 @@ class Link {
     const reqWin = bodyMode === BODY_ON_CREDIT ? 0 : this._workerHello().window;
     const respWin = this._gatewayHello().window;
     s.bodyMode = bodyMode;
+    /* A WebSocket stream has no request body, but its request side counts as
+     * open until the stream closes (CREDIT and LIMIT apply to its messages). */
     s.req = bodyMode === BODY_NONE ? REQ_ENDED : REQ_OPEN;
+    if (bodyMode === BODY_WEBSOCKET) s.ws = WS_WAITING;
     if (this.gw) { s.sendWin = reqWin; s.recvWin = respWin; } else { s.sendWin = respWin; s.recvWin = reqWin; }
     this.streams.set(id, s);
     if (id > this.highest) this.highest = id;
@@ -1083,7 +1147,9 @@ class Link {
     const ev = this.ev;
     const id = f.stream;
     const t = f.type;
+    if (t >= 15 && !this.websocket) this._failWith(7, `${FRAME_NAMES[t]} on a link without websocket`);
     if (t === 2) { // REQUEST, worker side
+      if (f.body === BODY_WEBSOCKET && !this.websocket) this._failWith(7, 'a WebSocket REQUEST on a link without websocket');
       if (this.state === 'draining') this._failWith(7, 'REQUEST after DRAIN');
       if (id <= this.highest) this._failWith(8, `REQUEST for stream ${id}, not above ${this.highest}`);
       if (this.streams.size >= this._maxOpen) this._failWith(10, `more than ${this._maxOpen} open streams`);
@@ -1100,12 +1166,39 @@ class Link {
     const gw = this.gw;
     switch (t) {
       case 3: // RESPONSE
+        if (f.status === 101) {
+          if (!this.websocket) this._failWith(7, 'RESPONSE 101 on a link without websocket');
+          if (s.resp !== RESP_WAITING || s.ws !== WS_WAITING || f.body !== BODY_NONE) this._failWith(8, 'RESPONSE 101 on a stream that is not a waiting WebSocket');
+          s.resp = RESP_WS;
+          s.ws = WS_OPEN;
+          return;
+        }
         if (s.resp !== RESP_WAITING) this._failWith(8, 'RESPONSE twice');
+        s.ws = WS_NONE; // a refused WebSocket is an ordinary response
         if (f.body === BODY_NONE) { s.resp = RESP_ENDED; this._close(s); } else s.resp = RESP_SENDING;
+        return;
+      case 15: { // MESSAGE
+        const fl = f.flags;
+        const n = f.data.length;
+        if (fl === (gw ? MSG.PONG : MSG.PING)) this._failWith(5, `MESSAGE ${gw ? 'PONG from the worker' : 'PING from the gateway'}`);
+        if (fl === MSG.PING && n > PING_MAX) this._failWith(5, `MESSAGE PING of ${n} bytes`);
+        if (s.ws !== WS_OPEN) this._failWith(8, `MESSAGE on stream ${id} before RESPONSE 101 or not a WebSocket`);
+        if (fl < MSG.PING) {
+          if (s.msgIn >= 0 && (fl & 1) !== s.msgIn) this._failWith(8, 'MESSAGE piece with a different text bit');
+          if (n > s.recvWin) this._failWith(9, `MESSAGE of ${n} bytes, window ${s.recvWin}`);
+          s.recvWin -= n;
+          s.msgIn = (fl & MSG.MORE) ? (fl & 1) : -1;
+          if (gw) s.respBytes += n; else s.reqBytes += n;
+        }
+        return;
+      }
+      case 16: // CLOSE
+        if (s.ws !== WS_OPEN) this._failWith(8, `CLOSE on stream ${id} before RESPONSE 101 or not a WebSocket`);
+        this._close(s);
         return;
       case 4: { // BODY
         const n = f.data.length;
-        if (gw ? s.resp !== RESP_SENDING : s.req !== REQ_OPEN) this._failWith(8, `BODY on stream ${id} in the wrong state`);
+        if (gw ? s.resp !== RESP_SENDING : (s.req !== REQ_OPEN || s.bodyMode === BODY_WEBSOCKET)) this._failWith(8, `BODY on stream ${id} in the wrong state`);
         if (n > s.recvWin) this._failWith(9, `BODY of ${n} bytes, window ${s.recvWin}`);
         s.recvWin -= n;
         if (gw) s.respBytes += n; else s.reqBytes += n;
@@ -1117,7 +1210,7 @@ class Link {
           s.resp = RESP_ENDED;
           this._close(s);
         } else {
-          if (s.req !== REQ_OPEN) this._failWith(8, 'END of an ended request');
+          if (s.req !== REQ_OPEN || s.bodyMode === BODY_WEBSOCKET) this._failWith(8, 'END of an ended request or on a WebSocket');
           s.req = REQ_ENDED;
         }
         return;
@@ -1174,9 +1267,11 @@ class Link {
       default:
         break;
     }
+    if (t >= 15 && !this.websocket) throw new RejectedError(`${FRAME_NAMES[t]} on a link without websocket`);
     if (t === 2) {
       const id = f.stream;
-      if (!this.canOpen || id <= this.highest || id > MAX_ID || !(f.body >= 0 && f.body <= 2)) {
+      const maxBody = this.websocket ? BODY_WEBSOCKET : BODY_ON_CREDIT;
+      if (!this.canOpen || id <= this.highest || id > MAX_ID || !(f.body >= 0 && f.body <= maxBody)) {
         throw new RejectedError('REQUEST not allowed now');
       }
       this._open(id, f.body);
@@ -1185,7 +1280,9 @@ class Link {
     const s = this.streams.get(f.stream);
     if (s === undefined) throw new RejectedError(`stream ${f.stream} is not open`);
     switch (t) {
-      case 3: this.sendResponse(s, f.body); break;
+      case 3: this.sendResponse(s, f.body, f.status); break;
+      case 15: this.sendMessage(s, f.flags, f.data.length); break;
+      case 16: this.sendClose(s); break;
       case 4: this.sendBody(s, f.data.length); break;
       case 5: this.sendEnd(s); break;
       case 6: this.sendCredit(s, f.increment); break;
@@ -1198,15 +1295,48 @@ class Link {
 
   /* Fine-grained senders for runtimes that encode frames themselves. Each
    * checks, applies and fills this.ev, or throws RejectedError. */
-  sendResponse(s, body) {
+  sendResponse(s, body, status = 200) {
     if (s.resp !== RESP_WAITING || !(body === 0 || body === 1)) throw new RejectedError('RESPONSE not allowed now');
+    if (status === 101) {
+      if (!this.websocket || s.ws !== WS_WAITING || body !== BODY_NONE) throw new RejectedError('RESPONSE 101 only accepts a WebSocket stream, without body');
+    }
     const ev = this.ev;
     ev.stream = s; ev.udata = s.udata;
+    if (status === 101) {
+      s.resp = RESP_WS;
+      s.ws = WS_OPEN;
+      return;
+    }
+    s.ws = WS_NONE;
     if (body === BODY_NONE) { s.resp = RESP_ENDED; this._close(s); } else s.resp = RESP_SENDING;
   }
 
+  /** MESSAGE with `flags` and `n` bytes of data on an accepted WebSocket. */
+  sendMessage(s, flags, n) {
+    if (s.ws !== WS_OPEN) throw new RejectedError('MESSAGE on a stream that is not an open WebSocket');
+    if (flags < MSG.PING) {
+      if (s.msgOut >= 0 && (flags & 1) !== s.msgOut) throw new RejectedError('MESSAGE piece with a different text bit');
+      if (n > s.sendWin) throw new RejectedError(`MESSAGE of ${n} bytes beyond the window (${s.sendWin})`);
+      s.sendWin -= n;
+      s.msgOut = (flags & MSG.MORE) ? (flags & 1) : -1;
+      if (this.gw) s.reqBytes += n; else s.respBytes += n;
+    } else if (flags !== (this.gw ? MSG.PONG : MSG.PING) || (flags === MSG.PING && n > PING_MAX)) {
+      throw new RejectedError(`MESSAGE flags ${flags} (${n} bytes) not sent by a ${this.role}`);
+    }
+    const ev = this.ev;
+    ev.stream = s; ev.udata = s.udata;
+  }
+
+  /** CLOSE: closes an accepted WebSocket stream. */
+  sendClose(s) {
+    if (s.ws !== WS_OPEN) throw new RejectedError('CLOSE on a stream that is not an open WebSocket');
+    const ev = this.ev;
+    ev.stream = s; ev.udata = s.udata;
+    this._close(s);
+  }
+
   sendBody(s, n) {
-    if ((this.gw ? s.req !== REQ_OPEN : s.resp !== RESP_SENDING) || n > s.sendWin) {
+    if ((this.gw ? (s.req !== REQ_OPEN || s.bodyMode === BODY_WEBSOCKET) : s.resp !== RESP_SENDING) || n > s.sendWin) {
       throw new RejectedError(n > s.sendWin ? `BODY of ${n} bytes beyond the window (${s.sendWin})` : 'BODY not allowed now');
     }
     s.sendWin -= n;
@@ -1219,7 +1349,7 @@ class Link {
     const ev = this.ev;
     ev.stream = s; ev.udata = s.udata;
     if (this.gw) {
-      if (s.req !== REQ_OPEN) throw new RejectedError('END not allowed now');
+      if (s.req !== REQ_OPEN || s.bodyMode === BODY_WEBSOCKET) throw new RejectedError('END not allowed now');
       s.req = REQ_ENDED;
     } else {
       if (s.resp !== RESP_SENDING) throw new RejectedError('END not allowed now');
@@ -1258,8 +1388,8 @@ module.exports = {
   VERSION, MIN_FRAME, MAX_FRAME, DEFAULT_FRAME, HELLO_MAX, MAX_WINDOW, MAX_STREAMS,
   MAX_ID, MAX_HEADERS, MAX_DEPTH, BODY_OVERHEAD,
   FRAME, FRAME_NAMES, ERRORS, E, CANCEL, RESET, CANCEL_REASONS, RESET_CODES,
-  BODY_NONE, BODY_FOLLOWS, BODY_ON_CREDIT,
-  REQ_OPEN, REQ_ENDED, RESP_WAITING, RESP_SENDING, RESP_ENDED,
+  BODY_NONE, BODY_FOLLOWS, BODY_ON_CREDIT, BODY_WEBSOCKET, MSG, PING_MAX, CLOSE_MIN, CLOSE_MAX,
+  REQ_OPEN, REQ_ENDED, RESP_WAITING, RESP_SENDING, RESP_ENDED, RESP_WS, WS_NONE, WS_WAITING, WS_OPEN,
   errorName, cancelReasonName, resetCodeName,
   ProtocolError, RejectedError,
   decodePayload, FrameDecoder, Writer, writeFrame, encodeFrame, bodyMax, describePayload,

@@ -32,7 +32,7 @@ function fromVector(v) {
   const f = { ...v, type: TYPES[v.type] };
   if (v.headers) f.headers = flat(v.headers);
   if (v.trailers) f.trailers = flat(v.trailers);
-  if (v.type === 'BODY') f.data = Buffer.from(v.data, 'latin1');
+  if (v.type === 'BODY' || v.type === 'MESSAGE') f.data = Buffer.from(v.data, 'latin1');
   return f;
 }
 
@@ -41,7 +41,7 @@ function toVector(f) {
   const v = { ...f, type: P.FRAME_NAMES[f.type] };
   if (f.headers) v.headers = pairs(f.headers);
   if (f.trailers) v.trailers = pairs(f.trailers);
-  if (f.type === P.FRAME.BODY) v.data = Buffer.from(f.data).toString('latin1');
+  if (f.type === P.FRAME.BODY || f.type === P.FRAME.MESSAGE) v.data = Buffer.from(f.data).toString('latin1');
   if (f.type === P.FRAME.HELLO) v.settings = { ...f.settings };
   return v;
 }
@@ -81,6 +81,15 @@ function splits(len, rand) {
   return [...cuts].sort((a, b) => a - b);
 }
 
+/* Vectors written before WebSockets (PROTOCOL.md 3.14, 3.15, 3.2 body 3)
+ * expected these inputs to fail; they are well-formed now. Skipped only while
+ * they still carry the old expectation (protocol/vectors is being updated). */
+const PRE_WEBSOCKET = {
+  '244-type-fifteen.json': 'unknown_type',
+  '254-type-after-frame.json': 'unknown_type',
+  '320-request-body-3.json': 'field_value',
+};
+
 let decodeCount = 0;
 let sessionCount = 0;
 let canonicalCount = 0;
@@ -89,7 +98,8 @@ for (const file of files) {
   const vec = JSON.parse(fs.readFileSync(path.join(DIR, file), 'utf8'));
   if (vec.kind === 'decode') {
     decodeCount++;
-    test(`decode ${file}: ${vec.description}`, () => {
+    const stale = PRE_WEBSOCKET[file] !== undefined && vec.error === PRE_WEBSOCKET[file];
+    test(`decode ${file}: ${vec.description}`, { skip: stale && 'pre-WebSocket expectation' }, () => {
       const bytes = Buffer.from(vec.hex, 'hex');
       const expect = { frames: vec.frames, error: vec.error };
       assert.deepEqual(replay(bytes, vec.max_frame, []), expect, 'whole');
