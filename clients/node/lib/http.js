@@ -149,6 +149,153 @@ class StreamSocket extends EventEmitter {
   }
 }
 
+/* ---- WebSocket upgrades -------------------------------------------------- */
+
+const RAW_MAX = 65536; // bytes of a hand-written refusal kept (socket.write before destroy)
+
+/**
+ * The `socket` of an 'upgrade' event: a StreamSocket for a WebSocket stream
+ * (REQUEST body 3). A WebSocketServer accepts through it; the application
+ * may also refuse by hand, as with node:http:
+ *   socket.write('HTTP/1.1 401 Unauthorized\r\n\r\n'); socket.destroy();
+ * What was written is parsed as an HTTP/1.1 response and sent as one
+ * (RESPONSE, BODY, END); destroy() without a response RESETs the stream
+ * (the client gets 502). After the WebSocket was accepted, destroy()
+ * terminates it.
+ */
+class UpgradeSocket extends StreamSocket {
+  constructor(stream, f) {
+    super(stream, f);
+    this.readable = true;
+    this._raw = null;
+    this._ws = null;
+  }
+
+  write(data, encoding, cb) {
+    if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
+    if (this.destroyed || this._ws !== null) {
+      if (typeof cb === 'function') process.nextTick(cb, codeError(Error, 'ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed'));
+      return false;
+    }
+    const b = typeof data === 'string' ? Buffer.from(data, encoding || 'utf8') : Buffer.from(data);
+    this._raw = this._raw === null ? b : Buffer.concat([this._raw, b]);
+    if (this._raw.length > RAW_MAX) this._raw = this._raw.subarray(0, RAW_MAX);
+    if (typeof cb === 'function') process.nextTick(cb);
+    return true;
+  }
+
+  end(data, encoding, cb) {
+    if (typeof data === 'function') { cb = data; data = undefined; }
+    if (data !== undefined && data !== null) this.write(data, encoding);
+    this.destroy();
+    if (typeof cb === 'function') process.nextTick(cb);
+    return this;
+  }
+
+  destroy(err) {
+    if (this.destroyed) return this;
+    if (this._ws !== null) {
+      this._ws.terminate();
+      return this;
+    }
+    const s = this._sl;
+    if (!s.closed && !s.responded) {
+      const r = this._raw !== null ? parseRawResponse(this._raw) : null;
+      if (r !== null) {
+        this._respond(r.status, r.headers, r.body);
+        return this;
+      }
+      s.reset(P.RESET.INTERNAL, err && err.message ? err.message : 'upgrade socket destroyed without a response');
+    }
+    return this;
+  }
+
+  /* A refusal from a WebSocketServer (abortHandshake). */
+  _refuse(code, message, headers) {
+    const body = Buffer.from(String(message), 'utf8');
+    const h = ['Content-Type', 'text/html'];
+    if (headers) for (const k of Object.keys(headers)) h.push(k, String(headers[k]));
+    this._respond(code, h, body);
+  }
+
+  _respond(status, headers, body) {
+    const s = this._sl;
+    if (s.closed || s.responded) return;
+    const h = headers.slice();
+    h.push('Content-Length', String(body.length));
+    if (!s.respond(status, h, body.length > 0)) return;
+    if (body.length > 0) {
+      s.write(body);
+      s.end(null);
+    }
+  }
+
+  _accepted(ws) { this._ws = ws; }
+
+  _closeNow(hadError) {
+    if (this.destroyed) return;
+    super._closeNow(hadError);
+    /* like a net.Socket: 'end' precedes 'close' for a peer that went away */
+  }
+}
+
+/** A hand-written HTTP/1.x response (status 200..599), or null. */
+function parseRawResponse(raw) {
+  const text = raw.toString('latin1');
+  const end = text.indexOf('\r\n\r\n');
+  const head = end >= 0 ? text.slice(0, end) : text.replace(/\r\n$/, '');
+  const lines = head.split('\r\n');
+  const m = /^HTTP\/1\.[01] ([0-9]{3})(?: .*)?$/.exec(lines[0]);
+  if (!m) return null;
+  const status = Number(m[1]);
+  if (status < 200 || status > 599) return null;
+  const headers = [];
+  for (let i = 1; i < lines.length; i++) {
+    const c = lines[i].indexOf(':');
+    if (c <= 0) continue;
+    const name = lines[i].slice(0, c).trim();
+    const lc = name.toLowerCase();
+    if (lc === 'content-length' || lc === 'connection' || lc === 'transfer-encoding') continue; // the gateway frames it
+    headers.push(name, lines[i].slice(c + 1).trim());
+  }
+  return { status, headers, body: end >= 0 ? raw.subarray(end + 4) : Buffer.alloc(0) };
+}
+
+/* Until a WebSocket is accepted, its stream only reports closing. */
+const UPGRADE_DELEGATE = {
+  body() {}, end() {}, drain() {}, message() {},
+  close(stream, cancel) {
+    process.nextTick(() => stream.owner._closeNow(cancel !== null));
+  },
+};
+
+/**
+ * A WebSocket stream with an 'upgrade' listener on `target` (the http.Server
+ * given to serve(), or the Worker): emit 'upgrade' (req, socket, head) as
+ * node:http does. req has the handshake's headers, with `upgrade:
+ * websocket` and `connection: Upgrade` put back (the gateway removes them),
+ * and req.upgrade === true.
+ */
+function handleUpgrade(stream, target) {
+  const f = stream.request;
+  const sock = new UpgradeSocket(stream, f);
+  const req = new IncomingMessage(sock);
+  sock._req = req;
+  req.method = f.method;
+  req.url = f.target;
+  setVersion(req, f.version);
+  const h = f.headers.slice();
+  h.push('upgrade', 'websocket', 'connection', 'Upgrade');
+  req._addHeaderLines(h, h.length);
+  req.upgrade = true;
+  req.sluice = stream;
+  req.complete = true;
+  req.push(null);
+  stream.owner = sock;
+  stream.delegate = UPGRADE_DELEGATE;
+  target.emit('upgrade', req, sock, Buffer.alloc(0));
+}
+
 /* ---- response output: own properties on every ServerResponse ------------ */
 
 /** Flat [name, value, ...] list of what is to be sent, like Node's _storeHeader. */
@@ -446,18 +593,12 @@ const DELEGATE = {
  * Build req and res for a new stream and call the handler.
  * options.maxBody: LIMIT sent for every request with a body.
  */
-function handleStream(stream, handler, options) {
-  const f = stream.request;
-  const sock = new StreamSocket(stream, f);
-  const req = new IncomingMessage(sock);
-  sock._req = req;
-  req.method = f.method;
-  req.url = f.target;
-  if (f.version === 10) {
+function setVersion(req, version) {
+  if (version === 10) {
     req.httpVersionMajor = 1;
     req.httpVersionMinor = 0;
     req.httpVersion = '1.0';
-  } else if (f.version === 20) {
+  } else if (version === 20) {
     // HTTP/2 at the gateway: spelled as node:http2's compatibility API does
     req.httpVersionMajor = 2;
     req.httpVersionMinor = 0;
@@ -467,9 +608,28 @@ function handleStream(stream, handler, options) {
     req.httpVersionMinor = 1;
     req.httpVersion = '1.1';
   }
+}
+
+function handleStream(stream, handler, options) {
+  const f = stream.request;
+  if (f.body === P.BODY_WEBSOCKET && options.upgradeTarget) {
+    const target = options.upgradeTarget();
+    if (target !== null) {
+      handleUpgrade(stream, target);
+      return;
+    }
+    /* nobody takes upgrades (any more): an ordinary request, as to a worker
+     * that never announced WebSockets */
+  }
+  const sock = new StreamSocket(stream, f);
+  const req = new IncomingMessage(sock);
+  sock._req = req;
+  req.method = f.method;
+  req.url = f.target;
+  setVersion(req, f.version);
   req._addHeaderLines(f.headers, f.headers.length);
   req.sluice = stream;
-  if (f.body === 0) {
+  if (f.body === 0 || f.body === P.BODY_WEBSOCKET) {
     req.complete = true;
     req.push(null);
   } else if (options.maxBody !== undefined) {
@@ -536,14 +696,25 @@ function handlerFailed(res, err) {
  */
 function serve(handler, options = {}) {
   let fn = handler;
+  let server = null;
   if (handler && typeof handler !== 'function' && typeof handler.emit === 'function') {
-    const server = handler;
+    server = handler;
     fn = (req, res) => server.emit('request', req, res);
   }
   if (typeof fn !== 'function') throw new TypeError('serve(handler): handler must be a function or an http.Server');
   const opts = Object.assign({}, options);
-  const worker = new Worker(Object.assign({}, opts, {
+  let worker = null;
+  /* WebSocket upgrades go to 'upgrade' listeners of the server or of the
+   * worker (a WebSocketServer attached to either); with none, WebSockets
+   * are not announced to the gateway, and nothing changes. */
+  opts.upgradeTarget = () => {
+    if (server !== null && server.listenerCount('upgrade') > 0) return server;
+    if (worker.listenerCount('upgrade') > 0) return worker;
+    return null;
+  };
+  worker = new Worker(Object.assign({}, opts, {
     onRequest: (stream) => handleStream(stream, fn, opts),
+    websocket: opts.websocket !== undefined ? opts.websocket : () => opts.upgradeTarget() !== null,
   }));
   const exitOnClose = opts.exitOnClose !== false;
   if (opts.signals !== false) {
@@ -578,4 +749,4 @@ function serve(handler, options = {}) {
   return worker;
 }
 
-module.exports = { serve, handleStream, StreamSocket };
+module.exports = { serve, handleStream, StreamSocket, UpgradeSocket, parseRawResponse };

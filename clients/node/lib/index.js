@@ -4,10 +4,17 @@
  *
  *   const { serve } = require('sluice-worker');
  *   serve((req, res) => res.end('Hello, world!\n'));   // or serve(expressApp)
+ *
+ * WebSockets, with the server API of the ws package:
+ *   const server = http.createServer(app);
+ *   const wss = new WebSocketServer({ server });
+ *   wss.on('connection', (ws) => ws.on('message', (data) => ws.send(data)));
+ *   serve(server);                                      // instead of server.listen()
  */
 const protocol = require('./protocol');
 const { Worker, Stream, parseAddress, LIB } = require('./worker');
 const { serve, handleStream, StreamSocket } = require('./http');
+const { WebSocket, WebSocketServer } = require('./websocket');
 
 /** Raise (or lower) the request-body limit of one request (LIMIT frame). */
 function setBodyLimit(req, bytes) {
@@ -18,6 +25,8 @@ function setBodyLimit(req, bytes) {
 module.exports = {
   serve,
   setBodyLimit,
+  WebSocket,
+  WebSocketServer,
   Worker,
   Stream,
   StreamSocket,

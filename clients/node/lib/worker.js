@@ -38,8 +38,12 @@ function declaredLength(headers) {
 }
 
 const NO_DELEGATE = {
-  body() {}, end() {}, drain() {}, close() {},
+  body() {}, end() {}, drain() {}, close() {}, message() {},
 };
+
+/* MESSAGE payload bytes in front of the data at most: fixarray, type, uint64
+ * id, flags, bin32 (one more than BODY's). */
+const MESSAGE_EXTRA = 1;
 
 /** Parse a SLUICE_SOCKET value: PATH, unix:PATH, tcp:HOST:PORT, tcp:[V6]:PORT. */
 function parseAddress(s) {
@@ -80,8 +84,18 @@ function toText(s) {
  *   drain(stream)             response bytes held for credit have all been framed
  *   close(stream, cancel)     the stream is closed; cancel = {reason, name, message}
  *                             when the gateway cancelled it, it was reset, or the
- *                             link went away; null after the response ended
+ *                             link went away; null after the response ended (or
+ *                             after this side sent CLOSE or RESET); on a
+ *                             WebSocket {reason: 0, name: 'close', code, message}
+ *                             when the gateway sent CLOSE
+ *   message(stream, flags, data)  a MESSAGE on an accepted WebSocket (a data
+ *                             piece, flags 0..3, or a PONG, flags 8); report
+ *                             data bytes used with consumed()
  * and may keep its own state in `stream.owner`.
+ *
+ * A WebSocket stream (request.body === 3) is answered with accept(headers)
+ * (RESPONSE 101) or refused with respond(); once accepted it carries
+ * message(), ping() and close() instead of write() and end().
  */
 class Stream extends P.StreamState {
   constructor(worker, id) {
@@ -112,14 +126,23 @@ class Stream extends P.StreamState {
     this.callbacks = null; // write callbacks waiting for their bytes to be framed: [queuedTotal, cb]
     this.delegate = NO_DELEGATE;
     this.owner = null; // free for the API layer
+    // WebSocket output (after accept)
+    this.wsQueue = null; // [[data, text, fin, cb], ...] waiting for credit, in order
+    this.wsQueued = 0; // their bytes
+    this.wsText = -1; // text bit of a message the application sends in fragments (fin false)
+    this.wsClose = null; // [code, reason] of a CLOSE waiting behind queued messages
   }
 
   _init(frame) {
     this.request = frame;
     this.reqEnded = frame.body === 0;
-    this.granted = frame.body === 1 ? this.worker.initialWindow : 0;
-    if (frame.body !== 0) this.declared = declaredLength(frame.headers);
+    /* a WebSocket's gateway -> worker window starts at the HELLO window, as a body's */
+    this.granted = frame.body === 1 || frame.body === P.BODY_WEBSOCKET ? this.worker.initialWindow : 0;
+    if (frame.body === P.BODY_WEBSOCKET) this.reqEnded = false;
+    if (frame.body === 1 || frame.body === 2) this.declared = declaredLength(frame.headers);
   }
+
+  get isWebSocket() { return this.bodyMode === P.BODY_WEBSOCKET; }
 
   /** Response bytes accepted but waiting for credit. */
   get pending() { return this.queued; }
@@ -145,7 +168,7 @@ class Stream extends P.StreamState {
      * if the handler starts reading it before this output is flushed, that
      * CREDIT must reach the gateway before the RESPONSE, or it can no longer
      * answer 100 Continue. Leave a slot for it in front of the head. */
-    if (hasBody && this.granted === 0 && !this.reqEnded) w._headSlot(this);
+    if (hasBody && this.granted === 0 && !this.reqEnded && this.bodyMode !== P.BODY_WEBSOCKET) w._headSlot(this);
     if (!w._response(this.id, status, headers, hasBody ? 1 : 0)) {
       this.reset(P.RESET.INTERNAL, 'response head larger than the gateway accepts');
       return false;
@@ -154,6 +177,124 @@ class Stream extends P.StreamState {
     this.responded = true;
     if (!hasBody) { this.ended = true; this._closed(null); }
     return true;
+  }
+
+  /**
+   * Accept a WebSocket stream: RESPONSE 101 with `headers` (flat; e.g.
+   * sec-websocket-protocol). False if the stream is closed, or its head is
+   * larger than the gateway accepts (the stream is RESET instead).
+   */
+  accept(headers) {
+    if (this.closed) return false;
+    if (this.bodyMode !== P.BODY_WEBSOCKET || this.resp !== P.RESP_WAITING) throw new P.RejectedError('accept(): not a WebSocket waiting for its answer');
+    const w = this.worker;
+    if (!w._response(this.id, 101, headers || [], 0)) {
+      this.reset(P.RESET.INTERNAL, 'response head larger than the gateway accepts');
+      return false;
+    }
+    w.link.sendResponse(this, 0, 101);
+    this.responded = true;
+    return true;
+  }
+
+  /**
+   * Send a WebSocket message (or, with fin false, a fragment of one that the
+   * next calls continue): `data` a Buffer, `text` its type. Pieces go out as
+   * the gateway's window allows; the rest waits, in order, for CREDIT.
+   * Returns true when all of it was framed now. `cb(err)` runs once the last
+   * byte was handed to the socket.
+   */
+  message(data, text, fin, cb) {
+    if (this.closed || this.ws !== P.WS_OPEN || this.wsClose !== null) return false;
+    /* fragments of one message all carry its first fragment's type */
+    if (this.wsText >= 0) text = this.wsText === 1;
+    this.wsText = fin ? -1 : (text ? 1 : 0);
+    if (this.wsQueued === 0 && (this.wsQueue === null || this.wsQueue.length === 0)) {
+      const win = this.sendWin;
+      const n = data.length;
+      if (n <= win) {
+        this.worker._messageFrames(this, data, 0, n, text, fin);
+        if (cb) this.worker._afterFlush(cb);
+        return true;
+      }
+      if (win > 0) {
+        this.worker._messageFrames(this, data, 0, win, text, false);
+        data = data.subarray(win);
+      }
+    }
+    if (this.wsQueue === null) this.wsQueue = [];
+    this.wsQueue.push([data, text, fin, cb || null]);
+    this.wsQueued += data.length;
+    this.needDrain = true;
+    return false;
+  }
+
+  /** WebSocket ping (MESSAGE flags 4): no credit needed, goes out at once. */
+  ping(data, cb) {
+    if (this.closed || this.ws !== P.WS_OPEN) return false;
+    if (data.length > P.PING_MAX) throw new RangeError(`ping data of ${data.length} bytes (at most ${P.PING_MAX})`);
+    this.worker.link.sendMessage(this, P.MSG.PING, data.length);
+    this.worker._frame({ type: P.FRAME.MESSAGE, stream: this.id, flags: P.MSG.PING, data });
+    if (cb) this.worker._afterFlush(cb);
+    return true;
+  }
+
+  /**
+   * Close the WebSocket (CLOSE, code 1000..4999, reason a Buffer of UTF-8),
+   * after the messages still waiting for credit. False if nothing was done
+   * (closed already, or a CLOSE is waiting already).
+   */
+  close(code, reason) {
+    if (this.closed || this.ws !== P.WS_OPEN || this.wsClose !== null) return false;
+    if (this.wsQueue !== null && this.wsQueue.length) {
+      this.wsClose = [code, reason];
+      return true;
+    }
+    this._sendClose(code, reason);
+    return true;
+  }
+
+  _sendClose(code, reason) {
+    const w = this.worker;
+    w.link.sendClose(this);
+    const f = { type: P.FRAME.CLOSE, stream: this.id, code };
+    if (reason && reason.length) f.reason = reason;
+    w._frame(f);
+    this._closed(null);
+  }
+
+  /* Queued messages out as far as the window allows. */
+  _wsPump() {
+    const w = this.worker;
+    const q = this.wsQueue;
+    while (q.length) {
+      const e = q[0];
+      const d = e[0];
+      const n = Math.min(d.length, this.sendWin);
+      if (n < d.length) {
+        if (n > 0) {
+          w._messageFrames(this, d, 0, n, e[1], false);
+          e[0] = d.subarray(n);
+          this.wsQueued -= n;
+        }
+        break;
+      }
+      w._messageFrames(this, d, 0, n, e[1], e[2]);
+      this.wsQueued -= n;
+      q.shift();
+      if (e[3]) w._afterFlush(e[3]);
+    }
+    if (q.length === 0) {
+      if (this.wsClose !== null) {
+        const c = this.wsClose;
+        this._sendClose(c[0], c[1]);
+        return;
+      }
+      if (this.needDrain) {
+        this.needDrain = false;
+        w._afterFlush(() => this.delegate.drain(this));
+      }
+    }
   }
 
   /**
@@ -291,6 +432,25 @@ class Stream extends P.StreamState {
     }
   }
 
+  /**
+   * WebSocket input: the application has taken `total` message bytes so far
+   * (delivered, or held in a message being reassembled). Keeps the gateway's
+   * window at most the worker's `wsWindow`, granted in batches of half of it
+   * (or at once when the window is used up). No link-wide budget is involved:
+   * a WebSocket never has more than wsWindow in flight to it.
+   */
+  wsConsumed(total) {
+    if (this.closed) return;
+    const W = this.worker.wsWindow;
+    const want = W - (this.granted - total);
+    if (want <= 0) return;
+    if (want >= (W >>> 1) || this.granted === this.received) {
+      this.granted += want;
+      this.worker.link.sendCredit(this, want);
+      this.worker._credit(this.id, want);
+    }
+  }
+
   /* The request side ended: credit not yet used never will be; what is still
    * buffered stays on the budget until the stream closes. */
   _reqEnd() {
@@ -308,6 +468,7 @@ class Stream extends P.StreamState {
   /* ---- from the worker ---- */
 
   _credit() {
+    if (this.wsQueue !== null) { this._wsPump(); return; }
     if (this.queued === 0) return;
     const w = this.worker;
     let win = this.sendWin;
@@ -350,8 +511,13 @@ class Stream extends P.StreamState {
     }
     this.queue = null;
     this.queued = 0;
-    const cbs = this.callbacks;
+    let cbs = this.callbacks;
     this.callbacks = null;
+    if (this.wsQueue !== null) {
+      for (const e of this.wsQueue) if (e[3]) (cbs || (cbs = [])).push([0, e[3]]);
+      this.wsQueue = null;
+      this.wsQueued = 0;
+    }
     this.worker._streamClosed(this);
     if (cbs) {
       const err = new Error('the stream was closed before these bytes were sent');
@@ -400,6 +566,12 @@ class Worker extends EventEmitter {
     this.handshakeTimeout = o.handshakeTimeout || 10000;
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
+    /* Announce `websocket` in HELLO: a boolean, or a function asked when the
+     * HELLO is sent (the http layer: "is an upgrade listener attached?"). */
+    this.websocket = o.websocket || false;
+    /* Message credit in flight to one WebSocket (PROTOCOL.md 5.2) */
+    this.wsWindow = o.wsWindow !== undefined ? o.wsWindow : (this.initialWindow || DEFAULT_INITIAL_WINDOW);
+    if (!(Number.isInteger(this.wsWindow) && this.wsWindow >= 1 && this.wsWindow <= P.MAX_WINDOW)) throw new RangeError('wsWindow out of range');
     if (!(this.window >= 1 && this.window <= P.MAX_WINDOW)) throw new RangeError('window out of range');
     if (!(Number.isInteger(this.initialWindow) && this.initialWindow >= 0 && this.initialWindow <= this.window)) {
       throw new RangeError('initialWindow out of range (0 .. window)');
@@ -468,6 +640,7 @@ class Worker extends EventEmitter {
         const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.initialWindow };
         if (this.maxFrame !== P.DEFAULT_FRAME) s.max_frame = this.maxFrame;
         if (this.token) s.token = toText(this.token);
+        if (typeof this.websocket === 'function' ? this.websocket() : this.websocket === true) s.websocket = true;
         const hello = { type: P.FRAME.HELLO, stream: 0, version: P.VERSION, settings: s };
         this.link.send(hello);
         this._frame(hello);
@@ -531,6 +704,19 @@ class Worker extends EventEmitter {
       case 6: { // CREDIT
         const s = ev.udata;
         if (s !== null && !ev.ignored) s._credit();
+        return;
+      }
+      case 15: { // MESSAGE
+        const s = ev.udata;
+        if (s === null || ev.ignored) return;
+        if (f.flags < P.MSG.PING) s.received += f.data.length;
+        s.delegate.message(s, f.flags, f.data);
+        return;
+      }
+      case 16: { // CLOSE
+        const s = ev.udata;
+        if (s === null || ev.ignored) return;
+        s._closed({ reason: 0, name: 'close', code: f.code, message: f.reason || '' });
         return;
       }
       case 7: { // CANCEL
@@ -733,6 +919,41 @@ class Worker extends EventEmitter {
       b.write(str, p, len, encoding);
     }
     w.pos = p + len;
+    this._schedule();
+  }
+
+  /**
+   * MESSAGE frames for data[off, off+n) (within the window, checked by the
+   * link): the *more* bit on every piece but the last of a message (`fin`).
+   * An empty message is one empty piece.
+   */
+  _messageFrames(s, data, off, n, text, fin) {
+    const link = this.link;
+    const max = this.bodyMax - MESSAGE_EXTRA;
+    const w = this.w;
+    const sid = s.id;
+    const t = text ? P.MSG.TEXT : P.MSG.BINARY;
+    do {
+      const len = n < max ? n : max;
+      const flags = (fin && len === n) ? t : t | P.MSG.MORE;
+      link.sendMessage(s, flags, len);
+      const copy = len <= COPY_MAX;
+      w.ensure(24 + (copy ? len : 0));
+      const b = w.buf;
+      const at = w.pos;
+      w.pos += 4;
+      w.u8(0x94); w.u8(15); w.uint(sid); w.u8(flags); w.binHead(len);
+      b.writeUInt32BE(w.pos - at - 4 + len, at);
+      if (copy) {
+        if (len) b.set(off === 0 && len === data.length ? data : data.subarray(off, off + len), w.pos);
+        w.pos += len;
+      } else {
+        this.out.push(w.take());
+        this.out.push(off === 0 && len === data.length ? data : data.subarray(off, off + len));
+      }
+      off += len;
+      n -= len;
+    } while (n > 0);
     this._schedule();
   }
 
