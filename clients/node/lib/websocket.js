@@ -293,7 +293,7 @@ class WebSocket extends EventEmitter {
       if (this._binaryType === 'arraybuffer') data = msg.buffer.slice(msg.byteOffset, msg.byteOffset + msg.length);
       else if (this._binaryType === 'fragments') data = [msg];
     }
-    this.emit('message', data, !isBinary);
+    this.emit('message', data, isBinary);
   }
 
   _tooBig() {
@@ -348,7 +348,7 @@ for (const property of ['binaryType', 'bufferedAmount', 'extensions', 'isPaused'
 
 function makeEvent(type, ws, args) {
   const ev = { type, target: ws };
-  if (type === 'message') ev.data = args[1] ? args[0].toString() : args[0];
+  if (type === 'message') ev.data = args[1] ? args[0] : args[0].toString();
   else if (type === 'close') {
     ev.code = args[0];
     ev.reason = args[1].toString();
@@ -461,12 +461,15 @@ class WebSocketServer extends EventEmitter {
     if (options.server) {
       this._server = options.server;
       const onUpgrade = (req, socket, head) => this.handleUpgrade(req, socket, head, (ws, r) => this.emit('connection', ws, r));
+      /* an http.Server's errors are forwarded, as ws does; a Worker reports
+       * its own through 'close' */
+      const forward = typeof this._server.listen === 'function';
       const onError = (err) => this.emit('error', err);
       this._server.on('upgrade', onUpgrade);
-      this._server.on('error', onError);
+      if (forward) this._server.on('error', onError);
       this._removeListeners = () => {
         this._server.removeListener('upgrade', onUpgrade);
-        this._server.removeListener('error', onError);
+        if (forward) this._server.removeListener('error', onError);
       };
     }
     if (options.clientTracking) {
