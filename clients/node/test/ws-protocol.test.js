@@ -253,3 +253,38 @@ test('link: a refused WebSocket is an ordinary response', () => {
   assert.equal(w.open, 0);
   assert.equal(g.open, 0);
 });
+
+test('the runtime writes canonical WebSocket frames (RESPONSE 101, MESSAGE pieces, PING, CREDIT, CLOSE)', async () => {
+  const { Worker } = require('../lib/worker');
+  const chunks = [];
+  const sink = { destroyed: false, write(b) { chunks.push(Buffer.from(b)); return true; }, cork() {}, uncork() {}, end() {}, destroy() {}, writableLength: 0 };
+  let stream = null;
+  const worker = new Worker({ socket: 'unused', websocket: true, initialWindow: 100, wsWindow: 100, onRequest: (s) => { stream = s; } });
+  worker.sock = sink;
+  const hello = { type: F.HELLO, stream: 0, version: 1, settings: { max_streams: 8, window: 100, websocket: true } };
+  worker.link.send(hello);
+  worker._onData(P.encodeFrame({ type: F.HELLO, stream: 0, version: 1, settings: { window: 300, max_frame: 16384, websocket: true } }));
+  worker._onData(P.encodeFrame({ ...REQ(2 ** 40), headers: ['sec-websocket-protocol', 'a'] }));
+  stream.accept(['sec-websocket-protocol', 'a']);
+  stream.message(Buffer.alloc(200, 1), true, true, null);
+  stream.message(Buffer.alloc(0), false, true, null);
+  stream.message(Buffer.alloc(150, 2), false, true, null); // 100 now, 50 after credit
+  stream.ping(Buffer.from('p'), null);
+  worker._onData(P.encodeFrame(MSG(2 ** 40, 1, 80)));
+  stream.wsConsumed(stream.received);
+  worker._onData(P.encodeFrame({ type: F.CREDIT, stream: 2 ** 40, increment: 50 }));
+  stream.close(4000, Buffer.from('bye'));
+  await new Promise(setImmediate);
+  const out = Buffer.concat(chunks);
+  const raws = [];
+  for (let p = 0; p < out.length;) { const len = out.readUInt32BE(p); raws.push(out.subarray(p, p + 4 + len)); p += 4 + len; }
+  const frames = raws.map((r) => decodeAll(r)[0]);
+  for (let i = 0; i < raws.length; i++) assert.equal(P.encodeFrame(frames[i]).toString('hex'), raws[i].toString('hex'), `frame ${i} canonical`);
+  assert.deepEqual(frames.map((f) => [P.FRAME_NAMES[f.type], f.flags !== undefined ? f.flags : f.status || f.increment || f.code, f.data ? f.data.length : null]), [
+    ['RESPONSE', 101, null], ['MESSAGE', 1, 200], ['MESSAGE', 0, 0], ['MESSAGE', 2, 100], ['MESSAGE', 4, 1],
+    ['CREDIT', 80, null], ['MESSAGE', 0, 50], ['CLOSE', 4000, null],
+  ]);
+  assert.equal(frames[7].reason, 'bye');
+  assert.equal(worker.link.open, 0);
+  worker._close(null);
+});
