@@ -1247,6 +1247,10 @@ class Link {
       if (this.localHello || (this.gw && !this.peerHello)) throw new RejectedError('HELLO not allowed now');
       const s = f.settings || {};
       if (s.window === undefined || (!this.gw && s.max_streams === undefined)) throw new RejectedError('HELLO lacks a required key');
+      // a gateway offers WebSockets only to a worker that asked (PROTOCOL.md 5.2)
+      if (this.gw && s.websocket === true && !(this.peerHello && this.peerHello.websocket === true)) {
+        throw new RejectedError('HELLO websocket: true to a worker that did not announce it');
+      }
       this.localHello = Object.assign({}, s);
       if (this.localHello.max_frame === undefined) this.localHello.max_frame = DEFAULT_FRAME;
       this._updateMax();

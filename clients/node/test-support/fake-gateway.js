@@ -101,7 +101,10 @@ class FakeGateway {
     const hello = await this.next();
     if (!hello || hello.type !== P.FRAME.HELLO) throw new Error('expected HELLO');
     this.workerHello = hello.settings;
-    this.send({ type: P.FRAME.HELLO, stream: 0, version: 1, settings: { window: 262144, worker_id: 1, pool: 'test', server: 'fake/1', ...settings } });
+    settings = { window: 262144, worker_id: 1, pool: 'test', server: 'fake/1', ...settings };
+    // as the gateway does: WebSockets only for a worker that asked for them
+    if (settings.websocket && hello.settings.websocket !== true) delete settings.websocket;
+    this.send({ type: P.FRAME.HELLO, stream: 0, version: 1, settings });
     return hello;
   }
 

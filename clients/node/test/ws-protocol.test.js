@@ -100,7 +100,17 @@ function links({ workerWs = true, gatewayWs = true, window = 10 } = {}) {
   const g = new P.Link('gateway');
   const wh = { type: F.HELLO, stream: 0, version: 1, settings: { max_streams: 8, window, websocket: workerWs } };
   const gh = { type: F.HELLO, stream: 0, version: 1, settings: { window, websocket: gatewayWs } };
-  w.send(wh); g.recv(wh); g.send(gh); w.recv(gh);
+  w.send(wh); g.recv(wh);
+  if (gatewayWs && !workerWs) {
+    // a gateway may not offer WebSockets to a worker that did not ask; a
+    // worker that gets the key anyway ignores it
+    assert.equal(errName(() => g.send(gh)), 'rejected');
+    gh.settings.websocket = false;
+    g.send(gh);
+    w.recv({ ...gh, settings: { window, websocket: true } });
+  } else {
+    g.send(gh); w.recv(gh);
+  }
   return { w, g };
 }
 
