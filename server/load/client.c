@@ -13,12 +13,15 @@
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
 
 #include "request.h"
 #include "tls.h"
+#include "ws.h"
 
 #ifdef __linux__
 #include <sys/timerfd.h>
@@ -33,10 +36,11 @@
 #define STAGE_SIZE (64 * 1024)        /* plaintext gathered for one SSL_write */
 #define H2_WINDOW (16 * 1024 * 1024)  /* HTTP/2 stream and connection windows */
 #define SESSION_POOL 64               /* --tls-resume: sessions kept per thread */
+#define WS_RESPONSE_HEAD_MAX 8192     /* the server's answer to the WebSocket handshake */
 
 const char *sload_error_name(sload_error_kind k)
 {
-    static const char *names[SLOAD_ERR_COUNT] = {"connect", "read", "write", "timeout", "parse", "tls"};
+    static const char *names[SLOAD_ERR_COUNT] = {"connect", "read", "write", "timeout", "parse", "tls", "echo"};
     return (unsigned)k < SLOAD_ERR_COUNT ? names[k] : "?";
 }
 
@@ -124,7 +128,7 @@ static uint64_t gate_arrive(sload_gate *g, uint64_t timeout_ns)
 /* ---- connections ------------------------------------------------------- */
 
 enum conn_state { CS_CLOSED, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSING };
-enum timer_mode { TM_NONE, TM_CONNECT, TM_RESPONSE, TM_BACKOFF };
+enum timer_mode { TM_NONE, TM_CONNECT, TM_RESPONSE, TM_BACKOFF, TM_WS_CLOSE };
 enum phase { PH_CONNECT, PH_RUN, PH_DRAIN, PH_DONE };
 
 typedef struct {
@@ -176,6 +180,15 @@ struct conn {
     size_t seg_off;
     /* HTTP/2 */
     nghttp2_session *h2;
+    /* WebSocket */
+    bool ws_upgrading;       /* handshake sent, its answer not yet complete */
+    bool ws_closing;         /* our close frame sent: waiting for the server's */
+    bool ws_bad;             /* the echo being received is not the message */
+    char ws_accept[29];      /* the Sec-WebSocket-Accept expected */
+    char *ws_head;           /* the answer's head, gathered (WS_RESPONSE_HEAD_MAX) */
+    size_t ws_head_len;
+    ws_parser *wsp;
+    size_t ws_rx;            /* bytes of the current echo so far */
     /* Bytes for the socket that do not live elsewhere (TLS records, HTTP/2
      * frames), and how many of those libuv still holds. */
     char *obuf;
@@ -222,6 +235,10 @@ struct sload_client {
     nghttp2_nv *nv;
     size_t nvlen;
     nghttp2_data_provider prd;
+    /* WebSocket */
+    uint8_t *ws_out;         /* one frame being built: head + masked message */
+    char *ws_req;            /* the handshake with this connection's key */
+    uint64_t ws_rng;         /* masking keys (xorshift, seeded from RAND_bytes) */
     enum phase phase;
     bool open_loop;
     uint64_t start_ns, measure_ns, end_ns, window_end_ns;
@@ -680,6 +697,335 @@ static uint64_t closed_origin(conn *c, uint64_t now)
     return now;
 }
 
+/* ---- WebSocket ------------------------------------------------------------ */
+
+static void first_outcome(conn *c);
+
+/* Masking keys: RFC 6455 wants them unpredictable to intermediaries; a
+ * per-thread xorshift seeded from RAND_bytes is plenty for a load tool and
+ * costs nothing per message. */
+static uint64_t ws_rand(sload_client *cl)
+{
+    uint64_t x = cl->ws_rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    cl->ws_rng = x;
+    return x;
+}
+
+/* One whole masked frame into the connection's output (not yet flushed). */
+static bool ws_frame_out(conn *c, int op, const uint8_t *payload, size_t len)
+{
+    sload_client *cl = c->cl;
+    uint64_t r = ws_rand(cl);
+    uint8_t key[4];
+    memcpy(key, &r, sizeof key);
+    uint8_t *b = cl->ws_out; /* WS_HEAD_MAX + max(message, control payload) */
+    size_t n = ws_frame_head(b, op, true, len, key);
+    if (len)
+        memcpy(b + n, payload, len);
+    ws_mask(b + n, len, key, 0);
+    return out_plain(c, b, n + len);
+}
+
+static void ws_handshake_fail(conn *c, const char *why)
+{
+    sload_client *cl = c->cl;
+    first_outcome(c);
+    count_error(cl, SLOAD_ERR_PARSE, 1);
+    if (!cl->st.ws_error[0])
+        snprintf(cl->st.ws_error, sizeof cl->st.ws_error, "%s", why);
+    conn_close(c, true);
+}
+
+/* TCP (and TLS) is up: the opening handshake, with a fresh key. The
+ * connect timeout also bounds the handshake. */
+static void ws_handshake_start(conn *c)
+{
+    sload_client *cl = c->cl;
+    const sload_client_config *cfg = &cl->cfg;
+    uint8_t nonce[16];
+    char key[25];
+    if (RAND_bytes(nonce, sizeof nonce) != 1) {
+        uint64_t a = ws_rand(cl), b = ws_rand(cl);
+        memcpy(nonce, &a, 8);
+        memcpy(nonce + 8, &b, 8);
+    }
+    EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce); /* 24 characters and a NUL */
+    ws_accept_value(key, 24, c->ws_accept);
+    c->ws_upgrading = true;
+    c->ws_head_len = 0;
+    if (!c->ws_head && !(c->ws_head = malloc(WS_RESPONSE_HEAD_MAX))) {
+        ws_handshake_fail(c, "out of memory");
+        return;
+    }
+    uint64_t now = uv_hrtime(), deadline = c->connect_start + cfg->connect_timeout_ns;
+    timer_start(c, TM_CONNECT, deadline > now ? ns_to_ms_ceil(deadline - now) : 0);
+    memcpy(cl->ws_req, cfg->head, cfg->head_len);
+    memcpy(cl->ws_req + cfg->ws_key_off, key, 24);
+    if (out_plain(c, cl->ws_req, cfg->head_len))
+        out_finish(c);
+}
+
+static bool token_in_list(const char *v, size_t n, const char *tok)
+{
+    size_t tl = strlen(tok), i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end - start == tl && strncasecmp(v + start, tok, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Is the answer's head (status line and fields, CRLF CRLF included) a
+ * valid 101 for our key? Else why not, in why[len]. */
+static bool ws_answer_ok(conn *c, const char *h, size_t n, char *why, size_t len)
+{
+    if (n < 13 || memcmp(h, "HTTP/1.1 101", 12) != 0 || (h[12] != ' ' && h[12] != '\r')) {
+        size_t l = 0;
+        while (l < n && l < 60 && h[l] != '\r' && h[l] != '\n')
+            l++;
+        snprintf(why, len, "the handshake got '%.*s', not 101", (int)l, h);
+        return false;
+    }
+    bool upgrade = false, connection = false, accept = false;
+    const char *p = memchr(h, '\n', n) + 1, *end = h + n;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t ll = (size_t)(eol - p);
+        if (ll > 0 && p[ll - 1] == '\r')
+            ll--;
+        if (ll == 0)
+            break;
+        const char *colon = memchr(p, ':', ll);
+        if (colon) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1, *ve = p + ll;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            size_t vl = (size_t)(ve - v);
+            if (nl == 7 && strncasecmp(p, "upgrade", 7) == 0)
+                upgrade = vl == 9 && strncasecmp(v, "websocket", 9) == 0;
+            else if (nl == 10 && strncasecmp(p, "connection", 10) == 0)
+                connection = connection || token_in_list(v, vl, "upgrade");
+            else if (nl == 20 && strncasecmp(p, "sec-websocket-accept", 20) == 0)
+                accept = vl == 28 && memcmp(v, c->ws_accept, 28) == 0;
+            else if (nl == 24 && strncasecmp(p, "sec-websocket-extensions", 24) == 0 && vl > 0) {
+                snprintf(why, len, "the server chose an extension we did not offer");
+                return false;
+            }
+        }
+        p = eol + 1;
+    }
+    if (!upgrade || !connection || !accept) {
+        snprintf(why, len, "the 101 lacks %s", !upgrade ? "Upgrade: websocket" : !connection ? "Connection: upgrade"
+                                                                                       : "the right Sec-WebSocket-Accept");
+        return false;
+    }
+    return true;
+}
+
+/* The answer to the handshake, as it arrives. Returns the bytes of p it
+ * took (the rest are frames), or -1 when the connection failed. */
+static ssize_t ws_upgrade_input(conn *c, const char *p, size_t n)
+{
+    sload_client *cl = c->cl;
+    size_t had = c->ws_head_len, take = WS_RESPONSE_HEAD_MAX - had;
+    if (take > n)
+        take = n;
+    memcpy(c->ws_head + had, p, take);
+    c->ws_head_len += take;
+    size_t from = had > 3 ? had - 3 : 0;
+    const char *end = memmem(c->ws_head + from, c->ws_head_len - from, "\r\n\r\n", 4);
+    if (!end) {
+        if (c->ws_head_len == WS_RESPONSE_HEAD_MAX) {
+            ws_handshake_fail(c, "the handshake's answer has a head above 8 KiB");
+            return -1;
+        }
+        return (ssize_t)n;
+    }
+    size_t head_len = (size_t)(end - c->ws_head) + 4;
+    char why[sizeof cl->st.ws_error];
+    if (!ws_answer_ok(c, c->ws_head, head_len, why, sizeof why)) {
+        ws_handshake_fail(c, why);
+        return -1;
+    }
+    if (ws_parser_new(&c->wsp, false, 0) < 0) {
+        ws_handshake_fail(c, "out of memory");
+        return -1;
+    }
+    c->ws_upgrading = false;
+    free(c->ws_head); /* only needed for the handshake */
+    c->ws_head = NULL;
+    c->ws_rx = 0;
+    c->ws_bad = false;
+    uv_timer_stop(&c->timer);
+    c->tmode = TM_NONE;
+    if (in_window(cl, c->connect_start)) {
+        sload_hist_record(cl->st.connect, (uv_hrtime() - c->connect_start + 500) / 1000);
+        cl->st.connects_window++;
+    }
+    first_outcome(c);
+    c->completions++; /* after_input: the connection is available */
+    return (ssize_t)(head_len - had);
+}
+
+/* A whole echo arrived: it completes the oldest message in flight. */
+static void ws_message_done(conn *c)
+{
+    sload_client *cl = c->cl;
+    if (c->qlen == 0) {
+        if (in_window(cl, uv_hrtime()))
+            count_error(cl, SLOAD_ERR_ECHO, 1); /* a message nobody sent */
+        return;
+    }
+    inflight e = *q_at(c, 0);
+    c->qhead = (c->qhead + 1) % cl->cfg.pipeline;
+    c->qlen--;
+    cl->inflight_total--;
+    if (!c->ws_bad) {
+        record_completion(c, e.origin, e.sent, 0);
+        return;
+    }
+    c->completions++;
+    c->answered++;
+    if (in_window(cl, e.origin))
+        count_error(cl, SLOAD_ERR_ECHO, 1);
+}
+
+/* A piece of an echo: the same bytes as the message, at the same place. */
+static void ws_echo_piece(conn *c, const ws_event *ev)
+{
+    const sload_client_config *cfg = &c->cl->cfg;
+    if (ev->first) {
+        c->ws_rx = 0;
+        c->ws_bad = ev->text != cfg->ws_text;
+    }
+    if (!c->ws_bad) {
+        if (ev->len > cfg->ws_msg_len - c->ws_rx || memcmp(ev->data, cfg->ws_msg + c->ws_rx, ev->len) != 0)
+            c->ws_bad = true;
+        else
+            c->ws_rx += ev->len;
+    }
+    if (!ev->fin)
+        return;
+    if (c->ws_rx != cfg->ws_msg_len)
+        c->ws_bad = true;
+    ws_message_done(c);
+}
+
+/* Bytes from the server (plaintext). True while the connection stays open. */
+static bool ws_input(conn *c, char *p, size_t n)
+{
+    if (c->ws_upgrading) {
+        ssize_t used = ws_upgrade_input(c, p, n);
+        if (used < 0)
+            return false;
+        p += used;
+        n -= (size_t)used;
+    }
+    while (n > 0 && c->state == CS_OPEN && !c->ws_upgrading) {
+        ws_event ev;
+        size_t used = 0;
+        int r = ws_parser_feed(c->wsp, (uint8_t *)p, n, SIZE_MAX, &used, &ev);
+        p += used;
+        n -= used;
+        if (r < 0) {
+            /* the server broke RFC 6455 */
+            fail_inflight(c, SLOAD_ERR_PARSE, 1);
+            conn_close(c, false);
+            return false;
+        }
+        if (r == 0)
+            break;
+        if (ev.type == WS_EV_DATA) {
+            ws_echo_piece(c, &ev);
+        } else if (ev.type == WS_EV_PING) {
+            if (!ws_frame_out(c, WS_OP_PONG, ev.data, ev.len) || !out_finish(c))
+                return false;
+        } else if (ev.type == WS_EV_CLOSE) {
+            if (c->ws_closing) {
+                conn_close(c, false); /* the close handshake is complete */
+                return false;
+            }
+            /* the server closed: answer with its code; what is in flight failed */
+            uint8_t code[2] = {(uint8_t)(ev.code >> 8), (uint8_t)ev.code};
+            c->ws_closing = true;
+            if (ws_frame_out(c, WS_OP_CLOSE, code, ev.code == WS_CLOSE_NO_STATUS ? 0 : 2))
+                out_finish(c);
+            if (c->state == CS_OPEN) {
+                fail_inflight(c, SLOAD_ERR_READ, 0);
+                conn_close(c, c->answered == 0);
+            }
+            return false;
+        }
+    }
+    return c->state == CS_OPEN;
+}
+
+/* The end: our close frame (1000), then the server's, bounded in time. */
+static void ws_close_start(conn *c)
+{
+    sload_client *cl = c->cl;
+    if (c->state != CS_OPEN || c->ws_upgrading || !c->wsp) {
+        conn_close(c, false);
+        return;
+    }
+    if (c->ws_closing)
+        return;
+    c->ws_closing = true;
+    ready_remove(c);
+    const uint8_t code[2] = {WS_CLOSE_NORMAL >> 8, WS_CLOSE_NORMAL & 0xff};
+    if (!ws_frame_out(c, WS_OP_CLOSE, code, 2) || !out_finish(c))
+        return;
+    uint64_t wait = cl->cfg.response_timeout_ns < 2000000000u ? cl->cfg.response_timeout_ns : 2000000000u;
+    timer_start(c, TM_WS_CLOSE, ns_to_ms_ceil(wait));
+}
+
+/* No more requests on c: close it (WebSocket: with the close handshake). */
+static void conn_finish(conn *c)
+{
+    if (c->cl->cfg.ws)
+        ws_close_start(c);
+    else
+        conn_close(c, false);
+}
+
+/* n messages on c (origins as for conn_send). */
+static bool ws_send(conn *c, unsigned n, const uint64_t *origins)
+{
+    sload_client *cl = c->cl;
+    const sload_client_config *cfg = &cl->cfg;
+    uint64_t now = uv_hrtime();
+    uint64_t corigin = closed_origin(c, now);
+    c->fresh = false;
+    for (unsigned i = 0; i < n; i++) {
+        inflight *e = q_at(c, c->qlen);
+        e->origin = origins ? origins[i] : corigin;
+        e->sent = now;
+        c->qlen++;
+        cl->inflight_total++;
+        if (in_window(cl, e->origin))
+            cl->st.sent++;
+        if (!ws_frame_out(c, cfg->ws_text ? WS_OP_TEXT : WS_OP_BINARY, cfg->ws_msg, cfg->ws_msg_len))
+            return false;
+    }
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        timer_start(c, TM_RESPONSE, ns_to_ms_ceil(cfg->response_timeout_ns));
+    return out_finish(c);
+}
+
 /* HTTP/2: n new streams. */
 static bool h2_send(conn *c, unsigned n, const uint64_t *origins)
 {
@@ -728,6 +1074,8 @@ static bool conn_send(conn *c, unsigned n, const uint64_t *origins)
 {
     if (c->h2)
         return h2_send(c, n, origins);
+    if (c->cl->cfg.ws)
+        return ws_send(c, n, origins);
     sload_client *cl = c->cl;
     const sload_client_config *cfg = &cl->cfg;
     uint64_t now = uv_hrtime();
@@ -820,9 +1168,11 @@ static void conn_fill(conn *c)
 static void conn_became_available(conn *c)
 {
     sload_client *cl = c->cl;
+    if (c->ws_upgrading || c->ws_closing)
+        return;
     if (cl->phase == PH_DRAIN) {
         if (c->qlen == 0)
-            conn_close(c, false);
+            conn_finish(c);
         return;
     }
     if (cl->phase != PH_RUN)
@@ -1053,6 +1403,8 @@ static void conn_end_clean(conn *c)
 /* Protocol bytes (plaintext). True while the connection stays open. */
 static bool conn_input(conn *c, const char *p, size_t n)
 {
+    if (c->cl->cfg.ws)
+        return ws_input(c, (char *)p, n); /* our read buffer: unmasking needs no copy */
     if (c->h2) {
         ssize_t r = nghttp2_session_mem_recv(c->h2, (const uint8_t *)p, n);
         if (r < 0) {
@@ -1115,7 +1467,15 @@ static void after_input(conn *c)
 static void conn_eof(conn *c, ssize_t nread)
 {
     sload_client *cl = c->cl;
-    if (nread == UV_EOF && !c->h2) {
+    if (c->ws_closing) {
+        conn_close(c, false); /* closed after (or instead of) its close frame */
+        return;
+    }
+    if (c->ws_upgrading) {
+        ws_handshake_fail(c, "the server closed the connection during the WebSocket handshake");
+        return;
+    }
+    if (nread == UV_EOF && !c->h2 && !cl->cfg.ws) {
         /* A body delimited by the end of the connection ends here. */
         c->completions = 0;
         llhttp_errno_t err = llhttp_finish(&c->parser);
@@ -1219,13 +1579,20 @@ static void conn_ready(conn *c)
     uint64_t now = uv_hrtime();
     uv_timer_stop(&c->timer);
     c->tmode = TM_NONE;
-    first_outcome(c);
+    if (!cl->cfg.ws)
+        first_outcome(c); /* WebSocket: once the handshake is done */
     c->state = CS_OPEN;
     c->fresh = true;
     c->close_after = false;
     c->h2_error = false;
+    c->ws_closing = false;
     c->answered = 0;
     cl->st.connects++;
+    if (cl->cfg.ws) {
+        llhttp_init(&c->parser, HTTP_RESPONSE, &cl->settings); /* unused, but initialised */
+        ws_handshake_start(c);
+        return;
+    }
     if (in_window(cl, c->connect_start)) {
         sload_hist_record(cl->st.connect, (now - c->connect_start + 500) / 1000);
         cl->st.connects_window++;
@@ -1392,7 +1759,13 @@ static void on_timer(uv_timer_t *t)
             conn_close(c, true);
         } else if (c->state == CS_HANDSHAKE) {
             handshake_fail(c, "the handshake timed out");
+        } else if (c->state == CS_OPEN && c->ws_upgrading) {
+            ws_handshake_fail(c, "the WebSocket handshake timed out");
         }
+        break;
+    case TM_WS_CLOSE:
+        if (c->state == CS_OPEN)
+            conn_close(c, false); /* no close frame from the server in time */
         break;
     case TM_BACKOFF:
         if (c->state == CS_CLOSED && cl->phase <= PH_RUN)
@@ -1436,6 +1809,9 @@ static void conn_release(conn *c)
         nghttp2_session_del(c->h2);
         c->h2 = NULL;
     }
+    ws_parser_free(c->wsp);
+    c->wsp = NULL;
+    c->ws_upgrading = c->ws_closing = false;
     c->olen = 0;
     c->wq_bytes = 0;
     c->seg_head = c->seg_len = 0;
@@ -1655,7 +2031,7 @@ static void begin_drain(sload_client *cl)
         if (c->state == CS_CLOSED) {
             uv_timer_stop(&c->timer);
         } else if (c->qlen == 0) {
-            conn_close(c, false);
+            conn_finish(c);
         }
     }
     /* In-flight requests have their own response timeouts; this bounds the
@@ -1783,6 +2159,15 @@ int sload_client_new(sload_client **out, const sload_client_config *cfg)
         nghttp2_session_callbacks_set_on_stream_close_callback(cl->h2cb, h2_on_stream_close);
         cl->prd.read_callback = h2_body_read;
     }
+    if (cfg->ws) {
+        size_t most = cfg->ws_msg_len > WS_CONTROL_MAX ? cfg->ws_msg_len : WS_CONTROL_MAX;
+        cl->ws_out = malloc(WS_HEAD_MAX + most);
+        cl->ws_req = malloc(cfg->head_len);
+        if (!cl->ws_out || !cl->ws_req || cfg->ws_key_off + 24 > cfg->head_len)
+            goto fail;
+        if (RAND_bytes((unsigned char *)&cl->ws_rng, sizeof cl->ws_rng) != 1 || cl->ws_rng == 0)
+            cl->ws_rng = uv_hrtime() | 1;
+    }
     if (cl->open_loop) {
         cl->rq_cap = (size_t)cfg->connections * cfg->pipeline;
         cl->requeue = calloc(cl->rq_cap, sizeof *cl->requeue);
@@ -1876,11 +2261,14 @@ void sload_client_free(sload_client *cl)
             free(c->qfree);
             free(c->segs);
             free(c->obuf);
+            free(c->ws_head);
         }
     free(cl->conns);
     free(cl->rbuf);
     free(cl->pbuf);
     free(cl->stage);
+    free(cl->ws_out);
+    free(cl->ws_req);
     free(cl->nv);
     if (cl->h2cb)
         nghttp2_session_callbacks_del(cl->h2cb);

@@ -25,7 +25,16 @@
  * pipelined in order), or HTTP/2 (an nghttp2 client session fed with
  * nghttp2_session_mem_recv and drained with nghttp2_session_mem_send;
  * `pipeline` is then the number of concurrent streams). Both protocol
- * cores are sans-I/O; this file owns the sockets. */
+ * cores are sans-I/O; this file owns the sockets.
+ *
+ * WebSocket (ws): each connection sends the RFC 6455 opening handshake (a
+ * fresh random key each time; the 101 and Sec-WebSocket-Accept are
+ * checked), then its "requests" are masked messages, each answered by its
+ * echo (server/ws/ parses the server's frames). `pipeline` messages are in
+ * flight per connection; a message completes when its whole echo has
+ * arrived, and an echo that differs (size, bytes, text flag) is an `echo`
+ * error. Pings are answered; at the end each connection closes with 1000
+ * and waits (bounded) for the server's close frame. */
 #ifndef SLOAD_CLIENT_H
 #define SLOAD_CLIENT_H
 
@@ -51,6 +60,7 @@ typedef enum {
     SLOAD_ERR_TIMEOUT,   /* no complete response within the response timeout */
     SLOAD_ERR_PARSE,     /* malformed or unexpected response (HTTP/2: protocol error) */
     SLOAD_ERR_TLS,       /* TLS handshake failed (per attempt), or a TLS error later */
+    SLOAD_ERR_ECHO,      /* WebSocket: an echo that is not the message sent */
     SLOAD_ERR_COUNT
 } sload_error_kind;
 
@@ -80,6 +90,11 @@ typedef struct {
     size_t h2_nheaders;
     bool head_method;            /* responses have no body */
     bool keepalive;              /* false: the request says Connection: close */
+    bool ws;                     /* WebSocket: head is the opening handshake */
+    size_t ws_key_off;           /* where in head the 24-character key goes */
+    const uint8_t *ws_msg;       /* the message every connection sends (shared) */
+    size_t ws_msg_len;
+    bool ws_text;                /* text (else binary) messages */
     unsigned connections;        /* this thread's */
     unsigned pipeline;           /* requests in flight per connection, >= 1 (HTTP/2: streams) */
     double rate;                 /* this thread's requests/s; 0: closed loop */
@@ -107,6 +122,7 @@ typedef struct {
     uint64_t tls_resumed;        /* TLS connections that resumed a session (all phases) */
     char tls_info[96];           /* negotiated version, cipher, ALPN (first connection) */
     char tls_error[160];         /* why the first TLS failure failed */
+    char ws_error[160];          /* why the first WebSocket handshake failed */
     uint64_t bytes_read;         /* in the window */
     uint64_t bytes_written;      /* in the window */
     uint64_t scheduled;          /* open loop: due within the window */

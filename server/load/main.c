@@ -33,13 +33,15 @@
 #define MAX_PIPELINE 256
 #define MAX_STREAMS 1024
 #define MAX_BODY ((uint64_t)1 << 30)
+#define MAX_WS_MESSAGE ((uint64_t)64 << 20)
 
 static const char usage[] =
     "usage: sluice-load [OPTIONS] URL\n"
     "\n"
-    "HTTP/1.1 and HTTP/2 load generator; http:// or https:// (TLS) URLs. Closed\n"
-    "loop by default (every connection keeps --pipeline requests, or --streams\n"
-    "streams, in flight); with --rate, open loop: requests are due on a schedule\n"
+    "HTTP/1.1, HTTP/2 and WebSocket load generator; http:// or https:// (TLS) URLs,\n"
+    "ws:// or wss:// (imply --ws). Closed loop by default (every connection keeps\n"
+    "--pipeline requests, or --streams streams, or WebSocket messages, in flight);\n"
+    "with --rate, open loop: requests are due on a schedule\n"
     "fixed in advance and latency counts from each due time, so a server that\n"
     "stalls cannot hide its backlog (coordinated omission).\n"
     "\n"
@@ -62,6 +64,11 @@ static const char usage[] =
     "      --tls-version V     https: 1.2 or 1.3 only (default: either, 1.3 preferred)\n"
     "      --tls-resume        https: resume sessions the server issued on new connections\n"
     "                          (default: every connection is a full handshake)\n"
+    "      --ws                WebSocket (RFC 6455) echo load: each connection upgrades,\n"
+    "                          then sends masked messages and waits for their echo (a\n"
+    "                          \"request\" is one message; -p: messages in flight each)\n"
+    "      --ws-size SIZE      message size (default 32 bytes; k, m: 1024-based; max 64m)\n"
+    "      --ws-text           text messages (default: binary)\n"
     "\n"
     "Request:\n"
     "      --method METHOD     default GET (POST when a body is given); -m METHOD also works\n"
@@ -84,7 +91,7 @@ static const char usage[] =
     "  -h, --help              this help\n"
     "  -V, --version           version\n"
     "\n"
-    "Errors are counted by kind: connect, read, write, timeout, parse, tls (per failed\n"
+    "Errors are counted by kind: connect, read, write, timeout, parse, tls, echo (per failed\n"
     "request; connect and TLS handshakes per failed attempt), and 4xx/5xx responses. Latency\n"
     "percentiles cover completed responses, in microseconds with under 0.4% error.\n"
     "\n"
@@ -92,7 +99,8 @@ static const char usage[] =
     "  sluice-load -c 50 -d 10s http://127.0.0.1:8080/\n"
     "  sluice-load --h2 -c 64 -m 10 -d 10s https://127.0.0.1:8443/\n"
     "  sluice-load --no-keepalive -c 20 -d 10s https://127.0.0.1:8443/   # handshakes/s\n"
-    "  sluice-load -R 2000 -c 100 -d 30s --svg lat.svg 'http://127.0.0.1:8080/?delay=50'\n";
+    "  sluice-load -R 2000 -c 100 -d 30s --svg lat.svg 'http://127.0.0.1:8080/?delay=50'\n"
+    "  sluice-load -c 50 -d 10s --ws-size 1k ws://127.0.0.1:8080/echo\n";
 
 typedef struct {
     const char *url;
@@ -114,6 +122,9 @@ typedef struct {
     uint64_t connect_timeout_ns, timeout_ns;
     bool json, quiet;
     const char *svg;
+    bool ws, ws_text;
+    uint64_t ws_size;
+    char *url_http;   /* a ws:// or wss:// URL as http:// or https:// */
 } options;
 
 /* ---- parsing helpers --------------------------------------------------- */
@@ -194,7 +205,8 @@ static int bad(const char *opt, const char *val, const char *why)
 static int parse_args(options *o, int argc, char **argv)
 {
     enum { O_BODY_FILE = 256, O_BODY_SIZE, O_NO_KA, O_CTIMEOUT, O_TIMEOUT, O_JSON, O_SVG, O_WARMUP,
-           O_H2, O_VERIFY, O_INSECURE, O_CACERT, O_TLS_VERSION, O_TLS_RESUME, O_METHOD, O_STREAMS };
+           O_H2, O_VERIFY, O_INSECURE, O_CACERT, O_TLS_VERSION, O_TLS_RESUME, O_METHOD, O_STREAMS,
+           O_WS, O_WS_SIZE, O_WS_TEXT };
     static const struct option longopts[] = {
         {"connections", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'},
@@ -219,6 +231,9 @@ static int parse_args(options *o, int argc, char **argv)
         {"warmup", required_argument, NULL, O_WARMUP},
         {"json", no_argument, NULL, O_JSON},
         {"svg", required_argument, NULL, O_SVG},
+        {"ws", no_argument, NULL, O_WS},
+        {"ws-size", required_argument, NULL, O_WS_SIZE},
+        {"ws-text", no_argument, NULL, O_WS_TEXT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -233,6 +248,7 @@ static int parse_args(options *o, int argc, char **argv)
     o->keepalive = true;
     o->connect_timeout_ns = 5ull * 1000000000u;
     o->timeout_ns = 10ull * 1000000000u;
+    o->ws_size = 32;
     int ch;
     uint64_t v;
     opterr = 0;
@@ -353,6 +369,16 @@ static int parse_args(options *o, int argc, char **argv)
         case O_SVG:
             o->svg = optarg;
             break;
+        case O_WS:
+            o->ws = true;
+            break;
+        case O_WS_SIZE:
+            if (parse_size(optarg, &o->ws_size) < 0 || o->ws_size > MAX_WS_MESSAGE)
+                return bad("--ws-size", optarg, "up to 64m");
+            break;
+        case O_WS_TEXT:
+            o->ws_text = true;
+            break;
         case 'q':
             o->quiet = true;
             break;
@@ -376,6 +402,20 @@ static int parse_args(options *o, int argc, char **argv)
         return -EINVAL;
     }
     o->url = argv[optind];
+    /* ws:// and wss:// are http:// and https:// with --ws */
+    bool wss = strncasecmp(o->url, "wss://", 6) == 0;
+    if (wss || strncasecmp(o->url, "ws://", 5) == 0) {
+        const char *rest = o->url + (wss ? 6 : 5);
+        size_t n = strlen(rest) + 9;
+        if (!(o->url_http = malloc(n)))
+            return -ENOMEM;
+        snprintf(o->url_http, n, "%s://%s", wss ? "https" : "http", rest);
+        o->ws = true;
+    }
+    if (o->ws && (o->h2 || o->body_file || o->body_size_set || !o->keepalive || o->method)) {
+        fprintf(stderr, "sluice-load: --ws excludes --h2, a body, --method and --no-keepalive\n");
+        return -EINVAL;
+    }
     if (o->body_file && o->body_size_set) {
         fprintf(stderr, "sluice-load: --body-file and --body-size exclude each other\n");
         return -EINVAL;
@@ -584,6 +624,8 @@ static int merge_stats(sload_stats *m, sload_client **clients, unsigned n)
             memcpy(m->tls_info, s->tls_info, sizeof m->tls_info);
         if (!m->tls_error[0])
             memcpy(m->tls_error, s->tls_error, sizeof m->tls_error);
+        if (!m->ws_error[0])
+            memcpy(m->ws_error, s->ws_error, sizeof m->ws_error);
         m->bytes_read += s->bytes_read;
         m->bytes_written += s->bytes_written;
         m->scheduled += s->scheduled;
@@ -618,15 +660,21 @@ static int write_svg(const options *o, const sload_stats *m)
         return -errno;
     }
     char title[512], sub[256];
-    snprintf(title, sizeof title, "%s %s", o->method, o->url);
+    const char *unit = o->ws ? "msg/s" : "req/s";
+    if (o->ws)
+        snprintf(title, sizeof title, "WebSocket %s, %" PRIu64 "-byte %s messages", o->url, o->ws_size,
+                 o->ws_text ? "text" : "binary");
+    else
+        snprintf(title, sizeof title, "%s %s", o->method, o->url);
     double win = (double)m->window_ns / 1e9;
     if (o->rate > 0)
-        snprintf(sub, sizeof sub, "open loop %.0f req/s, %u connections, %.3gs: %" PRIu64 " responses, %.0f req/s achieved",
-                 o->rate, o->connections, win, m->completed, win > 0 ? (double)m->completed_window / win : 0);
+        snprintf(sub, sizeof sub, "open loop %.0f %s, %u connections, %.3gs: %" PRIu64 " responses, %.0f %s achieved",
+                 o->rate, unit, o->connections, win, m->completed, win > 0 ? (double)m->completed_window / win : 0,
+                 unit);
     else
-        snprintf(sub, sizeof sub, "closed loop, %u connections, %s %u, %.3gs: %" PRIu64 " responses, %.0f req/s",
-                 o->connections, o->h2 ? "streams" : "pipeline", o->pipeline, win, m->completed,
-                 win > 0 ? (double)m->completed_window / win : 0);
+        snprintf(sub, sizeof sub, "closed loop, %u connections, %s %u, %.3gs: %" PRIu64 " responses, %.0f %s",
+                 o->connections, o->h2 ? "streams" : o->ws ? "in flight" : "pipeline", o->pipeline, win,
+                 m->completed, win > 0 ? (double)m->completed_window / win : 0, unit);
     sload_svg_series series[2] = {
         {o->rate > 0 ? "latency from due time (corrected)" : "latency", m->latency},
         {"service time from actual send (uncorrected)", m->service},
@@ -648,7 +696,7 @@ int main(int argc, char **argv)
 
     sload_url url;
     const char *uerr;
-    int r = sload_url_parse(o.url, &url, &uerr);
+    int r = sload_url_parse(o.url_http ? o.url_http : o.url, &url, &uerr);
     if (r < 0) {
         fprintf(stderr, "sluice-load: %s: %s\n", o.url, uerr ? uerr : strerror(-r));
         return 2;
@@ -666,11 +714,31 @@ int main(int argc, char **argv)
     }
     if (!o.method)
         o.method = (o.body_file || o.body_size_set) ? "POST" : "GET";
+    /* WebSocket: the opening handshake (the key is filled in per connection)
+     * and the message */
+    const char *ws_headers[MAX_HEADERS + 4];
+    uint8_t *ws_msg = NULL;
+    if (o.ws) {
+        static const char *const upgrade[] = {"Upgrade: websocket", "Connection: Upgrade",
+                                              "Sec-WebSocket-Version: 13",
+                                              "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="};
+        memcpy(ws_headers, upgrade, sizeof upgrade);
+        memcpy(ws_headers + 4, o.headers, o.nheaders * sizeof *o.headers);
+        ws_msg = malloc(o.ws_size ? o.ws_size : 1);
+        if (!ws_msg) {
+            fprintf(stderr, "sluice-load: out of memory\n");
+            return 1;
+        }
+        static const char pattern[] = "sluice-load websocket message ";
+        for (uint64_t i = 0; i < o.ws_size; i++)
+            ws_msg[i] = o.ws_text ? (uint8_t)pattern[i % (sizeof pattern - 1)] : (uint8_t)(i * 131 + 7);
+    }
     bool head_method = strcasecmp(o.method, "HEAD") == 0;
     bool needs_length = body_len > 0 || o.body_file || o.body_size_set || !strcasecmp(o.method, "POST") ||
                         !strcasecmp(o.method, "PUT") || !strcasecmp(o.method, "PATCH");
     sload_request_spec spec = {
-        .method = o.method, .url = &url, .headers = o.headers, .nheaders = o.nheaders,
+        .method = o.method, .url = &url, .headers = o.ws ? ws_headers : o.headers,
+        .nheaders = o.ws ? o.nheaders + 4 : o.nheaders,
         .body_len = body_len, .keepalive = o.keepalive, .body_always_length = needs_length,
     };
     char *head;
@@ -678,6 +746,15 @@ int main(int argc, char **argv)
     if (sload_request_build(&spec, &head, &head_len) < 0) {
         fprintf(stderr, "sluice-load: out of memory\n");
         return 1;
+    }
+    size_t ws_key_off = 0;
+    if (o.ws) {
+        const char *k = strstr(head, "Sec-WebSocket-Key: ");
+        if (!k) {
+            fprintf(stderr, "sluice-load: a --header replaced the WebSocket key\n");
+            return 2;
+        }
+        ws_key_off = (size_t)(k - head) + 19;
     }
     sload_h2_header *h2h = NULL;
     size_t h2n = 0;
@@ -743,6 +820,8 @@ int main(int argc, char **argv)
             .h2 = o.h2, .h2_headers = h2h, .h2_nheaders = h2n,
             .head_method = head_method,
             .keepalive = o.keepalive,
+            .ws = o.ws, .ws_key_off = ws_key_off, .ws_msg = ws_msg, .ws_msg_len = o.ws_size,
+            .ws_text = o.ws_text,
             .connections = conns,
             .pipeline = o.pipeline,
             .rate = o.rate > 0 ? o.rate / o.threads : 0,
@@ -793,6 +872,7 @@ int main(int argc, char **argv)
         .pipeline = o.pipeline, .rate = o.rate, .duration_ns = o.duration_ns, .warmup_ns = o.warmup_ns,
         .requests = o.requests, .keepalive = o.keepalive, .body_len = body_len,
         .h2 = o.h2, .tls = url.tls, .tls_verify = o.verify,
+        .ws = o.ws, .ws_size = o.ws_size, .ws_text = o.ws_text,
         .interrupted = rn.interrupted, .st = &merged,
     };
     if (o.json)
@@ -817,6 +897,8 @@ int main(int argc, char **argv)
     freeaddrinfo(ai);
     free(head);
     free(body);
+    free(ws_msg);
+    free(o.url_http);
     sload_h2_headers_free(h2h, h2n);
     SSL_CTX_free(tls_ctx);
     sload_url_free(&url);

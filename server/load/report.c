@@ -85,18 +85,29 @@ void sload_report_text(FILE *f, const sload_report *r)
     char a[48], b[48], c[48], d[48];
     double win = seconds(st->window_ns);
 
-    fprintf(f, "sluice-load %s: %s %s\n", SLOAD_VERSION, r->method, r->url);
-    fprintf(f, "  %s", r->h2 ? (r->tls ? "HTTP/2 over TLS" : "HTTP/2 (h2c, prior knowledge)") :
+    if (r->ws)
+        fprintf(f, "sluice-load %s: WebSocket %s\n", SLOAD_VERSION, r->url);
+    else
+        fprintf(f, "sluice-load %s: %s %s\n", SLOAD_VERSION, r->method, r->url);
+    fprintf(f, "  %s", r->ws ? (r->tls ? "WebSocket (RFC 6455) over TLS" : "WebSocket (RFC 6455)") :
+                       r->h2 ? (r->tls ? "HTTP/2 over TLS" : "HTTP/2 (h2c, prior knowledge)") :
                               (r->tls ? "HTTP/1.1 over TLS" : "HTTP/1.1"));
     if (r->tls)
         fprintf(f, " (%s; certificate %s)", st->tls_info[0] ? st->tls_info : "no handshake completed",
                 r->tls_verify ? "verified" : "not verified");
     if (r->h2)
         fprintf(f, ", %u stream%s per connection", r->pipeline, r->pipeline == 1 ? "" : "s");
+    if (r->ws)
+        fprintf(f, ", %" PRIu64 "-byte %s messages echoed", r->ws_size, r->ws_text ? "text" : "binary");
     fprintf(f, "\n");
-    if (r->rate > 0)
+    if (r->rate > 0 && r->ws)
+        fprintf(f, "  open loop at %.0f msg/s (fixed schedule; latency counted from each message's due time)\n",
+                r->rate);
+    else if (r->rate > 0)
         fprintf(f, "  open loop at %.0f req/s (fixed schedule; latency counted from each request's due time)\n",
                 r->rate);
+    else if (r->ws)
+        fprintf(f, "  closed loop, %u message%s in flight per connection\n", r->pipeline, r->pipeline == 1 ? "" : "s");
     else if (r->h2)
         fprintf(f, "  closed loop\n");
     else
@@ -115,8 +126,12 @@ void sload_report_text(FILE *f, const sload_report *r)
             r->st->stalled ? " (stopped: no progress for a whole timeout)" : "");
 
     format_count(a, sizeof a, st->completed);
-    fprintf(f, "  requests   %s completed in %.2fs: %.1f req/s\n", a, win,
-            win > 0 ? (double)st->completed_window / win : 0.0);
+    if (r->ws)
+        fprintf(f, "  messages   %s echoed in %.2fs: %.1f msg/s\n", a, win,
+                win > 0 ? (double)st->completed_window / win : 0.0);
+    else
+        fprintf(f, "  requests   %s completed in %.2fs: %.1f req/s\n", a, win,
+                win > 0 ? (double)st->completed_window / win : 0.0);
     format_bytes(a, sizeof a, win > 0 ? (double)st->bytes_read / win : 0);
     format_bytes(b, sizeof b, win > 0 ? (double)st->bytes_written / win : 0);
     format_bytes(c, sizeof c, (double)st->bytes_read);
@@ -134,18 +149,20 @@ void sload_report_text(FILE *f, const sload_report *r)
                        "             latencies below cover only the requests that were answered\n", d);
         }
     }
-    fprintf(f, "  status    ");
-    const char *cls[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    bool any = false;
-    for (int i = 2; i <= 6; i++) {
-        int k = i == 6 ? 0 : i;
-        if (st->status[k]) {
-            format_count(a, sizeof a, st->status[k]);
-            fprintf(f, " %s %s", cls[k], a);
-            any = true;
+    if (!r->ws) { /* WebSocket: no statuses after the 101 */
+        fprintf(f, "  status    ");
+        const char *cls[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+        bool any = false;
+        for (int i = 2; i <= 6; i++) {
+            int k = i == 6 ? 0 : i;
+            if (st->status[k]) {
+                format_count(a, sizeof a, st->status[k]);
+                fprintf(f, " %s %s", cls[k], a);
+                any = true;
+            }
         }
+        fprintf(f, "%s\n", any ? "" : " (no responses)");
     }
-    fprintf(f, "%s\n", any ? "" : " (no responses)");
     uint64_t nerr = sload_report_errors(st);
     fprintf(f, "  errors    ");
     if (nerr == 0) {
@@ -168,6 +185,8 @@ void sload_report_text(FILE *f, const sload_report *r)
     }
     if (st->errors[SLOAD_ERR_TLS] && st->tls_error[0])
         fprintf(f, "  tls        first failure: %s\n", st->tls_error);
+    if (st->ws_error[0])
+        fprintf(f, "  websocket  first failed handshake: %s\n", st->ws_error);
     if (r->tls || !r->keepalive) {
         format_count(a, sizeof a, st->connects_window);
         fprintf(f, "  connects   %s in the window: %.1f/s", a, win > 0 ? (double)st->connects_window / win : 0.0);
@@ -241,11 +260,19 @@ void sload_report_json(FILE *f, const sload_report *r)
             r->rate > 0 ? "open" : "closed", r->rate, r->connections, r->threads, r->h2 ? 1 : r->pipeline,
             r->h2 ? r->pipeline : 0, r->keepalive ? "true" : "false");
     fprintf(f, "  \"protocol\": \"%s\", \"tls\": %s, \"tls_verify\": %s, \"tls_info\": ",
-            r->h2 ? "h2" : "http/1.1", r->tls ? "true" : "false", r->tls_verify ? "true" : "false");
+            r->ws ? "websocket" : r->h2 ? "h2" : "http/1.1", r->tls ? "true" : "false",
+            r->tls_verify ? "true" : "false");
     json_str(f, st->tls_info);
     fprintf(f, ", \"tls_error\": ");
     json_str(f, st->tls_error);
     fprintf(f, ", \"tls_resumed\": %" PRIu64 ",\n", st->tls_resumed);
+    if (r->ws) {
+        /* requests_per_s below is then messages echoed per second */
+        fprintf(f, "  \"ws\": {\"message_bytes\": %" PRIu64 ", \"text\": %s, \"messages_per_s\": %.3f, \"error\": ",
+                r->ws_size, r->ws_text ? "true" : "false", win > 0 ? (double)st->completed_window / win : 0.0);
+        json_str(f, st->ws_error);
+        fprintf(f, "},\n");
+    }
     fprintf(f, "  \"duration_s\": %.6f, \"warmup_s\": %.6f, \"requests_limit\": %" PRIu64
                ", \"body_bytes\": %" PRIu64 ", \"interrupted\": %s, \"stalled\": %s,\n",
             seconds(r->duration_ns), seconds(r->warmup_ns), r->requests, r->body_len,

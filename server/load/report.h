@@ -19,6 +19,8 @@ typedef struct {
     bool keepalive;
     bool h2, tls, tls_verify;    /* pipeline: streams per connection with h2 */
     uint64_t body_len;
+    bool ws, ws_text;            /* WebSocket echo load: ws_size-byte messages */
+    uint64_t ws_size;
     bool interrupted;
     const sload_stats *st;       /* merged over the threads */
 } sload_report;
