@@ -457,9 +457,9 @@ class WS(Conn):
         raise AssertionError(f"unexpected frame {f}")
 
 
-def connect(port, path="/echo", timeout=DEFAULT_TIMEOUT, **kw):
+def connect(port, path="/echo", timeout=DEFAULT_TIMEOUT, rcvbuf=None, sndbuf=None, **kw):
     """A WS with an accepted handshake (asserted)."""
-    ws = WS(port, timeout=timeout)
+    ws = WS(port, timeout=timeout, rcvbuf=rcvbuf, sndbuf=sndbuf)
     try:
         ws.handshake(path, expect=101, **kw)
     except BaseException:

@@ -35,7 +35,8 @@ It also checks the gateway's side of the protocol and prints a line with
 one message with different text bits, invalid UTF-8 in a text message, a
 MESSAGE before 101...). Every CLOSE or CANCEL it receives is logged as
 
-    wsworker: end sid=N path=P how=close|cancel code=C reason=R received=B
+    wsworker[PID]: end sid=N target=T how=close|cancel|sent-close|sent-reset
+                   code=C reason=R received=B messages=M
 
 so a test can see what the worker was told (the lines go to the gateway's
 stderr, i.e. its log).
@@ -216,7 +217,8 @@ class Worker:
     def end(self, st, how, code, reason):
         if isinstance(reason, (bytes, bytearray)):
             reason = reason.decode("utf-8", "replace")
-        log(f"end sid={st.sid} path={st.path} how={how} code={code} reason={reason} "
+        target = st.target.decode("latin-1")
+        log(f"end sid={st.sid} target={target} how={how} code={code} reason={reason} "
             f"received={st.received} messages={st.messages}")
         self.streams.pop(st.sid, None)
 
