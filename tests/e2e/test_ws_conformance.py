@@ -97,9 +97,12 @@ def text_of(n):
     return (b"abcdefghijklmnopqrstuvwxyz0123456789" * (n // 36 + 1))[:n]
 
 
+_BIN = bytes((i * 7 + 3) % 256 for i in range(4096))
+
+
 def binary_of(n):
-    return bytes((i * 7 + 3) % 256 for i in range(min(n, 4096))) * (n // 4096 + 1) \
-        if n > 4096 else bytes((i * 7 + 3) % 256 for i in range(n))
+    """n bytes of binary data (all 256 values)."""
+    return (_BIN * (n // len(_BIN) + 1))[:n]
 
 
 def send_bg(ws, data):
@@ -731,11 +734,13 @@ def test_fragmented_message_above_limit_1009(echo_gw):
         ws.expect_close(1009)
 
 
-def test_worker_limit(ww_gw):
-    """LIMIT n from the worker: n bytes pass, n+1 get 1009 and the worker
-    CLOSE 1009."""
+@pytest.mark.parametrize("when", ["before-101", "after-101"])
+def test_worker_limit(ww_gw, when):
+    """LIMIT n from the worker (before its 101, as PROTOCOL.md 5.2 allows,
+    or right after it): n bytes pass, n+1 get 1009 and the worker CLOSE
+    1009."""
     t = tag()
-    target = f"/limit?n=100&t={t}"
+    target = f"/limit?n=100&t={t}" + ("&after=1" if when == "after-101" else "")
     with connect(ww_gw.port, target) as ws:
         ws.send_text(text_of(100))
         ws.expect_message(OP_TEXT, text_of(100))
@@ -745,40 +750,71 @@ def test_worker_limit(ww_gw):
     assert end and end["how"] == "close" and end["code"] == "1009", end
 
 
+def test_worker_limit_raised(ww_gw):
+    """A worker may raise the limit above the default for one stream."""
+    data = binary_of(MAX_MESSAGE + 1000)
+    with connect(ww_gw.port, f"/limit?n={2 * MAX_MESSAGE}&after=1", timeout=15) as ws:
+        echo_roundtrip(ws, OP_BINARY, data, timeout=15)
+
+
+def flood_until_blocked(ws, chunk, cap, seconds=30):
+    """Send `chunk` until a send blocks for a second (True) or `cap` bytes or
+    `seconds` passed (False). Returns (blocked, bytes sent)."""
+    ws.sock.settimeout(1.0)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while sent < cap and time.monotonic() < deadline:
+        try:
+            ws.sock.sendall(chunk)
+        except socket.timeout:
+            return True, sent
+        sent += len(chunk)
+    return False, sent
+
+
+def noread_received(g, target):
+    got = [int(re.search(r"received=(\d+)", l).group(1)) for l in g.log().splitlines()
+           if "wsworker[" in l and " noread " in l and f"target={target} " in l]
+    return max(got) if got else 0
+
+
 def test_noread_gateway_stops_reading(ww_gw):
-    """A worker that grants no credit: the gateway reads no more than the
-    window from the client, so the client's sends block, and the gateway's
-    memory stays bounded; the worker never got more than its window."""
+    """A worker that grants no credit: the gateway forwards no more than the
+    window, stops reading from the client, so the client's sends block, and
+    the gateway's memory stays bounded."""
     t = tag()
     target = f"/noread?t={t}"
     limit = rss_limit_kib()
-    chunk = frame(OP_BINARY, binary_of(16384))
-    sent = 0
     with RssMonitor(ww_gw.pid) as mon:
-        ws = connect(ww_gw.port, target, sndbuf=65536)
-        base = mon.peak_kib()
-        ws.sock.settimeout(1.0)
-        blocked = False
-        deadline = time.monotonic() + 30
-        while sent < (64 << 20) and time.monotonic() < deadline:
-            try:
-                ws.sock.sendall(chunk)
-            except socket.timeout:
-                blocked = True
-                break
-            sent += len(chunk)
-        time.sleep(0.3)
-        peak = mon.peak_kib()
-        ws.shutdown()
+        with connect(ww_gw.port, target, sndbuf=65536) as ws:
+            base = mon.peak_kib()
+            blocked, sent = flood_until_blocked(ws, frame(OP_BINARY, binary_of(16384)),
+                                                64 << 20)
+            time.sleep(0.5)
+            peak = mon.peak_kib()
+            received = noread_received(ww_gw, target)
     assert blocked, f"the gateway kept reading: {sent} bytes sent without blocking"
     assert sent < (16 << 20), f"{sent} bytes taken before the sends blocked"
+    assert 0 < received <= WSW_WINDOW, f"the worker received {received} bytes"
     if limit is not None:
         assert peak < limit, f"gateway RSS {peak} KiB"
         assert peak - base < 16 * 1024, f"gateway RSS grew {peak - base} KiB"
-    end = worker_end(ww_gw, target)
-    assert end is not None, "the worker was not told"
-    assert int(end["received"]) <= WSW_WINDOW, end
     alive(ww_gw)
+
+
+def test_noread_client_gone_worker_told():
+    """The client of a paused WebSocket (the gateway reads nothing from it)
+    goes away: the worker is told (CLOSE 1006) once the gateway notices,
+    at the latest by its keepalive ping (--ws-ping-interval 1s here)."""
+    with running_gateway(wsworker_cmd(), "--ws-ping-interval", "1s", workers=1) as g:
+        t = tag()
+        target = f"/noread?t={t}"
+        with connect(g.port, target, sndbuf=65536) as ws:
+            blocked, sent = flood_until_blocked(ws, frame(OP_BINARY, binary_of(16384)),
+                                                64 << 20)
+            assert blocked, f"{sent} bytes sent without blocking"
+        end = worker_end(g, target, timeout=4)
+        assert end and end["how"] == "close" and end["code"] == "1006", end
 
 
 def test_push_64mib_slow_reader(ww_gw):
@@ -805,23 +841,25 @@ def test_push_64mib_slow_reader(ww_gw):
 
 
 def test_echo_backpressure_client_not_reading(echo_gw):
-    """A client that sends without reading is slowed down end to end: its
-    sends block instead of the gateway buffering the echoes."""
-    chunk = frame(OP_BINARY, binary_of(65536))
+    """A client that sends without reading is slowed down end to end (the
+    gateway and the echo worker hold no more than their windows and a
+    message): its sends block."""
     with connect(echo_gw.port, "/", rcvbuf=65536, sndbuf=65536) as ws:
-        ws.sock.settimeout(1.0)
-        sent, blocked = 0, False
-        deadline = time.monotonic() + 30
-        while sent < (256 << 20) and time.monotonic() < deadline:
-            try:
-                ws.sock.sendall(chunk)
-            except socket.timeout:
-                blocked = True
-                break
-            sent += len(chunk)
+        blocked, sent = flood_until_blocked(ws, frame(OP_BINARY, binary_of(65536)),
+                                            256 << 20)
     assert blocked, f"{sent} bytes sent, never blocked"
     assert sent < (64 << 20), f"{sent} bytes taken before the sends blocked"
     alive(echo_gw)
+
+
+def test_wsworker_backpressure_client_not_reading(ww_gw):
+    """The same with wsworker's echo (it stops granting credit with 2 MiB of
+    echoes queued): the client's sends block within a few MiB."""
+    with connect(ww_gw.port, "/echo", rcvbuf=65536, sndbuf=65536) as ws:
+        blocked, sent = flood_until_blocked(ws, frame(OP_BINARY, binary_of(65536)),
+                                            256 << 20)
+    assert blocked, f"{sent} bytes sent, never blocked"
+    assert sent < (32 << 20), f"{sent} bytes taken before the sends blocked"
 
 
 # ==========================================================================

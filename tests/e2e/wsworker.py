@@ -17,10 +17,12 @@ the REQUEST target's path:
     /push?n=N&size=S  accept; push N bytes as binary messages of S bytes
                    (S >= 8: each starts with its 8-byte big-endian index,
                    see push_payload) as fast as credit allows; CLOSE 1000
-    /noread        accept; never grant credit beyond the initial window
+    /noread        accept; never grant credit beyond the initial window;
+                   log "noread ... received=B" at every piece
     /ping          accept; MESSAGE PING "hi"; a PONG back is echoed as the
                    text message "pong:<data>"; other messages are echoed
-    /limit?n=N     LIMIT N, then accept; echo
+    /limit?n=N     LIMIT N, then accept; echo (with &after=1: LIMIT just
+                   after the 101)
     /headers       accept with `set-cookie: a=b`; send the REQUEST it saw as
                    one JSON text message ({"method", "target", "version",
                    "headers": [[name, value]...]}); echo
@@ -260,9 +262,11 @@ class Worker:
             hdrs.append([b"sec-websocket-protocol", b"not-offered"])
         elif p == "/headers":
             hdrs.append([b"set-cookie", b"a=b"])
-        elif p == "/limit":
+        elif p == "/limit" and "after" not in st.query:
             self.send(LIMIT, sid, int(st.query.get("n", "0")))
         self.send(RESPONSE, sid, 101, hdrs, 0)
+        if p == "/limit" and "after" in st.query:
+            self.send(LIMIT, sid, int(st.query.get("n", "0")))
         st.accepted = True
         if p == "/headers":
             desc = {"method": st.method.decode("latin-1"),
@@ -298,6 +302,8 @@ class Worker:
         if st.recv_win < 0:
             violation(f"data over the window on sid={st.sid} ({-st.recv_win} bytes)")
         if st.path == "/noread":
+            log(f"noread sid={st.sid} target={st.target.decode('latin-1')} "
+                f"received={st.received}")
             return
         if st.msg is None:
             st.msg = [text, bytearray()]
