@@ -376,6 +376,9 @@ class Worker:
             self.send(PONG, 0, f[2])
         elif t == DRAIN:
             self.draining = True
+            if self.streams:
+                log("draining with open streams: " + " ".join(
+                    f"{st.sid}:{st.target.decode('latin-1')}" for st in self.streams.values()))
         elif t == ERROR:
             log(f"link ERROR from the gateway: {f!r}")
         elif t == REQUEST:
