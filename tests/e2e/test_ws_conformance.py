@@ -20,6 +20,7 @@ access log.
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -680,6 +681,38 @@ def test_worker_close_client_never_answers(ww_gw):
         ws.expect_close(4000, "bye", reply=False, eof_timeout=8)
 
 
+@pytest.mark.parametrize("code,sent", [(4000, 4000), (3000, 3000), (1000, 1000),
+                                       (1001, 1001), (1005, None), (1006, 1011),
+                                       (1015, 1011), (1004, 1011), (2000, 1011)])
+def test_worker_close_code_mapping(ww_gw, code, sent):
+    """PROTOCOL.md 3.15: a worker's CLOSE 1005 is a close frame without a
+    code; other codes a close frame must not carry become 1011."""
+    with connect(ww_gw.port, f"/closecode?c={code}&r=x") as ws:
+        f = ws.expect_close(None)
+        if sent is None:
+            assert f.payload == b"", f"expected an empty close frame: {f}"
+        else:
+            assert f.close_code == sent, f"worker code {code}: got {f}"
+
+
+def test_worker_close_reason_cut(ww_gw):
+    """A worker's reason above 123 bytes is cut at a character boundary."""
+    with connect(ww_gw.port, "/closecode?c=4001&r=long") as ws:
+        f = ws.expect_close(4001)
+        assert len(f.payload) <= 125, f
+        assert f.close_reason == ("\u00e9" * 61).encode(), f.close_reason
+
+
+def test_worker_invalid_utf8_1011(ww_gw):
+    """A text message from the worker that is not UTF-8 never reaches the
+    client: close 1011, and the worker gets CLOSE 1011."""
+    t = tag()
+    with connect(ww_gw.port, f"/badutf8?t={t}") as ws:
+        f = ws.expect_close(1011)
+    end = worker_end(ww_gw, f"/badutf8?t={t}")
+    assert end and end["how"] == "close" and end["code"] == "1011", end
+
+
 def test_worker_told_client_close(ww_gw):
     """The worker gets CLOSE with the client's code and reason."""
     t = tag()
@@ -862,6 +895,22 @@ def test_worker_failure_1011(ww_gw, path):
         ws.expect_close(1011)
     alive(ww_gw)
     assert len(ww_gw.wait_workers(2, timeout=10)) >= 2, "the worker was not replaced"
+
+
+def test_gateway_stop_closes_1001():
+    """SIGTERM: an open WebSocket is closed with 1001 once the graceful
+    timeout has run out, and the worker gets CLOSE 1001."""
+    with running_gateway(wsworker_cmd(), "--graceful-timeout", "1s", workers=1) as g:
+        t = tag()
+        with connect(g.port, f"/echo?t={t}", timeout=8) as ws:
+            ws.send_text("x")
+            ws.expect_message(OP_TEXT, b"x")
+            g.proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            ws.expect_close(1001, timeout=6)
+            assert time.monotonic() - t0 < 4, "close 1001 late"
+        end = worker_end(g, f"/echo?t={t}")
+        assert end and end["how"] == "close" and end["code"] == "1001", end
 
 
 # ==========================================================================

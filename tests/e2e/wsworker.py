@@ -26,6 +26,10 @@ the REQUEST target's path:
     /headers       accept with `set-cookie: a=b`; send the REQUEST it saw as
                    one JSON text message ({"method", "target", "version",
                    "headers": [[name, value]...]}); echo
+    /closecode?c=C&r=R  accept; at once CLOSE C with reason R (R="long":
+                   130 bytes of two-byte characters, above the 123 a close
+                   frame can carry)
+    /badutf8       accept; send the text message b"ok \xff" (invalid UTF-8)
     /hang          never answer (the response timeout applies)
     /reset         accept; RESET after the first message
     /die           accept; the process exits after the first message
@@ -47,6 +51,7 @@ stderr, i.e. its log).
 import json
 import os
 import select
+import signal
 import struct
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -58,7 +63,7 @@ if HERE not in sys.path:
 from badworker import dec, frame  # noqa: E402
 
 HELLO, REQUEST, RESPONSE, BODY, END, CREDIT, CANCEL, RESET, LIMIT = 1, 2, 3, 4, 5, 6, 7, 8, 9
-PING, PONG, DRAIN, ERROR, MESSAGE, CLOSE = 10, 11, 12, 14, 15, 16
+PING, PONG, DRAIN, RETIRE, ERROR, MESSAGE, CLOSE = 10, 11, 12, 13, 14, 15, 16
 
 F_TEXT, F_MORE, F_PING, F_PONG = 1, 2, 4, 8
 OUT_CAP = 2 << 20  # echo output queued before the worker stops granting credit
@@ -132,6 +137,8 @@ class Worker:
         self.streams = {}
         self.draining = False
         self.wbuf = []
+        self.sigterm = 0
+        self.retired = False
 
     # -- link I/O -------------------------------------------------------------
     def send(self, *items):
@@ -237,8 +244,9 @@ class Worker:
             self.streams.pop(sid, None)
             return
         p = st.path
-        accept = ("/echo", "/proto", "/badproto", "/close", "/push",
-                  "/noread", "/ping", "/limit", "/headers", "/reset", "/die")
+        accept = ("/echo", "/proto", "/badproto", "/close", "/push", "/noread",
+                  "/ping", "/limit", "/headers", "/reset", "/die", "/closecode",
+                  "/badutf8")
         if p == "/hang":
             return
         if p == "/refuse":
@@ -276,6 +284,13 @@ class Worker:
             self.queue(st, True, json.dumps(desc).encode())
         elif p == "/ping":
             self.send(MESSAGE, sid, F_PING, b"hi")
+        elif p == "/closecode":
+            reason = st.query.get("r", "")
+            if reason == "long":
+                reason = "\u00e9" * 65
+            st.outq.append(("close", int(st.query.get("c", "1000")), reason))
+        elif p == "/badutf8":
+            self.queue(st, True, b"ok \xff")
         elif p == "/push":
             st.push_left = int(st.query.get("n", "0"))
             if st.push_left == 0:
@@ -363,7 +378,15 @@ class Worker:
             self.flush_link()
             if self.draining and not self.streams:
                 return 0
-            select.select([self.sock], [], [])
+            if self.sigterm and not self.retired:
+                # PROTOCOL.md 10.4: SIGTERM before DRAIN: RETIRE, keep reading
+                self.retired = True
+                self.send(RETIRE, 0, "sigterm")
+                self.flush_link()
+            # a short timeout: a signal handler only sets a flag
+            if not select.select([self.sock], [], [], 0.2)[0]:
+                pending = []
+                continue
             d = self.sock.recv(1 << 20)
             if not d:
                 return 0
@@ -405,7 +428,14 @@ def main():
     path = os.environ["SLUICE_SOCKET"]
     if path.startswith("unix:"):
         path = path[5:]
-    return Worker(path, window).run()
+    w = Worker(path, window)
+
+    def on_term(signum, frame_):
+        w.sigterm += 1
+        if w.sigterm > 1:
+            os._exit(1)  # a second SIGTERM: stop now
+    signal.signal(signal.SIGTERM, on_term)
+    return w.run()
 
 
 if __name__ == "__main__":
