@@ -964,7 +964,7 @@ def test_access_log_line(start_gateway):
         ws.expect_close(1000, reply=False)
     line = gw.wait_log(lambda l: f"/ws-log-{t}" in l, timeout=3)
     assert line is not None, gw.log_tail()
-    assert '" 101 ' in line and "ws messages=" in line, line
+    assert '" 101 ' in line and "ws messages=3/3 " in line and "close=1000" in line, line
     lines = [l for l in gw.log().splitlines() if f"/ws-log-{t}" in l]
     assert len(lines) == 1, lines
 
