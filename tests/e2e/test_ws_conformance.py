@@ -811,16 +811,18 @@ def noread_received(g, target):
     return max(got) if got else 0
 
 
-def test_noread_gateway_stops_reading():
-    """A worker that grants no credit: the gateway forwards no more than the
-    window, stops reading from the client, so the client's sends block, and
+@pytest.mark.parametrize("credit", [0, 65536])
+def test_noread_gateway_stops_reading(credit):
+    """A worker that grants no credit (or some, before its 101): the gateway
+    forwards no more than the window (plus that credit), stops reading from
+    the client, so the client's sends block, and
     the gateway's memory stays bounded. When that client then goes away the
     worker is told (CLOSE 1006) once the gateway notices -- it reads nothing
     from a paused client, so the keepalive ping is what finds out
     (--ws-ping-interval 2s here)."""
     limit = rss_limit_kib()
     with running_gateway(wsworker_cmd(), "--ws-ping-interval", "2s", workers=1) as g:
-        target = f"/noread?t={tag()}"
+        target = f"/noread?t={tag()}" + (f"&credit={credit}" if credit else "")
         with RssMonitor(g.pid) as mon:
             with connect(g.port, target, sndbuf=65536) as ws:
                 base = mon.peak_kib()
@@ -831,7 +833,9 @@ def test_noread_gateway_stops_reading():
                 received = noread_received(g, target)
         assert blocked, f"the gateway kept reading: {sent} bytes sent without blocking"
         assert sent < (16 << 20), f"{sent} bytes taken before the sends blocked"
-        assert 0 < received <= WSW_WINDOW, f"the worker received {received} bytes"
+        if credit:  # the early credit was used, and no more
+            assert received == WSW_WINDOW + credit, f"the worker received {received} bytes"
+        assert 0 < received <= WSW_WINDOW + credit, f"the worker received {received} bytes"
         if limit is not None:
             assert peak < limit, f"gateway RSS {peak} KiB"
             assert peak - base < 16 * 1024, f"gateway RSS grew {peak - base} KiB"

@@ -33,6 +33,7 @@ the REQUEST target's path:
     /hang          never answer (the response timeout applies)
     /reset         accept; RESET after the first message
     /die           accept; the process exits after the first message
+    ?credit=N      (on any accepted path) CREDIT N before the 101
     other paths    404 (a WebSocket request) or 200 "plain" (a plain request:
                    every request without body = 3 gets 200 "plain")
 
@@ -260,6 +261,10 @@ class Worker:
             self.send(RESPONSE, sid, 404, [[b"content-length", b"0"]], 0)
             self.streams.pop(sid, None)
             return
+        if "credit" in st.query:  # CREDIT before the 101 (PROTOCOL.md 5.2 allows it)
+            n = int(st.query["credit"])
+            self.send(CREDIT, sid, n)
+            st.recv_win += n
         hdrs = []
         if p == "/proto":
             offered = [t.strip() for v in st.header_values("sec-websocket-protocol")
