@@ -128,6 +128,10 @@ struct sluice_stream {
     /* Message bytes credited ahead (as pieces were copied): the next
      * consumption reported for them grants nothing twice. */
     uint64_t advance;
+    /* Pieces of the message being reassembled not credited yet: while a
+     * paused app still holds delivered messages, credit stops (the client
+     * is slowed); once it holds none they are credited ahead. */
+    uint64_t uncredited;
     /* The message on_message is delivering (for sluice_ws_take). */
     const uint8_t *cur_msg;
     size_t cur_len;
@@ -995,6 +999,17 @@ static void ws_consumed(sluice_stream *s, size_t n)
     maybe_grant(s);
 }
 
+/* Credit the pieces of the message in progress ahead of its delivery. */
+static void credit_pieces(sluice_stream *s)
+{
+    if (!s->uncredited || (!s->reading && s->held))
+        return;
+    s->unacked += s->uncredited;
+    s->advance += s->uncredited;
+    s->uncredited = 0;
+    maybe_grant(s);
+}
+
 static void deliver_message(sluice_worker *w, sluice_stream *s, const uint8_t *p, size_t n, bool text)
 {
     s->cur_msg = p;
@@ -1025,6 +1040,7 @@ static void on_message_frame(sluice_worker *w, sluice_stream *s, uint32_t flags,
     if (d.len > w->ws_max_message - s->msg_len) {
         s->in_msg = false;
         s->msg_len = 0;
+        s->uncredited = 0;
         s->refs++;
         ws_close_now(w, s, 1009, "message too big");
         stream_unref(s);
@@ -1052,13 +1068,15 @@ static void on_message_frame(sluice_worker *w, sluice_stream *s, uint32_t flags,
         s->msg_text = text;
     }
     /* Copied into our bounded buffer: credit it now, or a message larger
-     * than the window could never complete. */
-    s->unacked += d.len;
-    s->advance += d.len;
-    maybe_grant(s);
+     * than the window could never complete -- unless the app, paused,
+     * still holds messages: then nothing more is credited until it
+     * reports them consumed (one message plus the window at most). */
+    s->uncredited += d.len;
+    credit_pieces(s);
     if (more)
         return;
     size_t n = s->msg_len;
+    s->uncredited = 0; /* credited when the message is consumed */
     s->in_msg = false;
     s->msg_len = 0;
     s->refs++;
@@ -1891,6 +1909,7 @@ static int do_read_start(sluice_stream *s)
     count_consumed(s, s->held);
     s->held = 0;
     maybe_grant(s);
+    credit_pieces(s);
     return 0;
 }
 
@@ -1918,6 +1937,7 @@ int sluice_stream_consumed(sluice_stream *s, size_t n)
     s->held -= n;
     count_consumed(s, n);
     maybe_grant(s);
+    credit_pieces(s);
     return 0;
 }
 

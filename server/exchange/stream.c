@@ -63,6 +63,7 @@ void stream_route(stream *s, const uint8_t *host, size_t host_len)
 {
     s->pool = router_pick(s->gw->router, host, host_len, s->req.target.ptr, s->req.target.len);
     s->body_limit = pool_config(s->pool)->max_body;
+    s->ws_max_message = pool_config(s->pool)->ws_max_message;
 }
 
 const sluice_pool_config *stream_config(const stream *s) { return pool_config(s->pool); }

@@ -82,6 +82,7 @@ struct stream {
     bool ws_offer;           /* a checked WebSocket handshake (PROTOCOL.md 5.2) */
     bool ws;                 /* ...that went to a worker taking WebSockets (REQUEST body 3) */
     sluice_bytes ws_key;     /* Sec-WebSocket-Key (HTTP/1.1), a view into the head */
+    uint64_t ws_max_message; /* the pool's, or the worker's LIMIT */
 
     /* response */
     bool resp_started;       /* RESPONSE received and the head queued to the client */

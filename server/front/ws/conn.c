@@ -187,7 +187,7 @@ wsconn *ws_accept_h1(gateway *gw, stream *s, const sluice_response *r, const cha
         return NULL;
     }
     wsconn *w = calloc(1, sizeof *w);
-    if (!w || ws_parser_new(&w->parser, true, stream_config(s)->ws_max_message) < 0) {
+    if (!w || ws_parser_new(&w->parser, true, s->ws_max_message) < 0) {
         free(w);
         head->len = mark;
         return NULL;
