@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -816,10 +817,11 @@ def test_noread_gateway_stops_reading(credit):
     """A worker that grants no credit (or some, before its 101): the gateway
     forwards no more than the window (plus that credit), stops reading from
     the client, so the client's sends block, and
-    the gateway's memory stays bounded. When that client then goes away the
-    worker is told (CLOSE 1006) once the gateway notices -- it reads nothing
-    from a paused client, so the keepalive ping is what finds out
-    (--ws-ping-interval 2s here)."""
+    the gateway's memory stays bounded. A paused client is not idle (it waits
+    on the worker), so the keepalive does not drop it; when it goes away (an
+    abortive close here: a FIN would wait behind its unsent frames) the
+    worker is told (CLOSE 1006) at the next keepalive check, which looks at
+    the socket's state (--ws-ping-interval 2s here)."""
     limit = rss_limit_kib()
     with running_gateway(wsworker_cmd(), "--ws-ping-interval", "2s", workers=1) as g:
         target = f"/noread?t={tag()}" + (f"&credit={credit}" if credit else "")
@@ -831,6 +833,7 @@ def test_noread_gateway_stops_reading(credit):
                 time.sleep(0.3)
                 peak = mon.peak_kib()
                 received = noread_received(g, target)
+                ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         assert blocked, f"the gateway kept reading: {sent} bytes sent without blocking"
         assert sent < (16 << 20), f"{sent} bytes taken before the sends blocked"
         if credit:  # the early credit was used, and no more
@@ -841,6 +844,19 @@ def test_noread_gateway_stops_reading(credit):
             assert peak - base < 16 * 1024, f"gateway RSS grew {peak - base} KiB"
         end = worker_end(g, target, timeout=6)
         assert end and end["how"] == "close" and end["code"] == "1006", end
+        alive(g)
+
+
+def test_noread_client_waiting_is_not_idle():
+    """A client blocked because the worker takes nothing is waiting, not
+    idle: the keepalive does not drop it however long the worker keeps it
+    waiting (here 6 intervals)."""
+    with running_gateway(wsworker_cmd(), "--ws-ping-interval", "300ms", workers=1) as g:
+        target = f"/noread?t={tag()}"
+        with connect(g.port, target, sndbuf=65536) as ws:
+            blocked, _ = flood_until_blocked(ws, frame(OP_BINARY, binary_of(16384)), 64 << 20)
+            assert blocked
+            assert worker_end(g, target, timeout=1.8) is None, "the waiting client was dropped"
         alive(g)
 
 

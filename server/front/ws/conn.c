@@ -7,6 +7,8 @@
 #include "front/ws/websocket.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -701,6 +703,19 @@ static const transport_cb ws_transport_cb = {
 
 /* ---- keepalive and the close wait ---------------------------------------- */
 
+/* The client closed or reset its end (FIN or RST received), whatever unread
+ * bytes wait before it. */
+static bool peer_gone(const wsconn *w)
+{
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (uv_fileno((const uv_handle_t *)&w->tr->tcp, &fd) != 0 ||
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return false;
+    return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     wsconn *w = t->data;
@@ -715,6 +730,19 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     uint64_t every = w->gw->cfg->ws_ping_interval_ms;
+    if (w->own_in && w->iend > w->istart && w->s && w->s->link && stream_send_window(w->s) == 0) {
+        /* not reading because the worker takes nothing: the client is
+         * waiting on it, not idle, and could not answer a ping we read;
+         * whether it is still there, the socket's state tells */
+        if (peer_gone(w)) {
+            close_now(w, WS_CLOSE_ABNORMAL);
+            return;
+        }
+        w->last_in_ms = now;
+        w->ping_at_ms = 0;
+        arm_timer(w);
+        return;
+    }
     if (w->ping_at_ms && w->last_in_ms > w->ping_at_ms)
         w->ping_at_ms = 0; /* anything from the client will do */
     if (w->ping_at_ms && now - w->ping_at_ms >= every) {
