@@ -1,7 +1,9 @@
 /* libFuzzer target: arbitrary client bytes through the gateway's HTTP input
- * path, in process. The gateway (front/http1, pool, link) runs on a
- * libuv loop with one in-process worker (the C worker library, answering
- * every request with a small body and reading every request body). Each
+ * path, in process. The gateway (front/http1, front/ws, pool, link) runs
+ * on a libuv loop with one in-process worker (the C worker library,
+ * answering every request with a small body and reading every request
+ * body, accepting every WebSocket and echoing its messages), so an input
+ * that opens with a WebSocket handshake drives the RFC 6455 exchange. Each
  * input is written by a loopback TCP client, which then half-closes; the
  * loop runs until the gateway has closed the connection or a bound is hit.
  * Invariants: no sanitizer report, and no connection or stream left behind
@@ -50,6 +52,32 @@ static void on_request(sluice_stream *s, const sluice_req *req, void *ud)
     sluice_stream_respond(s, 200, resp_headers, 1, true);
     sluice_stream_write(s, "ok\n", 3, NULL, NULL);
     sluice_stream_end(s, NULL, 0);
+}
+
+static void on_websocket(sluice_stream *s, const sluice_req *req, void *ud)
+{
+    (void)req;
+    (void)ud;
+    if (sluice_ws_accept(s, NULL, NULL, 0) < 0)
+        sluice_stream_reset(s, SLUICE_RESET_INTERNAL);
+}
+
+static void on_echoed(sluice_stream *s, int status, void *ud)
+{
+    (void)s;
+    (void)status;
+    free(ud);
+}
+
+static void on_message(sluice_stream *s, const uint8_t *data, size_t len, bool text, void *ud)
+{
+    (void)data;
+    (void)ud;
+    uint8_t *buf = sluice_ws_take(s);
+    if (buf && sluice_ws_send(s, buf, len, text, on_echoed, buf) < 0)
+        free(buf);
+    if (len == 3 && !memcmp(data, "bye", 3)) /* the worker closes too */
+        sluice_ws_close(s, 4000, "bye");
 }
 
 static void on_ready(sluice_worker *w, const sluice_hello *h, void *ud)
@@ -118,7 +146,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char sock[600];
     snprintf(sock, sizeof sock, "%s/fuzz.sock", dir);
     sluice_worker_config wc = {.socket_path = sock, .max_streams = 8, .window = 1024};
-    sluice_worker_callbacks cb = {.on_request = on_request, .on_ready = on_ready};
+    sluice_worker_callbacks cb = {.on_request = on_request, .on_ready = on_ready, .on_websocket = on_websocket,
+                                  .on_message = on_message};
     if (sluice_worker_new(&worker, gw.loop, &wc, &cb, NULL) < 0 || sluice_worker_connect(worker) < 0)
         abort();
     for (int i = 0; i < 2000 && !worker_ready; i++)

@@ -75,4 +75,28 @@ for f in d.iterdir():
     f.unlink()
 for name, data in tls_seeds.items():
     (d / name).write_bytes(data)
-print("seeds:", {s: len(os.listdir(out / s)) for s in ("decoder", "link", "tls")})
+
+# http: a few WebSocket sessions (fuzz_http's worker accepts and echoes);
+# the rest of that corpus comes from fuzzing runs
+def ws_frame(op, payload, fin=True, key=b"\x01\x02\x03\x04"):
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | op])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+handshake = (b"GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\n\r\n")
+ws_seeds = {
+    "ws-echo-close": handshake + ws_frame(1, b"hello") + ws_frame(2, bytes(300)) + ws_frame(8, b"\x03\xe8"),
+    "ws-fragments-ping": handshake + ws_frame(1, "caf\u00e9".encode()[:4], fin=False) + ws_frame(9, b"p")
+                         + ws_frame(0, "caf\u00e9".encode()[4:]) + ws_frame(10, b""),
+    "ws-worker-closes": handshake + ws_frame(1, b"bye") + ws_frame(1, b"after"),
+    "ws-bad-utf8": handshake + ws_frame(1, b"\xff"),
+    "ws-version-8": handshake.replace(b"Version: 13", b"Version: 8"),
+}
+d = out / "http"
+d.mkdir(parents=True, exist_ok=True)
+for name, data in ws_seeds.items():
+    (d / name).write_bytes(data)
+print("seeds:", {s: len(os.listdir(out / s)) for s in ("decoder", "link", "tls", "http")})
