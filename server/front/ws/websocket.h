@@ -1,17 +1,15 @@
-/* The WebSocket exchange (RFC 6455): a stream whose worker accepted the
- * opening handshake (RESPONSE 101, PROTOCOL.md 5.2) carries messages both
- * ways, framed here with the sans-I/O codec of ws/ws.h.
+/* WebSockets over HTTP/1.1 (RFC 6455), as the HTTP/1.1 front end sees
+ * them. It checks the opening handshake (ws_h1_check), sends the request
+ * to the pool like any other, and when the worker answers 101 asks
+ * ws_accept_h1 for the response head. From then on the stream reports to a
+ * WebSocket session (session.h, which HTTP/2's extended CONNECT uses too);
+ * once the 101 is written the HTTP/1.1 connection hands its transport over
+ * (ws_start) and forgets itself.
  *
- * The HTTP/1.1 front end checks the handshake (ws_h1_check), sends the
- * request to the pool like any other, and when the worker answers 101 asks
- * ws_accept_h1 for the response head. From then on the stream reports to
- * the WebSocket exchange; once the 101 is written the HTTP/1.1 connection
- * hands over its transport (ws_start) and forgets itself.
- *
- * Memory per WebSocket is the connection object, the parser and whatever
- * the windows allow: client bytes are read only as far as the worker's
- * credit goes (the rest waits in the kernel), worker messages are credited
- * back only once the client socket took them. */
+ * Memory per WebSocket is the connection object, the session (its parser)
+ * and whatever the windows allow: client bytes are read only as far as the
+ * worker's credit goes (the rest waits in the kernel), worker messages are
+ * credited back only once the client socket took them. */
 #ifndef SLUICE_FRONT_WS_H
 #define SLUICE_FRONT_WS_H
 
