@@ -67,8 +67,24 @@ static inline long env_max_streams(void)
     return v;
 }
 
-/* Checks SLUICE_SOCKET and SLUICE_MAX_STREAMS, then runs the worker until
- * it is told to stop. Returns the process exit code. */
+/* SLUICE_WS_MAX_MESSAGE (bytes): -1 if set but invalid, 0 if unset. The
+ * library reassembles at most this much per message (default 1 MiB, the
+ * gateway's default); a worker cannot learn the pool's --ws-max-message, so
+ * a pool that raises it must raise this too. */
+static inline long long env_ws_max_message(void)
+{
+    const char *e = getenv("SLUICE_WS_MAX_MESSAGE");
+    if (!e || !*e)
+        return 0;
+    uint64_t v;
+    if (!parse_u64((sluice_bytes){(const uint8_t *)e, strlen(e)}, &v) || v < 1 ||
+        v > ((uint64_t)1 << 30))
+        return -1;
+    return (long long)v;
+}
+
+/* Checks SLUICE_SOCKET, SLUICE_MAX_STREAMS and SLUICE_WS_MAX_MESSAGE, then
+ * runs the worker until it is told to stop. Returns the process exit code. */
 static inline int example_main(const char *name, const sluice_worker_callbacks *cb)
 {
     const char *sock = getenv("SLUICE_SOCKET");
@@ -83,6 +99,12 @@ static inline int example_main(const char *name, const sluice_worker_callbacks *
         return 1;
     }
     cfg.max_streams = (uint32_t)ms;
+    long long wm = env_ws_max_message();
+    if (wm < 0) {
+        fprintf(stderr, "%s: invalid SLUICE_WS_MAX_MESSAGE (want 1..1073741824 bytes)\n", name);
+        return 1;
+    }
+    cfg.ws_max_message = (size_t)wm;
     return sluice_worker_main(&cfg, cb, NULL);
 }
 
