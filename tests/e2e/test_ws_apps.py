@@ -222,6 +222,9 @@ def test_websockets_subprotocol(echo_gw):
         async with ws_connect(echo_gw.port, "/?protocol=chat", subprotocols=["superchat", "chat"]) as ws:
             assert ws.subprotocol == "chat"
             assert ws.response.headers.get_all("sec-websocket-protocol") == ["chat"]
+            # websockets offers permessage-deflate; the gateway negotiates none
+            assert "permessage-deflate" in ws.request.headers["sec-websocket-extensions"]
+            assert "sec-websocket-extensions" not in ws.response.headers
             await ws.send("with chat")
             assert await ws.recv() == "with chat"
         async with ws_connect(echo_gw.port, "/?protocol=chat", subprotocols=["other"]) as ws:
@@ -570,6 +573,71 @@ def test_fastapi_large_message(fastapi_gw):
     run(body())
     assert wait_for(lambda: any(s[0] == "big" and s[1] == 1009 for s in
                                 json.loads(http_get(fastapi_gw.port, "/seen")[2])["seen"]))
+
+
+def test_fastapi_concurrent_connections(fastapi_gw):
+    """50 connections at once to one Python worker, 20 JSON round trips
+    each, every answer checked."""
+    async def one(c):
+        async with ws_connect(fastapi_gw.port, "/ws/json") as ws:
+            for i in range(1, 21):
+                await ws.send(json.dumps({"c": c, "i": i, "pad": "p" * (c * 37 % 500)}))
+                got = json.loads(await asyncio.wait_for(ws.recv(), T))
+                assert got["n"] == i and got["got"]["c"] == c and got["got"]["i"] == i
+        return c
+
+    async def body():
+        assert sorted(await asyncio.gather(*(one(c) for c in range(50)))) == list(range(50))
+    run(body(), timeout=120)
+
+
+def test_fastapi_wss_scheme(certs):
+    """Behind a TLS listener the app sees scheme wss (url.scheme)."""
+    if not _module("fastapi") or not _module("msgpack"):
+        pytest.skip("fastapi or msgpack missing")
+    tls_port = free_port()
+    with running_gateway(py_worker("sluice.asgi", "--app-dir", APPS, "fastapi_ws:app"),
+                         "--listen", f"127.0.0.1:{tls_port}", "--tls-cert", certs[0],
+                         "--tls-key", certs[1], workers=1) as g:
+        assert wait_for(lambda: _connectable(tls_port), 10), "TLS listener not up"
+        ctx = ssl.create_default_context(cafile=certs[0])
+
+        async def body():
+            async with connect(f"wss://localhost:{tls_port}/ws/items/7", ssl=ctx,
+                               open_timeout=10, ping_interval=None) as ws:
+                got = json.loads(await asyncio.wait_for(ws.recv(), T))
+                assert got["scheme"] == "wss" and got["item_id"] == 7
+            async with ws_connect(g.port, "/ws/items/8") as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), T))["scheme"] == "ws"
+        run(body())
+
+
+def test_fastapi_gateway_stop_1001():
+    """SIGTERM to the gateway with WebSockets open: they carry on until the
+    graceful timeout (PROTOCOL.md 5.2, draining), then the clients get close
+    1001 and the app WebSocketDisconnect(1001); the gateway exits 0."""
+    if not _module("fastapi") or not _module("msgpack"):
+        pytest.skip("fastapi or msgpack missing")
+    with running_gateway(py_worker("sluice.asgi", "--app-dir", APPS, "fastapi_ws:app"),
+                         "--graceful-timeout", "1s", workers=1) as g:
+        async def body():
+            conns = [await ws_connect(g.port, "/ws/echo").__aenter__() for _ in range(3)]
+            for ws in conns:
+                await ws.send("up")
+                assert await ws.recv() == "up"
+            t0 = time.monotonic()
+            g.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            await conns[0].send("still open while draining")
+            assert await conns[0].recv() == "still open while draining"
+            for ws in conns:
+                rcvd = await closed_by_server(ws)
+                assert rcvd is not None and rcvd.code == 1001, rcvd
+            return time.monotonic() - t0
+        took = run(body())
+        assert 0.9 < took < 6, took
+        assert g.proc.wait(15) == 0, g.log_tail()
+        assert g.log().count("fastapi_ws: echo disconnect 1001") == 3, g.log_tail()
 
 
 @pytest.fixture(scope="module")

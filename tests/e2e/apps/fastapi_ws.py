@@ -3,7 +3,7 @@ shows, with nothing sluice-specific in it. test_ws_apps.py runs it behind the
 gateway with `python -m sluice.asgi fastapi_ws:app`.
 
     /ws/echo                 echo text and bytes; the WebSocketDisconnect
-                             code the app saw is kept for /seen
+                             code the app saw is kept for /seen and printed
     /ws/json                 receive_json -> send_json({"got": obj, "n": i})
     /ws/items/{item_id}?q=   path and query params, a request header and a
                              cookie, sent back as JSON; the 101 carries x-app
@@ -18,6 +18,7 @@ gateway with `python -m sluice.asgi fastapi_ws:app`.
 """
 
 import hashlib
+import sys
 
 from fastapi import (Cookie, Depends, FastAPI, Header, WebSocket, WebSocketDisconnect,
                      WebSocketException, status)
@@ -46,6 +47,8 @@ async def echo(websocket: WebSocket):
                 await websocket.send_bytes(msg["bytes"])
     except WebSocketDisconnect as exc:
         seen.append(["echo", exc.code, exc.reason or ""])
+        # also on stderr (the gateway's log): /seen is gone once it stops
+        print(f"fastapi_ws: echo disconnect {exc.code}", file=sys.stderr, flush=True)
 
 
 @app.websocket("/ws/json")
