@@ -67,7 +67,6 @@ def _module(name):
         return False
 
 
-need_echo = pytest.mark.skipif(not _have(ECHO), reason=f"{ECHO} not built")
 need_node = pytest.mark.skipif(
     NODE is None or not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws"))
     or not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "express")),
@@ -437,10 +436,6 @@ def test_node_ws_chat(chat_gw):
 
 # ==========================================================================
 # 3. FastAPI and Starlette through the ASGI runner; the native API
-
-need_fastapi = pytest.mark.skipif(not _module("fastapi"), reason="fastapi missing")
-need_starlette = pytest.mark.skipif(not _module("starlette"), reason="starlette missing")
-
 
 @pytest.fixture(scope="module")
 def fastapi_gw():
