@@ -1804,12 +1804,22 @@ int sluice_ws_accept(sluice_stream *s, const char *subprotocol, const sluice_hea
         hs[n++] = sluice_header_str("sec-websocket-protocol", subprotocol);
     for (size_t i = 0; i < n_headers; i++)
         hs[n++] = headers[i];
+    /* Our reassembly limit is the gateway's too: a larger message is
+     * refused by the gateway (close 1009 to the client) before any of it
+     * reaches us, whatever the pool's ws_max_message says. */
+    sluice_frame l = {.type = SLUICE_FRAME_LIMIT, .stream_id = s->id};
+    l.u.max_body = s->w->ws_max_message;
+    int rc = emit(s->w, &l, true);
+    if (rc < 0) {
+        free(hs);
+        return rc;
+    }
     sluice_frame f = {.type = SLUICE_FRAME_RESPONSE, .stream_id = s->id};
     f.u.response.status = 101;
     f.u.response.headers.items = hs;
     f.u.response.headers.count = n;
     f.u.response.body = SLUICE_BODY_NONE;
-    int rc = emit(s->w, &f, true);
+    rc = emit(s->w, &f, true);
     free(hs);
     return rc;
 }

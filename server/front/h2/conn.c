@@ -10,6 +10,7 @@
 #include "core/loop.h"
 #include "front/h2/conn.h"
 #include "front/http1/fields.h"
+#include "ws/ws.h"
 
 static uint64_t now_ms(h2conn *c) { return uv_now(c->gw->loop); }
 
@@ -177,6 +178,11 @@ int h2_submit_head(h2s *x, const nghttp2_nv *nv, size_t n, bool with_body)
 
 void h2_credit_written(h2s *x, uint64_t n)
 {
+    if (x->ws) {
+        if (n)
+            ws_session_written(x->ws, n);
+        return;
+    }
     stream *s = x->s;
     if (!n || !s || !s->link)
         return;
@@ -412,6 +418,10 @@ static void log_exchange(h2conn *c, stream *s)
 static void h2s_free(h2s *x)
 {
     h2conn *c = x->c;
+    if (x->ws) { /* the stream went away: a WebSocket still open gets CLOSE to its worker */
+        ws_session_release(x->ws, c->gw->stopping ? WS_CLOSE_GOING_AWAY : WS_CLOSE_ABNORMAL);
+        x->ws = NULL;
+    }
     for (uint32_t i = 0; i < x->n_rc; i++)
         nghttp2_rcbuf_decref(x->rc[i]);
     free(x->rc);
@@ -464,7 +474,7 @@ void h2s_close(h2s *x, uint32_t error_code)
 void h2_forward_body(h2s *x)
 {
     stream *s = x->s;
-    if (!s || !s->link || x->discard)
+    if (!s || !s->link || x->discard || s->ws_offer) /* a WebSocket's DATA are not a body */
         return;
     if (x->pending_len) {
         uint32_t win = stream_send_window(s);
@@ -483,6 +493,101 @@ void h2_forward_body(h2s *x)
         s->end_sent = true;
         stream_send_end(s, x->n_trailers ? s->hdrs + x->n_headers : NULL, x->n_trailers);
     }
+}
+
+/* ---- response buffer ------------------------------------------------------ */
+
+int h2_rbuf_append(h2s *x, const uint8_t *data, size_t len)
+{
+    if (x->roff && x->roff == x->rlen)
+        x->roff = x->rlen = 0;
+    if (x->rlen + len > x->rcap) {
+        if (x->roff) { /* room at the front first */
+            memmove(x->rbuf, x->rbuf + x->roff, x->rlen - x->roff);
+            x->rlen -= x->roff;
+            x->roff = 0;
+        }
+        size_t need = x->rlen + len;
+        if (need > x->rcap) {
+            size_t nc = x->rcap ? x->rcap : 16384;
+            while (nc < need)
+                nc *= 2;
+            uint8_t *p = nc <= H2_RESP_MAX ? realloc(x->rbuf, nc) : NULL;
+            if (!p)
+                return -ENOBUFS;
+            x->rbuf = p;
+            x->rcap = nc;
+        }
+    }
+    if (x->rlen == x->roff) /* the client's window is judged from now */
+        x->send_mark = now_ms(x->c);
+    memcpy(x->rbuf + x->rlen, data, len);
+    x->rlen += len;
+    if (x->c->gw->cfg->send_timeout_ms)
+        h2_arm(x->c, x->c->gw->cfg->send_timeout_ms);
+    nghttp2_session_resume_data(x->c->ng, x->id);
+    h2_want_flush(x->c);
+    return 0;
+}
+
+/* ---- WebSockets (RFC 8441): a session carried by the stream's DATA ------- */
+
+void h2_ws_feed(h2s *x)
+{
+    if (!x->ws || !x->pending_len)
+        return;
+    size_t took = ws_session_input(x->ws, x->pending, x->pending_len);
+    if (!took)
+        return;
+    memmove(x->pending, x->pending + took, x->pending_len - took);
+    x->pending_len -= took;
+    nghttp2_session_consume(x->c->ng, x->id, took); /* opens the client's window */
+    h2_want_flush(x->c);
+}
+
+static void carrier_out(void *cx, const uint8_t *p, size_t n)
+{
+    h2s *x = cx;
+    if (x->resp_end)
+        return;
+    if (h2_rbuf_append(x, p, n) < 0) {
+        slog(x->c->gw->log, LOG_WARN, "h2: %s: WebSocket output overflow on stream %d; reset", x->c->tr->peer,
+             x->id);
+        h2_reset(x, NGHTTP2_INTERNAL_ERROR);
+    }
+}
+
+static void carrier_resume(void *cx) { h2_ws_feed(cx); }
+
+/* RFC 8441 5: the WebSocket's end is the stream's: END_STREAM after our
+ * close frame, RST_STREAM for an abrupt one. */
+static void carrier_finish(void *cx, bool clean)
+{
+    h2s *x = cx;
+    if (!clean) {
+        h2_reset(x, NGHTTP2_CANCEL);
+        return;
+    }
+    x->resp_end = true;
+    nghttp2_session_resume_data(x->c->ng, x->id);
+    h2_want_flush(x->c);
+}
+
+static const ws_carrier h2_carrier = {
+    .out = carrier_out,
+    .resume = carrier_resume,
+    .finish = carrier_finish,
+    .gone = NULL,
+};
+
+void h2_ws_start(h2s *x, ws_session *ws)
+{
+    x->ws = ws;
+    x->s = NULL; /* the exchange is the session's now */
+    ws_session_start(ws, &h2_carrier, x);
+    h2_ws_feed(x);
+    if (x->end_stream && x->ws)
+        ws_session_eof(x->ws); /* the client ended its side already */
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -519,13 +624,15 @@ static int error_response(h2s *x, int status)
         NV("content-length", len, strlen(len)),
         NV("retry-after", "1", 1),
     };
+    if (status == 426) /* RFC 6455 4.4: the WebSocket version we speak */
+        nv[5] = (nghttp2_nv)NV("sec-websocket-version", "13", 2);
 #undef NV
     if (x->s) {
         x->s->status = status;
         x->s->resp_bytes = blen;
         x->s->resp_started = true;
     }
-    return h2_submit_head(x, nv, status == 503 ? 6 : 5, true);
+    return h2_submit_head(x, nv, status == 503 || status == 426 ? 6 : 5, true);
 }
 
 void h2_fail(h2s *x, int status, uint32_t cancel_reason)
@@ -590,7 +697,7 @@ static uint64_t stream_due(h2conn *c, h2s *x, int *kind)
             earliest(x->mark + (pc->queue_timeout_ms ? pc->queue_timeout_ms : 1), D_QUEUE, &best, kind);
         if (s->link && !s->resp_started && pc && pc->response_timeout_ms)
             earliest(x->mark + pc->response_timeout_ms, D_RESPONSE, &best, kind);
-        if (s->link && !x->end_stream && x->pending_len == 0 && cfg->body_timeout_ms &&
+        if (s->link && !x->end_stream && x->pending_len == 0 && cfg->body_timeout_ms && !s->ws_offer &&
             stream_send_window(s) > 0)
             earliest(x->body_mark + cfg->body_timeout_ms, D_BODY, &best, kind);
     }

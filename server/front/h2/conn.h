@@ -32,6 +32,7 @@
 #include "front/h2/h2.h"
 #include "front/listener.h"
 #include "front/transport.h"
+#include "front/ws/session.h"
 
 /* Our stream-level receive window (SETTINGS_INITIAL_WINDOW_SIZE) and the
  * connection's: what may wait here of request bodies. */
@@ -90,6 +91,8 @@ typedef struct h2s {
     uint8_t *cookie;           /* the cookie fields joined ("; ") */
     bool in_trailers;
     bool expect_continue;      /* expect: 100-continue */
+    sluice_bytes protocol;     /* :protocol (extended CONNECT, RFC 8441) */
+    ws_session *ws;            /* a WebSocket (RFC 8441) once the worker accepted it; then s is NULL */
 
     /* request body */
     uint8_t *pending;          /* received, not yet forwarded (< our window) */
@@ -192,6 +195,14 @@ void h2_fail(h2s *x, int status, uint32_t cancel_reason);
 int h2_submit_head(h2s *x, const nghttp2_nv *nv, size_t n, bool with_body);
 /* Send RST_STREAM (the stream closes through the close callback). */
 void h2_reset(h2s *x, uint32_t h2_error);
+/* Append to the stream's response buffer (DATA within the client's
+ * window): 0, or -ENOBUFS beyond H2_RESP_MAX. */
+int h2_rbuf_append(h2s *x, const uint8_t *data, size_t len);
+/* The worker accepted the WebSocket of x (RFC 8441): the session carries
+ * on over the stream's DATA frames. */
+void h2_ws_start(h2s *x, ws_session *ws);
+/* Feed the client bytes x holds to its WebSocket session. */
+void h2_ws_feed(h2s *x);
 /* Send GOAWAY (NO_ERROR: graceful, the streams in flight finish) and
  * close once no stream is left. */
 void h2_goaway(h2conn *c, uint32_t h2_error);

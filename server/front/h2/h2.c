@@ -19,7 +19,21 @@ static bool conn_active(const front_conn *fc)
 /* Graceful stop: GOAWAY; the streams in flight finish, then it closes. */
 static void conn_close_idle(front_conn *fc) { h2_goaway((h2conn *)fc, NGHTTP2_NO_ERROR); }
 
-static void conn_close(front_conn *fc, uint32_t reason) { h2_close((h2conn *)fc, reason); }
+/* Close now; WebSockets first get close 1001 (going away), as far as the
+ * socket takes it at once. */
+static void conn_close(front_conn *fc, uint32_t reason)
+{
+    h2conn *c = (h2conn *)fc;
+    bool ws = false;
+    for (h2s *x = c->streams; x; x = x->next)
+        if (x->ws) {
+            ws_session_going_away(x->ws);
+            ws = true;
+        }
+    if (ws)
+        h2_flush(&c->flush);
+    h2_close(c, reason);
+}
 
 static const front_conn_ops h2_conn_ops = {
     .active = conn_active,
@@ -66,6 +80,7 @@ static int new_session(h2conn *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* WebSockets (RFC 8441) */
     };
     if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0) {

@@ -99,6 +99,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, nghttp2_rc
             x->path = hold(x, value);
         else if (is(nb, ":authority"))
             x->authority = hold(x, value);
+        else if (is(nb, ":protocol")) /* extended CONNECT: nghttp2 allows it with CONNECT only */
+            x->protocol = hold(x, value);
         return 0; /* :scheme: the connection's scheme is what REQUEST carries */
     }
     stream *s = x->s;
@@ -169,6 +171,23 @@ static int join_cookies(h2s *x)
     return 0;
 }
 
+/* RFC 8441 5: a WebSocket's extended CONNECT carries the version (13;
+ * else 426 as RFC 6455 4.4 says) and no key. 0 or the status to answer. */
+static int ws_h2_check(h2s *x)
+{
+    stream *s = x->s;
+    int versions = 0;
+    bool v13 = false;
+    for (uint32_t i = 0; i < x->n_headers; i++)
+        if (is(s->hdrs[i].name, "sec-websocket-version")) {
+            versions++;
+            v13 = is(s->hdrs[i].value, "13");
+        }
+    if (versions != 1)
+        return 400;
+    return v13 ? 0 : 426;
+}
+
 /* The request head is complete: build the exchange and place it. */
 static void start_exchange(h2s *x, bool end_stream)
 {
@@ -191,8 +210,13 @@ static void start_exchange(h2s *x, bool end_stream)
         h2_goaway(c, NGHTTP2_NO_ERROR);
 
     int err = x->head_error;
-    if (!err && is(x->method, "CONNECT"))
-        err = 501; /* no tunnels (and no extended CONNECT) in this version */
+    /* no tunnels; but a WebSocket over HTTP/2 (RFC 8441) is an extended
+     * CONNECT with :protocol websocket */
+    bool websocket = is(x->method, "CONNECT") && is(x->protocol, "websocket");
+    if (!err && is(x->method, "CONNECT") && !websocket)
+        err = 501;
+    if (!err && websocket)
+        err = ws_h2_check(x);
     if (!err && x->path.len > cfg->max_target)
         err = 414;
     /* Host: :authority wins (RFC 9113 8.3.1), else the client's host field */
@@ -221,6 +245,21 @@ static void start_exchange(h2s *x, bool end_stream)
     }
     stream_route(s, host.ptr, host.len);
 
+    if (websocket) {
+        /* the worker sees the request it would see over HTTP/1.1: GET, no
+         * body; the stream's DATA are the WebSocket's once it accepts */
+        s->req.method = (sluice_bytes){(const uint8_t *)"GET", 3};
+        s->body_mode = SLUICE_BODY_NONE;
+        s->req_complete = true;
+        s->ws_offer = true;
+        x->mark = uv_now(gw->loop);
+        int rc = stream_submit(s);
+        if (rc == 1)
+            h2_arm(c, stream_config(s)->queue_timeout_ms);
+        else if (rc < 0)
+            h2_fail(x, stream_submit_status(rc), 0);
+        return;
+    }
     for (uint32_t i = 0; i < x->n_headers; i++)
         if (is(s->hdrs[i].name, "content-length") && parse_content_length(s->hdrs[i].value, &s->content_length))
             s->has_length = true;
@@ -288,6 +327,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         return 0;
     }
     h2s *x = stream_of(ng, frame->hd.stream_id);
+    if (x && x->ws) { /* a WebSocket: the client's END_STREAM is its end */
+        if (end && !x->end_stream) {
+            x->end_stream = true;
+            ws_session_eof(x->ws);
+        }
+        return 0;
+    }
     if (!x || !x->s)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -310,6 +356,26 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     if (c->closed)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     h2s *x = stream_of(ng, id);
+    if (x && !x->discard && (x->ws || (x->s && x->s->ws_offer))) {
+        /* WebSocket frames: kept (unmasked in place) until the session
+         * takes them; before the worker accepted, only kept. Our stream
+         * window bounds them: only what the session took reopens it. */
+        if (x->pending_len + len > x->pending_cap) {
+            size_t cap = x->pending_len + len < H2_STREAM_WINDOW ? H2_STREAM_WINDOW : x->pending_len + len;
+            uint8_t *p = realloc(x->pending, cap);
+            if (!p) {
+                nghttp2_session_consume(ng, id, len);
+                h2_reset(x, NGHTTP2_INTERNAL_ERROR);
+                return 0;
+            }
+            x->pending = p;
+            x->pending_cap = cap;
+        }
+        memcpy(x->pending + x->pending_len, data, len);
+        x->pending_len += len;
+        h2_ws_feed(x);
+        return 0;
+    }
     if (!x || !x->s || x->discard) {
         nghttp2_session_consume(ng, id, len); /* not wanted: reopen the window */
         return 0;

@@ -13,6 +13,10 @@
 static void on_dispatched(stream *s)
 {
     h2s *x = s->owner;
+    if (s->ws_offer && !s->ws) { /* a WebSocket for a worker that takes none */
+        h2_fail(x, 501, SLUICE_CANCEL_INTERNAL);
+        return;
+    }
     if (s->body_mode == SLUICE_BODY_NONE)
         s->end_sent = true;
     x->mark = x->body_mark = uv_now(x->c->gw->loop);
@@ -93,10 +97,84 @@ static void lower_into(uint8_t *dst, sluice_bytes name)
 
 #define NVF (NGHTTP2_NV_FLAG_NONE)
 
+/* nghttp2 name/value pairs of a 101's fields, names lower-cased in scratch. */
+typedef struct {
+    nghttp2_nv *nv;
+    size_t n, cap;
+    uint8_t *sp;
+} nv_list;
+
+static int nv_add(void *ctx, sluice_bytes name, sluice_bytes value)
+{
+    nv_list *b = ctx;
+    if (b->n == b->cap)
+        return -ENOMEM;
+    lower_into(b->sp, name);
+    b->nv[b->n++] = (nghttp2_nv){b->sp, (uint8_t *)value.ptr, name.len, value.len, NVF};
+    b->sp += name.len;
+    return 0;
+}
+
+/* The worker accepted a WebSocket (RFC 8441): :status 200 with its fields,
+ * then the stream's DATA carry the session. */
+static void accept_websocket(h2s *x, stream *s, const sluice_response *r)
+{
+    h2conn *c = x->c;
+    response_head rh;
+    if (!s->ws || r->body != SLUICE_BODY_NONE || !response_head_check(r, &rh)) {
+        h2_fail(x, 502, SLUICE_CANCEL_INVALID_RESPONSE);
+        return;
+    }
+    size_t cap = r->headers.count + 3;
+    nghttp2_nv stack_nv[64];
+    nghttp2_nv *nv = cap <= 64 ? stack_nv : malloc(cap * sizeof *nv);
+    if (!nv || !scratch_room(c, rh.name_bytes + 1)) {
+        if (nv != stack_nv)
+            free(nv);
+        h2_fail(x, 503, 0);
+        return;
+    }
+    char date_v[40];
+    nv_list b = {nv, 0, cap, c->scratch};
+    nv[b.n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)"200", 7, 3, NVF};
+    if (!rh.has_server)
+        nv[b.n++] = (nghttp2_nv){(uint8_t *)"server", (uint8_t *)SLUICE_SERVER_NAME, 6,
+                                 sizeof SLUICE_SERVER_NAME - 1, NVF};
+    if (!rh.has_date) {
+        size_t dlen;
+        const char *d = gw_date_line(c->gw, &dlen); /* "Date: ...\r\n" */
+        size_t vl = dlen - 8 < sizeof date_v ? dlen - 8 : sizeof date_v;
+        memcpy(date_v, d + 6, vl);
+        nv[b.n++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)date_v, 4, vl, NVF};
+    }
+    ws_session *ws = NULL;
+    int rc = ws_response_fields(s, r, nv_add, &b);
+    if (rc == 0 && !(ws = ws_session_accept(c->gw, s, c->remote)))
+        rc = -ENOMEM;
+    if (rc < 0) {
+        if (nv != stack_nv)
+            free(nv);
+        slog(c->gw->log, LOG_WARN, "worker %lld accepted a WebSocket with an invalid response (stream %llu); 502",
+             (long long)s->worker_id, (unsigned long long)s->sid);
+        h2_fail(x, rc == -ENOMEM ? 503 : 502, SLUICE_CANCEL_INVALID_RESPONSE);
+        return;
+    }
+    rc = h2_submit_head(x, nv, b.n, true);
+    if (nv != stack_nv)
+        free(nv);
+    h2_ws_start(x, ws); /* the session owns the stream now */
+    if (rc < 0)
+        h2_reset(x, NGHTTP2_INTERNAL_ERROR);
+}
+
 static void on_response(stream *s, const sluice_response *r)
 {
     h2s *x = s->owner;
     h2conn *c = x->c;
+    if (r->status == 101) {
+        accept_websocket(x, s, r);
+        return;
+    }
     response_head rh;
     if (!response_head_check(r, &rh)) {
         slog(c->gw->log, LOG_WARN, "worker %lld sent an invalid response head (stream %llu); 502",
@@ -171,39 +249,13 @@ static void on_body(stream *s, const uint8_t *data, size_t len)
         h2_fail(x, 0, SLUICE_CANCEL_INVALID_RESPONSE);
         return;
     }
-    if (x->roff && x->roff == x->rlen)
-        x->roff = x->rlen = 0;
-    if (x->rlen + len > x->rcap) {
-        if (x->roff) { /* room at the front first */
-            memmove(x->rbuf, x->rbuf + x->roff, x->rlen - x->roff);
-            x->rlen -= x->roff;
-            x->roff = 0;
-        }
-        size_t need = x->rlen + len;
-        if (need > x->rcap) {
-            size_t nc = x->rcap ? x->rcap : 16384;
-            while (nc < need)
-                nc *= 2;
-            uint8_t *p = nc <= H2_RESP_MAX ? realloc(x->rbuf, nc) : NULL;
-            if (!p) {
-                slog(x->c->gw->log, LOG_WARN, "worker %lld: response buffer overflow on stream %d; aborting",
-                     (long long)s->worker_id, x->id);
-                h2_fail(x, 0, SLUICE_CANCEL_INTERNAL);
-                return;
-            }
-            x->rbuf = p;
-            x->rcap = nc;
-        }
+    if (h2_rbuf_append(x, data, len) < 0) {
+        slog(x->c->gw->log, LOG_WARN, "worker %lld: response buffer overflow on stream %d; aborting",
+             (long long)s->worker_id, x->id);
+        h2_fail(x, 0, SLUICE_CANCEL_INTERNAL);
+        return;
     }
-    if (x->rlen == x->roff) /* the client's window is judged from now */
-        x->send_mark = uv_now(x->c->gw->loop);
-    memcpy(x->rbuf + x->rlen, data, len);
-    x->rlen += len;
     s->resp_bytes += len;
-    if (x->c->gw->cfg->send_timeout_ms)
-        h2_arm(x->c, x->c->gw->cfg->send_timeout_ms);
-    nghttp2_session_resume_data(x->c->ng, x->id);
-    h2_want_flush(x->c);
 }
 
 /* Keep the worker's trailers (valid, not connection-specific, no

@@ -236,10 +236,10 @@ static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
     wsconn *c = t->owner;
     if (nread == 0 || c->closed)
         return;
-    if (nread < 0) { /* the client went away, with or without a close frame */
+    if (nread < 0) { /* the client's end: the session says whether anything is left to write */
         c->eof = true;
         ws_session_eof(c->ws);
-        close_now(c);
+        update_reading(c);
         return;
     }
     if (buf->base == (char *)c->gw->shared_in) {

@@ -469,7 +469,7 @@ static void on_event(ws_session *w, const ws_event *ev)
             if (s)
                 stream_send_close(s, ev->code, ev->data, ev->len);
             finish_stream(w, ev->code);
-            send_close(w, ev->code, NULL, 0, true);
+            send_close(w, ev->code, ev->data, ev->len, true); /* echoed, reason too, as most servers do */
         } else {
             w->state = WS_DONE; /* our close was answered */
             maybe_finish(w);
@@ -509,8 +509,16 @@ size_t ws_session_input(ws_session *w, uint8_t *data, size_t len)
 
 void ws_session_eof(ws_session *w)
 {
-    if (!w->finished)
-        close_now(w, w->state == WS_OPEN ? WS_CLOSE_ABNORMAL : w->close_code);
+    if (w->finished)
+        return;
+    if (w->state == WS_OPEN) {
+        close_now(w, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    /* closing: the client's close frame came, or will not now; ours still
+     * goes out, then the end */
+    w->state = WS_DONE;
+    maybe_finish(w);
 }
 
 void ws_session_going_away(ws_session *w)
