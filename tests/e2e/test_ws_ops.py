@@ -287,48 +287,58 @@ GRACE = 2.5  # the pools' graceful_timeout in these tests, seconds
 
 def test_websocket_counts_once_towards_max_requests(start_config):
     """max_requests = 3: a plain request and a WebSocket carrying many
-    messages are 2 requests (no recycling); one more plain request makes 3
-    and recycles the worker. Its WebSocket keeps working until the graceful
-    timeout, then gets 1001 (the worker CLOSE 1001); meanwhile requests and
-    WebSockets go to the replacement, and nothing fails."""
+    messages are 2 requests (no recycling); a second WebSocket, the third
+    request, recycles the worker. Both WebSockets keep working until the
+    graceful timeout, then get 1001 (the worker CLOSE 1001); meanwhile
+    requests and WebSockets go to the replacement, and nothing fails."""
     gw = start_config(ws_pool(workers=1, max_requests=3, max_requests_jitter=0,
                               graceful_timeout=f"{int(GRACE * 1000)}ms"))
     (old,) = gw.wait_running("ws", 1)
     plain_ok(gw.port)
-    ws, me = open_whoami(gw.port, "mr")
+    socks = []
     try:
+        ws, me = open_whoami(gw.port, "mr1")
+        socks.append(ws)
         assert me["pid"] == old
         for i in range(20):
             echo(ws, b"m%d" % i)
         w = gw.pool("ws")["workers"][0]
         assert w["pid"] == old and w["requests"] == 2, w
+        time.sleep(0.2)
         assert "max_requests reached" not in gw.log()
-        plain_ok(gw.port)  # the third request
+        ws1b, me = open_whoami(gw.port, "mr2")  # the third request
+        socks.append(ws1b)
+        assert me["pid"] == old
         assert wait_log_re(gw, r"pool ws: retiring worker \d+ \(pid %d\): max_requests reached" % old)
         new = wait_new_worker(gw, [old])
         t_new = time.monotonic()
         # the replacement serves new requests and WebSockets (2 of its 3)
         plain_ok(gw.port)
-        ws2, me2 = open_whoami(gw.port, "mr2")
+        ws2, me2 = open_whoami(gw.port, "mr3")
+        socks.append(ws2)
         assert me2["pid"] == new
-        # the old WebSocket still works while the old worker drains
-        echo(ws, b"still")
+        # the old WebSockets still work while the old worker drains
+        for ws in socks[:2]:
+            echo(ws, b"still")
         time.sleep(max(0.0, GRACE - 1.0 - (time.monotonic() - t_new)))
-        echo(ws, b"late but within the graceful timeout")
+        for ws in socks[:2]:
+            echo(ws, b"late but within the graceful timeout")
         assert alive(old)
-        ws.expect_close(1001, timeout=GRACE + 3)
+        for ws in socks[:2]:
+            ws.expect_close(1001, timeout=GRACE + 3)
         took = time.monotonic() - t_new
         assert GRACE - 1.0 <= took <= GRACE + 2.5, took
-        end = worker_end(gw, "/whoami?t=mr")
-        assert end and end["how"] == "close" and end["code"] == "1001", end
+        for t in ("mr1", "mr2"):
+            end = worker_end(gw, f"/whoami?t={t}")
+            assert end and end["how"] == "close" and end["code"] == "1001", end
         assert wait_for(lambda: not alive(old), 5), "the drained worker did not exit"
         echo(ws2, b"the new one goes on")
         st = gw.pool("ws")
         assert st["restarts"] == 0 and [(w["pid"], w["requests"]) for w in st["workers"]] == \
             [(new, 2)], st
     finally:
-        ws.shutdown()
-    ws2.shutdown()
+        for ws in socks:
+            ws.shutdown()
     no_violation(gw)
 
 
