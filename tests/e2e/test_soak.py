@@ -91,6 +91,7 @@ H2LOAD_CLIENTS, H2LOAD_STREAMS, H2LOAD_RPS = 2, 8, 100  # rps per client
 WS_CLIENTS = 3
 WS_MESSAGES_MAX = 200  # per connection
 WS_MESSAGE_MAX = 128 * 1024
+WS_KILL_SHARE = 0.3  # of the killer's ticks that also kill the ws worker
 
 POOLS = {"echo": 2, "blob": 1, "hello": 1, "ws": 1}
 CONFIG = """
@@ -729,6 +730,9 @@ class Soak:
     # -- the killer -------------------------------------------------------
     def killer(self):
         rng = random.Random(7)
+        # the ws pool's kills come from their own draws, in addition: the
+        # other pools get the same sequence of kills as without it
+        ws_rng = random.Random(11)
         while not self.stop.wait(rng.uniform(*KILL_EVERY)):
             try:
                 st = self.gw.status()
@@ -738,21 +742,27 @@ class Soak:
             cands = [(p["name"], w["pid"]) for p in st["pools"] for w in p["workers"]
                      if w["state"] == "running" and w["pid"] > 0
                      and w["uptime_s"] >= KILL_MIN_UPTIME]
-            if not cands:
-                continue
+            victims = []
             # a pool first, then one of its workers: every pool gets kills
-            pool = rng.choice(sorted({p for p, _ in cands}))
-            pid = rng.choice([w for p, w in cands if p == pool])
-            ps = proc_stat(pid)
-            if not ps or ps[0] != self.gw.pid:
-                continue  # gone already, or not ours (pid reuse)
-            self.gw.seen[pid] = ps[1]
-            with self.lock:
-                self.kills.append((time.monotonic(), pool, pid))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            pools = sorted({p for p, _ in cands if p != "ws"})
+            if pools:
+                pool = rng.choice(pools)
+                victims.append((pool, rng.choice([w for p, w in cands if p == pool])))
+            if ws_rng.random() < WS_KILL_SHARE:
+                ws = [w for p, w in cands if p == "ws"]
+                if ws:
+                    victims.append(("ws", ws_rng.choice(ws)))
+            for pool, pid in victims:
+                ps = proc_stat(pid)
+                if not ps or ps[0] != self.gw.pid:
+                    continue  # gone already, or not ours (pid reuse)
+                self.gw.seen[pid] = ps[1]
+                with self.lock:
+                    self.kills.append((time.monotonic(), pool, pid))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     # -- one phase --------------------------------------------------------
     def run(self, seconds, kill):
