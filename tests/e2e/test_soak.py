@@ -1,8 +1,9 @@
 """Soak test: the real gateway under mixed traffic while workers are killed.
 
-One gateway (config file, `start_config`) runs three pools of example C
-workers -- echo (2 workers, the default pool), blob (1, `/blob`) and hello
-(1, `/hello`, at most 2 streams, so that its requests also queue) -- and
+One gateway (config file, `start_config`) runs four pools of example C
+workers -- echo (2 workers, the default pool), blob (1, `/blob`), hello
+(1, `/hello`, at most 2 streams, so that its requests also queue) and
+ws_echo (1, `/ws`) -- and
 several client threads drive traffic over loopback for
 SLUICE_SOAK_SECONDS (default 60 s; 30 s for a sanitizer build):
 
@@ -22,6 +23,12 @@ SLUICE_SOAK_SECONDS (default 60 s; 30 s for a sanitizer build):
   mid-upload or mid-download, connections closed with streams open,
 - h2load (nghttp2-client, when installed): a few connections x streams at a
   bounded request rate, h2c and TLS in turns,
+- WebSocket clients (tests/e2e/wsclient.py) echoing messages continuously
+  through `ws_echo` (text and binary, 0 .. 128 KiB, some fragmented, some
+  pings between them), each connection 1..200 messages then a close
+  handshake; every message must come back intact, or the connection end
+  with close 1011 (or be lost: 1006) with a kill in the ws pool to explain
+  it,
 - a killer thread that SIGKILLs a running worker of a random pool every
   2..3 s.
 
@@ -64,6 +71,7 @@ from conftest import BUILD_DIR, SANITIZED, free_port, proc_stat, proc_status_kib
 from h2client import H2Conn, H2Error, client_tls_context
 from httpc import Conn, ConnectionClosed, blob_check, request_bytes
 from pools_util import HELLO_BODY, start_config, wait_for  # noqa: F401 (fixture)
+from wsclient import OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WS, Timeout as WSTimeout
 
 MiB = 1 << 20
 
@@ -80,8 +88,12 @@ PIPELINE_MAX = 16
 H2_BATCH_MAX = 8
 H2LOAD = shutil.which("h2load")
 H2LOAD_CLIENTS, H2LOAD_STREAMS, H2LOAD_RPS = 2, 8, 100  # rps per client
+WS_CLIENTS = 3
+WS_MESSAGES_MAX = 200  # per connection
+WS_MESSAGE_MAX = 128 * 1024
+WS_KILL_SHARE = 0.3  # of the killer's ticks that also kill the ws worker
 
-POOLS = {"echo": 2, "blob": 1, "hello": 1}
+POOLS = {"echo": 2, "blob": 1, "hello": 1, "ws": 1}
 CONFIG = """
 [server]
 access_log = off
@@ -98,6 +110,14 @@ workers = 1
 command = {EXAMPLES}/hello
 workers = 1
 max_streams = 2
+
+[pool:ws]
+command = {EXAMPLES}/ws_echo
+workers = 1
+
+[route:ws]
+path = /ws
+pool = ws
 
 [route:blob]
 path = /blob
@@ -116,6 +136,8 @@ tls_key = {KEY}
 # Random but reproducible payload for uploads: slices of this buffer.
 _PAYLOAD = random.Random(6).randbytes(4 * MiB)
 
+OP_NAMES_WS = {OP_TEXT: "text", OP_BINARY: "binary"}
+
 # Failures that mean "the connection went away" (as opposed to a hang or a
 # protocol error).
 CLOSED = (ConnectionClosed, ConnectionResetError, BrokenPipeError,
@@ -127,6 +149,8 @@ def pool_of(target):
         return "blob"
     if target.startswith("/hello"):
         return "hello"
+    if target.startswith("/ws"):
+        return "ws"
     return "echo"
 
 
@@ -619,9 +643,96 @@ class Soak:
             self.ok["h2load"] += s2
             self.h2load_runs += 1
 
+    # -- WebSockets ----------------------------------------------------------
+    def websocket(self, rng, state):
+        """One WebSocket through ws_echo: 1..WS_MESSAGES_MAX messages, each
+        awaited and compared, then a close handshake. A close 1011 or a lost
+        connection (1006) is tolerated only when a kill in the ws pool
+        explains it; anything else (a wrong echo, another close code, a
+        hang) is an error."""
+        target = f"/ws/soak?c={rng.randrange(1 << 30)}"
+        start = time.monotonic()
+        try:
+            ws = WS(self.gw.port, timeout=CLIENT_TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            self.error("ws", f"cannot connect: {type(e).__name__}: {e}")
+            return
+        try:
+            hs = ws.handshake(target)
+            if hs.status != 101:
+                if hs.status == 502:
+                    self.failure("ws", target, start, "502", repr(hs.resp))
+                    return
+                raise Bad(f"handshake: {hs.resp!r}")
+            hs.check_accept()
+            with self.lock:
+                self.ok["ws-conn"] += 1
+            for i in range(rng.randrange(1, WS_MESSAGES_MAX + 1)):
+                if self.stop.is_set():
+                    break
+                x = rng.random()
+                n = rng.randrange(0, 126) if x < 0.4 else \
+                    rng.randrange(126, 65536) if x < 0.9 else rng.randrange(65536, WS_MESSAGE_MAX + 1)
+                text = rng.random() < 0.3
+                if text:
+                    data = (b"0123456789abcdef" * (n // 16 + 1))[:n]
+                else:
+                    off = rng.randrange(0, len(_PAYLOAD) - n + 1)
+                    data = bytes(memoryview(_PAYLOAD)[off:off + n])
+                op = OP_TEXT if text else OP_BINARY
+                ping = None
+                if rng.random() < 0.1:
+                    ping = b"p%d" % i
+                    ws.ping(ping)
+                if n > 16 and rng.random() < 0.2:
+                    cut = sorted(rng.sample(range(1, n), 2))
+                    ws.send_fragments(op, [data[:cut[0]], data[cut[0]:cut[1]], data[cut[1]:]])
+                else:
+                    ws.send_frame(op, data)
+                while True:
+                    m = ws.recv_message(CLIENT_TIMEOUT, answer_pings=True)
+                    if m.opcode == OP_PONG and ping is not None and m.data == ping:
+                        ping = None
+                        continue
+                    break
+                if m.opcode == OP_CLOSE:
+                    self.ws_closed(target, start, m.frame.close_code, f"message {i}")
+                    return
+                if m.opcode != op or m.data != data:
+                    raise Bad(f"message {i}: sent {OP_NAMES_WS[op]} of {n} bytes, got {m!r}")
+                if ping is not None:
+                    raise Bad(f"message {i}: the echo came back before the pong of {ping!r}")
+                self.success("ws", up=n, down=n)
+            ws.close(1000)
+            f = ws.expect_close(None, timeout=CLIENT_TIMEOUT, reply=False)
+            if f.close_code != 1000:
+                self.ws_closed(target, start, f.close_code, "closing")
+        except WSTimeout as e:
+            self.error("ws", f"{target}: client timeout ({CLIENT_TIMEOUT}s): hang: {e}")
+        except AssertionError as e:  # expect_close: the connection went without a close frame
+            if "without a close frame" in str(e):
+                self.failure("ws", target, start, "1006", str(e))
+            else:
+                self.error("ws", f"{target}: {e}")
+        except Exception as e:  # noqa: BLE001
+            self.outcome("ws", target, start, e)
+        finally:
+            ws.shutdown()
+
+    def ws_closed(self, target, start, code, when):
+        """The gateway closed a WebSocket the client did not: only 1011
+        after a kill in the ws pool is tolerated."""
+        if code == 1011:
+            self.failure("ws", target, start, "1011", f"close 1011 ({when})")
+        else:
+            self.error("ws", f"{target}: close {code} from the gateway ({when})")
+
     # -- the killer -------------------------------------------------------
     def killer(self):
         rng = random.Random(7)
+        # the ws pool's kills come from their own draws, in addition: the
+        # other pools get the same sequence of kills as without it
+        ws_rng = random.Random(11)
         while not self.stop.wait(rng.uniform(*KILL_EVERY)):
             try:
                 st = self.gw.status()
@@ -631,21 +742,27 @@ class Soak:
             cands = [(p["name"], w["pid"]) for p in st["pools"] for w in p["workers"]
                      if w["state"] == "running" and w["pid"] > 0
                      and w["uptime_s"] >= KILL_MIN_UPTIME]
-            if not cands:
-                continue
+            victims = []
             # a pool first, then one of its workers: every pool gets kills
-            pool = rng.choice(sorted({p for p, _ in cands}))
-            pid = rng.choice([w for p, w in cands if p == pool])
-            ps = proc_stat(pid)
-            if not ps or ps[0] != self.gw.pid:
-                continue  # gone already, or not ours (pid reuse)
-            self.gw.seen[pid] = ps[1]
-            with self.lock:
-                self.kills.append((time.monotonic(), pool, pid))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            pools = sorted({p for p, _ in cands if p != "ws"})
+            if pools:
+                pool = rng.choice(pools)
+                victims.append((pool, rng.choice([w for p, w in cands if p == pool])))
+            if ws_rng.random() < WS_KILL_SHARE:
+                ws = [w for p, w in cands if p == "ws"]
+                if ws:
+                    victims.append(("ws", ws_rng.choice(ws)))
+            for pool, pid in victims:
+                ps = proc_stat(pid)
+                if not ps or ps[0] != self.gw.pid:
+                    continue  # gone already, or not ours (pid reuse)
+                self.gw.seen[pid] = ps[1]
+                with self.lock:
+                    self.kills.append((time.monotonic(), pool, pid))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     # -- one phase --------------------------------------------------------
     def run(self, seconds, kill):
@@ -661,6 +778,7 @@ class Soak:
         ]
         if H2LOAD:
             clients.append(("h2load", self.h2load))
+        clients += [("ws", self.websocket)] * WS_CLIENTS
         threads = [threading.Thread(target=self.loop, args=c, daemon=True) for c in clients]
         if kill:
             threads.append(threading.Thread(target=self.killer, daemon=True))
@@ -681,7 +799,7 @@ class Soak:
         """Most requests the clients can have open at once (all could be on
         one worker)."""
         return 2 + PIPELINE_MAX + 2 + 1 + 1 + 1 + 2 * H2_BATCH_MAX + \
-            (H2LOAD_CLIENTS * H2LOAD_STREAMS if H2LOAD else 0)
+            (H2LOAD_CLIENTS * H2LOAD_STREAMS if H2LOAD else 0) + WS_CLIENTS
 
 
 def fd_count(pid):
@@ -753,6 +871,17 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch,
         post.one("after", state, "/blob?n=100000", lambda b: len(b) == 100000 and blob_check(b, 0))
         post.one("after", state, "/echo/after", lambda b: b == b"")
     post.drop(state)
+    try:  # and a WebSocket
+        with WS(gw.port, timeout=CLIENT_TIMEOUT) as ws:
+            ws.handshake("/ws/after", expect=101)
+            for n in (0, 5, 70000):
+                ws.send_binary(_PAYLOAD[:n])
+                ws.expect_message(OP_BINARY, _PAYLOAD[:n])
+            ws.close(1000)
+            ws.expect_close(1000, reply=False)
+            post.success("after-ws")
+    except Exception as e:  # noqa: BLE001
+        post.error("after-ws", f"{type(e).__name__}: {e}")
     settled = wait_for(lambda: quiet(gw), 10)
     # (an admin connection just answered may take a moment to be closed)
     wait_for(lambda: fd_count(gw.pid) <= fd_before, 10)
@@ -795,10 +924,11 @@ def test_soak_mixed_traffic_with_worker_kills(start_config, capsys, monkeypatch,
     assert len(soak.kills) >= max(1, int(SOAK_SECONDS / 5)), summary
     assert restarts == len(soak.kills), f"one restart per kill expected\n{summary}"
     assert tolerated - soak.tolerated.get(("pipelined", "collateral"), 0) <= bound, summary
-    for kind in ("get", "pipelined", "upload", "download", "slow", "h2") + \
+    for kind in ("get", "pipelined", "upload", "download", "slow", "h2", "ws", "ws-conn") + \
             (("h2load",) if H2LOAD else ()):
         assert soak.ok[kind] > 0, f"no successful {kind} request\n{summary}"
     assert post.ok["after"] == 15, summary
+    assert post.ok["after-ws"] == 1, summary
     assert settled, f"client connections still open after the soak: {gw.status()}"
     assert fd_after <= fd_before + FD_SLACK, f"gateway fd leak?\n{summary}\n" + \
         "\n".join(sorted(os.readlink(f"/proc/{gw.pid}/fd/{f}")

@@ -22,6 +22,17 @@ reopen), a SIGHUP reload (every worker replaced), and SIGTERM with an
 HTTP/1.1 and an HTTP/2 download in flight (both must complete; HTTP/2 gets
 GOAWAY first).
 
+WebSockets: a ws_echo pool (`/ws`, graceful_timeout 2s, ws_max_message
+100k) and a wsworker.py pool (Host `wsw.test`, run natively like the C
+workers): echo of several sizes, text and binary, fragmented, with pings;
+a close from the client and from the worker; the worker's ping and RESET;
+the gateway closing on a protocol violation, invalid UTF-8 and an
+oversized message; refused and bad handshakes; clients that disappear
+(idle, mid-frame, mid-message with a reset, with an echo in flight); a
+worker that dies with WebSockets open (1011); a WebSocket open across the
+SIGHUP reload (its draining worker's timeout: 1001) and one across SIGTERM
+(closed by the client).
+
 Exit status 0 when every step passed, the gateway exited with status 0, and
 valgrind reported no error (memory errors; definite or indirect leaks: exit
 code 99) and no descriptor opened by the gateway still open at exit.
@@ -46,6 +57,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from h2client import H2Conn, H2Error, client_tls_context  # noqa: E402
 from httpc import Conn, ConnectionClosed, blob_check, chunked, get, request_bytes  # noqa: E402
+from wsclient import (OP_BINARY, OP_PONG, OP_TEXT, WS, connect as ws_connect,  # noqa: E402
+                      frame as ws_frame)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MiB = 1 << 20
@@ -75,10 +88,29 @@ workers = 1
 command = {examples}/blob
 workers = 1
 
+[pool:ws]
+command = {examples}/ws_echo
+workers = 1
+graceful_timeout = 2s
+ws_max_message = 100k
+
+[pool:wsw]
+command = {python} {wsworker}
+workers = 1
+
 [route:blob]
 path = /blob
 pool = blob
+
+[route:ws]
+path = /ws
+pool = ws
+
+[route:wsw]
+host = wsw.test
+pool = wsw
 """
+WSW = "wsw.test"  # the Host that reaches wsworker.py (it acts by path)
 
 
 def free_port():
@@ -115,7 +147,10 @@ class Scenario:
                        check=True, capture_output=True, timeout=60)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(port=self.port, admin=self.admin_port, tmp=tmp,
-                                  examples=examples, tls_port=self.tls_port))
+                                  examples=examples, tls_port=self.tls_port,
+                                  python=sys.executable,
+                                  wsworker=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                        "wsworker.py")))
         self.vg_log = os.path.join(tmp, "valgrind.log")
         self.gw_log_path = os.path.join(tmp, "gateway.log")
         self.gw_log = open(self.gw_log_path, "wb")
@@ -314,6 +349,10 @@ class Scenario:
         r = get(self.admin_port, "/nope", timeout=TIMEOUT)
         check(r.status == 404, f"admin 404: {r!r}")
 
+        step("WebSockets: echo of several sizes, pings, closes from each side, "
+             "violations, clients that disappear, a worker's reset and death")
+        self.websockets()
+
         step("a worker killed while serving (HTTP/1.1 and HTTP/2 streams)")
         victim = pools["echo"][0]
         c = Conn(self.port, timeout=TIMEOUT)
@@ -368,19 +407,26 @@ class Scenario:
         self.proc.send_signal(signal.SIGUSR1)
         self.wait(lambda: os.path.exists(os.path.join(self.tmp, "access.log")), "access log reopened")
 
-        step("SIGHUP reload: every worker replaced")
+        step("SIGHUP reload: every worker replaced (an open WebSocket drained: 1001)")
         old = {p for ps in pools.values() for p in ps}
+        drained = ws_connect(self.port, "/ws/drained", timeout=TIMEOUT)
+        ws_echo(drained, OP_TEXT, b"before the reload")
         self.proc.send_signal(signal.SIGHUP)
         with Conn(self.port, timeout=TIMEOUT) as c:
             for i in range(20):
                 self.ok(c, f"/blob?n={i}", lambda b, i=i: len(b) == i)
+        ws_echo(drained, OP_TEXT, b"while its worker drains")
+        drained.expect_close(1001, timeout=TIMEOUT)
+        drained.shutdown()
         pools = self.wait(lambda: (lambda p: p if p and not old & {x for v in p.values() for x in v}
                                    else None)(self.running()), "reload done")
         self.tls_conn.request("GET", "/blob?n=10")  # opened before the reload
         check(self.tls_conn.getresponse().read() == bytes(range(10)), "TLS after reload")
         self.tls_conn.close()
 
-        step("SIGTERM with downloads in flight (HTTP/1.1, HTTP/2 over TLS)")
+        step("SIGTERM with downloads and a WebSocket in flight (HTTP/1.1, HTTP/2 over TLS)")
+        term_ws = ws_connect(self.port, "/echo?t=term", host=WSW, timeout=TIMEOUT)
+        ws_echo(term_ws, OP_TEXT, b"before SIGTERM")
         c = Conn(self.port, timeout=TIMEOUT, rcvbuf=64 * 1024)
         n = 4 * MiB
         c.send(request_bytes("GET", f"/blob?n={n}"))
@@ -407,6 +453,10 @@ class Scenario:
         body = b"".join(c.iter_body(r))
         check(len(body) == n and blob_check(body, 0), f"in-flight download: {len(body)} of {n}")
         c.close()
+        ws_echo(term_ws, OP_BINARY, b"after SIGTERM")
+        term_ws.close(1000)
+        term_ws.expect_close(1000, reply=False, timeout=TIMEOUT)
+        term_ws.shutdown()
 
     def http2(self):
         """HTTP/2 over h2c and TLS: load from h2load, then streams whose
@@ -468,6 +518,90 @@ class Scenario:
         # (the TLS keep-alive connection of the previous step stays open)
         self.wait(lambda: self.status()["connections"] == 1, "h2 connections closed")
 
+    def websockets(self):
+        # ws_echo: echo of several sizes, text and binary, one frame and
+        # fragmented, with pings between; then the client closes
+        ws = ws_connect(self.port, "/ws/echo", timeout=TIMEOUT)
+        for i, n in enumerate((0, 1, 125, 126, 1000, 65535, 65536, 100 * 1024)):
+            op = OP_TEXT if i % 2 else OP_BINARY
+            ws_echo(ws, op, (b"abcdefgh" * (n // 8 + 1))[:n])
+            ws.ping(b"p%d" % i)
+            m = ws.recv_message(TIMEOUT)
+            check(m.opcode == OP_PONG and m.data == b"p%d" % i, f"pong {i}: {m!r}")
+        ws.send_fragments(OP_TEXT, ["frag", "men", "ted \u00e9".encode()])
+        m = ws.recv_message(TIMEOUT)
+        check(m.opcode == OP_TEXT and m.data == "fragmented \u00e9".encode(), f"fragmented: {m!r}")
+        ws.close(1000, b"bye")
+        ws.expect_close(1000, reply=False, timeout=TIMEOUT)
+        ws.shutdown()
+        # the gateway closes: a protocol violation (unmasked), invalid UTF-8,
+        # a message above ws_max_message (100k)
+        for raw, code in ((ws_frame(OP_TEXT, b"unmasked", mask=False), 1002),
+                          (ws_frame(OP_TEXT, b"bad \xff utf-8"), 1007),
+                          (ws_frame(OP_BINARY, b"x" * (200 * 1024)), 1009)):
+            ws = ws_connect(self.port, "/ws/violation", timeout=TIMEOUT)
+            try:
+                ws.send_raw(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            ws.expect_close(code, timeout=TIMEOUT)
+            ws.shutdown()
+        # wsworker: the worker closes (4000), pings (its pong comes back as
+        # a message), resets (1011)
+        ws = ws_connect(self.port, "/close", host=WSW, timeout=TIMEOUT)
+        ws.send_text("x")
+        ws.expect_close(4000, timeout=TIMEOUT)
+        ws.shutdown()
+        ws = ws_connect(self.port, "/ping", host=WSW, timeout=TIMEOUT)
+        m = ws.recv_message(TIMEOUT)
+        check(m.frame is not None and m.frame.opcode == 0x9 and m.data == b"hi", f"worker ping: {m!r}")
+        ws.pong(m.data)
+        ws.expect_message(OP_TEXT, b"pong:hi", TIMEOUT)
+        ws.close(1001)
+        ws.expect_close(1001, reply=False, timeout=TIMEOUT)
+        ws.shutdown()
+        ws = ws_connect(self.port, "/reset", host=WSW, timeout=TIMEOUT)
+        ws.send_text("x")
+        ws.expect_close(1011, timeout=TIMEOUT)
+        ws.shutdown()
+        # a refused handshake, and a bad one
+        w = WS(self.port, timeout=TIMEOUT)
+        check(w.handshake("/refuse", host=WSW).status == 403, "refused handshake")
+        w.shutdown()
+        w = WS(self.port, timeout=TIMEOUT)
+        check(w.handshake("/ws/x", version="8").status == 426, "version 8 handshake")
+        w.shutdown()
+        # clients that disappear: idle, mid-frame, mid-message (with a reset),
+        # with an echo in flight
+        for i in range(4):
+            ws = ws_connect(self.port, "/ws/gone", timeout=TIMEOUT)
+            if i == 1:
+                ws.send_raw(ws_frame(OP_BINARY, b"y" * 5000)[:100])
+            elif i == 2:
+                ws.send_raw(ws_frame(OP_TEXT, b"part", fin=False))
+            elif i == 3:
+                ws.send_binary(b"z" * 60000)
+            self.abandon(ws, i == 2)
+        # a worker dies with WebSockets open: 1011, and the worker is replaced
+        a = ws_connect(self.port, "/echo", host=WSW, timeout=TIMEOUT)
+        ws_echo(a, OP_TEXT, b"soon gone")
+        ws = ws_connect(self.port, "/die", host=WSW, timeout=TIMEOUT)
+        ws.send_text("x")
+        ws.expect_close(1011, timeout=TIMEOUT)
+        a.expect_close(1011, timeout=TIMEOUT)
+        for c in (a, ws):
+            c.shutdown()
+        self.wait(self.running, "the wsworker replaced")
+        ws = ws_connect(self.port, "/echo", host=WSW, timeout=TIMEOUT)
+        ws_echo(ws, OP_BINARY, b"after the death")
+        ws.close(1000)
+        ws.expect_close(1000, reply=False, timeout=TIMEOUT)
+        ws.shutdown()
+        self.wait(lambda: self.status()["connections"] == 0, "WebSocket connections closed")
+        wss = [p["websockets"] for p in self.status()["pools"] if p["name"] in ("ws", "wsw")]
+        check(all(w["open"] == 0 for w in wss) and sum(w["total"] for w in wss) == 14,
+              f"/status websockets: {wss}")
+
     def abandon(self, c, reset):
         if reset:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -491,6 +625,17 @@ class Scenario:
                     os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError, IndexError):
                 pass
+
+
+def ws_echo(ws, op, data):
+    if len(data) > 60000:  # the echo may start before the message is all sent
+        t = threading.Thread(target=ws.send_frame, args=(op, data), daemon=True)
+        t.start()
+        ws.expect_message(op, data, TIMEOUT)
+        t.join(TIMEOUT)
+    else:
+        ws.send_frame(op, data)
+        ws.expect_message(op, data, TIMEOUT)
 
 
 def closed_soon(sock, timeout=TIMEOUT):

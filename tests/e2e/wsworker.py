@@ -30,6 +30,8 @@ the REQUEST target's path:
                    130 bytes of two-byte characters, above the 123 a close
                    frame can carry)
     /badutf8       accept; send the text message b"ok \xff" (invalid UTF-8)
+    /whoami        accept; send the text message {"pid": PID, "worker_id": ID}
+                   (ID from $SLUICE_WORKER_ID, or null), then echo
     /hang          never answer (the response timeout applies)
     /reset         accept; RESET after the first message
     /die           accept; the process exits after the first message
@@ -247,7 +249,7 @@ class Worker:
         p = st.path
         accept = ("/echo", "/proto", "/badproto", "/close", "/push", "/noread",
                   "/ping", "/limit", "/headers", "/reset", "/die", "/closecode",
-                  "/badutf8")
+                  "/badutf8", "/whoami")
         if p == "/hang":
             return
         if p == "/refuse":
@@ -287,6 +289,10 @@ class Worker:
                     "headers": [[k.decode("latin-1"), v.decode("latin-1")]
                                 for k, v in st.headers]}
             self.queue(st, True, json.dumps(desc).encode())
+        elif p == "/whoami":
+            wid = os.environ.get("SLUICE_WORKER_ID")
+            self.queue(st, True, json.dumps({"pid": os.getpid(),
+                                             "worker_id": int(wid) if wid else None}).encode())
         elif p == "/ping":
             self.send(MESSAGE, sid, F_PING, b"hi")
         elif p == "/closecode":
@@ -350,7 +356,7 @@ class Worker:
             st.outq.append(("reset",))
         elif p == "/die" and first:
             st.outq.append(("die",))
-        elif p in ("/echo", "/proto", "/badproto", "/ping", "/limit", "/headers"):
+        elif p in ("/echo", "/proto", "/badproto", "/ping", "/limit", "/headers", "/whoami"):
             self.queue(st, text, data)
 
     def run(self):
