@@ -184,9 +184,10 @@ void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_
 void pool_ws_count(pool *p, int open_delta, uint64_t msgs_in, uint64_t msgs_out, uint64_t bytes_in,
                    uint64_t bytes_out)
 {
-    if (open_delta > 0) {
+    if (open_delta > 0) { /* the 101 is a response: class 1xx (no duration: its life is not one) */
         p->stats.ws_open++;
         p->stats.ws_total++;
+        p->stats.requests[1]++;
     } else if (open_delta < 0 && p->stats.ws_open) {
         p->stats.ws_open--;
     }

@@ -188,8 +188,12 @@ def test_status_and_metrics_count_websockets(start_config):
     check_metrics(gw, want)
     st = gw.pool("ws")
     assert all(w["active_streams"] == 0 for w in st["workers"]), st
-    # each WebSocket is one request of its worker
+    # each WebSocket is one request of its worker, and one response (its
+    # 101, class 1xx) of the pool and the gateway: the counts agree
     assert sum(w["requests"] for w in st["workers"]) == 4, st
+    assert st["requests"] == 4, st
+    assert gw.status()["requests"] == 4
+    assert gw.metrics().get("sluice_requests_total", pool="ws", **{"class": "1xx"}) == 4
     no_violation(gw)
 
 

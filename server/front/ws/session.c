@@ -141,6 +141,7 @@ ws_session *ws_session_accept(gateway *gw, stream *s, const char *remote)
     s->ops = &ws_stream_ops;
     s->owner = w;
     stream_ws_count(s, 1, 0, 0, 0, 0);
+    gw->requests_total++; /* the 101: a response, as the pool counts it */
     return w;
 }
 
@@ -158,7 +159,6 @@ static void finish_stream(ws_session *w, unsigned code)
     stream_cancel(s, SLUICE_CANCEL_INTERNAL); /* no-op when the link closed it */
     stream_ws_count(s, -1, 0, 0, 0, 0);
     gateway *gw = w->gw;
-    gw->requests_total++;
     if (sluice_log_access_enabled(gw->log)) {
         double ms = (double)(uv_hrtime() / 1000 - w->start_us) / 1000.0;
         sluice_access a = {
