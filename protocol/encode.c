@@ -311,11 +311,9 @@ int sluice_proto_encode_response(sluice_buf *out, uint64_t sid, const sluice_res
 /* BODY data limit: the largest frame minus the largest head. */
 #define BODY_MAX (SLUICE_PROTO_MAX_FRAME - (SLUICE_PROTO_BODY_HEAD_MAX - 4))
 
-static size_t body_head(uint8_t *q, uint64_t sid, size_t len)
+/* A bin header for len bytes (the data follows). */
+static uint8_t *w_bin_len(uint8_t *p, size_t len)
 {
-    size_t size = sz_head(SLUICE_FRAME_BODY, sid, 3) + sz_bin(len);
-    uint8_t *p = w_be(q, size, 4);
-    p = w_head(p, 3, SLUICE_FRAME_BODY, sid);
     if (len <= 0xff) {
         *p++ = 0xc4;
         *p++ = (uint8_t)len;
@@ -326,6 +324,15 @@ static size_t body_head(uint8_t *q, uint64_t sid, size_t len)
         *p++ = 0xc6;
         p = w_be(p, len, 4);
     }
+    return p;
+}
+
+static size_t body_head(uint8_t *q, uint64_t sid, size_t len)
+{
+    size_t size = sz_head(SLUICE_FRAME_BODY, sid, 3) + sz_bin(len);
+    uint8_t *p = w_be(q, size, 4);
+    p = w_head(p, 3, SLUICE_FRAME_BODY, sid);
+    p = w_bin_len(p, len);
     return (size_t)(p - q);
 }
 
@@ -364,16 +371,7 @@ static size_t message_head(uint8_t *q, uint64_t sid, uint32_t flags, size_t len)
     uint8_t *p = w_be(q, size, 4);
     p = w_head(p, 4, SLUICE_FRAME_MESSAGE, sid);
     *p++ = (uint8_t)flags;
-    if (len <= 0xff) {
-        *p++ = 0xc4;
-        *p++ = (uint8_t)len;
-    } else if (len <= 0xffff) {
-        *p++ = 0xc5;
-        p = w_be(p, len, 2);
-    } else {
-        *p++ = 0xc6;
-        p = w_be(p, len, 4);
-    }
+    p = w_bin_len(p, len);
     return (size_t)(p - q);
 }
 

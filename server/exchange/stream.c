@@ -89,6 +89,19 @@ int stream_send_end(stream *s, const sluice_header *trailers, size_t n)
 
 int stream_grant(stream *s, uint32_t n) { return wlink_send_credit(s->link, s, n); }
 
+void stream_credit_written(stream *s, uint64_t *unacked, uint64_t n)
+{
+    if (!n || !s || !s->link)
+        return;
+    *unacked += n;
+    uint32_t half = pool_config(s->pool)->window / 2;
+    if (*unacked >= half || *unacked >= 1u << 30) {
+        uint32_t k = (uint32_t)*unacked;
+        *unacked = 0;
+        stream_grant(s, k);
+    }
+}
+
 int stream_send_message(stream *s, uint32_t flags, const uint8_t *data, size_t len)
 {
     return wlink_send_message(s->link, s, flags, data, len);

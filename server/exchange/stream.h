@@ -154,6 +154,10 @@ int stream_send_body(stream *s, const uint8_t *data, size_t len);
 int stream_send_end(stream *s, const sluice_header *trailers, size_t n);
 /* With s->link set: response-body credit back to the worker (CREDIT). */
 int stream_grant(stream *s, uint32_t n);
+/* n more response bytes were taken by the client: add them to *unacked
+ * and grant them in batches of half the pool's window (no-op without a
+ * link). */
+void stream_credit_written(stream *s, uint64_t *unacked, uint64_t n);
 /* WebSocket streams, with s->link set: message data within
  * stream_send_window (flags SLUICE_MSG_*), or a PONG; CLOSE ends the
  * stream (s->link is NULL after). */

@@ -443,6 +443,19 @@ static void wreq_put(sload_client *cl, wreq *w)
     cl->wfree = w;
 }
 
+/* A handshake (TLS or WebSocket) failed: one error of `kind`, the first
+ * reason kept in `slot` for the report, and the connection closed. */
+static void first_outcome(conn *c);
+
+static void fail_handshake(conn *c, sload_error_kind kind, char *slot, size_t slot_len, const char *why)
+{
+    first_outcome(c);
+    count_error(c->cl, kind, 1);
+    if (!slot[0])
+        snprintf(slot, slot_len, "%s", why);
+    conn_close(c, true);
+}
+
 static void handshake_fail(conn *c, const char *why);
 
 /* Writing failed: the requests in flight fail (or the handshake does). */
@@ -731,12 +744,7 @@ static bool ws_frame_out(conn *c, int op, const uint8_t *payload, size_t len)
 
 static void ws_handshake_fail(conn *c, const char *why)
 {
-    sload_client *cl = c->cl;
-    first_outcome(c);
-    count_error(cl, SLOAD_ERR_PARSE, 1);
-    if (!cl->st.ws_error[0])
-        snprintf(cl->st.ws_error, sizeof cl->st.ws_error, "%s", why);
-    conn_close(c, true);
+    fail_handshake(c, SLOAD_ERR_PARSE, c->cl->st.ws_error, sizeof c->cl->st.ws_error, why);
 }
 
 /* TCP (and TLS) is up: the opening handshake, with a fresh key. The
@@ -1614,12 +1622,7 @@ static void conn_ready(conn *c)
 
 static void handshake_fail(conn *c, const char *why)
 {
-    sload_client *cl = c->cl;
-    first_outcome(c);
-    count_error(cl, SLOAD_ERR_TLS, 1);
-    if (!cl->st.tls_error[0])
-        snprintf(cl->st.tls_error, sizeof cl->st.tls_error, "%s", why);
-    conn_close(c, true);
+    fail_handshake(c, SLOAD_ERR_TLS, c->cl->st.tls_error, sizeof c->cl->st.tls_error, why);
 }
 
 /* Advances the handshake with what c->tio holds. True once the connection

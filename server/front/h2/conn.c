@@ -183,16 +183,7 @@ void h2_credit_written(h2s *x, uint64_t n)
             ws_session_written(x->ws, n);
         return;
     }
-    stream *s = x->s;
-    if (!n || !s || !s->link)
-        return;
-    x->unacked += n;
-    uint32_t half = stream_config(s)->window / 2;
-    if (x->unacked >= half || x->unacked >= 1u << 30) {
-        uint32_t k = (uint32_t)x->unacked;
-        x->unacked = 0;
-        stream_grant(s, k);
-    }
+    stream_credit_written(x->s, &x->unacked, n);
 }
 
 /* Credit what the finished write carried, per stream. */

@@ -252,26 +252,21 @@ static void start_exchange(h2s *x, bool end_stream)
         s->body_mode = SLUICE_BODY_NONE;
         s->req_complete = true;
         s->ws_offer = true;
-        x->mark = uv_now(gw->loop);
-        int rc = stream_submit(s);
-        if (rc == 1)
-            h2_arm(c, stream_config(s)->queue_timeout_ms);
-        else if (rc < 0)
-            h2_fail(x, stream_submit_status(rc), 0);
-        return;
+    } else {
+        for (uint32_t i = 0; i < x->n_headers; i++)
+            if (is(s->hdrs[i].name, "content-length") &&
+                parse_content_length(s->hdrs[i].value, &s->content_length))
+                s->has_length = true;
+        if (end_stream || (s->has_length && s->content_length == 0))
+            s->body_mode = SLUICE_BODY_NONE;
+        else if (x->expect_continue || (s->has_length && s->content_length > s->body_limit))
+            s->body_mode = SLUICE_BODY_ON_CREDIT; /* the worker may raise the limit first */
+        else
+            s->body_mode = SLUICE_BODY_FOLLOWS;
+        s->expect_continue = x->expect_continue && s->body_mode != SLUICE_BODY_NONE;
+        if (end_stream)
+            s->req_complete = true;
     }
-    for (uint32_t i = 0; i < x->n_headers; i++)
-        if (is(s->hdrs[i].name, "content-length") && parse_content_length(s->hdrs[i].value, &s->content_length))
-            s->has_length = true;
-    if (end_stream || (s->has_length && s->content_length == 0))
-        s->body_mode = SLUICE_BODY_NONE;
-    else if (x->expect_continue || (s->has_length && s->content_length > s->body_limit))
-        s->body_mode = SLUICE_BODY_ON_CREDIT; /* the worker may raise the limit first */
-    else
-        s->body_mode = SLUICE_BODY_FOLLOWS;
-    s->expect_continue = x->expect_continue && s->body_mode != SLUICE_BODY_NONE;
-    if (end_stream)
-        s->req_complete = true;
     x->mark = uv_now(gw->loop);
     int rc = stream_submit(s);
     if (rc == 1)

@@ -272,19 +272,7 @@ static void out_frame(ws_session *w, int op, bool fin, const uint8_t *data, size
 }
 
 /* Credit worker bytes the client has taken, in batches. */
-static void credit_written(ws_session *w, uint64_t n)
-{
-    stream *s = w->s;
-    if (!n || !s || !s->link)
-        return;
-    w->unacked += n;
-    uint32_t half = stream_config(s)->window / 2;
-    if (w->unacked >= half || w->unacked >= 1u << 30) {
-        uint32_t k = (uint32_t)w->unacked;
-        w->unacked = 0;
-        stream_grant(s, k);
-    }
-}
+static void credit_written(ws_session *w, uint64_t n) { stream_credit_written(w->s, &w->unacked, n); }
 
 void ws_session_written(ws_session *w, uint64_t n)
 {
