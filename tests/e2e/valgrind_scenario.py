@@ -597,9 +597,31 @@ class Scenario:
         ws.close(1000)
         ws.expect_close(1000, reply=False, timeout=TIMEOUT)
         ws.shutdown()
+        # over HTTP/2 (RFC 8441): an echo closed cleanly, a violation, a
+        # stream the client resets
+        h = H2Conn(self.port, timeout=TIMEOUT, validate=False)
+        h.pump(0.1)
+        hs = [(":protocol", "websocket"), ("sec-websocket-version", "13")]
+        sids = []
+        for path in ("/ws/h2", "/ws/h2-violation", "/ws/h2-reset"):
+            sid = h.request("CONNECT", path, headers=hs, end=False)
+            h.wait(lambda: h.streams[sid].status is not None, what="h2 WebSocket accepted")
+            check(h.streams[sid].status == 200, f"h2 WebSocket: {h.streams[sid]!r}")
+            sids.append(sid)
+        a, b, c = sids
+        h.send_body(a, ws_frame(OP_TEXT, b"over h2"), end=False)
+        h.wait(lambda: len(h.streams[a].body) >= 9, what="h2 echo")
+        check(bytes(h.streams[a].body[2:9]) == b"over h2", f"h2 echo: {h.streams[a]!r}")
+        h.send_body(b, ws_frame(OP_TEXT, b"x", mask=False), end=False)
+        h.wait(lambda: h.streams[b].done, what="h2 violation closed")
+        h.reset(c)
+        h.send_body(a, ws_frame(0x8, struct.pack(">H", 1000)), end=True)
+        h.wait(lambda: h.streams[a].done, what="h2 WebSocket closed")
+        check(h.streams[a].reset is None, f"h2 close: {h.streams[a]!r}")
+        h.close()
         self.wait(lambda: self.status()["connections"] == 0, "WebSocket connections closed")
         wss = [p["websockets"] for p in self.status()["pools"] if p["name"] in ("ws", "wsw")]
-        check(all(w["open"] == 0 for w in wss) and sum(w["total"] for w in wss) == 14,
+        check(all(w["open"] == 0 for w in wss) and sum(w["total"] for w in wss) == 17,
               f"/status websockets: {wss}")
 
     def abandon(self, c, reset):
