@@ -303,7 +303,7 @@ async def idle(url: str, n: int) -> dict:
     first = (errs or bad or [None])[0]
     return {"opened": len(conns), "open_failed": len(errs), "open_s": open_s, "echoed": len(conns) - len(bad),
             "echo_failed": len(bad), "echo_s": time.monotonic() - t1,
-            "error": "" if first is None else f"{type(first).__name__}: {first}"}
+            "error": "" if first is None else f"{type(first).__name__}: {first or f'no answer in {TIMEOUT:g} s'}"}
 
 
 def main() -> int:
