@@ -240,6 +240,8 @@ class Server:
     ``argv`` may contain ``{port}`` and ``{work}`` (a private temporary
     directory); ``path`` is the URL path that the checks and loads use.
     ``scheme`` https: a TLS listener, checked with curl trusting ``cacert``;
+    ws: a WebSocket echo endpoint at ``path``, checked with echoes of text
+    and binary messages (scripts/bench_ws.py check) instead of a GET;
     ``proto`` "h2": checked with curl over HTTP/2 (prior knowledge on http,
     ALPN on https), which must be the version answering."""
 
@@ -303,6 +305,15 @@ class Server:
             if self.proc.poll() is not None:
                 last = f"exited with status {self.proc.returncode}"
                 break
+            if self.scheme == "ws":  # a WebSocket echo endpoint: echoes checked, not a GET
+                import bench_ws
+                try:
+                    bench_ws.check(self.url())
+                    return
+                except (bench_ws.WSError, OSError) as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.1)
+                continue
             if self.scheme != "http" or self.proto != "http/1.1":
                 try:
                     code, version, data = self.curl(self.url())
@@ -468,8 +479,12 @@ def run_h2load(url: str, *, connections: int, streams: int, duration: float,
 
 
 def _finish(rep: dict, cmd: Sequence[str]) -> dict:
-    # errors.total counts failed requests and 4xx/5xx answers; 3xx and others are not 2xx either
-    rep["bad"] = rep["errors"]["total"] + rep["status"]["3xx"] + rep["status"]["other"]
+    # errors.total counts failed requests and 4xx/5xx answers; 3xx and others are not 2xx either.
+    # WebSocket: every echoed message is an "other" status; failed handshakes and wrong echoes
+    # are errors (parse, echo).
+    rep["bad"] = rep["errors"]["total"]
+    if rep.get("protocol") != "websocket":
+        rep["bad"] += rep["status"]["3xx"] + rep["status"]["other"]
     rep["cmd"] = list(cmd)
     return rep
 
