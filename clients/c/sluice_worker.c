@@ -36,8 +36,9 @@
 #define DEFAULT_HANDSHAKE_MS 10000u
 #define DEFAULT_SHUTDOWN_MS 30000u
 #define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)
-/* The gateway's own default for a client's message (ws_max_message). */
-#define DEFAULT_WS_MAX_MESSAGE ((size_t)1 << 20)
+/* Without ws_max_message of its own the library takes the gateway's limit
+ * (the pool's ws_max_message, enforced before a byte of a larger message
+ * arrives); this is only the backstop. */
 #define WS_MAX_MESSAGE_LIMIT ((size_t)1 << 30)
 /* Control frames (CREDIT, PONG, RESET, ERROR...) may exceed max_output by this
  * much, so backpressure on responses never blocks protocol housekeeping. */
@@ -147,6 +148,7 @@ struct sluice_worker {
     char *addr, *lib, *token;
     uint32_t max_streams, window, max_frame, handshake_ms, shutdown_ms;
     size_t max_output, ws_max_message;
+    bool ws_limit; /* the app set ws_max_message: sent as LIMIT with each 101 */
 
     enum wstate state;
     int close_err;
@@ -1427,8 +1429,6 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
         c.shutdown_timeout_ms = DEFAULT_SHUTDOWN_MS;
     if (!c.max_output)
         c.max_output = DEFAULT_MAX_OUTPUT;
-    if (!c.ws_max_message)
-        c.ws_max_message = DEFAULT_WS_MAX_MESSAGE;
     if (c.max_streams > SLUICE_PROTO_MAX_STREAMS || c.window > SLUICE_PROTO_MAX_WINDOW ||
         c.max_frame < SLUICE_PROTO_MIN_FRAME || c.max_frame > SLUICE_PROTO_MAX_FRAME ||
         c.max_output > MAX_OUTPUT_LIMIT || c.ws_max_message > WS_MAX_MESSAGE_LIMIT)
@@ -1468,7 +1468,8 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
     w->handshake_ms = c.handshake_timeout_ms;
     w->shutdown_ms = c.shutdown_timeout_ms;
     w->max_output = c.max_output;
-    w->ws_max_message = c.ws_max_message;
+    w->ws_limit = c.ws_max_message != 0;
+    w->ws_max_message = c.ws_max_message ? c.ws_max_message : WS_MAX_MESSAGE_LIMIT;
     w->state = W_IDLE;
     *out = w;
     return 0;
@@ -1804,15 +1805,17 @@ int sluice_ws_accept(sluice_stream *s, const char *subprotocol, const sluice_hea
         hs[n++] = sluice_header_str("sec-websocket-protocol", subprotocol);
     for (size_t i = 0; i < n_headers; i++)
         hs[n++] = headers[i];
-    /* Our reassembly limit is the gateway's too: a larger message is
-     * refused by the gateway (close 1009 to the client) before any of it
-     * reaches us, whatever the pool's ws_max_message says. */
-    sluice_frame l = {.type = SLUICE_FRAME_LIMIT, .stream_id = s->id};
-    l.u.max_body = s->w->ws_max_message;
-    int rc = emit(s->w, &l, true);
-    if (rc < 0) {
-        free(hs);
-        return rc;
+    /* A limit of the app's own is the gateway's too: a larger message is
+     * refused there (close 1009 to the client) before any of it arrives. */
+    int rc = 0;
+    if (s->w->ws_limit) {
+        sluice_frame l = {.type = SLUICE_FRAME_LIMIT, .stream_id = s->id};
+        l.u.max_body = s->w->ws_max_message;
+        rc = emit(s->w, &l, true);
+        if (rc < 0) {
+            free(hs);
+            return rc;
+        }
     }
     sluice_frame f = {.type = SLUICE_FRAME_RESPONSE, .stream_id = s->id};
     f.u.response.status = 101;

@@ -69,8 +69,11 @@ typedef struct {
      * -ENOBUFS (the gateway stopped reading). Body data passed zero-copy is
      * bounded by the gateway's windows instead. */
     size_t max_output;
-    /* 0: 1 MiB. Largest WebSocket message reassembled from pieces (see
-     * on_message); a larger one closes the WebSocket with 1009. */
+    /* 0: the gateway's limit (the pool's ws_max_message, 1 MiB by
+     * default), which it enforces before a byte of a larger message
+     * arrives. Else the largest WebSocket message this worker takes: sent
+     * to the gateway as LIMIT with each 101 (so the gateway refuses larger
+     * ones with close 1009), and the bound of reassembly here. */
     size_t ws_max_message;
 } sluice_worker_config;
 
