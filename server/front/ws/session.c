@@ -42,6 +42,7 @@ struct ws_session {
     int state;
     bool finished; /* carrier->finish called */
     bool stalled;  /* input was left untaken: the carrier waits for resume */
+    bool in_input; /* inside ws_session_input: no resume from within */
     unsigned close_code;
 
     /* output accounting: framed bytes queued and taken, worker payload per frame */
@@ -274,6 +275,14 @@ static void out_frame(ws_session *w, int op, bool fin, const uint8_t *data, size
 /* Credit worker bytes the client has taken, in batches. */
 static void credit_written(ws_session *w, uint64_t n) { stream_credit_written(w->s, &w->unacked, n); }
 
+/* Input held back for the worker's credit: with the stream gone it is
+ * read (and dropped) again, so the client's close frame is seen. */
+static void unstall(ws_session *w)
+{
+    if (w->stalled && !w->in_input && w->carrier && !w->finished)
+        w->carrier->resume(w->cx);
+}
+
 void ws_session_written(ws_session *w, uint64_t n)
 {
     bool was_high = w->out_total - w->written_total >= WS_OUT_HIGH;
@@ -286,8 +295,8 @@ void ws_session_written(ws_session *w, uint64_t n)
     }
     credit_written(w, credit);
     maybe_finish(w);
-    if (was_high && w->out_total - w->written_total < WS_OUT_HIGH && w->stalled && w->carrier && !w->finished)
-        w->carrier->resume(w->cx);
+    if (was_high && w->out_total - w->written_total < WS_OUT_HIGH)
+        unstall(w);
 }
 
 /* Send our close frame and wait for the client's (WS_CLOSING), or, when
@@ -353,6 +362,7 @@ static void on_close(stream *s, uint16_t code, const uint8_t *reason, size_t len
     ws_session *w = s->owner;
     send_close(w, code, reason, len, false);
     finish_stream(w, code);
+    unstall(w);
 }
 
 /* The worker reset the stream or its link went away: close 1011. */
@@ -360,6 +370,7 @@ static void on_gone(ws_session *w)
 {
     send_close(w, WS_CLOSE_INTERNAL, NULL, 0, false);
     finish_stream(w, WS_CLOSE_INTERNAL);
+    unstall(w);
 }
 
 static void on_reset(stream *s, uint64_t code)
@@ -370,12 +381,7 @@ static void on_reset(stream *s, uint64_t code)
 
 static void on_lost(stream *s) { on_gone(s->owner); }
 
-static void on_credit(stream *s)
-{
-    ws_session *w = s->owner;
-    if (w->stalled && w->carrier && !w->finished)
-        w->carrier->resume(w->cx);
-}
+static void on_credit(stream *s) { unstall(s->owner); }
 
 static void on_limit(stream *s, uint64_t max)
 {
@@ -470,6 +476,7 @@ size_t ws_session_input(ws_session *w, uint8_t *data, size_t len)
 {
     if (len)
         w->last_in_ms = now_ms(w);
+    w->in_input = true;
     size_t off = 0;
     while (off < len && !w->finished && w->state != WS_DONE) {
         if (w->state == WS_OPEN && w->out_total - w->written_total >= WS_OUT_HIGH)
@@ -492,6 +499,7 @@ size_t ws_session_input(ws_session *w, uint8_t *data, size_t len)
     if (w->finished || w->state == WS_DONE)
         off = len; /* nothing after the end is read */
     w->stalled = off < len;
+    w->in_input = false;
     return off;
 }
 
