@@ -721,7 +721,22 @@ class WebSocket:
         if not self._accepted and not self._closed:
             raise RuntimeError("accept the WebSocket before sending")
         core = self._core
-        while self._send_busy:
+        if not self._send_busy and not self._closed:
+            # the usual case: the whole message fits the window at once
+            k = core.conn.send_message(self.request.id, data, text)
+            core.runtime.flush()
+            if k < len(data):
+                await self._send_rest(data, text, k)
+            elif core.paused:
+                await core.runtime.wait_writable()
+            return
+        await self._send_rest(data, text, 0)
+
+    async def _send_rest(self, data: bytes | bytearray | memoryview, text: bool, off: int) -> None:
+        """Send data[off:] as the rest of one message (off > 0: its start
+        is queued), in turn with other senders, as credit comes."""
+        core = self._core
+        while self._send_busy and off == 0:
             if self._closed:
                 break
             w = core.runtime.waiter()
@@ -734,10 +749,16 @@ class WebSocket:
         conn = core.conn
         sid = req.id
         n = len(data)
-        off = 0
         try:
-            mv = None
+            mv = None if off == 0 else memoryview(data)
             while True:
+                if mv is not None:  # the window is used up: wait for CREDIT
+                    w = req._credit_waiter
+                    if w is None:
+                        w = req._credit_waiter = core.runtime.waiter()
+                    await w.wait()
+                    if self._closed:
+                        raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
                 k = conn.send_message(sid, data if mv is None else mv[off:], text)
                 off += k
                 if off >= n:
@@ -747,12 +768,6 @@ class WebSocket:
                     core.runtime.flush()
                 if mv is None:
                     mv = memoryview(data)
-                w = req._credit_waiter
-                if w is None:
-                    w = req._credit_waiter = core.runtime.waiter()
-                await w.wait()
-                if self._closed:
-                    raise WebSocketClosed(self.close_code or 1006, self.close_reason or "")
         except BaseException:
             if 0 < off < n and not self._closed:
                 # cancelled mid-message (a timeout around send()): the rest
@@ -801,12 +816,18 @@ class WebSocket:
     def _credit(self, n: int) -> None:
         if n:
             core = self._core
-            sid = self.request.id
-            if core.conn.is_open(sid):
-                core.conn.consumed(sid, n)
+            if core.conn.consumed(self.request.id, n):  # batched: most calls queue nothing
                 core.runtime.flush()
 
     def _on_message(self, flags: int, data: bytes) -> None:
+        if not flags & ~P.MSG_TEXT and not self._parts:
+            # the usual case: a whole message in one piece
+            self._queue.append((data.decode("utf-8", "replace") if flags else data, self._uncredited + len(data)))
+            self._uncredited = 0
+            w = self._waiter
+            if w is not None:
+                w.wake()
+            return
         if flags & (P.MSG_PING | P.MSG_PONG):
             return  # a pong for a ping we asked for: nothing to do
         self._parts.append(data)

@@ -1700,8 +1700,9 @@ class WorkerConnection:
             e = self._extra.pop(sid, 0)
             self._pool += e
 
-    def consumed(self, sid: int, n: int) -> None:
-        """The application consumed ``n`` request-body bytes of ``sid``.
+    def consumed(self, sid: int, n: int) -> bool:
+        """The application consumed ``n`` request-body bytes of ``sid``;
+        True when that queued a CREDIT (there is something to flush).
 
         Credit is returned in batches (half the window), or at once when the
         stream has no window left, so the gateway never stalls for good."""
@@ -1715,8 +1716,9 @@ class WorkerConnection:
             self._consumed.pop(sid, None)
             s.recv_window += c
             self._out.append(encode_credit(sid, c))
-        else:
-            self._consumed[sid] = c
+            return True
+        self._consumed[sid] = c
+        return False
 
     # -- WebSocket streams (PROTOCOL.md 5.2) ----------------------------------
     @property
@@ -1752,9 +1754,16 @@ class WorkerConnection:
         if s is None or s.resp != RESP_WEBSOCKET:
             raise LocalProtocolError(f"MESSAGE not allowed on stream {sid}")
         t = MSG_TEXT if text else 0
+        n = len(data)
+        if not more and s.send_text is None and n <= s.send_window and n <= self._body_max:
+            # the usual case: a whole message in one frame
+            s.send_window -= n
+            out = self._out
+            out.append(encode_message_head(sid, t, n))
+            out.append(data if type(data) is bytes else bytes(data))
+            return n
         if s.send_text is not None and s.send_text != t:
             raise LocalProtocolError("every piece of a message carries the same text bit")
-        n = len(data)
         win = s.send_window
         partial = n > win
         if partial:
