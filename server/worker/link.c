@@ -386,25 +386,42 @@ uint32_t wlink_send_window(const wlink *l, const stream *s)
     return ps ? sluice_proto_stream_send_window(ps) : 0;
 }
 
-int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len)
+/* BODY or MESSAGE data in pieces within the worker's max_frame: a MESSAGE
+ * (flags) goes out even empty, and all its pieces but the last say MORE. */
+static int send_data(wlink *l, stream *s, uint32_t type, uint32_t flags, const uint8_t *data, size_t len)
 {
-    while (len) {
+    bool message = type == SLUICE_FRAME_MESSAGE;
+    while (len || message) {
         size_t n = len < l->body_chunk ? len : l->body_chunk;
-        sluice_frame f = {.type = SLUICE_FRAME_BODY, .stream_id = s->sid};
-        f.u.body = (sluice_bytes){data, n};
+        uint32_t fl = n < len ? (flags | SLUICE_MSG_MORE) : flags;
+        sluice_frame f = {.type = type, .stream_id = s->sid};
+        if (message) {
+            f.u.message.flags = fl;
+            f.u.message.data = (sluice_bytes){data, n};
+        } else {
+            f.u.body = (sluice_bytes){data, n};
+        }
         int rc = sluice_proto_link_send(l->proto, &f, NULL);
         if (rc < 0)
             return rc;
-        rc = sluice_proto_encode_body(&l->out, s->sid, data, n);
+        rc = message ? sluice_proto_encode_message(&l->out, s->sid, fl, data, n)
+                     : sluice_proto_encode_body(&l->out, s->sid, data, n);
         if (rc < 0) {
             link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
             return rc;
         }
         data += n;
         len -= n;
+        if (!len)
+            break;
     }
     queue_flush(l);
     return 0;
+}
+
+int wlink_send_body(wlink *l, stream *s, const uint8_t *data, size_t len)
+{
+    return send_data(l, s, SLUICE_FRAME_BODY, 0, data, len);
 }
 
 int wlink_send_message(wlink *l, stream *s, uint32_t flags, const uint8_t *data, size_t len)
@@ -415,26 +432,7 @@ int wlink_send_message(wlink *l, stream *s, uint32_t flags, const uint8_t *data,
         f.u.message.data = (sluice_bytes){data, len};
         return send_frame(l, &f, NULL);
     }
-    /* pieces within the worker's max_frame; all but the last say MORE */
-    do {
-        size_t n = len < l->body_chunk ? len : l->body_chunk;
-        uint32_t fl = n < len ? (flags | SLUICE_MSG_MORE) : flags;
-        sluice_frame f = {.type = SLUICE_FRAME_MESSAGE, .stream_id = s->sid};
-        f.u.message.flags = fl;
-        f.u.message.data = (sluice_bytes){data, n};
-        int rc = sluice_proto_link_send(l->proto, &f, NULL);
-        if (rc < 0)
-            return rc;
-        rc = sluice_proto_encode_message(&l->out, s->sid, fl, data, n);
-        if (rc < 0) {
-            link_fail(l, SLUICE_PROTO_E_INTERNAL, "output buffer overflow");
-            return rc;
-        }
-        data += n;
-        len -= n;
-    } while (len);
-    queue_flush(l);
-    return 0;
+    return send_data(l, s, SLUICE_FRAME_MESSAGE, flags, data, len);
 }
 
 void wlink_send_close(wlink *l, stream *s, uint16_t code, const uint8_t *reason, size_t reason_len)
