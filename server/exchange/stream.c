@@ -145,6 +145,18 @@ void stream_ws_count(const stream *s, int open_delta, uint64_t msgs_in, uint64_t
         pool_ws_count(s->pool, open_delta, msgs_in, msgs_out, bytes_in, bytes_out);
 }
 
+bool stream_limit(stream *s, uint64_t max)
+{
+    uint64_t ceiling = pool_config(s->pool)->max_body_ceiling;
+    uint64_t v = max < ceiling ? max : ceiling;
+    if (s->ws) {
+        s->ws_max_message = v;
+        return true;
+    }
+    s->body_limit = v;
+    return false;
+}
+
 int stream_reset_status(uint64_t code) { return refusal(code) ? 503 : 502; }
 
 void stream_record(const stream *s, double seconds)

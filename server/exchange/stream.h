@@ -176,6 +176,11 @@ void stream_cancel(stream *s, uint32_t reason);
 int stream_retry(stream *s, uint64_t code);
 /* The status for a RESET that was not retried: 503 refused, 502 else. */
 int stream_reset_status(uint64_t code);
+/* LIMIT from the worker, capped at the pool's max_body_ceiling: a
+ * WebSocket stream's message limit (returns true; its front end or
+ * session applies s->ws_max_message), else the request-body limit
+ * (s->body_limit; false: the front end checks it against the body). */
+bool stream_limit(stream *s, uint64_t max);
 /* Count the finished exchange in its pool's metrics (no-op when unrouted). */
 void stream_record(const stream *s, double seconds);
 /* WebSocket metrics of the stream's pool (pool_ws_count). */

@@ -261,3 +261,17 @@ def test_graceful_stop_closes_1001():
             assert fr and fr[-1][0] == OP_CLOSE and fr[-1][2][:2] == struct.pack(">H", 1001), (fr, st.reset)
             assert time.monotonic() - t0 < 5
         assert g.proc.wait(timeout=10) == 0
+
+
+def test_worker_limit_before_101(ww_gw):
+    """A LIMIT the worker sends before its 101 is the message limit over
+    HTTP/2 too: a larger message gets close 1009."""
+    with h2c(ww_gw.port) as c:
+        sid, st = open_ws(c, "/limit?n=100")
+        assert st.status == 200
+        c.send_body(sid, frame(OP_BINARY, bytes(100)), end=False)
+        frames_until(c, st, lambda f: len(messages(f)) >= 1, "echo of 100 bytes")
+        c.send_body(sid, frame(OP_BINARY, bytes(101)), end=False)
+        c.wait(lambda: st.done, what="close 1009")
+        fr = parse(st.body)
+        assert fr[-1][0] == OP_CLOSE and fr[-1][2][:2] == struct.pack(">H", 1009), fr

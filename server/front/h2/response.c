@@ -66,8 +66,8 @@ static void on_credit(stream *s)
 
 static void on_limit(stream *s, uint64_t max_body)
 {
-    uint64_t ceiling = stream_config(s)->max_body_ceiling;
-    s->body_limit = max_body < ceiling ? max_body : ceiling;
+    if (stream_limit(s, max_body)) /* before the 101: the WebSocket's message limit */
+        return;
     if (!s->req_complete &&
         (s->body_received > s->body_limit || (s->has_length && s->content_length > s->body_limit)))
         h2_fail(s->owner, 413, SLUICE_CANCEL_BODY_TOO_LARGE);

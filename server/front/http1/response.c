@@ -75,12 +75,8 @@ static void on_stream_credit(stream *s)
 
 static void on_stream_limit(stream *s, uint64_t max_body)
 {
-    uint64_t ceiling = stream_config(s)->max_body_ceiling;
-    if (s->ws) { /* before the 101: the WebSocket's message limit */
-        s->ws_max_message = max_body < ceiling ? max_body : ceiling;
+    if (stream_limit(s, max_body)) /* before the 101: the WebSocket's message limit */
         return;
-    }
-    s->body_limit = max_body < ceiling ? max_body : ceiling;
     if (s->owner && !s->req_complete &&
         (s->body_received > s->body_limit ||
          (s->has_length && s->content_length > s->body_limit)))

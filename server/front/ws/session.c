@@ -386,8 +386,8 @@ static void on_credit(stream *s) { unstall(s->owner); }
 static void on_limit(stream *s, uint64_t max)
 {
     ws_session *w = s->owner;
-    uint64_t ceiling = stream_config(s)->max_body_ceiling;
-    ws_parser_set_max_message(w->parser, max < ceiling ? max : ceiling);
+    stream_limit(s, max);
+    ws_parser_set_max_message(w->parser, s->ws_max_message);
 }
 
 /* Not after 101: the link rejects RESPONSE, BODY and END on an open
