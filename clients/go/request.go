@@ -1,0 +1,246 @@
+package sluice
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"sluice.dev/go/protocol"
+)
+
+// Header names arrive in lower case; net/http code expects them canonical.
+// The common ones are looked up without allocating.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language",
+		"Authorization", "Cache-Control", "Connection", "Content-Disposition", "Content-Encoding",
+		"Content-Length", "Content-Type", "Cookie", "Date", "Etag", "Expect", "Forwarded", "From",
+		"Host", "If-Match", "If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since",
+		"Origin", "Pragma", "Range", "Referer", "Sec-Websocket-Key", "Sec-Websocket-Protocol",
+		"Sec-Websocket-Version", "Te", "Trailer", "Upgrade-Insecure-Requests", "User-Agent", "Via",
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id",
+		"Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Sec-Ch-Ua",
+		"Sec-Ch-Ua-Mobile", "Sec-Ch-Ua-Platform", "Dnt", "Priority", "Traceparent", "Tracestate"} {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
+func canonicalKey(b []byte) string {
+	if k, ok := commonKeys[string(b)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(b))
+}
+
+var methods = map[string]string{}
+
+func init() {
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"} {
+		methods[m] = m
+	}
+}
+
+func methodString(b []byte) string {
+	if m, ok := methods[string(b)]; ok {
+		return m
+	}
+	return string(b)
+}
+
+// buildRequest makes the handler's *http.Request from a REQUEST frame, as
+// net/http's server would from the same request.
+func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
+	r := &http.Request{
+		Method:     methodString(f.Method),
+		RequestURI: string(f.Target),
+	}
+	switch f.Version {
+	case 10:
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.0", 1, 0
+	case 20:
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+	default:
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	}
+
+	// all header values in one string, sliced
+	total := 0
+	for _, h := range f.Headers {
+		total += len(h.Value)
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	for _, h := range f.Headers {
+		sb.Write(h.Value)
+	}
+	all := sb.String()
+	vals := make([]string, len(f.Headers))
+	hdr := make(http.Header, len(f.Headers))
+	off := 0
+	var cl string
+	haveCL := false
+	for i, h := range f.Headers {
+		v := all[off : off+len(h.Value)]
+		off += len(h.Value)
+		k := canonicalKey(h.Name)
+		switch k {
+		case "Host":
+			if r.Host == "" {
+				r.Host = v
+			}
+			continue
+		case "Content-Length":
+			cl, haveCL = v, true
+		}
+		if prev, ok := hdr[k]; ok {
+			hdr[k] = append(prev, v)
+		} else {
+			vals[i] = v
+			hdr[k] = vals[i : i+1 : i+1]
+		}
+	}
+	r.Header = hdr
+
+	r.URL = parseTarget(r.Method, r.RequestURI)
+	if r.Host == "" && r.URL != nil {
+		r.Host = r.URL.Host
+	}
+	if f.Client.Host != "" {
+		r.RemoteAddr = net.JoinHostPort(f.Client.Host, strconv.Itoa(int(f.Client.Port)))
+	}
+	if f.Scheme == "https" {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		r.TLS = &tls.ConnectionState{HandshakeComplete: true, ServerName: host}
+	}
+
+	switch {
+	case f.BodyMode == protocol.BodyNone || f.BodyMode == protocol.BodyWebSocket:
+		r.Body = http.NoBody
+	default:
+		r.Body = &body{s: s, req: r}
+	}
+	switch {
+	case haveCL:
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n < 0 {
+			n = -1
+		}
+		r.ContentLength = n
+	case f.BodyMode == protocol.BodyNone:
+		r.ContentLength = 0
+	default:
+		r.ContentLength = -1
+		if r.ProtoMajor == 1 {
+			r.TransferEncoding = []string{"chunked"}
+		}
+	}
+	if tr, ok := hdr["Trailer"]; ok {
+		r.Trailer = make(http.Header)
+		for _, line := range tr {
+			for _, name := range strings.Split(line, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					r.Trailer[http.CanonicalHeaderKey(name)] = nil
+				}
+			}
+		}
+	}
+
+	ctx := context.WithValue(w.baseCtx, http.ServerContextKey, w.srv)
+	ctx = context.WithValue(ctx, http.LocalAddrContextKey, localAddr(f.Server))
+	ctx = context.WithValue(ctx, streamKey{}, s)
+	ctx, s.cancel = context.WithCancelCause(ctx)
+	s.ctx = ctx
+	return r.WithContext(ctx)
+}
+
+func localAddr(a protocol.Addr) net.Addr {
+	if a.Host == "" {
+		return &net.UnixAddr{Net: "unix"}
+	}
+	return &net.TCPAddr{IP: net.ParseIP(a.Host), Port: int(a.Port)}
+}
+
+// parseTarget parses the request target as net/http's server does; nil
+// when it is not a valid request URI (the handler is then not called).
+func parseTarget(method, target string) *url.URL {
+	if method == "CONNECT" && !strings.HasPrefix(target, "/") {
+		u, err := url.Parse("http://" + target)
+		if err != nil {
+			return nil
+		}
+		u.Scheme = ""
+		return u
+	}
+	if target == "*" {
+		return &url.URL{Path: "*"}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// serve runs the handler for one stream on its own goroutine.
+func (w *Worker) serve(s *stream, req *http.Request) {
+	rw := newResponse(s, req)
+	defer func() {
+		if p := recover(); p != nil {
+			rw.panicked(p)
+		}
+		w.mu.Lock()
+		s.release()
+		w.mu.Unlock()
+		s.cancel(context.Canceled)
+	}()
+	if req.URL == nil {
+		http.Error(rw, "400 Bad Request: malformed request target", http.StatusBadRequest)
+	} else {
+		if w.cfg.maxBody >= 0 && !s.reqEnded {
+			_ = SetBodyLimit(req, w.cfg.maxBody)
+		}
+		w.handler.ServeHTTP(rw, req)
+	}
+	rw.finish()
+}
+
+// panicked turns a handler panic into a 500, or a RESET once the response
+// has started, and logs it as net/http does (http.ErrAbortHandler silently).
+func (rw *response) panicked(p any) {
+	if p != http.ErrAbortHandler {
+		buf := make([]byte, 64<<10)
+		buf = buf[:runtime.Stack(buf, false)]
+		rw.s.w.cfg.errorLog.Printf("panic serving %s %s: %v\n%s", rw.req.Method, rw.req.RequestURI, p, buf)
+	}
+	w := rw.s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if rw.committed || p == http.ErrAbortHandler {
+		rw.resetLocked(protocol.ResetInternal, "handler panicked")
+		return
+	}
+	rw.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Content-Type-Options": {"nosniff"}}
+	rw.wroteHeader, rw.contentLength, rw.trailerNames = false, -1, nil
+	rw.writeHeaderLocked(http.StatusInternalServerError)
+	rw.buf = append(rw.buf[:0], "Internal Server Error\n"...)
+	rw.written = int64(len(rw.buf))
+	if err := rw.commitLocked(true, nil); err == nil && !rw.ended {
+		if rw.flushBufLocked() == nil {
+			rw.endLocked()
+		}
+	}
+}
+
+var errHijack = errors.New("sluice: Hijack is not supported: the gateway owns the client connection " +
+	"(WebSockets are served by the gateway; see the sluice protocol's WebSocket streams)")

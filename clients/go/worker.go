@@ -1,0 +1,547 @@
+package sluice
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"sluice.dev/go/protocol"
+)
+
+// ErrLinkClosed is returned by Serve when the gateway closed the link
+// without DRAIN (it died or was killed): the worker should exit with an
+// error status (PROTOCOL.md 10.5).
+var ErrLinkClosed = errors.New("sluice: the gateway closed the link without DRAIN")
+
+// ErrStreamClosed is what a handler's Read, Write or Flush returns once its
+// stream is gone: the gateway cancelled it (the client went away, a timeout)
+// or the link was lost. The request's context is cancelled with the reason.
+var ErrStreamClosed = errors.New("sluice: stream closed")
+
+// A Worker is one link to the gateway, serving an http.Handler on it. Most
+// programs call Serve instead of using a Worker directly.
+type Worker struct {
+	cfg     *config
+	handler http.Handler
+	srv     *http.Server // for http.ServerContextKey only
+	conn    net.Conn
+	dec     *protocol.Decoder
+
+	mu       sync.Mutex
+	link     *protocol.Link
+	streams  map[uint64]*stream // open in the link's view
+	extra    int64              // request-body credit granted beyond the initial windows
+	maxChunk int                // largest BODY data the gateway accepts in one frame
+	workerID uint64
+	pool     string
+
+	// output, guarded by mu: frames are appended to out; segs holds what
+	// goes before out[outMark:] (earlier frames and zero-copy body slices)
+	out     []byte
+	outMark int
+	segs    net.Buffers
+	spare   []byte
+	enq     uint64 // bytes queued so far
+	flushed uint64 // bytes written so far
+	wcond   sync.Cond
+	fcond   sync.Cond
+	werr    error // the link can no longer be written
+	closing bool  // the writer closes the connection once the queue is empty
+	orderly bool  // the close follows DRAIN (Serve returns nil)
+
+	draining   bool
+	retiring   bool
+	timer      *time.Timer // DRAIN or shutdown deadline
+	linkErr    error       // why the streams died
+	baseCtx    context.Context
+	cancelBase context.CancelCauseFunc
+	done       chan struct{}
+}
+
+// NewWorker makes a worker serving h with the given options; Serve connects it.
+func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	w := &Worker{
+		cfg:     cfg,
+		handler: h,
+		dec:     protocol.NewDecoder(cfg.maxFrame),
+		link:    protocol.NewLink(protocol.RoleWorker, cfg.maxStreams),
+		streams: make(map[uint64]*stream),
+		done:    make(chan struct{}),
+	}
+	w.srv = &http.Server{Handler: h, ErrorLog: cfg.errorLog}
+	w.wcond.L = &w.mu
+	w.fcond.L = &w.mu
+	w.maxChunk = protocol.DefaultFrame - protocol.DataOverhead
+	w.baseCtx, w.cancelBase = context.WithCancelCause(context.Background())
+	return w, nil
+}
+
+// Serve connects to the gateway at $SLUICE_SOCKET (or WithSocket), and serves
+// h until the gateway drains the link. After that orderly close it ends the
+// process with status 0, once the handlers have finished (WithExit(false)
+// returns nil instead). Otherwise it returns ErrLinkClosed when the gateway
+// went away without DRAIN, or the link error: a spawned worker then exits
+// with status 1, which log.Fatal(sluice.Serve(h)) does.
+//
+// Unless WithSignals(false), SIGTERM or SIGINT retires the worker
+// gracefully (RETIRE, then in-flight requests finish), and a second one
+// closes the link at once.
+func Serve(h http.Handler, opts ...Option) error {
+	w, err := NewWorker(h, opts...)
+	if err != nil {
+		return err
+	}
+	if err := w.Serve(); err != nil || !w.cfg.exit {
+		return err
+	}
+	os.Exit(0)
+	return nil
+}
+
+// ListenAndServe serves h through the gateway when SLUICE_SOCKET is set (the
+// gateway started this process), and otherwise as a plain net/http server on
+// addr: the same binary runs behind sluice or on its own.
+func ListenAndServe(addr string, h http.Handler, opts ...Option) error {
+	if os.Getenv("SLUICE_SOCKET") == "" {
+		return http.ListenAndServe(addr, h)
+	}
+	return Serve(h, opts...)
+}
+
+// Serve connects and serves; see the package-level Serve.
+func (w *Worker) Serve() error {
+	network, addr, err := parseAddress(w.cfg.socket)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{Timeout: w.cfg.handshakeTimeout}
+	conn, err := d.Dial(network, addr)
+	if err != nil {
+		return fmt.Errorf("sluice: connect to the gateway: %w", err)
+	}
+	w.conn = conn
+	_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
+
+	hello := protocol.Frame{Type: protocol.Hello, Version: protocol.Version}
+	st := &hello.Settings
+	st.Pid, st.Lib = uint64(os.Getpid()), Lib
+	st.MaxStreams, st.Window = uint64(w.cfg.maxStreams), uint64(w.cfg.initialWindow)
+	st.Has = protocol.KeyPid | protocol.KeyLib | protocol.KeyMaxStreams | protocol.KeyWindow
+	if w.cfg.maxFrame != protocol.DefaultFrame {
+		st.MaxFrame = uint64(w.cfg.maxFrame)
+		st.Has |= protocol.KeyMaxFrame
+	}
+	if w.cfg.token != "" {
+		st.Token = w.cfg.token
+		st.Has |= protocol.KeyToken
+	}
+	w.mu.Lock()
+	if err := w.link.Send(&hello); err != nil {
+		w.mu.Unlock()
+		conn.Close()
+		return err
+	}
+	w.emit(&hello)
+	w.mu.Unlock()
+
+	writerDone := make(chan struct{})
+	go func() { w.writeLoop(); close(writerDone) }()
+	if w.cfg.signals {
+		ch := make(chan os.Signal, 2)
+		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(ch)
+		go w.watchSignals(ch)
+	}
+
+	err = w.readLoop()
+	w.mu.Lock()
+	if err == nil && !w.orderly {
+		err = ErrLinkClosed
+	}
+	w.lose(err)
+	w.closing = true
+	if w.werr == nil {
+		w.werr = net.ErrClosed
+	}
+	w.wcond.Broadcast()
+	w.fcond.Broadcast()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+	conn.Close()
+	<-writerDone
+	close(w.done)
+	w.cancelBase(err)
+	return err
+}
+
+// Shutdown retires the worker as SIGTERM does: RETIRE, then the requests in
+// flight finish and the gateway drains the link. It returns when Serve has
+// returned, or with ctx's error.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.retire()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close closes the link at once: open streams are lost (their clients get
+// 502 or a cut response).
+func (w *Worker) Close() error {
+	if w.conn != nil {
+		return w.conn.Close()
+	}
+	return nil
+}
+
+func (w *Worker) watchSignals(ch chan os.Signal) {
+	select {
+	case <-ch:
+		w.retire()
+	case <-w.done:
+		return
+	}
+	select {
+	case <-ch:
+		w.cfg.errorLog.Printf("second signal: closing the link now")
+		w.Close()
+	case <-w.done:
+	}
+}
+
+// retire sends RETIRE (PROTOCOL.md 10.4, 2) and bounds the wait for DRAIN
+// and the streams by the shutdown timeout.
+func (w *Worker) retire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.retiring || w.werr != nil {
+		return
+	}
+	w.retiring = true
+	if !w.link.Ready() {
+		w.closeLocked(false) // nothing to finish yet
+		return
+	}
+	if !w.draining {
+		f := protocol.Frame{Type: protocol.Retire, Message: "shutdown", HasMessage: true}
+		if w.link.Send(&f) == nil {
+			w.emit(&f)
+		}
+	}
+	w.armTimer(w.cfg.shutdownTimeout, "shutdown timeout")
+}
+
+func (w *Worker) armTimer(d time.Duration, why string) {
+	if w.timer != nil && !w.draining {
+		return
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.timer = time.AfterFunc(d, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if n := len(w.streams); n > 0 {
+			w.cfg.errorLog.Printf("%s: closing the link with %d request(s) open", why, n)
+		}
+		w.closeLocked(w.draining)
+	})
+}
+
+// closeLocked makes the writer close the connection once everything queued
+// is out; the reader then ends.
+func (w *Worker) closeLocked(orderly bool) {
+	w.orderly = w.orderly || orderly
+	w.closing = true
+	w.wcond.Signal()
+}
+
+func (w *Worker) maybeFinishDrain() {
+	if w.draining && len(w.streams) == 0 && w.link.OpenStreams() == 0 {
+		w.closeLocked(true)
+	}
+}
+
+// ---- reading ----
+
+func (w *Worker) readLoop() error {
+	buf := make([]byte, 64<<10)
+	start, end := 0, 0
+	var f protocol.Frame
+	for {
+		for start < end {
+			n, err := w.dec.Parse(buf[start:end], &f)
+			if err != nil {
+				return w.fail(err)
+			}
+			if n == 0 {
+				break
+			}
+			start += n
+			if err := w.handle(&f); err != nil {
+				return err
+			}
+		}
+		if start == end {
+			start, end = 0, 0
+		}
+		// room for the pending frame: its length is known (and checked
+		// against max_frame by Parse) once 4 bytes are in
+		need := 4096
+		if end-start >= 4 {
+			need = 4 + int(binary.BigEndian.Uint32(buf[start:])) - (end - start)
+		}
+		if len(buf)-end < need {
+			if start > 0 && len(buf)-(end-start) >= need+(end-start) && end-start < len(buf)/2 {
+				copy(buf, buf[start:end])
+			} else {
+				size := 2 * len(buf)
+				for size-(end-start) < need {
+					size *= 2
+				}
+				nb := make([]byte, size)
+				copy(nb, buf[start:end])
+				buf = nb
+			}
+			end -= start
+			start = 0
+		}
+		n, err := w.conn.Read(buf[end:])
+		end += n
+		if err != nil {
+			if n > 0 {
+				continue // parse what came with the error first
+			}
+			w.mu.Lock()
+			orderly, closing := w.orderly, w.closing
+			w.mu.Unlock()
+			if closing {
+				if orderly {
+					return nil
+				}
+				return ErrLinkClosed
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && !w.readyLocked() {
+				return w.fail(&protocol.LinkError{Code: protocol.Timeout, Msg: "no HELLO from the gateway in time"})
+			}
+			if end > start {
+				return &protocol.LinkError{Code: protocol.Truncated, Msg: "the link ended inside a frame"}
+			}
+			if err == io.EOF {
+				return ErrLinkClosed
+			}
+			return fmt.Errorf("sluice: reading the link: %w", err)
+		}
+	}
+}
+
+func (w *Worker) readyLocked() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.link.Ready()
+}
+
+// fail reports a link error to the gateway (ERROR) and closes the link.
+func (w *Worker) fail(err error) error {
+	var le *protocol.LinkError
+	if !errors.As(err, &le) {
+		le = &protocol.LinkError{Code: protocol.Internal, Msg: err.Error()}
+	}
+	w.mu.Lock()
+	f := protocol.Frame{Type: protocol.Error, Code: uint64(le.Code), Message: le.Msg, HasMessage: true}
+	w.emit(&f)
+	w.closeLocked(false)
+	w.mu.Unlock()
+	w.cfg.errorLog.Printf("link error: %v", le)
+	return le
+}
+
+// handle applies one received frame; f's bytes alias the read buffer, so
+// whatever is kept is copied here.
+func (w *Worker) handle(f *protocol.Frame) error {
+	w.mu.Lock()
+	ignored, err := w.link.Recv(f)
+	if err != nil {
+		w.mu.Unlock()
+		return w.fail(err)
+	}
+	if ignored {
+		w.mu.Unlock()
+		return nil
+	}
+	switch f.Type {
+	case protocol.Hello:
+		ph := w.link.PeerHello()
+		w.workerID, w.pool = ph.WorkerID, ph.Pool
+		w.maxChunk = w.link.PeerMaxFrame() - protocol.DataOverhead
+		_ = w.conn.SetReadDeadline(time.Time{})
+		if w.retiring { // a signal came during the handshake
+			w.closeLocked(false)
+		}
+	case protocol.Request:
+		s := w.newStream(f)
+		w.streams[s.id] = s
+		w.mu.Unlock()
+		req := w.buildRequest(f, s)
+		go w.serve(s, req)
+		return nil
+	case protocol.Body:
+		if s := w.streams[f.Stream]; s != nil && len(f.Data) > 0 {
+			s.push(f.Data)
+		}
+	case protocol.End:
+		if s := w.streams[f.Stream]; s != nil {
+			s.reqEnded = true
+			if len(f.Headers) > 0 {
+				s.trailers = copyHeaders(f.Headers)
+			}
+			s.cond.Broadcast()
+		}
+	case protocol.Credit:
+		if s := w.streams[f.Stream]; s != nil {
+			s.cond.Broadcast()
+		}
+	case protocol.Cancel:
+		if s := w.streams[f.Stream]; s != nil {
+			delete(w.streams, f.Stream)
+			s.kill(&CancelError{Reason: f.Reason, Message: f.Message})
+			w.maybeFinishDrain()
+		}
+	case protocol.Ping:
+		pong := protocol.Frame{Type: protocol.Pong, Opaque: f.Opaque}
+		if w.link.Send(&pong) == nil {
+			w.emit(&pong)
+		}
+	case protocol.Drain:
+		w.draining = true
+		w.armTimer(time.Duration(f.TimeoutMs)*time.Millisecond+2*time.Second, "drain timeout")
+		w.maybeFinishDrain()
+	case protocol.Error:
+		w.mu.Unlock()
+		return &protocol.LinkError{Code: protocol.Code(f.Code), Msg: "from the gateway: " + f.Message}
+	}
+	w.mu.Unlock()
+	return nil
+}
+
+// lose ends every stream after the link went away.
+func (w *Worker) lose(err error) {
+	if err == nil {
+		err = ErrLinkClosed
+	}
+	w.linkErr = err
+	for id, s := range w.streams {
+		delete(w.streams, id)
+		s.kill(err)
+	}
+}
+
+// ---- writing ----
+
+// emit appends one frame to the output queue (mu held).
+func (w *Worker) emit(f *protocol.Frame) {
+	n := len(w.out)
+	w.out = protocol.AppendFrame(w.out, f)
+	w.enq += uint64(len(w.out) - n)
+	w.wcond.Signal()
+}
+
+// emitData queues a BODY frame for data; a large slice is written from the
+// caller's memory (no copy), and the returned sequence number tells when it
+// has been written (0: it was copied).
+func (w *Worker) emitData(sid uint64, data []byte) uint64 {
+	n := len(w.out)
+	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
+	if len(data) < zeroCopyMin {
+		w.out = append(w.out, data...)
+		w.enq += uint64(len(w.out) - n)
+		w.wcond.Signal()
+		return 0
+	}
+	w.enq += uint64(len(w.out) - n)
+	w.segs = append(w.segs, w.out[w.outMark:])
+	w.outMark = len(w.out)
+	w.segs = append(w.segs, data)
+	w.enq += uint64(len(data))
+	w.wcond.Signal()
+	return w.enq
+}
+
+const zeroCopyMin = 32 << 10
+
+// waitFlushed waits until the first seq bytes queued have been written.
+func (w *Worker) waitFlushed(seq uint64) error {
+	for w.flushed < seq && w.werr == nil {
+		w.fcond.Wait()
+	}
+	if w.flushed < seq {
+		return ErrStreamClosed
+	}
+	return nil
+}
+
+func (w *Worker) writeLoop() {
+	var bufs net.Buffers
+	w.mu.Lock()
+	for {
+		for w.werr == nil && len(w.segs) == 0 && len(w.out) == w.outMark && !w.closing {
+			w.wcond.Wait()
+		}
+		if w.werr != nil {
+			break
+		}
+		if len(w.segs) == 0 && len(w.out) == w.outMark { // closing, all written
+			w.werr = net.ErrClosed
+			w.conn.Close()
+			break
+		}
+		if len(w.out) > w.outMark {
+			w.segs = append(w.segs, w.out[w.outMark:])
+		}
+		bufs = append(bufs[:0], w.segs...)
+		for i := range w.segs {
+			w.segs[i] = nil
+		}
+		w.segs = w.segs[:0]
+		owned := w.out
+		w.out, w.spare, w.outMark = w.spare[:0], nil, 0
+		total := w.enq - w.flushed
+		w.mu.Unlock()
+
+		_, err := bufs.WriteTo(w.conn)
+
+		w.mu.Lock()
+		if err != nil {
+			w.werr = err
+			w.conn.Close() // the reader ends too
+			break
+		}
+		w.flushed += total
+		if cap(owned) <= 1<<20 {
+			w.spare = owned[:0]
+		}
+		w.fcond.Broadcast()
+	}
+	w.fcond.Broadcast()
+	w.mu.Unlock()
+}
