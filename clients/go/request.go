@@ -128,7 +128,8 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 	case f.BodyMode == protocol.BodyNone || f.BodyMode == protocol.BodyWebSocket:
 		r.Body = http.NoBody
 	default:
-		r.Body = &body{s: s, req: r}
+		s.body = body{s: s, req: r}
+		r.Body = &s.body
 	}
 	switch {
 	case haveCL:
@@ -156,12 +157,33 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 		}
 	}
 
-	ctx := context.WithValue(w.baseCtx, http.ServerContextKey, w.srv)
-	ctx = context.WithValue(ctx, http.LocalAddrContextKey, localAddr(f.Server))
-	ctx = context.WithValue(ctx, streamKey{}, s)
-	ctx, s.cancel = context.WithCancelCause(ctx)
-	s.ctx = ctx
-	return r.WithContext(ctx)
+	s.server = f.Server
+	s.ctx.Context, s.cancel = context.WithCancelCause(context.Background())
+	s.ctx.s = s
+	r = r.WithContext(&s.ctx)
+	if s.body.s != nil {
+		s.body.req = r
+	}
+	return r
+}
+
+// reqCtx is a request's context: cancellable, and carrying the values
+// net/http's server puts there, in one object rather than a chain.
+type reqCtx struct {
+	context.Context
+	s *stream
+}
+
+func (c *reqCtx) Value(key any) any {
+	switch key {
+	case streamKey{}:
+		return c.s
+	case http.ServerContextKey:
+		return c.s.w.srv
+	case http.LocalAddrContextKey:
+		return localAddr(c.s.server)
+	}
+	return c.Context.Value(key)
 }
 
 func localAddr(a protocol.Addr) net.Addr {
@@ -192,15 +214,45 @@ func parseTarget(method, target string) *url.URL {
 	return u
 }
 
-// serve runs the handler for one stream on its own goroutine.
+// dispatch runs the handler for s on a goroutine of its own: an idle one
+// if there is one (its stack has already grown to what handlers need),
+// else a new one.
+func (w *Worker) dispatch(s *stream) {
+	select {
+	case w.work <- s:
+	default:
+		go w.runner(s)
+	}
+}
+
+const maxIdleRunners = 256
+
+func (w *Worker) runner(s *stream) {
+	for {
+		w.serve(s, s.req)
+		if w.idle.Add(1) > maxIdleRunners {
+			w.idle.Add(-1)
+			return
+		}
+		s = <-w.work
+		w.idle.Add(-1)
+		if s == nil {
+			return
+		}
+	}
+}
+
+// serve runs the handler for one stream.
 func (w *Worker) serve(s *stream, req *http.Request) {
-	rw := newResponse(s, req)
+	rw := &s.rw
+	rw.init(s, req)
 	defer func() {
 		if p := recover(); p != nil {
 			rw.panicked(p)
 		}
 		w.mu.Lock()
 		s.release()
+		rw.putBuf()
 		w.mu.Unlock()
 		s.cancel(context.Canceled)
 	}()
@@ -233,6 +285,7 @@ func (rw *response) panicked(p any) {
 	rw.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Content-Type-Options": {"nosniff"}}
 	rw.wroteHeader, rw.contentLength, rw.trailerNames = false, -1, nil
 	rw.writeHeaderLocked(http.StatusInternalServerError)
+	rw.getBuf()
 	rw.buf = append(rw.buf[:0], "Internal Server Error\n"...)
 	rw.written = int64(len(rw.buf))
 	if err := rw.commitLocked(true, nil); err == nil && !rw.ended {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -45,13 +46,34 @@ type response struct {
 	// the commit needs to know about them (net/http snapshots it too)
 	head         []byte
 	headCount    int
+	pooled       *[]byte
 	haveType     bool
 	haveEncoding bool
 	trailerNames []string
+	headArr      [256]byte // rw.head's first backing array
 }
 
-func newResponse(s *stream, req *http.Request) *response {
-	return &response{s: s, req: req, header: make(http.Header), contentLength: -1, isHead: req.Method == "HEAD"}
+// bufPool holds the 4 KiB buffers responses gather small writes in.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, coalesceSize); return &b }}
+
+func (rw *response) getBuf() {
+	if rw.buf == nil {
+		rw.pooled = bufPool.Get().(*[]byte)
+		rw.buf = (*rw.pooled)[:0]
+	}
+}
+
+// putBuf returns the buffer once the response is over.
+func (rw *response) putBuf() {
+	if rw.pooled != nil && cap(rw.buf) == coalesceSize {
+		*rw.pooled = rw.buf[:0]
+		bufPool.Put(rw.pooled)
+	}
+	rw.pooled, rw.buf = nil, nil
+}
+
+func (rw *response) init(s *stream, req *http.Request) {
+	rw.s, rw.req, rw.header, rw.contentLength, rw.isHead = s, req, make(http.Header), -1, req.Method == "HEAD"
 }
 
 func (rw *response) Header() http.Header { return rw.header }
@@ -112,6 +134,9 @@ func (rw *response) writeHeaderLocked(code int) {
 	}
 	_, rw.haveType = rw.header["Content-Type"]
 	rw.haveEncoding = rw.header.Get("Content-Encoding") != ""
+	if rw.head == nil {
+		rw.head = rw.headArr[:0]
+	}
 	rw.head, rw.headCount = appendHeaders(rw.head[:0], rw.header)
 }
 
@@ -187,6 +212,7 @@ func (rw *response) writeLocked(p []byte) (int, error) {
 	if err := rw.s.err; err != nil {
 		return 0, err
 	}
+	rw.getBuf()
 	if !rw.committed {
 		if len(rw.buf)+len(p) <= bufferBeforeCommit {
 			rw.buf = append(rw.buf, p...)

@@ -42,8 +42,12 @@ type stream struct {
 	w        *Worker
 	id       uint64
 	cond     sync.Cond
-	ctx      context.Context
+	ctx      reqCtx
 	cancel   context.CancelCauseFunc
+	req      *http.Request
+	rw       response
+	body     body
+	server   protocol.Addr
 	bodyMode uint64
 	err      error // set once the stream is gone (cancelled, link lost)
 	f        protocol.Frame

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,13 +60,13 @@ type Worker struct {
 	closing bool  // the writer closes the connection once the queue is empty
 	orderly bool  // the close follows DRAIN (Serve returns nil)
 
-	draining   bool
-	retiring   bool
-	timer      *time.Timer // DRAIN or shutdown deadline
-	linkErr    error       // why the streams died
-	baseCtx    context.Context
-	cancelBase context.CancelCauseFunc
-	done       chan struct{}
+	draining bool
+	retiring bool
+	timer    *time.Timer // DRAIN or shutdown deadline
+	linkErr  error       // why the streams died
+	done     chan struct{}
+	work     chan *stream // to idle handler goroutines
+	idle     atomic.Int32
 }
 
 // NewWorker makes a worker serving h with the given options; Serve connects it.
@@ -88,7 +90,7 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 	w.wcond.L = &w.mu
 	w.fcond.L = &w.mu
 	w.maxChunk = protocol.DefaultFrame - protocol.DataOverhead
-	w.baseCtx, w.cancelBase = context.WithCancelCause(context.Background())
+	w.work = make(chan *stream)
 	return w, nil
 }
 
@@ -188,7 +190,7 @@ func (w *Worker) Serve() error {
 	conn.Close()
 	<-writerDone
 	close(w.done)
-	w.cancelBase(err)
+	close(w.work) // idle handler goroutines end
 	return err
 }
 
@@ -402,8 +404,8 @@ func (w *Worker) handle(f *protocol.Frame) error {
 		s := w.newStream(f)
 		w.streams[s.id] = s
 		w.mu.Unlock()
-		req := w.buildRequest(f, s)
-		go w.serve(s, req)
+		s.req = w.buildRequest(f, s)
+		w.dispatch(s)
 		return nil
 	case protocol.Body:
 		if s := w.streams[f.Stream]; s != nil && len(f.Data) > 0 {
@@ -489,6 +491,10 @@ func (w *Worker) emitData(sid uint64, data []byte) uint64 {
 
 const zeroCopyMin = 32 << 10
 
+// batchMin: below this much queued output the writer yields once before
+// writing, so that handlers about to finish join the same write.
+const batchMin = 64 << 10
+
 // waitFlushed waits until the first seq bytes queued have been written.
 func (w *Worker) waitFlushed(seq uint64) error {
 	for w.flushed < seq && w.werr == nil {
@@ -501,11 +507,18 @@ func (w *Worker) waitFlushed(seq uint64) error {
 }
 
 func (w *Worker) writeLoop() {
-	var bufs net.Buffers
+	var back net.Buffers // reused backing array of the segments written
 	w.mu.Lock()
 	for {
 		for w.werr == nil && len(w.segs) == 0 && len(w.out) == w.outMark && !w.closing {
 			w.wcond.Wait()
+		}
+		if w.enq-w.flushed < batchMin && w.werr == nil && !w.closing {
+			// let the handlers that are ready to run add their frames
+			// first: one write for many responses rather than one each
+			w.mu.Unlock()
+			runtime.Gosched()
+			w.mu.Lock()
 		}
 		if w.werr != nil {
 			break
@@ -518,7 +531,8 @@ func (w *Worker) writeLoop() {
 		if len(w.out) > w.outMark {
 			w.segs = append(w.segs, w.out[w.outMark:])
 		}
-		bufs = append(bufs[:0], w.segs...)
+		bufs := append(back[:0], w.segs...)
+		back = bufs
 		for i := range w.segs {
 			w.segs[i] = nil
 		}
@@ -529,6 +543,7 @@ func (w *Worker) writeLoop() {
 		w.mu.Unlock()
 
 		_, err := bufs.WriteTo(w.conn)
+		clear(back)
 
 		w.mu.Lock()
 		if err != nil {
