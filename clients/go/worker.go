@@ -63,7 +63,8 @@ type Worker struct {
 	draining bool
 	retiring bool
 	timer    *time.Timer // DRAIN or shutdown deadline
-	linkErr  error       // why the streams died
+	deadline time.Time
+	linkErr  error // why the streams died
 	done     chan struct{}
 	work     chan *stream // to idle handler goroutines
 	idle     atomic.Int32
@@ -177,16 +178,17 @@ func (w *Worker) Serve() error {
 		err = ErrLinkClosed
 	}
 	w.lose(err)
-	w.closing = true
-	if w.werr == nil {
-		w.werr = net.ErrClosed
-	}
+	w.closing = true // the writer sends what is queued (an ERROR), then closes
 	w.wcond.Broadcast()
-	w.fcond.Broadcast()
 	if w.timer != nil {
 		w.timer.Stop()
 	}
 	w.mu.Unlock()
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	select {
+	case <-writerDone:
+	case <-time.After(3 * time.Second):
+	}
 	conn.Close()
 	<-writerDone
 	close(w.done)
@@ -253,13 +255,17 @@ func (w *Worker) retire() {
 	w.armTimer(w.cfg.shutdownTimeout, "shutdown timeout")
 }
 
+// armTimer bounds the wait for the open streams: the earliest of the
+// deadlines set (shutdown timeout, DRAIN's timeout) wins.
 func (w *Worker) armTimer(d time.Duration, why string) {
-	if w.timer != nil && !w.draining {
+	deadline := time.Now().Add(d)
+	if w.timer != nil && !deadline.Before(w.deadline) {
 		return
 	}
 	if w.timer != nil {
 		w.timer.Stop()
 	}
+	w.deadline = deadline
 	w.timer = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
