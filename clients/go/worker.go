@@ -51,9 +51,9 @@ type Worker struct {
 	out     []byte
 	outMark int
 	segs    net.Buffers
-	spare   []byte
-	enq     uint64 // bytes queued so far
-	flushed uint64 // bytes written so far
+	sealed  [][]byte // full output chunks queued (returned to chunkPool once written)
+	enq     uint64   // bytes queued so far
+	flushed uint64   // bytes written so far
 	wcond   sync.Cond
 	fcond   sync.Cond
 	werr    error // the link can no longer be written
@@ -91,6 +91,7 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 	w.wcond.L = &w.mu
 	w.fcond.L = &w.mu
 	w.maxChunk = protocol.DefaultFrame - protocol.DataOverhead
+	w.out = getChunk()
 	w.work = make(chan *stream)
 	return w, nil
 }
@@ -466,12 +467,41 @@ func (w *Worker) lose(err error) {
 
 // ---- writing ----
 
+// Output is gathered in chunks of outChunk bytes: a full one is sealed
+// and a fresh one started, so a large batch is never copied to grow a
+// buffer, and chunks are reused once written.
+const outChunk = 64 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, outChunk); return &b }}
+
+func getChunk() []byte { return (*chunkPool.Get().(*[]byte))[:0] }
+
+func putChunk(b []byte) {
+	if cap(b) == outChunk {
+		b = b[:0]
+		chunkPool.Put(&b)
+	}
+}
+
+// queued notes n more bytes queued and wakes the writer; a full chunk is
+// sealed.
+func (w *Worker) queued(n int) {
+	w.enq += uint64(n)
+	if len(w.out) >= outChunk-512 {
+		if len(w.out) > w.outMark {
+			w.segs = append(w.segs, w.out[w.outMark:])
+		}
+		w.sealed = append(w.sealed, w.out)
+		w.out, w.outMark = getChunk(), 0
+	}
+	w.wcond.Signal()
+}
+
 // emit appends one frame to the output queue (mu held).
 func (w *Worker) emit(f *protocol.Frame) {
 	n := len(w.out)
 	w.out = protocol.AppendFrame(w.out, f)
-	w.enq += uint64(len(w.out) - n)
-	w.wcond.Signal()
+	w.queued(len(w.out) - n)
 }
 
 // emitData queues a BODY frame for data; a large slice is written from the
@@ -482,16 +512,13 @@ func (w *Worker) emitData(sid uint64, data []byte) uint64 {
 	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
 	if len(data) < zeroCopyMin {
 		w.out = append(w.out, data...)
-		w.enq += uint64(len(w.out) - n)
-		w.wcond.Signal()
+		w.queued(len(w.out) - n)
 		return 0
 	}
-	w.enq += uint64(len(w.out) - n)
 	w.segs = append(w.segs, w.out[w.outMark:])
 	w.outMark = len(w.out)
 	w.segs = append(w.segs, data)
-	w.enq += uint64(len(data))
-	w.wcond.Signal()
+	w.queued(len(w.out) - n + len(data))
 	return w.enq
 }
 
@@ -514,6 +541,7 @@ func (w *Worker) waitFlushed(seq uint64) error {
 
 func (w *Worker) writeLoop() {
 	var back net.Buffers // reused backing array of the segments written
+	var owned [][]byte   // the chunks being written
 	w.mu.Lock()
 	for {
 		for w.werr == nil && len(w.segs) == 0 && len(w.out) == w.outMark && !w.closing {
@@ -543,8 +571,10 @@ func (w *Worker) writeLoop() {
 			w.segs[i] = nil
 		}
 		w.segs = w.segs[:0]
-		owned := w.out
-		w.out, w.spare, w.outMark = w.spare[:0], nil, 0
+		owned = append(append(owned[:0], w.sealed...), w.out)
+		clear(w.sealed)
+		w.sealed = w.sealed[:0]
+		w.out, w.outMark = getChunk(), 0
 		total := w.enq - w.flushed
 		w.mu.Unlock()
 
@@ -558,8 +588,9 @@ func (w *Worker) writeLoop() {
 			break
 		}
 		w.flushed += total
-		if cap(owned) <= 1<<20 {
-			w.spare = owned[:0]
+		for i, b := range owned {
+			putChunk(b)
+			owned[i] = nil
 		}
 		w.fcond.Broadcast()
 	}
