@@ -23,7 +23,10 @@ const (
 	// Small writes after the head are gathered up to this size before they
 	// go out as one BODY frame (net/http buffers 4 KiB similarly): fewer,
 	// larger frames cost the gateway less per byte. Flush sends them at once.
-	coalesceSize = 16 << 10
+	coalesceSize = 32 << 10
+	// A gathered buffer at least this full is handed to the writer as it
+	// is (and replaced by a fresh one) rather than copied.
+	handoffMin = 4 << 10
 )
 
 // response is the handler's http.ResponseWriter. It also implements
@@ -233,6 +236,7 @@ func (rw *response) writeLocked(p []byte) (int, error) {
 		return 0, err
 	}
 	if len(p) < coalesceSize {
+		rw.getBuf() // the last one may have been handed to the writer
 		rw.buf = append(rw.buf, p...)
 		return len(p), nil
 	}
@@ -285,6 +289,7 @@ func (rw *response) commitLocked(final bool, more []byte) error {
 	}
 	// encoded here rather than by AppendFrame: the header entries were
 	// encoded at WriteHeader
+	w.reserve(64 + len(rw.head) + len(ctype))
 	out, at := protocol.BeginFrame(w.out)
 	out = protocol.AppendArrayHeader(out, 5)
 	out = protocol.AppendUint(out, uint64(protocol.Response))
@@ -337,6 +342,25 @@ func (rw *response) hasPrefixTrailers() bool {
 func (rw *response) flushBufLocked() error {
 	if len(rw.buf) == 0 || rw.ended {
 		return nil
+	}
+	if len(rw.buf) >= handoffMin && rw.pooled != nil {
+		s, w := rw.s, rw.s.w
+		if s.err != nil {
+			return s.err
+		}
+		ls := w.link.Stream(s.id)
+		if ls != nil && w.werr == nil && ls.SendWindow() >= int64(len(rw.buf)) && len(rw.buf) <= w.maxChunk {
+			f := &s.f
+			f.Reset()
+			f.Type, f.Stream, f.Data = protocol.Body, s.id, rw.buf
+			if err := w.link.Send(f); err != nil {
+				return err
+			}
+			*rw.pooled = rw.buf[:0]
+			w.emitOwned(s.id, rw.buf, rw.pooled)
+			rw.pooled, rw.buf = nil, nil
+			return nil
+		}
 	}
 	err := rw.sendBodyLocked(rw.buf)
 	rw.buf = rw.buf[:0]

@@ -51,9 +51,10 @@ type Worker struct {
 	out     []byte
 	outMark int
 	segs    net.Buffers
-	sealed  [][]byte // full output chunks queued (returned to chunkPool once written)
-	enq     uint64   // bytes queued so far
-	flushed uint64   // bytes written so far
+	sealed  [][]byte  // full output chunks queued (returned to chunkPool once written)
+	handed  []*[]byte // response buffers queued as they are (back to bufPool once written)
+	enq     uint64    // bytes queued so far
+	flushed uint64    // bytes written so far
 	wcond   sync.Cond
 	fcond   sync.Cond
 	werr    error // the link can no longer be written
@@ -483,22 +484,28 @@ func putChunk(b []byte) {
 	}
 }
 
-// queued notes n more bytes queued and wakes the writer; a full chunk is
-// sealed.
+// reserve seals the current chunk when n more bytes would not fit in it
+// (appending would copy it into a larger one) and starts a fresh chunk.
+func (w *Worker) reserve(n int) {
+	if len(w.out)+n <= cap(w.out) || len(w.out) == 0 {
+		return
+	}
+	if len(w.out) > w.outMark {
+		w.segs = append(w.segs, w.out[w.outMark:])
+	}
+	w.sealed = append(w.sealed, w.out)
+	w.out, w.outMark = getChunk(), 0
+}
+
+// queued notes n more bytes queued and wakes the writer.
 func (w *Worker) queued(n int) {
 	w.enq += uint64(n)
-	if len(w.out) >= outChunk-512 {
-		if len(w.out) > w.outMark {
-			w.segs = append(w.segs, w.out[w.outMark:])
-		}
-		w.sealed = append(w.sealed, w.out)
-		w.out, w.outMark = getChunk(), 0
-	}
 	w.wcond.Signal()
 }
 
 // emit appends one frame to the output queue (mu held).
 func (w *Worker) emit(f *protocol.Frame) {
+	w.reserve(256)
 	n := len(w.out)
 	w.out = protocol.AppendFrame(w.out, f)
 	w.queued(len(w.out) - n)
@@ -508,6 +515,9 @@ func (w *Worker) emit(f *protocol.Frame) {
 // caller's memory (no copy), and the returned sequence number tells when it
 // has been written (0: it was copied).
 func (w *Worker) emitData(sid uint64, data []byte) uint64 {
+	if len(data) < zeroCopyMin {
+		w.reserve(protocol.DataOverhead + len(data))
+	}
 	n := len(w.out)
 	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
 	if len(data) < zeroCopyMin {
@@ -522,7 +532,20 @@ func (w *Worker) emitData(sid uint64, data []byte) uint64 {
 	return w.enq
 }
 
-const zeroCopyMin = 32 << 10
+// emitOwned queues a BODY frame whose data is a pooled response buffer
+// handed over as it is: no copy, no wait; the writer returns it to the pool.
+func (w *Worker) emitOwned(sid uint64, data []byte, pooled *[]byte) {
+	w.reserve(protocol.DataOverhead)
+	n := len(w.out)
+	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
+	w.segs = append(w.segs, w.out[w.outMark:])
+	w.outMark = len(w.out)
+	w.segs = append(w.segs, data)
+	w.handed = append(w.handed, pooled)
+	w.queued(len(w.out) - n + len(data))
+}
+
+const zeroCopyMin = 32<<10 + 1 // above coalesceSize: a full gathered buffer is handed over, not waited for
 
 // batchMin: below this much queued output the writer yields once before
 // writing, so that handlers about to finish join the same write.
@@ -542,6 +565,7 @@ func (w *Worker) waitFlushed(seq uint64) error {
 func (w *Worker) writeLoop() {
 	var back net.Buffers // reused backing array of the segments written
 	var owned [][]byte   // the chunks being written
+	var handed []*[]byte // the response buffers being written
 	w.mu.Lock()
 	for {
 		for w.werr == nil && len(w.segs) == 0 && len(w.out) == w.outMark && !w.closing {
@@ -574,6 +598,9 @@ func (w *Worker) writeLoop() {
 		owned = append(append(owned[:0], w.sealed...), w.out)
 		clear(w.sealed)
 		w.sealed = w.sealed[:0]
+		handed = append(handed[:0], w.handed...)
+		clear(w.handed)
+		w.handed = w.handed[:0]
 		w.out, w.outMark = getChunk(), 0
 		total := w.enq - w.flushed
 		w.mu.Unlock()
@@ -591,6 +618,10 @@ func (w *Worker) writeLoop() {
 		for i, b := range owned {
 			putChunk(b)
 			owned[i] = nil
+		}
+		for i, p := range handed {
+			bufPool.Put(p)
+			handed[i] = nil
 		}
 		w.fcond.Broadcast()
 	}
