@@ -185,6 +185,17 @@ func TestRequestContentLengthAndBody(t *testing.T) {
 		eq(t, "body", s.body, "h2")
 		g.response(sid)
 	})
+	t.Run("undeclared trailers", func(t *testing.T) {
+		// net/http fills r.Trailer with the trailers received even when no
+		// Trailer header announced them
+		sid := g.request(req{method: "POST", body: protocol.BodyFollows})
+		g.send(&protocol.Frame{Type: protocol.End, Stream: sid, Headers: []protocol.Header{
+			{Name: []byte("grpc-status"), Value: []byte("0")}}})
+		s := within(t, ch, "the handler")
+		eq(t, "Trailer before EOF", s.trailer, http.Header(nil))
+		eq(t, "Trailer after EOF", s.trailerAt, http.Header{"Grpc-Status": {"0"}})
+		g.response(sid)
+	})
 }
 
 func TestBadTargetIs400(t *testing.T) {
