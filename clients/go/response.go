@@ -208,10 +208,10 @@ func (rw *response) writeLocked(p []byte) (int, error) {
 	if !bodyAllowedForStatus(rw.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	rw.written += int64(len(p))
-	if rw.contentLength != -1 && rw.written > rw.contentLength {
-		return 0, http.ErrContentLength
+	if rw.contentLength != -1 && rw.written+int64(len(p)) > rw.contentLength {
+		return 0, http.ErrContentLength // not counted: finish sees the short body
 	}
+	rw.written += int64(len(p))
 	if err := rw.s.err; err != nil {
 		return 0, err
 	}

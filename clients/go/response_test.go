@@ -278,6 +278,18 @@ func TestResponseHead(t *testing.T) {
 
 func TestResponseDeclaredLength(t *testing.T) {
 	runResp(t, []respCase{
+		{"exceeded", "", func(t *testing.T, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "3")
+			write(t, w, "ab")
+			if n, err := w.Write([]byte("cd")); n != 0 || err != http.ErrContentLength {
+				t.Errorf("Write beyond the length: %d, %v", n, err)
+			}
+		}, func(t *testing.T, r *reply, _ string) {
+			// 2 of 3 bytes: the client must not see a complete response
+			if r.reset == nil || r.reset.Code != protocol.ResetInternal {
+				t.Fatalf("short body ended without RESET: body %q ended %v", r.body, r.ended)
+			}
+		}},
 		{"exact, then one byte more", "", func(t *testing.T, w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", "3")
 			write(t, w, "abc")
