@@ -385,6 +385,9 @@ func (rw *response) sendBodyLocked(p []byte) error {
 		win := ls.SendWindow()
 		if win <= 0 {
 			if err := s.wait(s.writeDL, &s.wrTimer); err != nil {
+				// the body is cut short: an END would pass it off as
+				// complete (net/http's connection breaks likewise)
+				rw.resetLocked(protocol.ResetInternal, "write deadline exceeded")
 				return err
 			}
 			continue

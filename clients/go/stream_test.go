@@ -169,6 +169,35 @@ func TestLargeBodyInFramesWithinMaxFrame(t *testing.T) {
 	}
 }
 
+func TestWriteDeadline(t *testing.T) {
+	res := make(chan error, 1)
+	g := startGW(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+			t.Errorf("SetWriteDeadline: %v", err)
+		}
+		start := time.Now()
+		_, err := w.Write(pattern(bigWrite))
+		if d := time.Since(start); err != nil && d < 90*time.Millisecond {
+			t.Errorf("Write failed after %v", d)
+		}
+		res <- err
+	}), gwOpts{window: 1000})
+	sid := g.get("/")
+	if f := g.recvFor(sid); f.Type != protocol.Response {
+		t.Fatalf("got %v", f)
+	}
+	g.expectBody(sid, 1000)
+	if err := within(t, res, "Write"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write: %v, want os.ErrDeadlineExceeded", err)
+	}
+	// the response is cut short: it must not look complete to the client
+	f := g.recvFor(sid)
+	if f.Type != protocol.Reset {
+		t.Fatalf("got %v after a failed write, want RESET", f)
+	}
+}
+
 func TestRequestBodyCreditIsBatchedWithinTheWindow(t *testing.T) {
 	const initial, window, total, readSize = 1000, 4000, 30000, 300
 	data := pattern(total)
