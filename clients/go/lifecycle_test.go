@@ -134,8 +134,8 @@ func TestLinkLostCancelsEverything(t *testing.T) {
 		t.Errorf("waiting handler: cause %v, err %v", o.cause, o.ctx)
 	}
 	o = within(t, reading, "the reading handler")
-	if o.err == nil {
-		t.Errorf("Read when the link is lost: no error")
+	if !errors.Is(o.err, sluice.ErrStreamClosed) {
+		t.Errorf("Read when the link is lost: %v, want ErrStreamClosed", o.err)
 	}
 	if !errors.Is(o.cause, sluice.ErrLinkClosed) {
 		t.Errorf("reading handler: cause %v", o.cause)

@@ -462,9 +462,18 @@ func (w *Worker) lose(err error) {
 	w.linkErr = err
 	for id, s := range w.streams {
 		delete(w.streams, id)
-		s.kill(err)
+		s.kill(&streamLost{err})
 	}
 }
+
+// streamLost is why the streams of a lost link ended: ErrStreamClosed for
+// their handlers' Read, Write and Flush (as documented), unwrapping to the
+// link's error (ErrLinkClosed...), which is also their context's cause.
+type streamLost struct{ err error }
+
+func (e *streamLost) Error() string        { return e.err.Error() }
+func (e *streamLost) Is(target error) bool { return target == ErrStreamClosed }
+func (e *streamLost) Unwrap() error        { return e.err }
 
 // ---- writing ----
 
