@@ -589,21 +589,32 @@ func (g *fakeGW) get(target string) uint64 {
 
 // body sends data on sid within the worker's credit (waiting for CREDIT as
 // needed), in frames of at most chunk bytes (0: as large as allowed), then
-// END when end is set.
+// END when end is set. It stops when the worker closes the stream (it may
+// answer before it has read the whole body).
 func (g *fakeGW) body(sid uint64, data []byte, chunk int, end bool) {
 	g.t.Helper()
+	open := func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.link.Stream(sid) != nil
+	}
 	for len(data) > 0 {
 		g.mu.Lock()
 		var win int64
+		closed := false
 		ok := g.waitLocked(waitTimeout, func() bool {
 			s := g.link.Stream(sid)
 			if s == nil {
+				closed = true
 				return true
 			}
 			win = s.SendWindow()
 			return win > 0 || g.rerr != nil
 		})
 		g.mu.Unlock()
+		if closed {
+			return
+		}
 		if !ok || win <= 0 {
 			g.t.Fatalf("stream %d: no credit for the request body (%d bytes left)", sid, len(data))
 		}
@@ -611,11 +622,18 @@ func (g *fakeGW) body(sid uint64, data []byte, chunk int, end bool) {
 		if chunk > 0 {
 			n = min(n, int64(chunk))
 		}
-		g.send(&protocol.Frame{Type: protocol.Body, Stream: sid, Data: data[:n]})
+		if err := g.trySend(&protocol.Frame{Type: protocol.Body, Stream: sid, Data: data[:n]}); err != nil {
+			if !open() {
+				return
+			}
+			g.t.Fatal(err)
+		}
 		data = data[n:]
 	}
 	if end {
-		g.send(&protocol.Frame{Type: protocol.End, Stream: sid})
+		if err := g.trySend(&protocol.Frame{Type: protocol.End, Stream: sid}); err != nil && open() {
+			g.t.Fatal(err)
+		}
 	}
 }
 
