@@ -39,6 +39,10 @@ type gwOpts struct {
 	autoCredit  bool   // grant back every response BODY as soon as it arrives
 	noHello     bool   // do not answer the worker's HELLO (the test does, raw)
 	deferRetire bool   // hand RETIRE to the test without applying it to the link (see applyDeferred)
+	tcp         bool   // listen on 127.0.0.1 (the worker's address is then tcp:HOST:PORT)
+	// serve, when set, runs the worker instead of NewWorker and
+	// (*Worker).Serve (g.w is then nil); opts include WithSocket(addr)
+	serve func(addr string, h http.Handler, opts ...sluice.Option) error
 }
 
 // frame is a received frame, deep-copied, with its bytes on the wire.
@@ -164,21 +168,34 @@ func startGW(t *testing.T, h http.Handler, o gwOpts, opts ...sluice.Option) *fak
 		readerDone:   make(chan struct{}),
 	}
 	g.cond.L = &g.mu
-	ln, err := net.Listen("unix", g.path)
+	var ln net.Listener
+	var err error
+	if o.tcp {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		if err == nil {
+			g.path = "tcp:" + ln.Addr().String()
+		}
+	} else {
+		ln, err = net.Listen("unix", g.path)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	g.ln = ln
 	all := append([]sluice.Option{sluice.WithSocket(g.path), sluice.WithSignals(false),
 		sluice.WithErrorLog(log.New(g.log, "", 0))}, opts...)
-	w, err := sluice.NewWorker(h, all...)
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
+	if o.serve != nil {
+		go func() { g.serveErr <- o.serve(g.path, h, all...) }()
+	} else {
+		w, err := sluice.NewWorker(h, all...)
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		g.w = w
+		go func() { g.serveErr <- w.Serve() }()
 	}
-	g.w = w
-	go func() { g.serveErr <- w.Serve() }()
-	_ = ln.(*net.UnixListener).SetDeadline(time.Now().Add(waitTimeout))
+	_ = ln.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(waitTimeout))
 	conn, err := ln.Accept()
 	if err != nil {
 		ln.Close()
