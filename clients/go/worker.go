@@ -65,6 +65,7 @@ type Worker struct {
 	retiring bool
 	timer    *time.Timer // DRAIN or shutdown deadline
 	deadline time.Time
+	closeErr error // why the worker closed the link itself before DRAIN
 	linkErr  error // why the streams died
 	done     chan struct{}
 	work     chan *stream // to idle handler goroutines
@@ -140,7 +141,9 @@ func (w *Worker) Serve() error {
 	if err != nil {
 		return fmt.Errorf("sluice: connect to the gateway: %w", err)
 	}
+	w.mu.Lock()
 	w.conn = conn
+	w.mu.Unlock()
 	_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
 
 	hello := protocol.Frame{Type: protocol.Hello, Version: protocol.Version}
@@ -179,6 +182,9 @@ func (w *Worker) Serve() error {
 	if err == nil && !w.orderly {
 		err = ErrLinkClosed
 	}
+	if err == ErrLinkClosed && w.closeErr != nil {
+		err = w.closeErr
+	}
 	w.lose(err)
 	w.closing = true // the writer sends what is queued (an ERROR), then closes
 	w.wcond.Broadcast()
@@ -214,8 +220,11 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 // Close closes the link at once: open streams are lost (their clients get
 // 502 or a cut response).
 func (w *Worker) Close() error {
-	if w.conn != nil {
-		return w.conn.Close()
+	w.mu.Lock()
+	conn := w.conn
+	w.mu.Unlock()
+	if conn != nil {
+		return conn.Close()
 	}
 	return nil
 }
@@ -245,9 +254,14 @@ func (w *Worker) retire() {
 	}
 	w.retiring = true
 	if !w.link.Ready() {
-		w.closeLocked(false) // nothing to finish yet
-		return
+		return // RETIRE goes out when the gateway's HELLO arrives
 	}
+	w.sendRetireLocked()
+}
+
+// sendRetireLocked sends RETIRE (unless draining already) and bounds the
+// wait for DRAIN and the open streams by the shutdown timeout.
+func (w *Worker) sendRetireLocked() {
 	if !w.draining {
 		f := protocol.Frame{Type: protocol.Retire, Message: "shutdown", HasMessage: true}
 		if w.link.Send(&f) == nil {
@@ -273,6 +287,9 @@ func (w *Worker) armTimer(d time.Duration, why string) {
 		defer w.mu.Unlock()
 		if n := len(w.streams); n > 0 {
 			w.cfg.errorLog.Printf("%s: closing the link with %d request(s) open", why, n)
+		}
+		if !w.draining {
+			w.closeErr = fmt.Errorf("sluice: %s: closed the link before the gateway's DRAIN", why)
 		}
 		w.closeLocked(w.draining)
 	})
@@ -406,7 +423,7 @@ func (w *Worker) handle(f *protocol.Frame) error {
 		w.maxChunk = w.link.PeerMaxFrame() - protocol.DataOverhead
 		_ = w.conn.SetReadDeadline(time.Time{})
 		if w.retiring { // a signal came during the handshake
-			w.closeLocked(false)
+			w.sendRetireLocked()
 		}
 	case protocol.Request:
 		s := w.newStream(f)
@@ -447,8 +464,13 @@ func (w *Worker) handle(f *protocol.Frame) error {
 		w.armTimer(time.Duration(f.TimeoutMs)*time.Millisecond+2*time.Second, "drain timeout")
 		w.maybeFinishDrain()
 	case protocol.Error:
+		// nothing more may be sent (PROTOCOL.md 3.13): drop what is queued
+		le := &protocol.LinkError{Code: protocol.Code(f.Code), Msg: "from the gateway: " + f.Message}
+		w.werr = le
+		w.wcond.Broadcast()
+		w.fcond.Broadcast()
 		w.mu.Unlock()
-		return &protocol.LinkError{Code: protocol.Code(f.Code), Msg: "from the gateway: " + f.Message}
+		return le
 	}
 	w.mu.Unlock()
 	return nil
