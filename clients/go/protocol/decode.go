@@ -796,6 +796,17 @@ func (d *Decoder) Parse(buf []byte, f *Frame) (int, error) {
 	}
 	payload := buf[4 : 4+n : 4+n]
 	f.Reset()
+	// Fast path for the canonical BODY, the most frequent frame: anything
+	// unusual about it takes the general path, which finds the error.
+	if n > 3 && payload[0] == 0x93 && payload[1] == byte(Body) {
+		r := reader{b: payload, p: 2}
+		if sid, c := r.uint(); c == 0 && sid != 0 {
+			if data, c := r.raw(true); c == 0 && r.p == n {
+				f.Type, f.Stream, f.Data = Body, sid, data
+				return 4 + n, nil
+			}
+		}
+	}
 	if c := d.parse(payload, f); c != 0 {
 		// A payload that is not well-formed as a whole is malformed, whatever failed first.
 		if c != Malformed && !wellformed(payload) {

@@ -526,7 +526,7 @@ func (l *Link) recvStream(f *Frame) (bool, error) {
 		if gw && s.req == reqEnded {
 			return true, nil
 		}
-		if int64(f.Increment) > MaxWindow-s.sendWin {
+		if f.Increment > uint64(MaxWindow-s.sendWin) {
 			return false, l.fail(FlowControl, "CREDIT above 2^31-1")
 		}
 		s.sendWin += int64(f.Increment)
@@ -725,7 +725,7 @@ func (l *Link) sendStream(f *Frame) error {
 		}
 		l.close(s)
 	case Credit:
-		if int64(f.Increment) > MaxWindow-s.recvWin {
+		if f.Increment > uint64(MaxWindow-s.recvWin) {
 			return rejected("CREDIT would take the window above 2^31-1")
 		}
 		s.recvWin += int64(f.Increment)
