@@ -40,6 +40,7 @@ type gwOpts struct {
 	noHello     bool   // do not answer the worker's HELLO (the test does, raw)
 	deferRetire bool   // hand RETIRE to the test without applying it to the link (see applyDeferred)
 	tcp         bool   // listen on 127.0.0.1 (the worker's address is then tcp:HOST:PORT)
+	websocket   bool   // announce websocket in the gateway's HELLO
 	// serve, when set, runs the worker instead of NewWorker and
 	// (*Worker).Serve (g.w is then nil); opts include WithSocket(addr)
 	serve func(addr string, h http.Handler, opts ...sluice.Option) error
@@ -230,6 +231,10 @@ func (g *fakeGW) gatewayHello() *protocol.Frame {
 	if g.opts.maxFrame != 0 {
 		st.MaxFrame = g.opts.maxFrame
 		st.Has |= protocol.KeyMaxFrame
+	}
+	if g.opts.websocket {
+		st.WebSocket = true
+		st.Has |= protocol.KeyWebSocket
 	}
 	return f
 }

@@ -20,15 +20,19 @@ func TestHelloCarriesSettingsCanonically(t *testing.T) {
 		name string
 		opts []sluice.Option
 		want protocol.Settings
+		noWS bool
 	}{
-		{"defaults", nil, protocol.Settings{MaxStreams: sluice.DefaultMaxStreams, Window: sluice.DefaultInitialWindow}},
+		{"defaults", nil, protocol.Settings{MaxStreams: sluice.DefaultMaxStreams, Window: sluice.DefaultInitialWindow}, false},
 		{"set", []sluice.Option{sluice.WithMaxStreams(7), sluice.WithInitialWindow(1234), sluice.WithToken("s3cret"),
 			sluice.WithMaxFrame(32768)},
 			protocol.Settings{MaxStreams: 7, Window: 1234, Token: "s3cret", MaxFrame: 32768,
-				Has: protocol.KeyToken | protocol.KeyMaxFrame}},
+				Has: protocol.KeyToken | protocol.KeyMaxFrame}, false},
 		// the initial window is capped by the window
 		{"capped", []sluice.Option{sluice.WithWindow(500), sluice.WithInitialWindow(1000)},
-			protocol.Settings{MaxStreams: sluice.DefaultMaxStreams, Window: 500}},
+			protocol.Settings{MaxStreams: sluice.DefaultMaxStreams, Window: 500}, false},
+		// WebSockets are announced by default, not with WithWebSocket(false)
+		{"no-websocket", []sluice.Option{sluice.WithWebSocket(false)},
+			protocol.Settings{MaxStreams: sluice.DefaultMaxStreams, Window: sluice.DefaultInitialWindow}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -37,6 +41,10 @@ func TestHelloCarriesSettingsCanonically(t *testing.T) {
 			st := &want.Settings
 			st.Pid, st.Lib = uint64(os.Getpid()), sluice.Lib
 			st.Has |= protocol.KeyPid | protocol.KeyLib | protocol.KeyMaxStreams | protocol.KeyWindow
+			if !c.noWS {
+				st.WebSocket = true
+				st.Has |= protocol.KeyWebSocket
+			}
 			if !strings.HasPrefix(g.hello.Settings.Lib, "sluice-go/") {
 				t.Errorf("lib %q", g.hello.Settings.Lib)
 			}

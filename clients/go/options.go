@@ -40,6 +40,7 @@ type config struct {
 	shutdownTimeout  time.Duration
 	signals          bool
 	exit             bool
+	websocket        bool
 	errorLog         *log.Logger
 }
 
@@ -100,6 +101,13 @@ func WithSignals(on bool) Option { return func(c *config) { c.signals = on } }
 // 1 on an error, as PROTOCOL.md 10.5 asks. With false they return nil.
 func WithExit(on bool) Option { return func(c *config) { c.exit = on } }
 
+// WithWebSocket sets whether the worker takes WebSocket streams (default
+// true): the gateway then hands it WebSocket handshakes, which a handler
+// accepts with Accept or refuses with any ordinary response. With false
+// the gateway serves them as plain requests over HTTP/1.1 (without the
+// Upgrade header) and answers 501 over HTTP/2.
+func WithWebSocket(on bool) Option { return func(c *config) { c.websocket = on } }
+
 // WithErrorLog sets the logger for handler panics and link errors (default:
 // standard error, each line prefixed with "[worker N pid P]").
 func WithErrorLog(l *log.Logger) Option { return func(c *config) { c.errorLog = l } }
@@ -118,6 +126,7 @@ func newConfig(opts []Option) (*config, error) {
 		shutdownTimeout:  DefaultShutdownTimeout,
 		signals:          true,
 		exit:             true,
+		websocket:        true,
 	}
 	for _, o := range opts {
 		o(c)

@@ -107,6 +107,12 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 			hdr[k] = vals[i : i+1 : i+1]
 		}
 	}
+	if f.BodyMode == protocol.BodyWebSocket {
+		// the gateway removed these hop-by-hop fields; put them back so
+		// that code checking for an upgrade (frameworks' IsWebsocket) sees one
+		hdr["Connection"] = []string{"Upgrade"}
+		hdr["Upgrade"] = []string{"websocket"}
+	}
 	r.Header = hdr
 
 	r.URL = parseTarget(r.Method, r.RequestURI)

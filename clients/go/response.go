@@ -454,6 +454,10 @@ func (rw *response) finish() {
 	w := rw.s.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if ws := rw.s.ws; ws != nil {
+		ws.closeLocked(CloseNormalClosure, "") // the WebSocket lives as long as its handler
+		return
+	}
 	if rw.ended || rw.s.err != nil {
 		return
 	}

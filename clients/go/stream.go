@@ -48,6 +48,7 @@ type stream struct {
 	rw       response
 	body     body
 	server   protocol.Addr
+	ws       *WebSocket // after Accept
 	bodyMode uint64
 	err      error // set once the stream is gone (cancelled, link lost)
 	f        protocol.Frame
@@ -106,6 +107,9 @@ func (s *stream) kill(err error) {
 	}
 	s.err = err
 	s.queue, s.queued = nil, 0
+	if s.ws != nil {
+		s.ws.closed(&CloseError{Code: CloseAbnormalClosure, Text: err.Error()})
+	}
 	s.cancel(err)
 	s.cond.Broadcast()
 }

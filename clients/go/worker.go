@@ -159,6 +159,10 @@ func (w *Worker) Serve() error {
 		st.Token = w.cfg.token
 		st.Has |= protocol.KeyToken
 	}
+	if w.cfg.websocket {
+		st.WebSocket = true
+		st.Has |= protocol.KeyWebSocket
+	}
 	w.mu.Lock()
 	if err := w.link.Send(&hello); err != nil {
 		w.mu.Unlock()
@@ -454,6 +458,20 @@ func (w *Worker) handle(f *protocol.Frame) error {
 			s.kill(&CancelError{Reason: f.Reason, Message: f.Message})
 			w.maybeFinishDrain()
 		}
+	case protocol.Message:
+		if s := w.streams[f.Stream]; s != nil && s.ws != nil {
+			s.ws.recv(f.Flags, f.Data)
+		}
+	case protocol.Close:
+		if s := w.streams[f.Stream]; s != nil {
+			delete(w.streams, f.Stream)
+			ce := &CloseError{Code: int(f.Code), Text: f.Message}
+			if s.ws != nil {
+				s.ws.closed(ce)
+			}
+			s.kill(ce)
+			w.maybeFinishDrain()
+		}
 	case protocol.Ping:
 		pong := protocol.Frame{Type: protocol.Pong, Opaque: f.Opaque}
 		if w.link.Send(&pong) == nil {
@@ -546,11 +564,16 @@ func (w *Worker) emit(f *protocol.Frame) {
 // caller's memory (no copy), and the returned sequence number tells when it
 // has been written (0: it was copied).
 func (w *Worker) emitData(sid uint64, data []byte) uint64 {
+	return w.emitPiece(protocol.Body, sid, 0, data)
+}
+
+// emitPiece is emitData for BODY or MESSAGE (with its flags).
+func (w *Worker) emitPiece(t protocol.Type, sid uint64, flags uint64, data []byte) uint64 {
 	if len(data) < zeroCopyMin {
-		w.reserve(protocol.DataOverhead + len(data))
+		w.reserve(protocol.DataOverhead + 1 + len(data))
 	}
 	n := len(w.out)
-	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
+	w.out = protocol.AppendDataHeader(w.out, t, sid, flags, len(data))
 	if len(data) < zeroCopyMin {
 		w.out = append(w.out, data...)
 		w.queued(len(w.out) - n)
