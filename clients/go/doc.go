@@ -28,7 +28,8 @@
 // sniffing, WriteHeader rules, trailers (the Trailer header and
 // http.TrailerPrefix), http.Flusher and http.ResponseController (Flush,
 // read and write deadlines) work as with net/http. Hijack returns an error:
-// the gateway owns the client connection.
+// the gateway owns the client connection; WebSockets, which the gateway
+// terminates, are accepted with Accept and carry whole messages.
 //
 // Each request runs on its own goroutine, up to WithMaxStreams at once. A
 // panic in a handler is logged and answered 500 (or the stream is reset if
