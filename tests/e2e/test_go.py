@@ -4,7 +4,8 @@ programs in examples/go: hello, streaming, and a chi and a gin app.
 The examples are built once per session with `go build` (GOFLAGS=-mod=readonly:
 go.mod and go.sum as committed; the first build on a machine fetches the
 modules and takes a minute or two) into a temporary directory. The module is
-skipped when `go` is not found or older than examples/go/go.mod asks. Each test starts its own gateway
+skipped when no Go as new as examples/go/go.mod asks is found (where
+scripts/install-deps --go looks). Each test starts its own gateway
 (conftest's start_gateway) with one of the binaries as its COMMAND; the
 streaming example's /stats shows the worker's side (bytes written, cancelled
 handlers), so most of these use one worker."""
@@ -35,39 +36,41 @@ EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
 PROGRAMS = ("hello", "streaming", "chi", "gin")
 
 
-def _find_go():
-    go = shutil.which("go")
-    if go is None and os.access("/usr/local/go/bin/go", os.X_OK):
-        go = "/usr/local/go/bin/go"
-    return go
-
-
 def _version(text, pattern):
     m = re.search(pattern, text, re.M)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _why_skip():
-    """None, or why the examples cannot be built here."""
-    if GO is None:
-        return ("`go` not found (PATH, /usr/local/go/bin): the Go examples in "
-                "examples/go cannot be built, so their tests are skipped")
+def _find_go():
+    """(go, None) with the first Go new enough for examples/go/go.mod, among
+    those scripts/install-deps --go looks at (PATH, /usr/local/go,
+    .tools/go), or (None, why not)."""
     with open(os.path.join(EXAMPLES_GO, "go.mod")) as f:
-        need = _version(f.read(), r"^go (\d+)\.(\d+)")
-    try:
-        out = subprocess.run([GO, "env", "GOVERSION"], capture_output=True, timeout=60,
-                             env=dict(os.environ, GOTOOLCHAIN="local")).stdout.decode()
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"`{GO} env GOVERSION` failed: {e}"
-    have = _version(out, r"go(\d+)\.(\d+)")
-    if have is None or (need and have < need):
-        return (f"{GO} is {out.strip() or 'of unknown version'}; examples/go/go.mod needs "
-                f"go {need[0]}.{need[1]} or newer (no toolchain download in tests)")
-    return None
+        need = _version(f.read(), r"^go (\d+)\.(\d+)") or (1, 22)
+    candidates = [shutil.which("go"), "/usr/local/go/bin/go",
+                  os.path.join(ROOT, ".tools", "go", "bin", "go")]
+    seen = []
+    for go in candidates:
+        if not go or not os.access(go, os.X_OK) or go in seen:
+            continue
+        try:
+            out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, timeout=60,
+                                 env=dict(os.environ, GOTOOLCHAIN="local")).stdout.decode()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        have = _version(out, r"go(\d+)\.(\d+)")
+        if have is not None and have >= need:
+            return go, None
+        seen.append(f"{go} ({out.strip() or 'no version'})")
+    if not seen:
+        return None, ("`go` not found (PATH, /usr/local/go/bin, .tools/go/bin): the Go "
+                      "examples in examples/go cannot be built, so their tests are skipped "
+                      "(scripts/install-deps --go installs one)")
+    return None, (f"no Go {need[0]}.{need[1]}+ as examples/go/go.mod needs: "
+                  f"{', '.join(seen)} (scripts/install-deps --go installs one)")
 
 
-GO = _find_go()
-SKIP = _why_skip()
+GO, SKIP = _find_go()
 
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
