@@ -1,5 +1,5 @@
 """The Go worker library (clients/go) through the real gateway, with the
-programs in examples/go: hello, streaming, and a chi and a gin app.
+programs in examples/go: hello, streaming, a chi and a gin app, and WebSockets.
 
 The examples are built once per session with `go build` (GOFLAGS=-mod=readonly:
 go.mod and go.sum as committed; the first build on a machine fetches the
@@ -33,7 +33,7 @@ from pools_util import Load, status, wait_for
 MiB = 1 << 20
 BIG = 64 * MiB
 EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
-PROGRAMS = ("hello", "streaming", "chi", "gin")
+PROGRAMS = ("hello", "streaming", "chi", "gin", "websocket")
 
 
 def _version(text, pattern):
@@ -718,3 +718,88 @@ def test_https_request_has_r_tls(start_gateway, go_bins, cert):
     assert st.status == 200 and hello_parts(bytes(st.body))[1:] == ("https", "HTTP/2.0"), st
     r = get(gw.port, "/")  # the plain listener of the same gateway
     assert hello_parts(r.body)[1] == "http", r
+
+
+# --------------------------------------------------------------------------
+# WebSockets (examples/go/websocket): sluice.Accept through the real gateway
+
+def _ws_gateway(start_gateway, go_bins):
+    gw = start_gateway([go_bins["websocket"]], workers=1)
+    assert wait_for(lambda: _ok(gw.port, "/"), 10), gw.log_tail()
+    return gw
+
+
+def test_websocket_echo_with_a_real_client(start_gateway, go_bins):
+    """Text, binary, empty and large messages (beyond the window and the
+    frame size, so cut into pieces both ways) come back whole; the
+    subprotocol is negotiated; the client's close is answered."""
+    websockets = pytest.importorskip("websockets.sync.client")
+    gw = _ws_gateway(start_gateway, go_bins)
+    with websockets.connect(f"ws://127.0.0.1:{gw.port}/echo", subprotocols=["x", "echo"],
+                            max_size=None, open_timeout=10, close_timeout=5) as ws:
+        assert ws.subprotocol == "echo"
+        ws.send("caf\u00e9 \u2603")
+        assert ws.recv(timeout=10) == "caf\u00e9 \u2603"
+        ws.send(b"")
+        assert ws.recv(timeout=10) == b""
+        big = bytes((i * 7) % 251 for i in range(900_000))
+        ws.send(big)
+        assert ws.recv(timeout=20) == big
+        ws.send("x" * 70_000)
+        assert ws.recv(timeout=10) == "x" * 70_000
+        ws.close(4321, "done")
+    assert ws.close_code == 4321
+
+
+def test_websocket_chat_room_and_close_code(start_gateway, go_bins):
+    """Two members: what one says reaches both; /quit closes with the
+    worker's code and reason, and the other member hears that it left."""
+    websockets = pytest.importorskip("websockets.sync.client")
+    gw = _ws_gateway(start_gateway, go_bins)
+    url = f"ws://127.0.0.1:{gw.port}/chat"
+    with websockets.connect(url, open_timeout=10) as a:
+        assert a.recv(timeout=10) == "1 joined"
+        with websockets.connect(url, open_timeout=10) as b:
+            assert b.recv(timeout=10) == "2 joined"
+            assert a.recv(timeout=10) == "2 joined"
+            b.send("hello from b")
+            assert a.recv(timeout=10) == "2: hello from b"
+            assert b.recv(timeout=10) == "2: hello from b"
+            b.send("/quit")
+            with pytest.raises(Exception):
+                b.recv(timeout=10)
+            assert b.close_code == 4000 and b.close_reason == "bye"
+        assert a.recv(timeout=10) == "2 left"
+
+
+def test_websocket_plain_request_and_h2(start_gateway, go_bins):
+    """A plain GET to a WebSocket route gets Accept's 426; over HTTP/2 an
+    extended CONNECT reaches the same handler and echoes."""
+    gw = _ws_gateway(start_gateway, go_bins)
+    r = get(gw.port, "/echo", timeout=5)
+    assert r.status == 426, r
+    from test_ws_h2 import h2c, messages, open_ws, parse, frames_until
+    from wsclient import OP_BINARY, OP_CLOSE, close_payload, frame
+    with h2c(gw.port) as c:
+        sid, st = open_ws(c)
+        assert st.status == 200, (st.status, st.headers)
+        payload = os.urandom(100_000)
+        c.send_body(sid, frame(OP_BINARY, payload), end=False)
+        frames_until(c, st, lambda f: len(messages(f)) >= 1, "echo")
+        assert messages(parse(st.body))[0] == (OP_BINARY, payload)
+        c.send_body(sid, frame(OP_CLOSE, close_payload(1000, b"")), end=True)
+        c.wait(lambda: st.done, what="end of stream")
+
+
+def test_websocket_load_echoes_checked(start_gateway, go_bins):
+    """sluice-load's WebSocket mode checks every echo: none fails."""
+    load = os.path.join(ROOT, os.environ.get("SLUICE_BUILD_DIR", "build"), "server", "load", "sluice-load")
+    if not os.access(load, os.X_OK):
+        pytest.skip(f"not built: {load}")
+    gw = _ws_gateway(start_gateway, go_bins)
+    r = subprocess.run([load, "-c", "8", "-d", "1", "--json", f"ws://127.0.0.1:{gw.port}/echo"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    res = json.loads(r.stdout)
+    assert res["errors"]["total"] == 0 and res["ws"]["error"] == "", res
+    assert res["completed"] > 100, res
