@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"sluice.dev/go/protocol"
 )
@@ -58,9 +60,19 @@ func methodString(b []byte) string {
 // buildRequest makes the handler's *http.Request from a REQUEST frame, as
 // net/http's server would from the same request.
 func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
-	r := &http.Request{
-		Method:     methodString(f.Method),
-		RequestURI: string(f.Target),
+	s.ctx.s = s
+	method, target := methodString(f.Method), string(f.Target)
+	var r *http.Request
+	if len(target) > 0 && target[0] == '/' && (len(target) == 1 || target[1] != '/') &&
+		strings.IndexByte(target, '#') < 0 {
+		// an origin-form target parses the same with url.Parse, which
+		// NewRequestWithContext uses: one Request, made with its context
+		r, _ = http.NewRequestWithContext(&s.ctx, method, target, nil)
+	}
+	if r != nil {
+		r.RequestURI = target
+	} else {
+		r = (&http.Request{Method: method, RequestURI: target, URL: parseTarget(method, target)}).WithContext(&s.ctx)
 	}
 	switch f.Version {
 	case 10:
@@ -83,7 +95,11 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 	}
 	all := sb.String()
 	vals := make([]string, len(f.Headers))
-	hdr := make(http.Header, len(f.Headers))
+	hdr := r.Header // NewRequestWithContext's (empty) map
+	if hdr == nil {
+		hdr = make(http.Header, len(f.Headers))
+	}
+	r.Host = ""
 	off := 0
 	var cl string
 	haveCL := false
@@ -115,12 +131,11 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 	}
 	r.Header = hdr
 
-	r.URL = parseTarget(r.Method, r.RequestURI)
 	if r.Host == "" && r.URL != nil {
 		r.Host = r.URL.Host
 	}
 	if f.Client.Host != "" {
-		r.RemoteAddr = net.JoinHostPort(f.Client.Host, strconv.Itoa(int(f.Client.Port)))
+		r.RemoteAddr = w.remoteAddr(f.Client)
 	}
 	if f.Scheme == "https" {
 		host := r.Host
@@ -164,20 +179,51 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 	}
 
 	s.server = f.Server
-	s.ctx.Context, s.cancel = context.WithCancelCause(context.Background())
-	s.ctx.s = s
-	r = r.WithContext(&s.ctx)
 	if s.body.s != nil {
 		s.body.req = r
 	}
 	return r
 }
 
-// reqCtx is a request's context: cancellable, and carrying the values
-// net/http's server puts there, in one object rather than a chain.
+// remoteAddr is host:port of a client, the same string for the requests of
+// one client connection (a small cache, used by the reader goroutine only).
+func (w *Worker) remoteAddr(a protocol.Addr) string {
+	e := &w.addrs[(a.Port^a.Port>>6)%uint16(len(w.addrs))]
+	if e.port != a.Port || e.host != a.Host || e.s == "" {
+		e.host, e.port = a.Host, a.Port
+		e.s = net.JoinHostPort(a.Host, strconv.Itoa(int(a.Port)))
+	}
+	return e.s
+}
+
+// reqCtx is a request's context: it carries the values net/http's server
+// puts there, and is cancelled with a cause (context.Cause) when the stream
+// ends. The cancellable context inside is made only when someone asks for
+// it (Done, or a cancellation with a cause): most handlers never do.
 type reqCtx struct {
-	context.Context
-	s *stream
+	s     *stream
+	inner atomic.Pointer[innerCtx]
+	dead  atomic.Bool // cancelled (cause is set)
+	cause error       // guarded by the worker's mu
+}
+
+type innerCtx struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+func (c *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (c *reqCtx) Done() <-chan struct{} { return c.get().ctx.Done() }
+
+func (c *reqCtx) Err() error {
+	if in := c.inner.Load(); in != nil {
+		return in.ctx.Err()
+	}
+	if c.dead.Load() {
+		return context.Canceled
+	}
+	return nil
 }
 
 func (c *reqCtx) Value(key any) any {
@@ -189,7 +235,51 @@ func (c *reqCtx) Value(key any) any {
 	case http.LocalAddrContextKey:
 		return localAddr(c.s.server)
 	}
-	return c.Context.Value(key)
+	if in := c.inner.Load(); in != nil {
+		return in.ctx.Value(key) // context.Cause and child contexts find the cancelCtx
+	}
+	return nil
+}
+
+func (c *reqCtx) String() string { return "sluice request context" }
+
+func (c *reqCtx) get() *innerCtx {
+	if in := c.inner.Load(); in != nil {
+		return in
+	}
+	w := c.s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return c.makeLocked()
+}
+
+func (c *reqCtx) makeLocked() *innerCtx {
+	if in := c.inner.Load(); in != nil {
+		return in
+	}
+	in := &innerCtx{}
+	in.ctx, in.cancel = context.WithCancelCause(context.Background())
+	if c.cause != nil {
+		in.cancel(c.cause)
+	}
+	c.inner.Store(in)
+	return in
+}
+
+// cancelLocked ends the context with cause (mu held). withCause: make the
+// inner context now, so that context.Cause reports cause later.
+func (c *reqCtx) cancelLocked(cause error, withCause bool) {
+	if c.cause != nil {
+		return
+	}
+	c.cause = cause
+	c.dead.Store(true)
+	if withCause {
+		c.makeLocked()
+	}
+	if in := c.inner.Load(); in != nil {
+		in.cancel(cause)
+	}
 }
 
 func localAddr(a protocol.Addr) net.Addr {
@@ -259,8 +349,8 @@ func (w *Worker) serve(s *stream, req *http.Request) {
 		w.mu.Lock()
 		s.release()
 		rw.putBuf()
+		s.ctx.cancelLocked(context.Canceled, false) // as net/http does when ServeHTTP returns
 		w.mu.Unlock()
-		s.cancel(context.Canceled)
 	}()
 	if req.URL == nil {
 		http.Error(rw, "400 Bad Request: malformed request target", http.StatusBadRequest)

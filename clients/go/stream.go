@@ -1,7 +1,6 @@
 package sluice
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -43,7 +42,6 @@ type stream struct {
 	id       uint64
 	cond     sync.Cond
 	ctx      reqCtx
-	cancel   context.CancelCauseFunc
 	req      *http.Request
 	rw       response
 	body     body
@@ -110,7 +108,7 @@ func (s *stream) kill(err error) {
 	if s.ws != nil {
 		s.ws.closed(&CloseError{Code: CloseAbnormalClosure, Text: err.Error()})
 	}
-	s.cancel(err)
+	s.ctx.cancelLocked(err, true)
 	s.cond.Broadcast()
 }
 

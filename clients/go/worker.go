@@ -68,8 +68,13 @@ type Worker struct {
 	closeErr error // why the worker closed the link itself before DRAIN
 	linkErr  error // why the streams died
 	done     chan struct{}
-	work     chan *stream // to idle handler goroutines
-	idle     atomic.Int32
+	addrs    [256]struct {
+		host string
+		port uint16
+		s    string
+	} // remoteAddr's cache
+	work chan *stream // to idle handler goroutines
+	idle atomic.Int32
 }
 
 // NewWorker makes a worker serving h with the given options; Serve connects it.
