@@ -245,7 +245,7 @@ func TestDrainTimeoutClosesTheLink(t *testing.T) {
 
 func TestShutdownRetiresThenServesUntilDrain(t *testing.T) {
 	g := startGW(t, okHandler, gwOpts{deferRetire: true})
-	g.sync() // the worker has read the gateway's HELLO (before, Shutdown just closes the link)
+	g.sync() // the worker has read the gateway's HELLO
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -389,4 +389,29 @@ func TestHijackFailsAndFullDuplexIsOn(t *testing.T) {
 		t.Errorf("EnableFullDuplex: %v", err)
 	}
 	eq(t, "status", g.response(sid).status, 200)
+}
+
+// A shutdown during the handshake sends RETIRE once the gateway's HELLO
+// has come, and the link stays open until DRAIN (PROTOCOL.md 3.12).
+func TestShutdownDuringHandshakeRetiresAfterHello(t *testing.T) {
+	g := startGW(t, okHandler, gwOpts{noHello: true, deferRetire: true})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		done <- g.w.Shutdown(ctx)
+	}()
+	time.Sleep(20 * time.Millisecond) // the shutdown is pending before the HELLO
+	g.send(g.gatewayHello())
+	f := g.recvType(protocol.Retire)
+	eq(t, "RETIRE reason", f.Message, "shutdown")
+	sid := g.get("/in-flight") // sent before the gateway read RETIRE
+	eq(t, "status", g.response(sid).status, 200)
+	g.applyDeferred()
+	notYet(t, done, 30*time.Millisecond, "Shutdown's return before DRAIN")
+	g.send(&protocol.Frame{Type: protocol.Drain, TimeoutMs: 1000})
+	g.waitClosed()
+	if err := within(t, done, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 }
