@@ -280,7 +280,7 @@ func (rw *response) commitLocked(final bool, more []byte) error {
 	} else {
 		addCL = false
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Status, f.BodyMode = protocol.Response, s.id, uint64(rw.status), bodyMode
 	w := s.w
@@ -350,7 +350,7 @@ func (rw *response) flushBufLocked() error {
 		}
 		ls := w.link.Stream(s.id)
 		if ls != nil && w.werr == nil && ls.SendWindow() >= int64(len(rw.buf)) && len(rw.buf) <= w.maxChunk {
-			f := &s.f
+			f := &s.w.f
 			f.Reset()
 			f.Type, f.Stream, f.Data = protocol.Body, s.id, rw.buf
 			if err := w.link.Send(f); err != nil {
@@ -393,7 +393,7 @@ func (rw *response) sendBodyLocked(p []byte) error {
 			continue
 		}
 		n := min(int64(len(p)), win, int64(w.maxChunk))
-		f := &s.f
+		f := &s.w.f
 		f.Reset()
 		f.Type, f.Stream, f.Data = protocol.Body, s.id, p[:n]
 		if err := w.link.Send(f); err != nil {
@@ -411,7 +411,7 @@ func (rw *response) sendBodyLocked(p []byte) error {
 
 func (rw *response) endLocked() {
 	s := rw.s
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream = protocol.End, s.id
 	for _, name := range rw.trailerNames {
@@ -439,7 +439,7 @@ func (rw *response) resetLocked(code uint64, msg string) {
 	if s.err != nil || s.respEnded {
 		return
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Code, f.Message, f.HasMessage = protocol.Reset, s.id, code, msg, true
 	if err := s.sendLocked(f); err != nil {

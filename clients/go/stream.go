@@ -49,7 +49,6 @@ type stream struct {
 	ws       *WebSocket // after Accept
 	bodyMode uint64
 	err      error // set once the stream is gone (cancelled, link lost)
-	f        protocol.Frame
 
 	// request body: chunks received and not yet read
 	queue     [][]byte
@@ -156,7 +155,7 @@ func (s *stream) credit(force bool) {
 	if gap <= 0 || (!force && gap < s.target/2) {
 		return
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Increment = protocol.Credit, s.id, uint64(gap)
 	if s.w.link.Send(f) == nil {
@@ -313,7 +312,7 @@ func SetBodyLimit(r *http.Request, n int64) error {
 	if s.reqEnded {
 		return nil // ignored after the request side ended (PROTOCOL.md 3.9)
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.MaxBody = protocol.Limit, s.id, uint64(n)
 	return s.sendLocked(f)

@@ -147,7 +147,7 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*WebSo
 		rw.header.Del("Sec-WebSocket-Protocol")
 	}
 	if opts.ReadLimit > 0 {
-		f := &s.f
+		f := &s.w.f
 		f.Reset()
 		f.Type, f.Stream, f.MaxBody = protocol.Limit, s.id, uint64(opts.ReadLimit)
 		if err := s.sendLocked(f); err != nil {
@@ -155,7 +155,7 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*WebSo
 		}
 	}
 	head, n := appendHeaders(nil, rw.header)
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Status, f.BodyMode = protocol.Response, s.id, 101, protocol.BodyNone
 	if err := wk.link.Send(f); err != nil {
@@ -305,7 +305,7 @@ func (ws *WebSocket) grantLocked(n int64) {
 	if ws.credit == 0 || ws.credit < win/2 || ws.closeErr != nil {
 		return
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Increment = protocol.Credit, s.id, uint64(ws.credit)
 	if s.w.link.Send(f) == nil {
@@ -359,7 +359,7 @@ func (ws *WebSocket) WriteMessage(messageType int, data []byte) error {
 		if n < int64(len(data)) {
 			fl |= protocol.MsgMore
 		}
-		f := &s.f
+		f := &s.w.f
 		f.Reset()
 		f.Type, f.Stream, f.Flags, f.Data = protocol.Message, s.id, fl, data[:n]
 		if err := w.link.Send(f); err != nil {
@@ -388,7 +388,7 @@ func (ws *WebSocket) Ping(data []byte) error {
 	if ws.closeErr != nil {
 		return ws.closeErr
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Flags, f.Data = protocol.Message, s.id, protocol.MsgPing, data
 	if err := s.w.link.Send(f); err != nil {
@@ -429,7 +429,7 @@ func (ws *WebSocket) closeLocked(code int, reason string) error {
 			reason = reason[:len(reason)-1]
 		}
 	}
-	f := &s.f
+	f := &s.w.f
 	f.Reset()
 	f.Type, f.Stream, f.Code = protocol.Close, s.id, uint64(code)
 	if reason != "" {

@@ -41,6 +41,7 @@ type Worker struct {
 	mu       sync.Mutex
 	link     *protocol.Link
 	streams  map[uint64]*stream // open in the link's view
+	f        protocol.Frame     // scratch frame for the streams' sends (mu held)
 	extra    int64              // request-body credit granted beyond the initial windows
 	maxChunk int                // largest BODY data the gateway accepts in one frame
 	workerID uint64
