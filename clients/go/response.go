@@ -173,13 +173,20 @@ func appendHeaders(dst []byte, h http.Header) ([]byte, int) {
 	return dst, n
 }
 
+// tokenChar marks the bytes of an HTTP token (RFC 9110 5.6.2).
+var tokenChar = func() (t [256]bool) {
+	for c := '!'; c <= '~'; c++ {
+		t[c] = !strings.ContainsRune("\"(),/:;<=>?@[\\]{}", c)
+	}
+	return
+}()
+
 func validFieldName(k string) bool {
 	if k == "" {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+		if !tokenChar[k[i]] {
 			return false
 		}
 	}

@@ -96,6 +96,7 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 		done:    make(chan struct{}),
 	}
 	w.srv = &http.Server{Handler: h, ErrorLog: cfg.errorLog}
+	w.link.SetRecycle(true) // the runtime never keeps a *protocol.Stream
 	w.wcond.L = &w.mu
 	w.fcond.L = &w.mu
 	w.maxChunk = protocol.DefaultFrame - protocol.DataOverhead

@@ -121,6 +121,8 @@ type Link struct {
 	maxOpen   int
 	highest   uint64
 	streams   map[uint64]*Stream
+	recycle   bool
+	free      []*Stream // closed streams' structs, reused when recycle is set
 	failed    error
 }
 
@@ -316,8 +318,20 @@ func (l *Link) gatewayHello() *Settings {
 	return &l.peer
 }
 
+// SetRecycle makes the link reuse the Stream of a closed stream for a new
+// one (no allocation per stream). A *Stream from Stream is then valid only
+// until that stream closes: look it up again rather than keep it.
+func (l *Link) SetRecycle(on bool) { l.recycle = on }
+
 func (l *Link) open(id uint64, bodyMode uint64) {
-	s := &Stream{id: id, bodyMode: uint8(bodyMode), msgIn: -1, msgOut: -1}
+	var s *Stream
+	if n := len(l.free); n > 0 {
+		s = l.free[n-1]
+		l.free = l.free[:n-1]
+		*s = Stream{id: id, bodyMode: uint8(bodyMode), msgIn: -1, msgOut: -1}
+	} else {
+		s = &Stream{id: id, bodyMode: uint8(bodyMode), msgIn: -1, msgOut: -1}
+	}
 	var reqWin int64
 	if bodyMode != BodyOnCredit {
 		reqWin = int64(l.workerHello().Window)
@@ -345,6 +359,9 @@ func (l *Link) open(id uint64, bodyMode uint64) {
 func (l *Link) close(s *Stream) {
 	s.closed = true
 	delete(l.streams, s.id)
+	if l.recycle && len(l.free) < 1024 {
+		l.free = append(l.free, s)
+	}
 }
 
 // Recv applies a received, decoded frame. ignored is true when the frame is
