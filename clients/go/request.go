@@ -42,17 +42,22 @@ func canonicalKey(b []byte) string {
 	return textproto.CanonicalMIMEHeaderKey(string(b))
 }
 
-var methods = map[string]string{}
-
-func init() {
-	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"} {
-		methods[m] = m
-	}
-}
-
 func methodString(b []byte) string {
-	if m, ok := methods[string(b)]; ok {
-		return m
+	switch string(b) { // no allocation: the compiler compares in place
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "HEAD":
+		return "HEAD"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "PATCH":
+		return "PATCH"
+	case "OPTIONS":
+		return "OPTIONS"
 	}
 	return string(b)
 }
@@ -380,6 +385,7 @@ func (rw *response) panicked(p any) {
 	}
 	rw.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Content-Type-Options": {"nosniff"}}
 	rw.wroteHeader, rw.contentLength, rw.trailerNames = false, -1, nil
+	rw.prefixKeys, rw.prefixScanned = nil, false
 	rw.writeHeaderLocked(http.StatusInternalServerError)
 	rw.getBuf()
 	rw.buf = append(rw.buf[:0], "Internal Server Error\n"...)

@@ -53,7 +53,10 @@ type response struct {
 	haveType     bool
 	haveEncoding bool
 	trailerNames []string
-	headArr      [256]byte // rw.head's first backing array
+	// http.TrailerPrefix keys, found once the handler has returned
+	prefixKeys    []string
+	prefixScanned bool
+	headArr       [256]byte // rw.head's first backing array
 }
 
 // bufPool holds the buffers responses gather small writes in.
@@ -336,13 +339,19 @@ func decimalLen(n int) int {
 	return d
 }
 
+// hasPrefixTrailers scans the header once for http.TrailerPrefix keys
+// (the handler has returned by then, so they cannot change) and remembers
+// them for the END.
 func (rw *response) hasPrefixTrailers() bool {
-	for k := range rw.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return true
+	if !rw.prefixScanned {
+		rw.prefixScanned = true
+		for k := range rw.header {
+			if strings.HasPrefix(k, http.TrailerPrefix) && len(k) > len(http.TrailerPrefix) {
+				rw.prefixKeys = append(rw.prefixKeys, k)
+			}
 		}
 	}
-	return false
+	return len(rw.prefixKeys) > 0
 }
 
 // flushBufLocked sends the gathered bytes as one BODY frame.
@@ -426,11 +435,10 @@ func (rw *response) endLocked() {
 			f.Headers = append(f.Headers, protocol.Header{Name: []byte(name), Value: []byte(v)})
 		}
 	}
-	for k, vs := range rw.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) && len(k) > len(http.TrailerPrefix) {
-			for _, v := range vs {
-				f.Headers = append(f.Headers, protocol.Header{Name: []byte(k[len(http.TrailerPrefix):]), Value: []byte(v)})
-			}
+	rw.hasPrefixTrailers()
+	for _, k := range rw.prefixKeys {
+		for _, v := range rw.header[k] {
+			f.Headers = append(f.Headers, protocol.Header{Name: []byte(k[len(http.TrailerPrefix):]), Value: []byte(v)})
 		}
 	}
 	rw.ended = true

@@ -134,9 +134,6 @@ func (s *stream) closedLocked() {
 	s.respEnded = true
 	s.queue, s.queued = nil, 0
 	w := s.w
-	if w.streams[s.id] == s {
-		delete(w.streams, s.id)
-	}
 	w.maybeFinishDrain()
 }
 

@@ -40,10 +40,9 @@ type Worker struct {
 
 	mu       sync.Mutex
 	link     *protocol.Link
-	streams  map[uint64]*stream // open in the link's view
-	f        protocol.Frame     // scratch frame for the streams' sends (mu held)
-	extra    int64              // request-body credit granted beyond the initial windows
-	maxChunk int                // largest BODY data the gateway accepts in one frame
+	f        protocol.Frame // scratch frame for the streams' sends (mu held)
+	extra    int64          // request-body credit granted beyond the initial windows
+	maxChunk int            // largest BODY data the gateway accepts in one frame
 	workerID uint64
 	pool     string
 
@@ -92,7 +91,6 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 		handler: h,
 		dec:     protocol.NewDecoder(cfg.maxFrame),
 		link:    protocol.NewLink(protocol.RoleWorker, cfg.maxStreams),
-		streams: make(map[uint64]*stream),
 		done:    make(chan struct{}),
 	}
 	w.srv = &http.Server{Handler: h, ErrorLog: cfg.errorLog}
@@ -296,7 +294,7 @@ func (w *Worker) armTimer(d time.Duration, why string) {
 	w.timer = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if n := len(w.streams); n > 0 {
+		if n := w.openStreams(); n > 0 {
 			w.cfg.errorLog.Printf("%s: closing the link with %d request(s) open", why, n)
 		}
 		if !w.draining {
@@ -315,7 +313,7 @@ func (w *Worker) closeLocked(orderly bool) {
 }
 
 func (w *Worker) maybeFinishDrain() {
-	if w.draining && len(w.streams) == 0 && w.link.OpenStreams() == 0 {
+	if w.draining && w.openStreams() == 0 {
 		w.closeLocked(true)
 	}
 }
@@ -418,6 +416,10 @@ func (w *Worker) fail(err error) error {
 // whatever is kept is copied here.
 func (w *Worker) handle(f *protocol.Frame) error {
 	w.mu.Lock()
+	var s *stream // looked up first: CANCEL and CLOSE close it in the link
+	if f.Stream != 0 && f.Type != protocol.Request {
+		s = w.lookup(f.Stream)
+	}
 	ignored, err := w.link.Recv(f)
 	if err != nil {
 		w.mu.Unlock()
@@ -438,17 +440,17 @@ func (w *Worker) handle(f *protocol.Frame) error {
 		}
 	case protocol.Request:
 		s := w.newStream(f)
-		w.streams[s.id] = s
+		w.link.Stream(s.id).SetUser(s)
 		w.mu.Unlock()
 		s.req = w.buildRequest(f, s)
 		w.dispatch(s)
 		return nil
 	case protocol.Body:
-		if s := w.streams[f.Stream]; s != nil && len(f.Data) > 0 {
+		if s != nil && len(f.Data) > 0 {
 			s.push(f.Data)
 		}
 	case protocol.End:
-		if s := w.streams[f.Stream]; s != nil {
+		if s != nil {
 			s.reqEnded = true
 			if len(f.Headers) > 0 {
 				s.trailers = copyHeaders(f.Headers)
@@ -456,22 +458,20 @@ func (w *Worker) handle(f *protocol.Frame) error {
 			s.cond.Broadcast()
 		}
 	case protocol.Credit:
-		if s := w.streams[f.Stream]; s != nil {
+		if s != nil {
 			s.cond.Broadcast()
 		}
 	case protocol.Cancel:
-		if s := w.streams[f.Stream]; s != nil {
-			delete(w.streams, f.Stream)
+		if s != nil {
 			s.kill(&CancelError{Reason: f.Reason, Message: f.Message})
 			w.maybeFinishDrain()
 		}
 	case protocol.Message:
-		if s := w.streams[f.Stream]; s != nil && s.ws != nil {
+		if s != nil && s.ws != nil {
 			s.ws.recv(f.Flags, f.Data)
 		}
 	case protocol.Close:
-		if s := w.streams[f.Stream]; s != nil {
-			delete(w.streams, f.Stream)
+		if s != nil {
 			ce := &CloseError{Code: int(f.Code), Text: f.Message}
 			if s.ws != nil {
 				s.ws.closed(ce)
@@ -507,11 +507,30 @@ func (w *Worker) lose(err error) {
 		err = ErrLinkClosed
 	}
 	w.linkErr = err
-	for id, s := range w.streams {
-		delete(w.streams, id)
+	var open []*stream
+	w.link.EachStream(func(ls *protocol.Stream) bool {
+		if s, _ := ls.User().(*stream); s != nil {
+			open = append(open, s)
+			ls.SetUser(nil)
+		}
+		return true
+	})
+	for _, s := range open {
 		s.kill(&streamLost{err})
 	}
 }
+
+// lookup returns the runtime's state of an open stream (mu held).
+func (w *Worker) lookup(sid uint64) *stream {
+	if ls := w.link.Stream(sid); ls != nil {
+		s, _ := ls.User().(*stream)
+		return s
+	}
+	return nil
+}
+
+// openStreams counts the streams open in the link (mu held).
+func (w *Worker) openStreams() int { return w.link.OpenStreams() }
 
 // streamLost is why the streams of a lost link ended: ErrStreamClosed for
 // their handlers' Read, Write and Flush (as documented), unwrapping to the

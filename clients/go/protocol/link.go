@@ -62,7 +62,15 @@ type Stream struct {
 	limit            uint64
 	reqBytes         uint64
 	respBytes        uint64
+	user             any
 }
+
+// SetUser attaches v to the stream (a runtime's own per-stream state), so
+// that one lookup finds both; User returns it.
+func (s *Stream) SetUser(v any) { s.user = v }
+
+// User returns what SetUser attached, or nil.
+func (s *Stream) User() any { return s.user }
 
 // ID returns the stream id.
 func (s *Stream) ID() uint64 { return s.id }
