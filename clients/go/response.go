@@ -56,7 +56,7 @@ type response struct {
 	// http.TrailerPrefix keys, found once the handler has returned
 	prefixKeys    []string
 	prefixScanned bool
-	headArr       [256]byte // rw.head's first backing array
+	headArr       [96]byte // rw.head's first backing array
 }
 
 // bufPool holds the buffers responses gather small writes in.
