@@ -25,9 +25,11 @@ import time
 
 import pytest
 
-from conftest import SLUICE, example, free_port, START_TIMEOUT, STOP_TIMEOUT
+from conftest import ROOT, SLUICE, example, free_port, START_TIMEOUT, STOP_TIMEOUT
 
 POOL = "app"
+# the worker images' entrypoint (examples/kubernetes/Dockerfile.worker-*)
+WAIT_FOR_SOCKET = os.path.join(ROOT, "examples", "kubernetes", "wait-for-socket")
 
 
 def _get(port, path="/", timeout=5.0):
@@ -98,25 +100,32 @@ socket_group = {group}
 """)
     procs = []
 
-    def start_worker():
+    def start_worker(*wrapper):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         env["SLUICE_SOCKET"] = str(run / f"{POOL}.sock")
-        w = subprocess.Popen([example("hello")], env=env, stdin=subprocess.DEVNULL,
+        w = subprocess.Popen([*wrapper, example("hello")], env=env, stdin=subprocess.DEVNULL,
                              stdout=open(tmp_path / "worker.log", "ab"),
                              stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(w)
         return w
 
     gw_log = open(tmp_path / "gateway.log", "wb")
-    gw = subprocess.Popen([SLUICE, "--config", str(ini)], stdin=subprocess.DEVNULL,
-                          stdout=gw_log, stderr=subprocess.STDOUT, start_new_session=True)
-    procs.append(gw)
     sock = run / f"{POOL}.sock"
-    try:
+    gw = None
+
+    def start_gateway():
+        nonlocal gw
+        gw = subprocess.Popen([SLUICE, "--config", str(ini)], stdin=subprocess.DEVNULL,
+                              stdout=gw_log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(gw)
         _wait(lambda: sock.exists() or gw.poll() is not None, START_TIMEOUT, "the pool's socket")
         assert gw.poll() is None, (tmp_path / "gateway.log").read_text()
-        yield dict(gw=gw, port=port, admin_port=admin_port, sock=sock, group=group,
-                   start_worker=start_worker, log=tmp_path / "gateway.log")
+        return gw
+
+    try:
+        yield dict(port=port, admin_port=admin_port, sock=sock, group=group,
+                   start_gateway=start_gateway, start_worker=start_worker,
+                   log=tmp_path / "gateway.log")
     finally:
         for p in reversed(procs):
             _stop(p, signal.SIGKILL if p is not gw else signal.SIGTERM)
@@ -124,7 +133,8 @@ socket_group = {group}
 
 
 def test_attached_sidecar_worker_serves_through_the_shared_socket(pod):
-    gw, port, admin_port, sock = pod["gw"], pod["port"], pod["admin_port"], pod["sock"]
+    gw = pod["start_gateway"]()
+    port, admin_port, sock = pod["port"], pod["admin_port"], pod["sock"]
     assert os.getpgid(gw.pid) == gw.pid
 
     # the socket both containers share: group-writable, owned by the fsGroup
@@ -165,3 +175,17 @@ def test_attached_sidecar_worker_serves_through_the_shared_socket(pod):
     assert _stop(gw) == 0, pod["log"].read_text()
     assert w2.wait(STOP_TIMEOUT) == 0
     assert not sock.exists()
+
+
+def test_worker_started_first_waits_for_the_gateways_socket(pod):
+    """The pod's containers start together: the worker image's entrypoint
+    (wait-for-socket) holds the worker until the gateway made the socket,
+    instead of letting it fail its first connection."""
+    w = pod["start_worker"](WAIT_FOR_SOCKET)
+    time.sleep(0.5)
+    assert w.poll() is None and not pod["sock"].exists()
+    pod["start_gateway"]()
+    _wait(lambda: [a for a in _status(pod["admin_port"])["attached"]
+                   if a["state"] == "running" and a["pid"] == w.pid],
+          START_TIMEOUT, "the waiting worker to attach (exec'd by wait-for-socket)")
+    assert _get(pod["port"]) == (200, b"Hello, world!\n")
