@@ -11,16 +11,19 @@ is started separately, in a new session, with only `SLUICE_SOCKET` pointing
 at SOCKET_DIR/POOL.sock. Requests go through it as an *attached* worker;
 when it stops the pool answers 503 (it has nothing to spawn), and a new
 worker process (the container restarted) serves again. Both are stopped by
-their PID.
+their PID. As root, the pod's users are played too: the gateway as uid
+10001, the worker as uid 10002 with the fsGroup as a supplementary group.
 """
 
 import grp
 import http.client
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -189,3 +192,83 @@ def test_worker_started_first_waits_for_the_gateways_socket(pod):
                    if a["state"] == "running" and a["pid"] == w.pid],
           START_TIMEOUT, "the waiting worker to attach (exec'd by wait-for-socket)")
     assert _get(pod["port"]) == (200, b"Hello, world!\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv(1) to run the two processes as the pod's users")
+def test_pod_users_share_the_socket_through_the_fs_group(tmp_path):
+    """As in the pod: the gateway as uid 10001 with the fsGroup as its group,
+    the worker as uid 10002 with the fsGroup only as a supplementary group,
+    the directory group-owned by it (setgid, as the kubelet prepares an
+    emptyDir for an fsGroup). The worker connects through the 0660 socket;
+    the same worker without the supplementary group is refused."""
+    for path in (SLUICE, example("hello")):
+        if not os.access(path, os.X_OK):
+            pytest.skip(f"{path} is not built")
+    fs_group = grp.getgrnam("nogroup")  # stands for the pod's fsGroup (2000)
+    gid = fs_group.gr_gid
+    top = tempfile.mkdtemp(prefix="sluice-pod-")
+    os.chmod(top, 0o755)
+    run = os.path.join(top, "run")  # the emptyDir
+    os.mkdir(run)
+    os.chown(run, 0, gid)
+    os.chmod(run, 0o2777)
+    port, admin_port = free_port(), free_port()
+    ini = os.path.join(top, "sluice.ini")  # the ConfigMap: readable by all
+    with open(ini, "w") as f:
+        f.write(f"""\
+[server]
+listen = 127.0.0.1:{port}
+admin = 127.0.0.1:{admin_port}
+graceful_timeout = 5s
+access_log = off
+
+[pool:{POOL}]
+command = /bin/false
+min_workers = 0
+max_workers = 1
+socket_dir = {run}
+socket_mode = 0660
+socket_group = {fs_group.gr_name}
+""")
+    os.chmod(ini, 0o644)
+    sock = os.path.join(run, f"{POOL}.sock")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_SOCKET"] = sock
+    log = open(tmp_path / "pod.log", "wb")
+    procs = []
+
+    def spawn(*argv):
+        p = subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+        procs.append(p)
+        return p
+
+    try:
+        gw = spawn("setpriv", "--reuid=10001", f"--regid={gid}", "--clear-groups", "--",
+                   SLUICE, "--config", ini)
+        _wait(lambda: os.path.exists(sock) or gw.poll() is not None, START_TIMEOUT, "the socket")
+        assert gw.poll() is None, (tmp_path / "pod.log").read_text()
+        st = os.stat(sock)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (10001, gid, 0o660)
+
+        # without the fsGroup: refused by the socket's permissions
+        stranger = spawn("setpriv", "--reuid=10002", "--regid=10002", "--clear-groups", "--",
+                         example("hello"))
+        assert stranger.wait(STOP_TIMEOUT) != 0
+        assert _status(admin_port)["attached"] == []
+
+        # with it (the kubelet adds the fsGroup to every container's groups)
+        w = spawn("setpriv", "--reuid=10002", "--regid=10002", f"--groups={gid}", "--",
+                  example("hello"))
+        _wait(lambda: [a for a in _status(admin_port)["attached"] if a["state"] == "running"],
+              START_TIMEOUT, "the worker to attach")
+        assert _get(port) == (200, b"Hello, world!\n")
+
+        assert _stop(gw) == 0, (tmp_path / "pod.log").read_text()
+        assert w.wait(STOP_TIMEOUT) == 0
+    finally:
+        for p in reversed(procs):
+            _stop(p, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(top, ignore_errors=True)
