@@ -309,6 +309,19 @@ static int add_env(sluice_pool_config *p, const char *kv)
 
 /* ---- keys shared by the command line and the file --------------------- */
 
+/* An admin token goes in "Authorization: Bearer TOKEN": visible ASCII
+ * (no spaces or controls), 1..255 bytes. */
+static bool valid_token(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+            return false;
+    return true;
+}
+
 /* A [server] key. 1: unknown key; 0: set; <0: bad value. */
 static int set_server(sluice_config *c, const char *k, const char *v)
 {
@@ -317,6 +330,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return parse_listen(v, c->listen_host, sizeof c->listen_host, &c->listen_port);
     if (!strcmp(k, "admin"))
         return copy_str(c->admin, sizeof c->admin, v);
+    if (!strcmp(k, "admin_token"))
+        return valid_token(v) ? copy_str(c->admin_token, sizeof c->admin_token, v) : -EINVAL;
     if (!strcmp(k, "tls_handshake_timeout"))
         return sluice_parse_duration(v, &c->tls_handshake_timeout_ms) < 0 ? -EINVAL : 0;
     if (!strcmp(k, "http2")) {
@@ -354,6 +369,8 @@ static int set_server(sluice_config *c, const char *k, const char *v)
         return sluice_parse_duration(v, &c->body_timeout_ms);
     if (!strcmp(k, "graceful_timeout"))
         return sluice_parse_duration(v, &c->graceful_timeout_ms);
+    if (!strcmp(k, "shutdown_delay"))
+        return sluice_parse_duration(v, &c->shutdown_delay_ms);
     if (!strcmp(k, "access_log"))
         return copy_str(c->access_log, sizeof c->access_log, v);
     if (!strcmp(k, "error_log"))
@@ -589,6 +606,11 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
         snprintf(x->msg, sizeof x->msg, "unknown key '%s' in [%s]", name, section);
         return 0;
     }
+    if (rc < 0 && !strcmp(name, "admin_token")) { /* a secret: not echoed */
+        snprintf(x->msg, sizeof x->msg, "invalid value for 'admin_token': use 1 to 255 visible ASCII "
+                 "characters, no spaces");
+        return 0;
+    }
     if (rc < 0) {
         snprintf(x->msg, sizeof x->msg, "invalid value for '%s': '%s'", name, value);
         return 0;
@@ -680,8 +702,11 @@ static const char usage[] =
     "                               ALPN h2 on TLS ones (default on, beside HTTP/1.1;\n"
     "                               only: no HTTP/1.1, e.g. for gRPC)\n"
     "      --h2-max-streams N       concurrent streams per HTTP/2 connection (default 100)\n"
-    "      --admin HOST:PORT        admin listener: /status, /metrics, scale, reload (default off);\n"
-    "                               unix:PATH for a Unix socket\n"
+    "      --admin HOST:PORT        admin listener: /status, /metrics, /healthz, /readyz,\n"
+    "                               scale, reload (default off); unix:PATH for a Unix socket\n"
+    "      --admin-token TOKEN      require \"Authorization: Bearer TOKEN\" for the admin\n"
+    "                               POST endpoints (default: $SLUICE_ADMIN_TOKEN; without\n"
+    "                               one they are open on loopback and Unix sockets only)\n"
     "\n"
     "Pool (command-line mode):\n"
     "  -w, --workers N              worker processes to run (default 2)\n"
@@ -722,6 +747,8 @@ static const char usage[] =
     "      --ws-ping-interval DUR   ping a WebSocket client idle this long; close it if\n"
     "                               no answer within as long again (default 30s; 0: off)\n"
     "      --graceful-timeout DUR   to finish in-flight requests on SIGTERM (default 30s)\n"
+    "      --shutdown-delay DUR     on SIGTERM, first only fail /readyz and keep serving\n"
+    "                               this long, then stop (default 0; for load balancers)\n"
     "\n"
     "Logs:\n"
     "      --access-log PATH        one line per request: PATH, - (stderr) or off (default -)\n"
@@ -732,8 +759,10 @@ static const char usage[] =
     "  -V, --version                show the version\n"
     "\n"
     "Workers get SLUICE_SOCKET, SLUICE_POOL and SLUICE_WORKER_ID in their environment.\n"
-    "Signals: SIGTERM/SIGINT finish in-flight requests, then exit; SIGHUP reloads;\n"
-    "SIGUSR1 reopens log files; SIGTTIN/SIGTTOU add/remove a worker of the first pool.\n";
+    "Signals: SIGTERM/SIGINT finish in-flight requests, then exit (a second one during\n"
+    "--shutdown-delay skips the rest of it, one during the graceful stop exits at once);\n"
+    "SIGHUP reloads; SIGUSR1 reopens log files; SIGTTIN/SIGTTOU add/remove a worker\n"
+    "of the first pool.\n";
 
 enum {
     OPT_MAX_STREAMS = 256, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
@@ -743,7 +772,7 @@ enum {
     OPT_GRACEFUL_TIMEOUT, OPT_ACCESS_LOG, OPT_ERROR_LOG, OPT_LOG_LEVEL, OPT_ADMIN,
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
     OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT, OPT_HTTP2, OPT_H2_MAX_STREAMS,
-    OPT_SEND_TIMEOUT, OPT_WS_PING_INTERVAL, OPT_WS_MAX_MESSAGE,
+    OPT_SEND_TIMEOUT, OPT_WS_PING_INTERVAL, OPT_WS_MAX_MESSAGE, OPT_ADMIN_TOKEN, OPT_SHUTDOWN_DELAY,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
@@ -758,6 +787,7 @@ static const struct option long_opts[] = {
     {"check-config", required_argument, NULL, OPT_CHECK_CONFIG},
     {"listen", required_argument, NULL, 'l'},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
@@ -789,6 +819,7 @@ static const struct option long_opts[] = {
     {"body-timeout", required_argument, NULL, OPT_BODY_TIMEOUT},
     {"response-timeout", required_argument, NULL, OPT_RESPONSE_TIMEOUT},
     {"graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT},
+    {"shutdown-delay", required_argument, NULL, OPT_SHUTDOWN_DELAY},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
     {"error-log", required_argument, NULL, OPT_ERROR_LOG},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -851,6 +882,8 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
     case OPT_WS_PING_INTERVAL: return set_server(c, "ws_ping_interval", v);
     case OPT_WS_MAX_MESSAGE: return set_pool(p, "ws_max_message", v);
     case OPT_ADMIN: return set_server(c, "admin", v);
+    case OPT_ADMIN_TOKEN: return set_server(c, "admin_token", v);
+    case OPT_SHUTDOWN_DELAY: return set_server(c, "shutdown_delay", v);
     case 'w':
         return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);
     case OPT_MIN_WORKERS: return set_pool(p, "min_workers", v);
@@ -950,6 +983,10 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
             fprintf(err, "sluice: --%s %s: --tls-cert and --tls-key come in pairs (certificate first) "
                          "after the --listen they apply to\n", opt_name(opt, idx), optarg);
             return -EINVAL;
+        } else if (arc != 0 && opt == OPT_ADMIN_TOKEN) { /* a secret: not echoed */
+            fprintf(err, "sluice: invalid value for --admin-token: use 1 to 255 visible ASCII characters, "
+                         "no spaces\n");
+            return -EINVAL;
         } else if (arc != 0) {
             fprintf(err, "sluice: invalid value for --%s: '%s'\n", opt_name(opt, idx), optarg);
             return -EINVAL;
@@ -983,6 +1020,14 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
         memset(l, 0, sizeof *l);
         memcpy(l->host, c->listen_host, sizeof l->host);
         l->port = c->listen_port;
+    }
+    if (!c->admin_token[0]) { /* neither the file nor --admin-token: the environment's */
+        const char *env = getenv("SLUICE_ADMIN_TOKEN");
+        if (env && *env && set_server(c, "admin_token", env) != 0) {
+            fprintf(err, "sluice: invalid SLUICE_ADMIN_TOKEN: use 1 to 255 visible ASCII characters, "
+                         "no spaces\n");
+            return -EINVAL;
+        }
     }
     if (!file) {
         /* --graceful-timeout given on the command line applies to the pool too */

@@ -88,6 +88,7 @@ typedef struct {
     uint64_t send_timeout_ms;    /* HTTP/2: a response the client takes nothing of */
     uint64_t ws_ping_interval_ms; /* WebSocket keepalive ping after this idle; 0: none */
     char admin[280];             /* "HOST:PORT", "unix:PATH" or "" (off) */
+    char admin_token[256];       /* Bearer token for the admin POST endpoints; "" : none (never logged) */
     uint32_t max_header_bytes;   /* 431 beyond */
     uint32_t max_headers;        /* 431 beyond */
     uint32_t max_target;         /* 414 beyond */
@@ -95,6 +96,7 @@ typedef struct {
     uint64_t keepalive_timeout_ms;
     uint64_t body_timeout_ms;    /* longest gap in a request body upload; 0: none */
     uint64_t graceful_timeout_ms;
+    uint64_t shutdown_delay_ms;  /* on SIGTERM: fail /readyz, keep serving this long, then stop */
     uint32_t max_connections;
     uint32_t max_requests_per_conn; /* 0: unlimited */
     char access_log[512];        /* "-": stderr, "off": none */

@@ -227,3 +227,124 @@ Test(config_file, pool_flags_rejected_with_config)
     sluice_config_free(&c);
     unlink(path);
 }
+
+Test(config, admin_token_and_shutdown_delay_flags)
+{
+    sluice_config c;
+    char *dflt[] = {"sluice", "--", "w", NULL};
+    cr_assert_eq(parse(&c, dflt), 0);
+    cr_assert_str_eq(c.admin_token, "", "no token by default");
+    cr_assert_eq(c.shutdown_delay_ms, 0, "no shutdown delay by default");
+    sluice_config_free(&c);
+    char *argv[] = {"sluice", "--admin", "127.0.0.1:9001", "--admin-token", "s3cr3t-T0ken_~+/=",
+                    "--shutdown-delay", "5s", "--", "w", NULL};
+    cr_assert_eq(parse(&c, argv), 0);
+    cr_assert_str_eq(c.admin_token, "s3cr3t-T0ken_~+/=");
+    cr_assert_eq(c.shutdown_delay_ms, 5000);
+    sluice_config_free(&c);
+    char *ms[] = {"sluice", "--shutdown-delay", "250ms", "--", "w", NULL};
+    cr_assert_eq(parse(&c, ms), 0);
+    cr_assert_eq(c.shutdown_delay_ms, 250);
+    sluice_config_free(&c);
+    char *baddelay[] = {"sluice", "--shutdown-delay", "soon", "--", "w", NULL};
+    cr_assert_lt(parse(&c, baddelay), 0);
+    char *empty[] = {"sluice", "--admin-token", "", "--", "w", NULL};
+    cr_assert_lt(parse(&c, empty), 0);
+}
+
+/* An invalid token is refused without being echoed (it is a secret). */
+Test(config, admin_token_invalid_is_not_printed)
+{
+    char longtok[300];
+    memset(longtok, 'a', sizeof longtok - 1);
+    longtok[sizeof longtok - 1] = 0;
+    const char *bad[] = {"has space-SECRET", "tab\tSECRET", "SECRET\x7f", longtok};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *msg = NULL;
+        size_t len = 0;
+        FILE *err = open_memstream(&msg, &len);
+        sluice_config c;
+        char *argv[] = {"sluice", "--admin-token", (char *)bad[i], "--", "w", NULL};
+        FILE *null = fopen("/dev/null", "w");
+        int rc = sluice_config_parse(&c, 5, argv, null, err);
+        fclose(null);
+        fclose(err);
+        cr_expect_lt(rc, 0, "token %zu should be refused", i);
+        cr_expect(msg && strstr(msg, "--admin-token"), "got '%s'", msg ? msg : "");
+        cr_expect(msg && !strstr(msg, "SECRET") && !strstr(msg, "aaaa"), "the token is echoed: '%s'", msg);
+        free(msg);
+        sluice_config_free(&c);
+    }
+}
+
+Test(config_file, admin_token_and_shutdown_delay_keys)
+{
+    const char *path = write_conf("[server]\nadmin = 0.0.0.0:9001\nadmin_token = from-file\n"
+                                  "shutdown_delay = 2.5s\ngraceful_timeout = 20s\n"
+                                  "[pool:a]\ncommand = w\n");
+    sluice_config c;
+    char *argv[] = {"sluice", "--config", (char *)path, NULL};
+    cr_assert_eq(parse(&c, argv), 0);
+    cr_assert_str_eq(c.admin_token, "from-file");
+    cr_assert_eq(c.shutdown_delay_ms, 2500);
+    sluice_config_free(&c);
+    char *over[] = {"sluice", "--config", (char *)path, "--admin-token", "from-flag", "--shutdown-delay", "0",
+                    NULL};
+    cr_assert_eq(parse(&c, over), 0);
+    cr_assert_str_eq(c.admin_token, "from-flag", "the flag overrides the file");
+    cr_assert_eq(c.shutdown_delay_ms, 0);
+    sluice_config_free(&c);
+    unlink(path);
+
+    /* a bad token in the file: the line, not the token */
+    path = write_conf("[server]\nadmin_token = two SECRET words\n[pool:a]\ncommand = w\n");
+    char *msg = NULL;
+    size_t len = 0;
+    FILE *err = open_memstream(&msg, &len);
+    char *check[] = {"sluice", "--check-config", (char *)path, NULL};
+    sluice_config_defaults(&c);
+    FILE *null = fopen("/dev/null", "w");
+    cr_expect_lt(sluice_config_parse(&c, 3, check, null, err), 0);
+    fclose(null);
+    fclose(err);
+    cr_expect(msg && strstr(msg, ":2: invalid value for 'admin_token'"), "got '%s'", msg ? msg : "");
+    cr_expect(msg && !strstr(msg, "SECRET"), "the token is echoed: '%s'", msg);
+    free(msg);
+    sluice_config_free(&c);
+    unlink(path);
+}
+
+/* SLUICE_ADMIN_TOKEN applies when neither the file nor --admin-token
+ * sets a token. (Criterion runs each test in its own process.) */
+Test(config_file, admin_token_from_the_environment)
+{
+    setenv("SLUICE_ADMIN_TOKEN", "from-env", 1);
+    sluice_config c;
+    char *cli[] = {"sluice", "--", "w", NULL};
+    cr_assert_eq(parse(&c, cli), 0);
+    cr_assert_str_eq(c.admin_token, "from-env");
+    sluice_config_free(&c);
+    char *flag[] = {"sluice", "--admin-token", "from-flag", "--", "w", NULL};
+    cr_assert_eq(parse(&c, flag), 0);
+    cr_assert_str_eq(c.admin_token, "from-flag");
+    sluice_config_free(&c);
+    const char *path = write_conf("[server]\nadmin_token = from-file\n[pool:a]\ncommand = w\n");
+    char *file[] = {"sluice", "--config", (char *)path, NULL};
+    cr_assert_eq(parse(&c, file), 0);
+    cr_assert_str_eq(c.admin_token, "from-file");
+    sluice_config_free(&c);
+    unlink(path);
+    path = write_conf("[pool:a]\ncommand = w\n");
+    char *file2[] = {"sluice", "--config", (char *)path, NULL};
+    cr_assert_eq(parse(&c, file2), 0);
+    cr_assert_str_eq(c.admin_token, "from-env", "a file without a token: the environment's");
+    sluice_config_free(&c);
+    unlink(path);
+    setenv("SLUICE_ADMIN_TOKEN", "", 1);
+    cr_assert_eq(parse(&c, cli), 0);
+    cr_assert_str_eq(c.admin_token, "", "an empty variable sets none");
+    sluice_config_free(&c);
+    setenv("SLUICE_ADMIN_TOKEN", "bad token", 1);
+    cr_assert_lt(parse(&c, cli), 0);
+    unsetenv("SLUICE_ADMIN_TOKEN");
+}
