@@ -367,6 +367,12 @@ bool wlink_can_open(const wlink *l)
 bool wlink_retiring(const wlink *l) { return sluice_proto_link_retiring(l->proto); }
 uint32_t wlink_open_streams(const wlink *l) { return sluice_proto_link_open_streams(l->proto); }
 bool wlink_ready(const wlink *l) { return l->ready && !l->closing; }
+bool wlink_serving(const wlink *l)
+{
+    return l->ready && !l->closing && sluice_proto_link_state(l->proto) == SLUICE_LINK_READY &&
+           !sluice_proto_link_retiring(l->proto);
+}
+uint32_t wlink_max_streams(const wlink *l) { return sluice_proto_link_max_streams(l->proto); }
 int64_t wlink_worker_id(const wlink *l) { return l->worker_id; }
 int wlink_pid(const wlink *l) { return l->peer_pid; }
 uint64_t wlink_requests(const wlink *l) { return l->requests; }

@@ -40,6 +40,12 @@ bool wlink_can_open(const wlink *l);
 bool wlink_retiring(const wlink *l);
 uint32_t wlink_open_streams(const wlink *l);
 bool wlink_ready(const wlink *l);
+/* Ready and taking new streams: not draining, not retiring, not closing
+ * (whether or not a stream is free now). */
+bool wlink_serving(const wlink *l);
+/* Streams the link may have open at once (the lower of the worker's and
+ * the gateway's max_streams). */
+uint32_t wlink_max_streams(const wlink *l);
 int64_t wlink_worker_id(const wlink *l);
 int wlink_pid(const wlink *l);
 uint64_t wlink_requests(const wlink *l);

@@ -156,7 +156,12 @@ static void q_remove(pool *p, stream *s)
     s->qnext = s->qprev = NULL;
     s->queued = false;
     p->q_len--;
-    p->stats.queue_wait_sum += (double)(uv_now(p->gw->loop) - s->queued_at) / 1000.0;
+    double wait = (double)(uv_now(p->gw->loop) - s->queued_at) / 1000.0;
+    p->stats.queue_wait_sum += wait;
+    p->stats.qwait_count++;
+    for (int i = 0; i < POOL_LAT_BUCKETS; i++)
+        if (wait <= pool_latency_bounds[i])
+            p->stats.qwait_buckets[i]++;
 }
 
 void pool_withdraw(pool *p, stream *s) { q_remove(p, s); }
@@ -342,6 +347,8 @@ int pool_submit(pool *p, stream *s)
         wlink *l = pick(p);
         if (l) {
             int rc = dispatch(p, l, s);
+            if (rc == 0)
+                p->stats.qwait_none++; /* no wait: counted in every bucket */
             if (rc != -EAGAIN)
                 return rc;
         }
@@ -908,6 +915,35 @@ int pool_reload(pool *p)
 }
 
 /* ---- status ----------------------------------------------------------- */
+
+/* A link the pool gives new requests to (whether or not one is free). */
+static bool link_serving(wlink *l)
+{
+    if (!wlink_serving(l))
+        return false;
+    const worker_proc *w = wlink_proc(l);
+    return !w || w->link != l || !w->retiring || w->replaces_pending;
+}
+
+uint32_t pool_ready_workers(const pool *p)
+{
+    uint32_t n = 0;
+    for (const link_node *k = p->links; k; k = k->next)
+        n += link_serving(k->link);
+    return n;
+}
+
+void pool_streams(const pool *p, uint64_t *active, uint64_t *capacity)
+{
+    uint64_t a = 0, c = 0;
+    for (const link_node *k = p->links; k; k = k->next) {
+        a += wlink_open_streams(k->link);
+        if (link_serving(k->link))
+            c += wlink_max_streams(k->link);
+    }
+    *active = a;
+    *capacity = c;
+}
 
 uint32_t pool_worker_count(const pool *p) { return p->n_procs; }
 

@@ -33,6 +33,12 @@ typedef struct {
     uint64_t restarts;
     uint64_t queued_total;
     double queue_wait_sum;
+    /* time to a worker: requests that waited in the queue (by
+     * pool_latency_bounds, cumulative), and those dispatched at once (a
+     * wait of 0, in every bucket) */
+    uint64_t qwait_buckets[POOL_LAT_BUCKETS];
+    uint64_t qwait_count;
+    uint64_t qwait_none;
     /* WebSockets: open now, accepted in all, messages and payload bytes
      * from clients (in) and to them (out) */
     uint64_t ws_open, ws_total, ws_msgs_in, ws_msgs_out, ws_bytes_in, ws_bytes_out;
@@ -76,5 +82,12 @@ void pool_set_config(pool *p, const sluice_pool_config *cfg);
 void pool_shutdown(pool *p);
 bool pool_stopped(const pool *p);
 uint32_t pool_queue_len(const pool *p);
+
+/* Workers taking new requests now: ready (HELLO done), neither draining
+ * nor retiring. A pool with none cannot serve (readiness). */
+uint32_t pool_ready_workers(const pool *p);
+/* Streams open on the pool's worker links, and how many its ready workers
+ * could have open at once (the sum of their max_streams). */
+void pool_streams(const pool *p, uint64_t *active, uint64_t *capacity);
 
 #endif
