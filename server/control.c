@@ -36,6 +36,26 @@ static void on_shutdown_timeout(uv_timer_t *t)
     check_shutdown(gw);
 }
 
+/* The graceful stop proper: stop accepting, finish what is in flight. */
+static void begin_stop(gateway *gw)
+{
+    gw->stopping = true;
+    uint32_t active = listener_active(gw);
+    slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight request%s (up to %.1fs)", active,
+         active == 1 ? "" : "s", gw->cfg->graceful_timeout_ms / 1000.0);
+    listener_stop_accepting(gw);
+    listener_close_idle(gw);
+    uv_timer_start(&gw->shutdown_timer, on_shutdown_timeout, gw->cfg->graceful_timeout_ms, 0);
+    check_shutdown(gw);
+}
+
+static void on_shutdown_delay(uv_timer_t *t)
+{
+    gateway *gw = t->data;
+    slog(gw->log, LOG_INFO, "shutdown delay over");
+    begin_stop(gw);
+}
+
 void gw_shutdown(gateway *gw)
 {
     if (gw->stopping) {
@@ -46,14 +66,23 @@ void gw_shutdown(gateway *gw)
         uv_stop(gw->loop);
         return;
     }
-    gw->stopping = true;
-    uint32_t active = listener_active(gw);
-    slog(gw->log, LOG_INFO, "stopping: finishing %u in-flight request%s (up to %.1fs)", active,
-         active == 1 ? "" : "s", gw->cfg->graceful_timeout_ms / 1000.0);
-    listener_stop_accepting(gw);
-    listener_close_idle(gw);
-    uv_timer_start(&gw->shutdown_timer, on_shutdown_timeout, gw->cfg->graceful_timeout_ms, 0);
-    check_shutdown(gw);
+    if (gw->stop_delayed) {
+        uv_timer_stop(&gw->shutdown_timer);
+        slog(gw->log, LOG_INFO, "second stop signal: skipping the rest of the shutdown delay");
+        begin_stop(gw);
+        return;
+    }
+    gw->stop_delayed = true; /* /readyz fails from now on */
+    uint64_t delay = gw->cfg->shutdown_delay_ms;
+    if (delay == 0) {
+        begin_stop(gw);
+        return;
+    }
+    /* Load balancers (a Kubernetes Service) take a while to notice the
+     * failed readiness: until then requests keep coming, and are served. */
+    slog(gw->log, LOG_INFO, "stopping in %.1fs (shutdown_delay): not ready any more, still serving meanwhile",
+         delay / 1000.0);
+    uv_timer_start(&gw->shutdown_timer, on_shutdown_delay, delay, 0);
 }
 
 void gw_control_init(gateway *gw)
@@ -65,7 +94,7 @@ void gw_control_init(gateway *gw)
 
 int gw_reload(gateway *gw)
 {
-    if (gw->stopping)
+    if (gw->stopping || gw->stop_delayed)
         return -ECANCELED;
     const sluice_config *old = gw->cfg;
     /* certificates first: the listeners stay, their files are read again */

@@ -13,7 +13,9 @@ void gw_control_init(gateway *gw);
  * ready before its predecessor drains (SIGHUP, POST /reload). */
 int gw_reload(gateway *gw);
 
-/* Graceful stop (SIGTERM): stop accepting, finish in-flight requests. */
+/* Graceful stop (SIGTERM): readiness fails at once; after shutdown_delay
+ * (if any) stop accepting and finish in-flight requests. Called again: skip
+ * the rest of the delay; during the graceful stop, exit at once. */
 void gw_shutdown(gateway *gw);
 
 #endif

@@ -34,7 +34,7 @@ static void on_signal(uv_signal_t *h, int signum)
         break;
     case SIGTTIN:
     case SIGTTOU:
-        if (gw->n_pools && !gw->stopping) {
+        if (gw->n_pools && !gw->stopping && !gw->stop_delayed) {
             uint32_t n = pool_target(gw->pools[0]);
             n = signum == SIGTTIN ? n + 1 : (n > 0 ? n - 1 : 0);
             slog(gw->log, LOG_INFO, "received %s: pool %s to %u workers", signum == SIGTTIN ? "SIGTTIN" : "SIGTTOU",

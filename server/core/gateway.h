@@ -50,6 +50,7 @@ typedef struct gateway {
     uint32_t n_conns;
     bool accept_paused;
     bool stopping;
+    bool stop_delayed; /* a stop signal came: within shutdown_delay, only /readyz fails */
 
     /* shared read buffer for connections without buffered input */
     uint8_t *shared_in;
