@@ -411,18 +411,18 @@ static void metrics_text(gateway *gw, sluice_buf *b)
         bprintf(b, "sluice_queue_wait_seconds_total{pool=\"%s\"} %.6f\n", pool_name(gw->pools[i]),
                 pool_get_stats(gw->pools[i])->queue_wait_sum);
     /* for autoscalers: how long requests wait, and how busy the workers are */
-    bprintf(b, "# HELP sluice_queue_wait_seconds Time from a request's arrival at its pool to a worker taking it "
-               "(0 when one was free at once).\n# TYPE sluice_queue_wait_seconds histogram\n");
+    bprintf(b, "# HELP sluice_queue_wait_duration_seconds Time from a request's arrival at its pool to a worker taking it "
+               "(0 when one was free at once).\n# TYPE sluice_queue_wait_duration_seconds histogram\n");
     for (uint32_t i = 0; i < gw->n_pools; i++) {
         const char *pn = pool_name(gw->pools[i]);
         const pool_stats *st = pool_get_stats(gw->pools[i]);
         for (int k = 0; k < POOL_LAT_BUCKETS; k++)
-            bprintf(b, "sluice_queue_wait_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", pn, pool_latency_bounds[k],
+            bprintf(b, "sluice_queue_wait_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", pn, pool_latency_bounds[k],
                     (unsigned long long)(st->qwait_buckets[k] + st->qwait_none));
         unsigned long long n = (unsigned long long)(st->qwait_count + st->qwait_none);
-        bprintf(b, "sluice_queue_wait_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", pn, n);
-        bprintf(b, "sluice_queue_wait_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->queue_wait_sum);
-        bprintf(b, "sluice_queue_wait_seconds_count{pool=\"%s\"} %llu\n", pn, n);
+        bprintf(b, "sluice_queue_wait_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", pn, n);
+        bprintf(b, "sluice_queue_wait_duration_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->queue_wait_sum);
+        bprintf(b, "sluice_queue_wait_duration_seconds_count{pool=\"%s\"} %llu\n", pn, n);
     }
     static const struct {
         const char *name, *help;

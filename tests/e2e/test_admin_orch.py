@@ -376,16 +376,19 @@ def test_busy_ratio_and_queue_wait_metrics(start_config):
         assert "r" in result and result["r"].status == 200, result
     m = gw.metrics()
     assert m.get("sluice_pool_active_streams", pool="app") == 0
-    hist = [f for f in m.families if f.name == "sluice_queue_wait_seconds" and f.type == "histogram"]
-    assert len(hist) == 1, m.text
-    count = m.get("sluice_queue_wait_seconds_count", pool="app")
+    hist = [f for f in m.families if f.name == "sluice_queue_wait_duration_seconds"]
+    assert len(hist) == 1 and hist[0].type == "histogram", m.text
+    # one family per name: the older counter keeps its own
+    names = [f.name for f in m.families]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    count = m.get("sluice_queue_wait_duration_seconds_count", pool="app")
     assert count == 6, m.text
     buckets = sorted(((float(s.labels["le"]), s.value) for s in hist[0].samples
-                      if s.name == "sluice_queue_wait_seconds_bucket" and s.labels["pool"] == "app"))
+                      if s.name == "sluice_queue_wait_duration_seconds_bucket" and s.labels["pool"] == "app"))
     assert buckets[-1] == (float("inf"), count)
     assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets
     assert buckets[0][1] == 4, f"4 requests found a free stream at once: {buckets}"
-    waited = m.get("sluice_queue_wait_seconds_sum", pool="app")
+    waited = m.get("sluice_queue_wait_duration_seconds_sum", pool="app")
     assert waited > 0.5, waited  # about 0.5 + 1.0
     # the older series are unchanged
     assert m.get("sluice_queued_requests_total", pool="app") == 2
