@@ -26,6 +26,7 @@ import time
 import pytest
 
 from conftest import ROOT, free_port
+from goutil import find_go
 from h2client import H2Conn, client_tls_context
 from httpc import Conn, ConnectionClosed, blob_check, blob_first_mismatch, get, request_bytes
 from pools_util import Load, status, wait_for
@@ -36,41 +37,8 @@ EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
 PROGRAMS = ("hello", "streaming", "chi", "gin", "websocket")
 
 
-def _version(text, pattern):
-    m = re.search(pattern, text, re.M)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _find_go():
-    """(go, None) with the first Go new enough for examples/go/go.mod, among
-    those scripts/install-deps --go looks at (PATH, /usr/local/go,
-    .tools/go), or (None, why not)."""
-    with open(os.path.join(EXAMPLES_GO, "go.mod")) as f:
-        need = _version(f.read(), r"^go (\d+)\.(\d+)") or (1, 22)
-    candidates = [shutil.which("go"), "/usr/local/go/bin/go",
-                  os.path.join(ROOT, ".tools", "go", "bin", "go")]
-    seen = []
-    for go in candidates:
-        if not go or not os.access(go, os.X_OK) or go in seen:
-            continue
-        try:
-            out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, timeout=60,
-                                 env=dict(os.environ, GOTOOLCHAIN="local")).stdout.decode()
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        have = _version(out, r"go(\d+)\.(\d+)")
-        if have is not None and have >= need:
-            return go, None
-        seen.append(f"{go} ({out.strip() or 'no version'})")
-    if not seen:
-        return None, ("`go` not found (PATH, /usr/local/go/bin, .tools/go/bin): the Go "
-                      "examples in examples/go cannot be built, so their tests are skipped "
-                      "(scripts/install-deps --go installs one)")
-    return None, (f"no Go {need[0]}.{need[1]}+ as examples/go/go.mod needs: "
-                  f"{', '.join(seen)} (scripts/install-deps --go installs one)")
-
-
-GO, SKIP = _find_go()
+GO, SKIP = find_go(os.path.join(EXAMPLES_GO, "go.mod"),
+                   "the Go examples in examples/go cannot be built, so their tests are skipped")
 
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 

@@ -15,7 +15,6 @@ import configparser
 import glob
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 from conftest import ROOT, SLUICE
+from goutil import find_go
 
 K8S = os.path.join(ROOT, "examples", "kubernetes")
 BASE = os.path.join(K8S, "base")
@@ -31,40 +31,8 @@ TOOL = os.path.join(ROOT, "scripts", "kustomize")
 ADMIN_C = os.path.join(ROOT, "server", "admin", "admin.c")
 
 
-def _version(text, pattern):
-    m = re.search(pattern, text, re.M)
-    return tuple(int(x) for x in m.groups()) if m else None
-
-
-def _find_go():
-    """(go, None) with the first Go new enough for scripts/kustomize/go.mod
-    (PATH, /usr/local/go, .tools/go as scripts/install-deps --go looks), or
-    (None, why not)."""
-    with open(os.path.join(TOOL, "go.mod")) as f:
-        need = _version(f.read(), r"^go (\d+)\.(\d+)") or (1, 22)
-    seen = []
-    for go in (shutil.which("go"), "/usr/local/go/bin/go",
-               os.path.join(ROOT, ".tools", "go", "bin", "go")):
-        if not go or not os.access(go, os.X_OK) or go in seen:
-            continue
-        try:
-            out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, timeout=60,
-                                 env=dict(os.environ, GOTOOLCHAIN="local")).stdout.decode()
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        have = _version(out, r"go(\d+)\.(\d+)")
-        if have is not None and have >= need:
-            return go, None
-        seen.append(f"{go} ({out.strip() or 'no version'})")
-    if not seen:
-        return None, ("`go` not found (PATH, /usr/local/go/bin, .tools/go/bin): "
-                      "scripts/kustomize cannot be built to render examples/kubernetes "
-                      "(scripts/install-deps --go installs one)")
-    return None, (f"no Go {need[0]}.{need[1]}+ as scripts/kustomize/go.mod needs: "
-                  f"{', '.join(seen)} (scripts/install-deps --go installs one)")
-
-
-GO, SKIP = _find_go()
+GO, SKIP = find_go(os.path.join(TOOL, "go.mod"),
+                   "scripts/kustomize cannot be built to render examples/kubernetes")
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
