@@ -29,7 +29,7 @@ from conftest import ROOT, free_port
 from goutil import find_go
 from h2client import H2Conn, client_tls_context
 from httpc import Conn, ConnectionClosed, blob_check, blob_first_mismatch, get, request_bytes
-from pools_util import Load, status, wait_for
+from pools_util import Load, start_config, status, wait_for  # noqa: F401 (start_config: fixture)
 
 MiB = 1 << 20
 BIG = 64 * MiB
@@ -771,3 +771,48 @@ def test_websocket_load_echoes_checked(start_gateway, go_bins):
     res = json.loads(r.stdout)
     assert res["errors"]["total"] == 0 and res["ws"]["error"] == "", res
     assert res["completed"] > 100, res
+
+
+# --------------------------------------------------------------------------
+# a Go worker attached over TCP (PROTOCOL.md 10.1): SLUICE_SOCKET=tcp:..., SLUICE_TOKEN
+
+def test_go_worker_attaches_over_tcp_with_the_token(start_config, go_bins):
+    """A Go worker started on its own attaches to the pool's tcp_listen with
+    the token and serves beside the spawned worker; with a wrong token the
+    gateway refuses it and Serve's error ends the process with status 1."""
+    tport = free_port()
+    gw = start_config("[pool:web]\ncommand = {EXAMPLES}/hello\nworkers = 1\n"
+                      f"tcp_listen = 127.0.0.1:{tport}\ntoken = s3cret-token\n")
+    assert len(gw.wait_running("web", 1)) == 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env["SLUICE_SOCKET"] = f"tcp:127.0.0.1:{tport}"
+    bad = subprocess.Popen([go_bins["hello"]], env=dict(env, SLUICE_TOKEN="wrong"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert bad.wait(10) == 1
+        err = bad.stderr.read().decode(errors="replace")
+        assert "auth" in err, err
+    finally:
+        if bad.poll() is None:
+            bad.kill()
+            bad.wait(5)
+        bad.stderr.close()
+    good = subprocess.Popen([go_bins["hello"]], env=dict(env, SLUICE_TOKEN="s3cret-token"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: gw.pool("web")["attached"], 5), gw.pool("web")
+        bodies = set()
+        for _ in range(200):  # the pool balances over the spawned C worker and this one
+            r = get(gw.port, "/", timeout=5)
+            assert r.status == 200, r
+            bodies.add(r.body.startswith(b"Hello from worker"))
+            if True in bodies and False in bodies:
+                break
+        assert bodies == {True, False}, "both workers should have answered"
+        assert gw.pool("web")["attached"][0]["requests"] > 0
+        good.send_signal(signal.SIGTERM)  # retires: the gateway drains it, it exits 0
+        assert good.wait(10) == 0
+    finally:
+        if good.poll() is None:
+            good.kill()
+            good.wait(5)
