@@ -297,15 +297,7 @@ func (rw *response) commitLocked(final bool, more []byte) error {
 	if err := w.link.Send(f); err != nil {
 		return err
 	}
-	// encoded here rather than by AppendFrame: the header entries were
-	// encoded at WriteHeader
-	w.reserve(64 + len(rw.head) + len(ctype))
-	out, at := protocol.BeginFrame(w.out)
-	out = protocol.AppendArrayHeader(out, 5)
-	out = protocol.AppendUint(out, uint64(protocol.Response))
-	out = protocol.AppendUint(out, s.id)
-	out = protocol.AppendUint(out, uint64(rw.status))
-	out = protocol.AppendArrayHeader(out, n)
+	out, at := w.beginResponse(s.id, rw.status, n, len(rw.head)+len(ctype))
 	out = append(out, rw.head...)
 	if ctype != "" {
 		out = protocol.AppendArrayHeader(out, 2)
@@ -318,17 +310,35 @@ func (rw *response) commitLocked(final bool, more []byte) error {
 		out = protocol.AppendBinHeader(out, decimalLen(len(rw.buf)))
 		out = strconv.AppendInt(out, int64(len(rw.buf)), 10)
 	}
-	out = protocol.AppendUint(out, bodyMode)
-	out = protocol.EndFrame(out, at)
-	n = len(out) - len(w.out)
-	w.out = out
-	w.queued(n)
+	w.endResponse(out, at, bodyMode)
 	if bodyMode == protocol.BodyNone {
 		rw.ended = true
 		rw.buf = rw.buf[:0]
 		s.closedLocked()
 	}
 	return nil
+}
+
+// beginResponse starts a RESPONSE frame in the output queue up to its
+// header list of n entries, which the caller appends (entries encoded
+// ahead, at WriteHeader, plus any added at the commit); room: their size.
+func (w *Worker) beginResponse(sid uint64, status, n, room int) ([]byte, int) {
+	w.reserve(64 + room)
+	out, at := protocol.BeginFrame(w.out)
+	out = protocol.AppendArrayHeader(out, 5)
+	out = protocol.AppendUint(out, uint64(protocol.Response))
+	out = protocol.AppendUint(out, sid)
+	out = protocol.AppendUint(out, uint64(status))
+	return protocol.AppendArrayHeader(out, n), at
+}
+
+// endResponse ends the frame beginResponse started and queues it.
+func (w *Worker) endResponse(out []byte, at int, bodyMode uint64) {
+	out = protocol.AppendUint(out, bodyMode)
+	out = protocol.EndFrame(out, at)
+	n := len(out) - len(w.out)
+	w.out = out
+	w.queued(n)
 }
 
 func decimalLen(n int) int {

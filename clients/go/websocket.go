@@ -161,19 +161,8 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*WebSo
 	if err := wk.link.Send(f); err != nil {
 		return nil, err
 	}
-	wk.reserve(64 + len(head))
-	out, at := protocol.BeginFrame(wk.out)
-	out = protocol.AppendArrayHeader(out, 5)
-	out = protocol.AppendUint(out, uint64(protocol.Response))
-	out = protocol.AppendUint(out, s.id)
-	out = protocol.AppendUint(out, 101)
-	out = protocol.AppendArrayHeader(out, n)
-	out = append(out, head...)
-	out = protocol.AppendUint(out, protocol.BodyNone)
-	out = protocol.EndFrame(out, at)
-	n = len(out) - len(wk.out)
-	wk.out = out
-	wk.queued(n)
+	out, at := wk.beginResponse(s.id, http.StatusSwitchingProtocols, n, len(head))
+	wk.endResponse(append(out, head...), at, protocol.BodyNone)
 	rw.wroteHeader, rw.committed, rw.ended, rw.status = true, true, true, http.StatusSwitchingProtocols
 	s.ws = ws
 	return ws, nil

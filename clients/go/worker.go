@@ -43,8 +43,6 @@ type Worker struct {
 	f        protocol.Frame // scratch frame for the streams' sends (mu held)
 	extra    int64          // request-body credit granted beyond the initial windows
 	maxChunk int            // largest BODY data the gateway accepts in one frame
-	workerID uint64
-	pool     string
 
 	// output, guarded by mu: frames are appended to out; segs holds what
 	// goes before out[outMark:] (earlier frames and zero-copy body slices)
@@ -66,7 +64,6 @@ type Worker struct {
 	timer    *time.Timer // DRAIN or shutdown deadline
 	deadline time.Time
 	closeErr error // why the worker closed the link itself before DRAIN
-	linkErr  error // why the streams died
 	done     chan struct{}
 	addrs    [256]struct {
 		host string
@@ -377,7 +374,7 @@ func (w *Worker) readLoop() error {
 				}
 				return ErrLinkClosed
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && !w.readyLocked() {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !w.ready() {
 				return w.fail(&protocol.LinkError{Code: protocol.Timeout, Msg: "no HELLO from the gateway in time"})
 			}
 			if end > start {
@@ -391,7 +388,8 @@ func (w *Worker) readLoop() error {
 	}
 }
 
-func (w *Worker) readyLocked() bool {
+// ready reports whether the handshake is complete (it takes mu).
+func (w *Worker) ready() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.link.Ready()
@@ -431,8 +429,6 @@ func (w *Worker) handle(f *protocol.Frame) error {
 	}
 	switch f.Type {
 	case protocol.Hello:
-		ph := w.link.PeerHello()
-		w.workerID, w.pool = ph.WorkerID, ph.Pool
 		w.maxChunk = w.link.PeerMaxFrame() - protocol.DataOverhead
 		_ = w.conn.SetReadDeadline(time.Time{})
 		if w.retiring { // a signal came during the handshake
@@ -506,7 +502,6 @@ func (w *Worker) lose(err error) {
 	if err == nil {
 		err = ErrLinkClosed
 	}
-	w.linkErr = err
 	var open []*stream
 	w.link.EachStream(func(ls *protocol.Stream) bool {
 		if s, _ := ls.User().(*stream); s != nil {
