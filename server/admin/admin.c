@@ -339,6 +339,19 @@ static void per_pool(sluice_buf *b, gateway *gw, const char *name, const char *t
     }
 }
 
+/* One pool's series of a histogram: cumulative buckets (each plus `all`,
+ * observations counted in every bucket), +Inf, sum and count. */
+static void histogram(sluice_buf *b, const char *name, const char *pn, const uint64_t buckets[POOL_LAT_BUCKETS],
+                      uint64_t all, uint64_t count, double sum)
+{
+    for (int k = 0; k < POOL_LAT_BUCKETS; k++)
+        bprintf(b, "%s_bucket{pool=\"%s\",le=\"%g\"} %llu\n", name, pn, pool_latency_bounds[k],
+                (unsigned long long)(buckets[k] + all));
+    bprintf(b, "%s_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", name, pn, (unsigned long long)count);
+    bprintf(b, "%s_sum{pool=\"%s\"} %.6f\n", name, pn, sum);
+    bprintf(b, "%s_count{pool=\"%s\"} %llu\n", name, pn, (unsigned long long)count);
+}
+
 static void metrics_text(gateway *gw, sluice_buf *b)
 {
     bprintf(b, "# HELP sluice_requests_total Requests answered, by pool and status class.\n"
@@ -352,15 +365,9 @@ static void metrics_text(gateway *gw, sluice_buf *b)
     bprintf(b, "# HELP sluice_request_duration_seconds Time from request head to response end.\n"
                "# TYPE sluice_request_duration_seconds histogram\n");
     for (uint32_t i = 0; i < gw->n_pools; i++) {
-        const char *pn = pool_name(gw->pools[i]);
         const pool_stats *st = pool_get_stats(gw->pools[i]);
-        for (int k = 0; k < POOL_LAT_BUCKETS; k++)
-            bprintf(b, "sluice_request_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", pn,
-                    pool_latency_bounds[k], (unsigned long long)st->lat_buckets[k]);
-        bprintf(b, "sluice_request_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", pn,
-                (unsigned long long)st->lat_count);
-        bprintf(b, "sluice_request_duration_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->lat_sum);
-        bprintf(b, "sluice_request_duration_seconds_count{pool=\"%s\"} %llu\n", pn, (unsigned long long)st->lat_count);
+        histogram(b, "sluice_request_duration_seconds", pool_name(gw->pools[i]), st->lat_buckets, 0, st->lat_count,
+                  st->lat_sum);
     }
     per_pool(b, gw, "sluice_received_bytes_total", "counter", "Request body bytes read from clients.",
              offsetof(pool_stats, bytes_in));
@@ -414,15 +421,9 @@ static void metrics_text(gateway *gw, sluice_buf *b)
     bprintf(b, "# HELP sluice_queue_wait_duration_seconds Time from a request's arrival at its pool to a worker taking it "
                "(0 when one was free at once).\n# TYPE sluice_queue_wait_duration_seconds histogram\n");
     for (uint32_t i = 0; i < gw->n_pools; i++) {
-        const char *pn = pool_name(gw->pools[i]);
         const pool_stats *st = pool_get_stats(gw->pools[i]);
-        for (int k = 0; k < POOL_LAT_BUCKETS; k++)
-            bprintf(b, "sluice_queue_wait_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %llu\n", pn, pool_latency_bounds[k],
-                    (unsigned long long)(st->qwait_buckets[k] + st->qwait_none));
-        unsigned long long n = (unsigned long long)(st->qwait_count + st->qwait_none);
-        bprintf(b, "sluice_queue_wait_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", pn, n);
-        bprintf(b, "sluice_queue_wait_duration_seconds_sum{pool=\"%s\"} %.6f\n", pn, st->queue_wait_sum);
-        bprintf(b, "sluice_queue_wait_duration_seconds_count{pool=\"%s\"} %llu\n", pn, n);
+        histogram(b, "sluice_queue_wait_duration_seconds", pool_name(gw->pools[i]), st->qwait_buckets,
+                  st->qwait_none, st->qwait_count + st->qwait_none, st->queue_wait_sum);
     }
     static const struct {
         const char *name, *help;
@@ -435,7 +436,7 @@ static void metrics_text(gateway *gw, sluice_buf *b)
     for (int g = 0; g < 3; g++) {
         bprintf(b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help, gauges[g].name);
         for (uint32_t i = 0; i < gw->n_pools; i++) {
-            uint64_t active, capacity;
+            uint64_t active, capacity; /* a walk of the pool's links: cheap next to the text */
             pool_streams(gw->pools[i], &active, &capacity);
             const char *pn = pool_name(gw->pools[i]);
             if (g < 2)

@@ -141,6 +141,17 @@ static void q_push(pool *p, stream *s)
     p->stats.queued_total++;
 }
 
+const double pool_latency_bounds[POOL_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                       0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+/* Counts `seconds` in cumulative histogram buckets (Prometheus "le"). */
+static void count_in_buckets(uint64_t buckets[POOL_LAT_BUCKETS], double seconds)
+{
+    for (int i = 0; i < POOL_LAT_BUCKETS; i++)
+        if (seconds <= pool_latency_bounds[i])
+            buckets[i]++;
+}
+
 static void q_remove(pool *p, stream *s)
 {
     if (!s->queued)
@@ -159,17 +170,13 @@ static void q_remove(pool *p, stream *s)
     double wait = (double)(uv_now(p->gw->loop) - s->queued_at) / 1000.0;
     p->stats.queue_wait_sum += wait;
     p->stats.qwait_count++;
-    for (int i = 0; i < POOL_LAT_BUCKETS; i++)
-        if (wait <= pool_latency_bounds[i])
-            p->stats.qwait_buckets[i]++;
+    count_in_buckets(p->stats.qwait_buckets, wait);
 }
 
 void pool_withdraw(pool *p, stream *s) { q_remove(p, s); }
 
 /* ---- stats ------------------------------------------------------------ */
 
-const double pool_latency_bounds[POOL_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                       0.25,  0.5,    1,     2.5,  5,     10,   30};
 
 void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out)
 {
@@ -179,9 +186,7 @@ void pool_record(pool *p, int status, double seconds, uint64_t bytes_in, uint64_
     p->stats.requests[cls]++;
     p->stats.lat_count++;
     p->stats.lat_sum += seconds;
-    for (int i = 0; i < POOL_LAT_BUCKETS; i++)
-        if (seconds <= pool_latency_bounds[i])
-            p->stats.lat_buckets[i]++;
+    count_in_buckets(p->stats.lat_buckets, seconds);
     p->stats.bytes_in += bytes_in;
     p->stats.bytes_out += bytes_out;
 }
