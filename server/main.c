@@ -92,7 +92,7 @@ int main(int argc, char **argv)
         return 1;
     int rc = sluice_config_parse(cfgp, argc, argv, stdout, stderr);
     if (rc == 2) { /* --check-config: the certificates must load too */
-        rc = listener_check_tls(cfgp, stderr) == 0 ? 1 : -EINVAL;
+        rc = (listener_check_tls(cfgp, stderr) | pool_check_tls(cfgp, stderr)) == 0 ? 1 : -EINVAL;
         if (rc == 1)
             sluice_config_print_ok(cfgp, stdout);
     }

@@ -195,20 +195,7 @@ static const char *not_ready(const gateway *gw, char *buf, size_t cap)
 
 bool admin_address_is_local(const char *address)
 {
-    if (!strncmp(address, "unix:", 5))
-        return true;
-    struct sockaddr_storage ss;
-    if (sluice_listen_sockaddr(address, &ss) < 0)
-        return false;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return false;
+    return !strncmp(address, "unix:", 5) || sluice_address_is_loopback(address);
 }
 
 /* Compare without leaking where the first difference is (the time depends

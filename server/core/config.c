@@ -213,6 +213,22 @@ int sluice_listen_sockaddr(const char *hostport, struct sockaddr_storage *out)
     return sluice_sockaddr(host, port, out);
 }
 
+bool sluice_address_is_loopback(const char *hostport)
+{
+    struct sockaddr_storage ss;
+    if (sluice_listen_sockaddr(hostport, &ss) < 0)
+        return false;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
 static int copy_str(char *dst, size_t cap, const char *s)
 {
     size_t n = strlen(s);
@@ -404,7 +420,7 @@ static int set_pool(sluice_pool_config *p, const char *k, const char *v)
     if (!strcmp(k, "min_workers"))
         return parse_u32(v, 0, 4096, &p->min_workers);
     if (!strcmp(k, "max_workers"))
-        return parse_u32(v, 1, 4096, &p->max_workers);
+        return parse_u32(v, 0, 4096, &p->max_workers);
     if (!strcmp(k, "idle_timeout"))
         return sluice_parse_duration(v, &p->idle_timeout_ms);
     if (!strcmp(k, "max_streams"))
@@ -452,13 +468,39 @@ static int set_pool(sluice_pool_config *p, const char *k, const char *v)
     }
     if (!strcmp(k, "socket_group"))
         return copy_str(p->socket_group, sizeof p->socket_group, v);
-    if (!strcmp(k, "tcp_listen")) {
+    if (!strcmp(k, "tcp_listen") || !strcmp(k, "worker_listen")) {
+        /* tcp_listen = HOST:PORT is the older spelling of tcp:HOST:PORT */
         char h[256];
         int port;
-        if (parse_listen(v, h, sizeof h, &port) < 0)
+        const char *scheme = "tcp:", *rest = v;
+        if (!strcmp(k, "worker_listen")) {
+            if (!strncmp(v, "tcp:", 4) || !strncmp(v, "tls:", 4) || !strncmp(v, "unix:", 5)) {
+                scheme = !strncmp(v, "unix:", 5) ? "unix:" : (v[1] == 'l' ? "tls:" : "tcp:");
+                rest = v + strlen(scheme);
+            }
+        }
+        if (!strcmp(scheme, "unix:")) {
+            if (!rest[0] || strlen(rest) >= 108)
+                return -EINVAL;
+        } else {
+            struct sockaddr_storage ss; /* an IP address and a port, as bound */
+            if (parse_listen(rest, h, sizeof h, &port) < 0 || sluice_listen_sockaddr(rest, &ss) < 0)
+                return -EINVAL;
+        }
+        if (p->n_worker_listen == SLUICE_MAX_WORKER_LISTEN)
             return -EINVAL;
-        return copy_str(p->tcp_listen, sizeof p->tcp_listen, v);
+        char *dst = p->worker_listen[p->n_worker_listen];
+        if ((size_t)snprintf(dst, sizeof p->worker_listen[0], "%s%s", scheme, rest) >= sizeof p->worker_listen[0])
+            return -EINVAL;
+        p->n_worker_listen++;
+        return 0;
     }
+    if (!strcmp(k, "tls_cert"))
+        return copy_str(p->tls_cert, sizeof p->tls_cert, v);
+    if (!strcmp(k, "tls_key"))
+        return copy_str(p->tls_key, sizeof p->tls_key, v);
+    if (!strcmp(k, "client_ca"))
+        return copy_str(p->client_ca, sizeof p->client_ca, v);
     if (!strcmp(k, "token"))
         return copy_str(p->token, sizeof p->token, v);
     (void)x;
@@ -649,12 +691,15 @@ int sluice_config_validate(const sluice_config *c, FILE *err)
     }
     for (uint32_t i = 0; i < c->n_pools; i++) {
         const sluice_pool_config *p = &c->pools[i];
-        if (!p->command || !p->command[0]) {
-            fprintf(err, "%s: pool '%s' has no command\n", where, p->name);
+        /* workers = 0: a pool served only by workers that attach by
+         * themselves (worker_listen); it needs no command */
+        if ((!p->command || !p->command[0]) && p->max_workers > 0) {
+            fprintf(err, "%s: pool '%s' has no command (set one, or workers = 0 for a pool of attached "
+                         "workers only)\n", where, p->name);
             return -EINVAL;
         }
-        if (p->max_workers < p->min_workers || p->max_workers == 0) {
-            fprintf(err, "%s: pool '%s': max_workers (%u) must be at least min_workers (%u) and 1\n", where,
+        if (p->max_workers < p->min_workers) {
+            fprintf(err, "%s: pool '%s': max_workers (%u) must be at least min_workers (%u)\n", where,
                     p->name, p->max_workers, p->min_workers);
             return -EINVAL;
         }
@@ -662,8 +707,29 @@ int sluice_config_validate(const sluice_config *c, FILE *err)
             fprintf(err, "%s: pool '%s': socket_mode 0660 needs socket_group\n", where, p->name);
             return -EINVAL;
         }
-        if (p->tcp_listen[0] && !p->token[0]) {
-            fprintf(err, "%s: pool '%s': tcp_listen needs a token\n", where, p->name);
+        bool tls = false;
+        for (uint32_t j = 0; j < p->n_worker_listen; j++) {
+            const char *a = p->worker_listen[j];
+            if (!strncmp(a, "tcp:", 4) && !p->token[0]) {
+                fprintf(err, "%s: pool '%s': worker_listen %s (clear-text TCP) needs a token\n", where, p->name, a);
+                return -EINVAL;
+            }
+            if (!strncmp(a, "tls:", 4)) {
+                tls = true;
+                if (!p->token[0] && !p->client_ca[0]) {
+                    fprintf(err, "%s: pool '%s': worker_listen %s needs a token, a client_ca, or both\n", where,
+                            p->name, a);
+                    return -EINVAL;
+                }
+            }
+        }
+        if (tls && (!p->tls_cert[0] || !p->tls_key[0])) {
+            fprintf(err, "%s: pool '%s': a tls: worker_listen needs tls_cert and tls_key\n", where, p->name);
+            return -EINVAL;
+        }
+        if (!tls && (p->tls_cert[0] || p->tls_key[0] || p->client_ca[0])) {
+            fprintf(err, "%s: pool '%s': tls_cert, tls_key and client_ca apply to a tls: worker_listen, and "
+                         "there is none\n", where, p->name);
             return -EINVAL;
         }
     }
@@ -718,6 +784,14 @@ static const char usage[] =
     "      --socket-dir DIR         where the pool's Unix socket lives (default: a\n"
     "                               private directory under $TMPDIR)\n"
     "      --pool NAME              pool name passed to workers (default \"default\")\n"
+    "      --worker-listen ADDR     also take workers that attach by themselves, on\n"
+    "                               tcp:HOST:PORT (clear text, needs a token),\n"
+    "                               tls:HOST:PORT or unix:PATH; repeatable\n"
+    "      --worker-token TOKEN     the token attaching workers send (or\n"
+    "                               $SLUICE_WORKER_TOKEN)\n"
+    "      --worker-tls-cert FILE   the certificate (and key) of tls: worker listeners\n"
+    "      --worker-tls-key FILE\n"
+    "      --worker-client-ca FILE  tls: require worker certificates signed by these CAs\n"
     "      --queue-size N           requests waiting for a free worker before 503\n"
     "                               (default unbounded: at most one per client connection)\n"
     "      --queue-timeout DUR      longest wait for a free worker before 504 (default 30s)\n"
@@ -773,6 +847,7 @@ enum {
     OPT_CHECK_CONFIG, OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS,
     OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_HANDSHAKE_TIMEOUT, OPT_HTTP2, OPT_H2_MAX_STREAMS,
     OPT_SEND_TIMEOUT, OPT_WS_PING_INTERVAL, OPT_WS_MAX_MESSAGE, OPT_ADMIN_TOKEN, OPT_SHUTDOWN_DELAY,
+    OPT_WORKER_LISTEN, OPT_WORKER_TOKEN, OPT_WORKER_TLS_CERT, OPT_WORKER_TLS_KEY, OPT_WORKER_CLIENT_CA,
 };
 
 /* Flags that shape the command-line pool (not allowed with --config). */
@@ -780,6 +855,7 @@ static const int pool_opts[] = {
     'w', OPT_MAX_STREAMS, OPT_SOCKET_DIR, OPT_POOL, OPT_QUEUE_SIZE, OPT_QUEUE_TIMEOUT,
     OPT_STARTUP_TIMEOUT, OPT_WINDOW, OPT_MAX_BODY, OPT_MAX_BODY_CEILING, OPT_RESPONSE_TIMEOUT,
     OPT_MIN_WORKERS, OPT_MAX_WORKERS, OPT_MAX_REQUESTS, OPT_WS_MAX_MESSAGE,
+    OPT_WORKER_LISTEN, OPT_WORKER_TOKEN, OPT_WORKER_TLS_CERT, OPT_WORKER_TLS_KEY, OPT_WORKER_CLIENT_CA,
 };
 
 static const struct option long_opts[] = {
@@ -802,6 +878,11 @@ static const struct option long_opts[] = {
     {"max-requests", required_argument, NULL, OPT_MAX_REQUESTS},
     {"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
     {"socket-dir", required_argument, NULL, OPT_SOCKET_DIR},
+    {"worker-listen", required_argument, NULL, OPT_WORKER_LISTEN},
+    {"worker-token", required_argument, NULL, OPT_WORKER_TOKEN},
+    {"worker-tls-cert", required_argument, NULL, OPT_WORKER_TLS_CERT},
+    {"worker-tls-key", required_argument, NULL, OPT_WORKER_TLS_KEY},
+    {"worker-client-ca", required_argument, NULL, OPT_WORKER_CLIENT_CA},
     {"pool", required_argument, NULL, OPT_POOL},
     {"queue-size", required_argument, NULL, OPT_QUEUE_SIZE},
     {"queue-timeout", required_argument, NULL, OPT_QUEUE_TIMEOUT},
@@ -885,10 +966,15 @@ static int apply(sluice_config *c, sluice_pool_config *p, int opt, const char *v
     case OPT_ADMIN_TOKEN: return set_server(c, "admin_token", v);
     case OPT_SHUTDOWN_DELAY: return set_server(c, "shutdown_delay", v);
     case 'w':
-        return set_pool(p, "workers", v) ? -EINVAL : (p->max_workers ? 0 : -EINVAL);
+        return set_pool(p, "workers", v);
     case OPT_MIN_WORKERS: return set_pool(p, "min_workers", v);
     case OPT_MAX_WORKERS: return set_pool(p, "max_workers", v);
     case OPT_MAX_REQUESTS: return set_pool(p, "max_requests", v);
+    case OPT_WORKER_LISTEN: return set_pool(p, "worker_listen", v);
+    case OPT_WORKER_TOKEN: return set_pool(p, "token", v);
+    case OPT_WORKER_TLS_CERT: return set_pool(p, "tls_cert", v);
+    case OPT_WORKER_TLS_KEY: return set_pool(p, "tls_key", v);
+    case OPT_WORKER_CLIENT_CA: return set_pool(p, "client_ca", v);
     case OPT_MAX_STREAMS: return set_pool(p, "max_streams", v);
     case OPT_SOCKET_DIR: return set_pool(p, "socket_dir", v);
     case OPT_POOL: return valid_name(v) ? (snprintf(p->name, sizeof p->name, "%s", v), 0) : -EINVAL;
@@ -1026,6 +1112,13 @@ int sluice_config_parse(sluice_config *c, int argc, char **argv, FILE *out, FILE
         if (env && *env && set_server(c, "admin_token", env) != 0) {
             fprintf(err, "sluice: invalid SLUICE_ADMIN_TOKEN: use 1 to 255 visible ASCII characters, "
                          "no spaces\n");
+            return -EINVAL;
+        }
+    }
+    if (!file && !c->pools[0].token[0]) { /* no --worker-token: the environment's */
+        const char *env = getenv("SLUICE_WORKER_TOKEN");
+        if (env && *env && set_pool(&c->pools[0], "token", env) != 0) {
+            fprintf(err, "sluice: invalid SLUICE_WORKER_TOKEN\n");
             return -EINVAL;
         }
     }

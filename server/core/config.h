@@ -22,6 +22,8 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 enum { SLUICE_HTTP2_OFF = 0, SLUICE_HTTP2_ON = 1, SLUICE_HTTP2_ONLY = 2 };
 
 /* One pool of workers running the same command. */
+#define SLUICE_MAX_WORKER_LISTEN 8
+
 typedef struct {
     char name[64];
     char **command;              /* argv, NULL-terminated (owned) */
@@ -48,8 +50,13 @@ typedef struct {
     char socket_dir[512];        /* "" : a private directory under $TMPDIR */
     uint32_t socket_mode;        /* 0600, or 0660 with socket_group */
     char socket_group[64];
-    char tcp_listen[280];        /* "HOST:PORT" for remote workers; "" : none */
-    char token[256];             /* required in HELLO from TCP workers */
+    /* Listeners for remote/attached workers: "tcp:HOST:PORT" (clear text,
+     * token required), "tls:HOST:PORT", "unix:PATH". */
+    char worker_listen[SLUICE_MAX_WORKER_LISTEN][280];
+    uint32_t n_worker_listen;
+    char tls_cert[512], tls_key[512]; /* the gateway's certificate on tls: listeners */
+    char client_ca[512];         /* tls: require worker certificates chaining to it */
+    char token[256];             /* required in HELLO on tcp: (and on tls: when set) */
 } sluice_pool_config;
 
 /* Host and path prefix -> pool; the most specific route wins. */
@@ -139,6 +146,8 @@ struct sockaddr_storage;
 int sluice_sockaddr(const char *host, int port, struct sockaddr_storage *out);
 /* "HOST:PORT" or "[V6]:PORT" (as accepted for listen addresses) -> socket address. */
 int sluice_listen_sockaddr(const char *hostport, struct sockaddr_storage *out);
+/* A numeric loopback HOST:PORT (127.0.0.0/8, ::1, ::ffff:127.x). */
+bool sluice_address_is_loopback(const char *hostport);
 
 /* "64k", "10m", "1g", "123" -> bytes; -EINVAL on error. */
 int sluice_parse_size(const char *s, uint64_t *out);

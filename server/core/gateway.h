@@ -55,7 +55,7 @@ typedef struct gateway {
     /* shared read buffer for connections without buffered input */
     uint8_t *shared_in;
     size_t shared_in_size;
-    /* shared read buffer for TLS ciphertext (front/transport.c), lazily */
+    /* shared read buffer for TLS ciphertext (transport/transport.c), lazily */
     uint8_t *tls_in;
 
     stream *free_streams; /* recycled stream objects */

@@ -1,4 +1,5 @@
-/* Worker link: one Unix-socket connection to a worker process.
+/* Worker link: one connection to a worker process (Unix socket, TCP, or
+ * TLS over TCP, through a transport).
  *
  * Input: bytes -> incremental decoder -> protocol state machine -> the
  * stream the frame belongs to. Output: frames are appended to `out` and the
@@ -7,12 +8,14 @@
 #include "worker/link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/loop.h"
+#include "transport/transport.h"
 #include "exchange/stream.h"
 
 #define READ_BUF (64 * 1024)
@@ -28,19 +31,14 @@ struct wlink {
     const char *name; /* the owner pool's */
     const wlink_owner_ops *ops;
     void *owner;
-    union { /* Unix socket, or TCP for remote workers */
-        uv_pipe_t pipe;
-        uv_tcp_t tcp;
-        uv_stream_t stream;
-    } h;
-    bool tcp;
+    transport *t; /* Unix socket, or TCP (maybe TLS) for remote workers */
+    bool tcp, tls;
     uv_timer_t hello_timer; /* the HELLO deadline, then DRAIN's */
     int handles; /* open uv handles; freed when 0 after close */
     sluice_proto_link *proto;
     sluice_proto_decoder *dec;
     uint8_t *rbuf;
     sluice_buf out, wbuf;
-    uv_write_t wreq;
     bool writing;
     flush_node flush;
     bool closing;
@@ -61,17 +59,21 @@ static void link_fail(wlink *l, int err, const char *why);
 
 /* ---- lifetime --------------------------------------------------------- */
 
-static void on_handle_closed(uv_handle_t *h)
+static void link_free(wlink *l)
 {
-    wlink *l = h->data;
-    if (--l->handles > 0)
-        return;
     sluice_proto_link_free(l->proto);
     sluice_proto_decoder_free(l->dec);
     sluice_buf_close(&l->out);
     sluice_buf_close(&l->wbuf);
     free(l->rbuf);
     free(l);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    wlink *l = h->data;
+    if (--l->handles == 0)
+        link_free(l);
 }
 
 static void on_hello_timeout(uv_timer_t *t)
@@ -113,15 +115,30 @@ static void on_drain_timeout(uv_timer_t *t)
     wlink_close(l, 0, "DRAIN timeout");
 }
 
-static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf);
+static void on_written(transport *t, int status);
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void alloc_cb(transport *t, uv_buf_t *buf)
 {
-    (void)suggested;
-    wlink *l = h->data;
+    wlink *l = t->owner;
     buf->base = (char *)l->rbuf;
     buf->len = READ_BUF;
 }
+
+static void on_transport_closed(transport *t)
+{
+    wlink *l = t->owner;
+    l->t = NULL;
+    if (--l->handles == 0)
+        link_free(l);
+}
+
+static const transport_cb link_transport_cb = {
+    .alloc = alloc_cb,
+    .read = on_read,
+    .written = on_written,
+    .closed = on_transport_closed,
+};
 
 static int peer_pid_of(uv_stream_t *p)
 {
@@ -135,7 +152,8 @@ static int peer_pid_of(uv_stream_t *p)
     return cred.pid;
 }
 
-int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink_owner_ops *ops, void *owner)
+int wlink_accept(gateway *gw, uv_stream_t *server, tls_ctx *tls, const char *name, const wlink_owner_ops *ops,
+                 void *owner)
 {
     wlink *l = calloc(1, sizeof *l);
     if (!l)
@@ -149,13 +167,16 @@ int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink
     sluice_buf_init(&l->out, OUT_MAX);
     sluice_buf_init(&l->wbuf, OUT_MAX);
     l->tcp = server->type == UV_TCP;
-    if (l->tcp)
-        uv_tcp_init(gw->loop, &l->h.tcp);
-    else
-        uv_pipe_init(gw->loop, &l->h.pipe, 0);
-    l->h.stream.data = l;
+    l->tls = l->tcp && tls;
+    l->t = l->tcp ? transport_new(gw, tls, &link_transport_cb, l) : transport_new_pipe(gw, &link_transport_cb, l);
+    if (!l->t) {
+        free(l);
+        return -ENOMEM;
+    }
     l->handles = 1;
-    int rc = uv_accept(server, &l->h.stream);
+    int rc = uv_accept(server, &l->t->stream);
+    if (rc == 0)
+        rc = transport_start(l->t);
     if (rc == 0) {
         l->rbuf = malloc(READ_BUF);
         rc = l->rbuf ? 0 : -ENOMEM;
@@ -170,36 +191,29 @@ int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink
         l->hello_timer.data = l;
         l->handles++;
         uv_timer_start(&l->hello_timer, on_hello_timeout, ops->config(owner)->startup_timeout_ms, 0);
-        rc = uv_read_start(&l->h.stream, alloc_cb, on_read);
+        rc = l->t->ops->read_start(l->t);
     }
     if (rc < 0) {
         l->closing = true;
-        uv_close((uv_handle_t *)&l->h.stream, on_handle_closed);
+        l->t->ops->close(l->t);
         if (l->handles > 1)
             uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
         return rc;
     }
-    l->peer_pid = peer_pid_of(&l->h.stream);
+    l->peer_pid = peer_pid_of(&l->t->stream);
     l->connected_ms = uv_now(gw->loop);
     if (l->tcp) {
-        struct sockaddr_storage ss;
-        int len = sizeof ss;
-        uv_tcp_nodelay(&l->h.tcp, 1);
-        if (uv_tcp_getpeername(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
-            if (ss.ss_family == AF_INET)
-                uv_ip4_name((struct sockaddr_in *)&ss, l->peer, sizeof l->peer);
-            else
-                uv_ip6_name((struct sockaddr_in6 *)&ss, l->peer, sizeof l->peer);
-        }
+        uv_tcp_nodelay(&l->t->tcp, 1);
+        snprintf(l->peer, sizeof l->peer, "%s", l->t->remote);
     }
     return 0;
 }
 
 /* ---- output ----------------------------------------------------------- */
 
-static void on_written(uv_write_t *req, int status)
+static void on_written(transport *t, int status)
 {
-    wlink *l = req->data;
+    wlink *l = t->owner;
     l->writing = false;
     sluice_buf_reset(&l->wbuf);
     if (l->wbuf.cap > (1u << 20)) /* do not keep a burst's memory */
@@ -218,8 +232,7 @@ static void link_flush(flush_node *n)
     wlink *l = (wlink *)((char *)n - offsetof(wlink, flush));
     if (l->writing || l->out.len == 0 || l->closing)
         return;
-    uv_buf_t b = uv_buf_init((char *)l->out.data, (unsigned)l->out.len);
-    int w = uv_try_write(&l->h.stream, &b, 1);
+    int w = l->t->ops->try_write(l->t, (const char *)l->out.data, l->out.len);
     if (w == (int)l->out.len) {
         sluice_buf_reset(&l->out);
         return;
@@ -234,10 +247,8 @@ static void link_flush(flush_node *n)
     l->wbuf = l->out;
     l->out = tmp;
     sluice_buf_reset(&l->out);
-    b = uv_buf_init((char *)l->wbuf.data + done, (unsigned)(l->wbuf.len - done));
     l->writing = true;
-    l->wreq.data = l;
-    int rc = uv_write(&l->wreq, &l->h.stream, &b, 1, on_written);
+    int rc = l->t->ops->write(l->t, (const char *)l->wbuf.data + done, l->wbuf.len - done);
     if (rc < 0) {
         l->writing = false;
         link_fail(l, rc, "write failed");
@@ -257,10 +268,8 @@ static void link_fail(wlink *l, int err, const char *why)
         /* best effort: tell the worker why, without waiting for it */
         sluice_buf eb;
         sluice_buf_init(&eb, 4096);
-        if (sluice_proto_encode_error(&eb, err, why) == 0 && !l->writing) {
-            uv_buf_t b = uv_buf_init((char *)eb.data, (unsigned)eb.len);
-            uv_try_write(&l->h.stream, &b, 1);
-        }
+        if (sluice_proto_encode_error(&eb, err, why) == 0 && !l->writing)
+            l->t->ops->try_write(l->t, (const char *)eb.data, eb.len);
         sluice_buf_close(&eb);
     }
     /* A worker told to leave (DRAIN, or the gateway is stopping) may close
@@ -290,10 +299,10 @@ static void link_fail(wlink *l, int err, const char *why)
         }
         ps = next;
     }
-    uv_read_stop(&l->h.stream);
+    l->t->ops->read_stop(l->t);
     uv_timer_stop(&l->hello_timer);
     l->ops->closed(l->owner, l);
-    uv_close((uv_handle_t *)&l->h.stream, on_handle_closed);
+    l->t->ops->close(l->t);
     uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
 }
 
@@ -503,10 +512,13 @@ static bool token_ok(const char *want, sluice_bytes got)
 static void on_hello(wlink *l, const sluice_hello *h)
 {
     uv_timer_stop(&l->hello_timer);
+    /* Clear-text TCP: the token is the only credential. TLS: the token
+     * when the pool has one (else the client certificate vouched). */
     const char *token = l->ops->config(l->owner)->token;
-    if (l->tcp && (!(h->has & SLUICE_HELLO_HAS_TOKEN) || !token[0] || !token_ok(token, h->token))) {
-        slog(l->gw->log, LOG_WARN, "pool %s: TCP worker from %s refused: missing or wrong token",
-             l->name, l->peer);
+    bool need = l->tcp && (!l->tls || token[0]);
+    if (need && (!(h->has & SLUICE_HELLO_HAS_TOKEN) || !token[0] || !token_ok(token, h->token))) {
+        slog(l->gw->log, LOG_WARN, "pool %s: %s worker from %s refused: missing or wrong token",
+             l->name, l->tls ? "TLS" : "TCP", l->peer);
         link_fail(l, SLUICE_PROTO_E_AUTH, "missing or wrong token");
         return;
     }
@@ -626,9 +638,9 @@ static void handle_frame(wlink *l, const sluice_frame *f)
         l->ops->capacity(l->owner, l);
 }
 
-static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
 {
-    wlink *l = h->data;
+    wlink *l = t->owner;
     if (nread < 0) {
         int fin = sluice_proto_decoder_finish(l->dec);
         link_fail(l, fin ? fin : (int)nread, nread == UV_EOF ? "connection closed" : "read failed");

@@ -28,9 +28,13 @@ typedef struct wlink_owner_ops {
     const sluice_pool_config *(*config)(const void *owner);
 } wlink_owner_ops;
 
+typedef struct tls_ctx tls_ctx;
+
 /* Accept a connection on a pool's socket. `name` (the pool's, for logs and
- * the gateway's HELLO) must outlive the link. */
-int wlink_accept(gateway *gw, uv_stream_t *server, const char *name, const wlink_owner_ops *ops, void *owner);
+ * the gateway's HELLO) must outlive the link. `tls`: the listener's TLS
+ * context (TCP listeners only), or NULL for plain. */
+int wlink_accept(gateway *gw, uv_stream_t *server, tls_ctx *tls, const char *name, const wlink_owner_ops *ops,
+                 void *owner);
 
 /* Open stream `s` on the link: sends REQUEST. -EMSGSIZE if the head does not
  * fit the worker's max_frame. */

@@ -22,6 +22,7 @@
 
 #include "core/loop.h"
 #include "exchange/stream.h"
+#include "tls/tls.h"
 #include "worker/link.h"
 
 extern char **environ;
@@ -59,6 +60,19 @@ struct worker_proc {
 #define CRASH_LOOP_EXITS 5
 #define DOWN_FAILED_STARTS 3
 
+/* A listener for workers that attach by themselves (worker_listen). */
+typedef struct worker_listener {
+    pool *p;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_stream_t stream;
+    } h;
+    bool tls;
+    bool live;
+    char path[108]; /* unix: the socket file, removed at exit */
+} worker_listener;
+
 typedef struct link_node {
     wlink *link;
     struct link_node *next;
@@ -73,8 +87,9 @@ struct pool {
     bool own_dir;
     uv_pipe_t server;
     bool listening;
-    uv_tcp_t tcp_server; /* remote workers, with a token */
-    bool tcp_listening;
+    worker_listener wl[SLUICE_MAX_WORKER_LISTEN];
+    uint32_t n_wl;
+    tls_ctx *worker_tls; /* the tls: listeners' context (tls_cert, client_ca) */
     uint32_t attached_seq;
     uv_timer_t tick; /* scaling and memory checks */
     bool tick_live;
@@ -392,7 +407,20 @@ static void on_connection(uv_stream_t *server, int status)
         slog(p->gw->log, LOG_ERROR, "pool %s: accept: %s", p->name, uv_strerror(status));
         return;
     }
-    int rc = wlink_accept(p->gw, server, p->name, &pool_link_ops, p);
+    int rc = wlink_accept(p->gw, server, NULL, p->name, &pool_link_ops, p);
+    if (rc < 0)
+        slog(p->gw->log, LOG_ERROR, "pool %s: accepting a worker: %s", p->name, uv_strerror(rc));
+}
+
+static void on_remote_connection(uv_stream_t *server, int status)
+{
+    worker_listener *wl = server->data;
+    pool *p = wl->p;
+    if (status < 0) {
+        slog(p->gw->log, LOG_ERROR, "pool %s: accept: %s", p->name, uv_strerror(status));
+        return;
+    }
+    int rc = wlink_accept(p->gw, server, wl->tls ? p->worker_tls : NULL, p->name, &pool_link_ops, p);
     if (rc < 0)
         slog(p->gw->log, LOG_ERROR, "pool %s: accepting a worker: %s", p->name, uv_strerror(rc));
 }
@@ -1053,11 +1081,23 @@ int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg)
     return 0;
 }
 
+/* The TLS settings of the pool's tls: worker listeners. */
+static void tls_files(const sluice_pool_config *cfg, tls_cert_files *f, tls_server_config *tc)
+{
+    *f = (tls_cert_files){.cert_file = cfg->tls_cert, .key_file = cfg->tls_key};
+    *tc = (tls_server_config){.certs = f, .n_certs = 1, .alpn = "sluice/1",
+                              .client_ca_file = cfg->client_ca[0] ? cfg->client_ca : NULL};
+}
+
 /* A relative command path ("bin/app", "./app") names a file from the
  * gateway's working directory, not from the pool's `directory` (which is
  * the worker's cwd): resolve it once, here. Bare names go through PATH. */
 static void resolve_command(pool *p)
 {
+    if (!p->cfg->command || !p->cfg->command[0]) { /* workers = 0: attached workers only */
+        p->file[0] = '\0';
+        return;
+    }
     const char *cmd = p->cfg->command[0];
     char cwd[512];
     if (cmd[0] != '/' && strchr(cmd, '/') && getcwd(cwd, sizeof cwd) &&
@@ -1071,6 +1111,17 @@ void pool_set_config(pool *p, const sluice_pool_config *cfg)
     p->cfg = cfg;
     resolve_command(p);
     build_env(p);
+    if (p->worker_tls && cfg->tls_cert[0]) {
+        /* renewed certificate files take effect for the next worker links;
+         * a failed reload keeps the running context */
+        tls_cert_files f;
+        tls_server_config tc;
+        tls_files(cfg, &f, &tc);
+        char msg[TLS_ERR_LEN];
+        if (tls_ctx_reload(&p->worker_tls, &tc, msg, sizeof msg) < 0)
+            slog(p->gw->log, LOG_ERROR, "pool %s: worker TLS not reloaded (keeping the running one): %s",
+                 p->name, msg);
+    }
 }
 
 /* Workers that run as another user (user=, group=) must reach the socket:
@@ -1115,6 +1166,10 @@ static void command_text(char **argv, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
+    if (!argv || !argv[0]) {
+        snprintf(out, cap, "(no command: attached workers only)");
+        return;
+    }
     for (size_t i = 0; argv[i]; i++) {
         const char *a = argv[i];
         bool quote = !*a || strpbrk(a, " \t\"'\\$") != NULL;
@@ -1125,6 +1180,107 @@ static void command_text(char **argv, char *out, size_t cap)
             return;
         }
         n += (size_t)w;
+    }
+}
+
+int pool_check_tls(const sluice_config *c, FILE *err)
+{
+    int rc = 0;
+    for (uint32_t i = 0; i < c->n_pools; i++) {
+        const sluice_pool_config *cfg = &c->pools[i];
+        if (!cfg->tls_cert[0])
+            continue;
+        tls_cert_files f;
+        tls_server_config tc;
+        tls_files(cfg, &f, &tc);
+        tls_ctx *ctx = NULL;
+        char msg[TLS_ERR_LEN];
+        if (tls_ctx_new_server(&ctx, &tc, msg, sizeof msg) < 0) {
+            fprintf(err, "%s: pool '%s': worker TLS: %s\n", c->config_path[0] ? c->config_path : "sluice",
+                    cfg->name, msg);
+            rc = -EINVAL;
+        }
+        tls_ctx_free(ctx);
+    }
+    return rc;
+}
+
+/* The worker_listen addresses: TCP (clear, with the token), TLS, and extra
+ * Unix sockets for workers that attach by themselves. */
+static int open_worker_listeners(pool *p)
+{
+    gateway *gw = p->gw;
+    const sluice_pool_config *cfg = p->cfg;
+    if (cfg->tls_cert[0]) {
+        tls_cert_files f;
+        tls_server_config tc;
+        tls_files(cfg, &f, &tc);
+        char msg[TLS_ERR_LEN];
+        int rc = tls_ctx_new_server(&p->worker_tls, &tc, msg, sizeof msg);
+        if (rc < 0) {
+            slog(gw->log, LOG_ERROR, "pool %s: worker TLS: %s", p->name, msg);
+            return rc;
+        }
+    }
+    for (uint32_t i = 0; i < cfg->n_worker_listen; i++) {
+        const char *a = cfg->worker_listen[i];
+        worker_listener *wl = &p->wl[p->n_wl];
+        wl->p = p;
+        int rc;
+        if (!strncmp(a, "unix:", 5)) {
+            snprintf(wl->path, sizeof wl->path, "%s", a + 5);
+            unlink(wl->path);
+            uv_pipe_init(gw->loop, &wl->h.pipe, 0);
+            wl->h.stream.data = wl;
+            p->n_wl++;
+            wl->live = true;
+            mode_t old = umask(cfg->socket_mode == 0660 ? 0117 : 0177);
+            rc = uv_pipe_bind(&wl->h.pipe, wl->path);
+            umask(old);
+            if (rc == 0 && cfg->socket_group[0]) {
+                struct group *gr = getgrnam(cfg->socket_group);
+                if (!gr || chown(wl->path, (uid_t)-1, gr->gr_gid) < 0)
+                    rc = gr ? -errno : -ENOENT;
+            }
+        } else {
+            struct sockaddr_storage ss;
+            wl->tls = !strncmp(a, "tls:", 4);
+            uv_tcp_init(gw->loop, &wl->h.tcp);
+            wl->h.stream.data = wl;
+            p->n_wl++;
+            wl->live = true;
+            rc = sluice_listen_sockaddr(a + 4, &ss);
+            if (rc == 0)
+                rc = uv_tcp_bind(&wl->h.tcp, (struct sockaddr *)&ss, 0);
+        }
+        if (rc == 0)
+            rc = uv_listen(&wl->h.stream, 256, on_remote_connection);
+        if (rc < 0) {
+            slog(gw->log, LOG_ERROR, "pool %s: worker listener %s: %s", p->name, a, uv_strerror(rc));
+            return rc;
+        }
+        if (!strncmp(a, "tcp:", 4) && !sluice_address_is_loopback(a + 4))
+            slog(gw->log, LOG_WARN, "pool %s: workers attach over clear-text TCP on %s: the token and every "
+                 "request cross the network unencrypted; use tls:%s on a network you do not trust", p->name,
+                 a + 4, a + 4);
+        slog(gw->log, LOG_INFO, "pool %s: accepting workers on %s (%s)", p->name, a,
+             !strncmp(a, "unix:", 5) ? "socket permissions"
+             : !wl->tls              ? "token required"
+             : cfg->client_ca[0] && cfg->token[0] ? "client certificate and token required"
+             : cfg->client_ca[0]     ? "client certificate required"
+                                     : "token required");
+    }
+    return 0;
+}
+
+static void close_worker_listeners(pool *p)
+{
+    for (uint32_t i = 0; i < p->n_wl; i++) {
+        worker_listener *wl = &p->wl[i];
+        if (!wl->live)
+            continue;
+        uv_close((uv_handle_t *)&wl->h.stream, NULL);
+        wl->live = false;
     }
 }
 
@@ -1188,23 +1344,9 @@ int pool_start(pool *p)
     rc = open_socket_to_workers(p, created);
     if (rc < 0)
         return rc;
-    if (cfg->tcp_listen[0]) {
-        struct sockaddr_storage ss;
-        rc = sluice_listen_sockaddr(cfg->tcp_listen, &ss);
-        uv_tcp_init(gw->loop, &p->tcp_server);
-        p->tcp_server.data = p;
-        p->tcp_listening = true;
-        if (rc == 0)
-            rc = uv_tcp_bind(&p->tcp_server, (struct sockaddr *)&ss, 0);
-        if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&p->tcp_server, 256, on_connection);
-        if (rc < 0) {
-            slog(gw->log, LOG_ERROR, "pool %s: worker TCP listener on %s: %s", p->name, cfg->tcp_listen,
-                 uv_strerror(rc));
-            return rc;
-        }
-        slog(gw->log, LOG_INFO, "pool %s: accepting TCP workers on %s (token required)", p->name, cfg->tcp_listen);
-    }
+    rc = open_worker_listeners(p);
+    if (rc < 0)
+        return rc;
     rc = build_env(p);
     if (rc < 0)
         return rc;
@@ -1252,10 +1394,7 @@ void pool_shutdown(pool *p)
         uv_close((uv_handle_t *)&p->server, NULL);
         p->listening = false;
     }
-    if (p->tcp_listening) {
-        uv_close((uv_handle_t *)&p->tcp_server, NULL);
-        p->tcp_listening = false;
-    }
+    close_worker_listeners(p);
 }
 
 bool pool_stopped(const pool *p)
@@ -1278,6 +1417,12 @@ void pool_free(pool *p)
         uv_close((uv_handle_t *)&p->tick, NULL);
     if (p->sock[0])
         unlink(p->sock);
+    close_worker_listeners(p);
+    for (uint32_t i = 0; i < p->n_wl; i++)
+        if (p->wl[i].path[0])
+            unlink(p->wl[i].path);
+    tls_ctx_free(p->worker_tls);
+    p->worker_tls = NULL;
     if (p->own_dir)
         rmdir(p->dir);
     /* Links still open (an immediate exit on a second stop signal): close

@@ -3,6 +3,8 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
+#include <stdio.h>
+
 #include "core/gateway.h"
 
 int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg);
@@ -10,8 +12,11 @@ int pool_new(pool **out, gateway *gw, const sluice_pool_config *cfg);
  * has run the close callbacks. */
 void pool_free(pool *p);
 void pool_release(pool *p);
-/* Listen on the pool's socket and spawn its workers. */
+/* Listen on the pool's socket (and its worker_listen addresses) and spawn
+ * its workers. */
 int pool_start(pool *p);
+/* --check-config: the pools' worker TLS files load (errors printed to err). */
+int pool_check_tls(const sluice_config *c, FILE *err);
 const char *pool_name(const pool *p);
 const sluice_pool_config *pool_config(const pool *p);
 

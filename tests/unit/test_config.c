@@ -103,8 +103,11 @@ Test(config, defaults_and_errors)
     cr_assert_lt(parse(&c, nocmd), 0);
     char *badport[] = {"sluice", "--listen", "localhost:99999", "--", "w", NULL};
     cr_assert_lt(parse(&c, badport), 0);
+    /* workers 0: only workers that attach by themselves serve the pool */
     char *zero[] = {"sluice", "--workers", "0", "--", "w", NULL};
-    cr_assert_lt(parse(&c, zero), 0);
+    cr_assert_eq(parse(&c, zero), 0);
+    cr_assert_eq(c.pools[0].max_workers, 0);
+    sluice_config_free(&c);
 }
 
 /* Write `text` to a temporary config file; returns its path (static). */
@@ -347,4 +350,72 @@ Test(config_file, admin_token_from_the_environment)
     setenv("SLUICE_ADMIN_TOKEN", "bad token", 1);
     cr_assert_lt(parse(&c, cli), 0);
     unsetenv("SLUICE_ADMIN_TOKEN");
+}
+
+/* worker_listen: the schemes, the older tcp_listen spelling, repetition,
+ * and what each needs. */
+Test(config_file, worker_listen)
+{
+    const char *path = write_conf("[pool:a]\nworkers = 0\ntoken = t\n"
+                                  "worker_listen = tls:0.0.0.0:7001\nworker_listen = tcp:[::1]:7002\n"
+                                  "worker_listen = 127.0.0.1:7003\ntcp_listen = 127.0.0.1:7004\n"
+                                  "worker_listen = unix:/run/sluice/w.sock\n"
+                                  "tls_cert = c.pem\ntls_key = k.pem\nclient_ca = ca.pem\n");
+    sluice_config c;
+    char *argv[] = {"sluice", "--config", (char *)path, NULL};
+    cr_assert_eq(parse(&c, argv), 0);
+    const sluice_pool_config *p = &c.pools[0];
+    cr_assert_eq(p->n_worker_listen, 5);
+    cr_assert_str_eq(p->worker_listen[0], "tls:0.0.0.0:7001");
+    cr_assert_str_eq(p->worker_listen[1], "tcp:[::1]:7002");
+    cr_assert_str_eq(p->worker_listen[2], "tcp:127.0.0.1:7003");
+    cr_assert_str_eq(p->worker_listen[3], "tcp:127.0.0.1:7004");
+    cr_assert_str_eq(p->worker_listen[4], "unix:/run/sluice/w.sock");
+    cr_assert_str_eq(p->client_ca, "ca.pem");
+    cr_assert_null(p->command, "workers = 0 needs no command");
+    sluice_config_free(&c);
+    unlink(path);
+
+    static const char *bad[] = {
+        "[pool:a]\nworkers = 0\nworker_listen = tcp:127.0.0.1:7001\n",            /* clear TCP, no token */
+        "[pool:a]\nworkers = 0\nworker_listen = tls:127.0.0.1:7001\ntoken = t\n", /* no certificate */
+        "[pool:a]\nworkers = 0\nworker_listen = tls:127.0.0.1:7001\ntls_cert = c\ntls_key = k\n", /* no credential */
+        "[pool:a]\nworkers = 0\nworker_listen = udp:127.0.0.1:7001\ntoken = t\n",
+        "[pool:a]\nworkers = 0\nworker_listen = tcp:127.0.0.1\ntoken = t\n",
+        "[pool:a]\nworkers = 0\nworker_listen = unix:\n",
+        "[pool:a]\nworkers = 0\ntls_cert = c\ntls_key = k\n", /* certificate without a tls: listener */
+        "[pool:a]\nworkers = 1\n",                              /* spawned workers need a command */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        path = write_conf(bad[i]);
+        char *a[] = {"sluice", "--config", (char *)path, NULL};
+        cr_expect_lt(parse(&c, a), 0, "accepted: %s", bad[i]);
+        unlink(path);
+    }
+}
+
+Test(config, worker_listen_flags)
+{
+    sluice_config c;
+    char *argv[] = {"sluice", "--workers", "0", "--worker-listen", "tls:127.0.0.1:7001", "--worker-listen",
+                    "unix:/tmp/w.sock", "--worker-tls-cert", "c.pem", "--worker-tls-key", "k.pem",
+                    "--worker-client-ca", "ca.pem", "--", "w", NULL};
+    cr_assert_eq(parse(&c, argv), 0);
+    cr_assert_eq(c.pools[0].n_worker_listen, 2);
+    cr_assert_str_eq(c.pools[0].tls_key, "k.pem");
+    cr_assert_str_eq(c.pools[0].token, "");
+    sluice_config_free(&c);
+    setenv("SLUICE_WORKER_TOKEN", "from-env", 1);
+    char *tcp[] = {"sluice", "--worker-listen", "tcp:127.0.0.1:7001", "--", "w", NULL};
+    cr_assert_eq(parse(&c, tcp), 0, "the token comes from SLUICE_WORKER_TOKEN");
+    cr_assert_str_eq(c.pools[0].token, "from-env");
+    sluice_config_free(&c);
+    char *flag[] = {"sluice", "--worker-listen", "tcp:127.0.0.1:7001", "--worker-token", "f", "--", "w", NULL};
+    cr_assert_eq(parse(&c, flag), 0);
+    cr_assert_str_eq(c.pools[0].token, "f");
+    sluice_config_free(&c);
+    const char *path = write_conf("[pool:a]\ncommand = w\n");
+    char *mixed[] = {"sluice", "--config", (char *)path, "--worker-listen", "tcp:127.0.0.1:7001", NULL};
+    cr_assert_lt(parse(&c, mixed), 0, "a pool flag with a config file");
+    unlink(path);
 }

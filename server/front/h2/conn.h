@@ -31,7 +31,7 @@
 #include "exchange/stream.h"
 #include "front/h2/h2.h"
 #include "front/listener.h"
-#include "front/transport.h"
+#include "transport/transport.h"
 #include "front/ws/session.h"
 
 /* Our stream-level receive window (SETTINGS_INITIAL_WINDOW_SIZE) and the

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "core/gateway.h"
-#include "front/transport.h"
+#include "transport/transport.h"
 
 /* The 24 octets every HTTP/2 client connection starts with. */
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -28,7 +28,7 @@
 #include "exchange/stream.h"
 #include "front/http1/strict.h"
 #include "front/listener.h"
-#include "front/transport.h"
+#include "transport/transport.h"
 
 #define IN_SIZE (64 * 1024)
 /* Raw bytes fed to the parser beyond the worker's credit: lets chunk

@@ -19,7 +19,7 @@
 
 #include "core/gateway.h"
 #include "exchange/stream.h"
-#include "front/transport.h"
+#include "transport/transport.h"
 
 typedef struct wsconn wsconn;
 

@@ -1,8 +1,10 @@
-/* A client connection's transport: what a front end reads from and writes
- * to, under it. Two implementations behind one small operations table:
+/* A connection's transport: what a front end (or a worker link) reads from
+ * and writes to, under it. Two implementations behind one small operations
+ * table:
  *
- *   plain TCP  the uv_tcp_t itself: reads land in the front end's buffers,
- *              writes go from its buffers (no copy, one indirect call);
+ *   plain      the socket itself (TCP, or a Unix socket for worker links):
+ *              reads land in the owner's buffers, writes go from its
+ *              buffers (no copy, one indirect call);
  *   TLS        a tls_session (tls/tls.h) over the socket: ciphertext read is
  *              fed, plaintext is handed to the front end as if read; the
  *              front end's output is encrypted in slices and the ciphertext
@@ -74,7 +76,12 @@ struct transport {
     const transport_cb *cb;
     void *owner; /* the front end's connection */
     gateway *gw;
-    uv_tcp_t tcp; /* the client socket (accepted into by the listener) */
+    union { /* the socket (accepted into by the listener) */
+        uv_tcp_t tcp;
+        uv_pipe_t pipe; /* worker links on a Unix socket (plain only) */
+        uv_stream_t stream;
+    };
+    bool is_pipe;
     uv_write_t wreq;
     tls_link *tls; /* TLS state; NULL for plain TCP */
     /* the two ends, set by transport_start */
@@ -87,6 +94,8 @@ struct transport {
  * cb with t->owner = owner. ctx: the listener's TLS context, or NULL for
  * plain TCP. NULL when out of memory. */
 transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void *owner);
+/* The same on a Unix socket (no TLS): for worker links. */
+transport *transport_new_pipe(gateway *gw, const transport_cb *cb, void *owner);
 /* The socket was accepted: note the addresses, set up what the transport
  * needs (TLS: the session and the handshake timer). Returns 0 or a
  * negative errno (then close it). */

@@ -1,5 +1,5 @@
-/* Client transports (transport.h): plain TCP and TLS over it. */
-#include "front/transport.h"
+/* Transports (transport.h): plain sockets, and TLS over TCP. */
+#include "transport/transport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -47,25 +47,25 @@ static void plain_closed(uv_handle_t *h)
 
 static int plain_read_start(transport *t)
 {
-    return uv_read_start((uv_stream_t *)&t->tcp, plain_alloc, plain_read);
+    return uv_read_start(&t->stream, plain_alloc, plain_read);
 }
 
 static void plain_read_stop(transport *t)
 {
-    uv_read_stop((uv_stream_t *)&t->tcp);
+    uv_read_stop(&t->stream);
 }
 
 static int plain_try_write(transport *t, const char *p, size_t n)
 {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    return uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+    return uv_try_write(&t->stream, &b, 1);
 }
 
 static int plain_write(transport *t, const char *p, size_t n)
 {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     t->wreq.data = t;
-    return uv_write(&t->wreq, (uv_stream_t *)&t->tcp, &b, 1, plain_written);
+    return uv_write(&t->wreq, &t->stream, &b, 1, plain_written);
 }
 
 static bool plain_handshaking(const transport *t)
@@ -81,7 +81,7 @@ static void plain_idle(transport *t)
 
 static void plain_close(transport *t)
 {
-    uv_close((uv_handle_t *)&t->tcp, plain_closed);
+    uv_close((uv_handle_t *)&t->stream, plain_closed);
 }
 
 static const char *plain_alpn(const transport *t)
@@ -249,7 +249,7 @@ static void tls_out(transport *t)
         l->cout_len = 0;
         uv_buf_t b = uv_buf_init(l->cw, (unsigned)l->cw_len);
         t->wreq.data = t;
-        int rc = uv_write(&t->wreq, (uv_stream_t *)&t->tcp, &b, 1, on_cwritten);
+        int rc = uv_write(&t->wreq, &t->stream, &b, 1, on_cwritten);
         if (rc < 0) {
             l->cw_len = 0;
             tls_fail(t, "socket write failed", false);
@@ -319,10 +319,10 @@ static void sock_reading(transport *t, bool on)
 {
     tls_link *l = t->tls;
     if (on && !l->sock_reading && !l->eof) {
-        if (uv_read_start((uv_stream_t *)&t->tcp, tls_alloc, tls_sock_read) == 0)
+        if (uv_read_start(&t->stream, tls_alloc, tls_sock_read) == 0)
             l->sock_reading = true;
     } else if (!on && l->sock_reading) {
-        uv_read_stop((uv_stream_t *)&t->tcp);
+        uv_read_stop(&t->stream);
         l->sock_reading = false;
     }
 }
@@ -433,7 +433,7 @@ static int tls_try_write(transport *t, const char *p, size_t n)
     if (off == 0)
         return UV_EAGAIN;
     uv_buf_t b = uv_buf_init(l->cout, (unsigned)l->cout_len);
-    int w = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+    int w = uv_try_write(&t->stream, &b, 1);
     if (w > 0) {
         memmove(l->cout, l->cout + w, l->cout_len - (size_t)w);
         l->cout_len -= (size_t)w;
@@ -519,12 +519,12 @@ static void tls_close(transport *t)
         size_t n = tls_session_pull(l->s, buf, sizeof buf);
         if (n) {
             uv_buf_t b = uv_buf_init(buf, (unsigned)n);
-            uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+            uv_try_write(&t->stream, &b, 1);
         }
     }
     l->closing = true;
     l->handles = 3;
-    uv_close((uv_handle_t *)&t->tcp, tls_handle_closed);
+    uv_close((uv_handle_t *)&t->stream, tls_handle_closed);
     uv_close((uv_handle_t *)&l->timer, tls_handle_closed);
     uv_close((uv_handle_t *)&l->resume, tls_handle_closed);
 }
@@ -593,8 +593,25 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, 
     }
 }
 
+transport *transport_new_pipe(gateway *gw, const transport_cb *cb, void *owner)
+{
+    transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->gw = gw;
+    t->cb = cb;
+    t->owner = owner;
+    t->ops = &plain_ops;
+    t->is_pipe = true;
+    uv_pipe_init(gw->loop, &t->pipe, 0);
+    t->pipe.data = t;
+    return t;
+}
+
 int transport_start(transport *t)
 {
+    if (t->is_pipe)
+        return 0;
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&ss, &len) == 0)
