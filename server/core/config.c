@@ -23,6 +23,7 @@ void sluice_pool_defaults(sluice_pool_config *p, const char *name)
     p->min_workers = p->max_workers = 2;
     p->idle_timeout_ms = 60000;
     p->startup_timeout_ms = 10000;
+    p->ping_interval_ms = 5000;
     p->graceful_timeout_ms = 30000;
     p->max_body = 100ull << 20;
     p->max_body_ceiling = UINT64_C(1) << 53;
@@ -433,6 +434,8 @@ static int set_pool(sluice_pool_config *p, const char *k, const char *v)
         return sluice_parse_size(v, &p->memory_limit);
     if (!strcmp(k, "startup_timeout"))
         return sluice_parse_duration(v, &p->startup_timeout_ms);
+    if (!strcmp(k, "ping_interval"))
+        return sluice_parse_duration(v, &p->ping_interval_ms);
     if (!strcmp(k, "graceful_timeout"))
         return sluice_parse_duration(v, &p->graceful_timeout_ms);
     if (!strcmp(k, "max_body"))

@@ -38,6 +38,7 @@ typedef struct {
     uint64_t max_requests_jitter;
     uint64_t memory_limit;       /* recycle a worker above this RSS; 0: none */
     uint64_t startup_timeout_ms; /* spawn -> HELLO */
+    uint64_t ping_interval_ms;   /* PING on TCP/TLS links; silent for 3 of them: dead. 0: off */
     uint64_t graceful_timeout_ms;
     uint64_t max_body;           /* 413 beyond (a worker may change it with LIMIT) */
     uint64_t max_body_ceiling;   /* LIMIT cannot raise beyond this */

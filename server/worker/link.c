@@ -34,6 +34,9 @@ struct wlink {
     transport *t; /* Unix socket, or TCP (maybe TLS) for remote workers */
     bool tcp, tls;
     uv_timer_t hello_timer; /* the HELLO deadline, then DRAIN's */
+    uv_timer_t ping_timer;  /* liveness (TCP/TLS links, from HELLO on) */
+    uint64_t last_rx_ms;    /* loop time of the last bytes read */
+    uint64_t ping_seq;
     int handles; /* open uv handles; freed when 0 after close */
     sluice_proto_link *proto;
     sluice_proto_decoder *dec;
@@ -117,6 +120,27 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf);
 static void on_written(transport *t, int status);
+static int send_frame(wlink *l, const sluice_frame *f, sluice_link_event *ev);
+
+/* Over a network a worker can vanish without a close (host or link down):
+ * PING every interval; a link silent for three of them is dead. */
+static void on_ping_timer(uv_timer_t *h)
+{
+    wlink *l = h->data;
+    uint64_t iv = l->ops->config(l->owner)->ping_interval_ms;
+    if (l->closing || !l->ready || !iv)
+        return;
+    uint64_t silent = uv_now(l->gw->loop) - l->last_rx_ms;
+    if (silent >= 3 * iv) {
+        slog(l->gw->log, LOG_WARN, "pool %s: worker %lld (%s) silent for %.1fs: link closed", l->name,
+             (long long)l->worker_id, l->peer, (double)silent / 1000.0);
+        link_fail(l, SLUICE_PROTO_E_TIMEOUT, "no frame for three ping intervals");
+        return;
+    }
+    sluice_frame f = {.type = SLUICE_FRAME_PING};
+    f.u.opaque = ++l->ping_seq;
+    send_frame(l, &f, NULL);
+}
 
 static void alloc_cb(transport *t, uv_buf_t *buf)
 {
@@ -190,14 +214,19 @@ int wlink_accept(gateway *gw, uv_stream_t *server, tls_ctx *tls, const char *nam
         uv_timer_init(gw->loop, &l->hello_timer);
         l->hello_timer.data = l;
         l->handles++;
+        uv_timer_init(gw->loop, &l->ping_timer);
+        l->ping_timer.data = l;
+        l->handles++;
         uv_timer_start(&l->hello_timer, on_hello_timeout, ops->config(owner)->startup_timeout_ms, 0);
         rc = l->t->ops->read_start(l->t);
     }
     if (rc < 0) {
         l->closing = true;
         l->t->ops->close(l->t);
-        if (l->handles > 1)
+        if (l->handles > 1) {
             uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
+            uv_close((uv_handle_t *)&l->ping_timer, on_handle_closed);
+        }
         return rc;
     }
     l->peer_pid = peer_pid_of(&l->t->stream);
@@ -301,9 +330,11 @@ static void link_fail(wlink *l, int err, const char *why)
     }
     l->t->ops->read_stop(l->t);
     uv_timer_stop(&l->hello_timer);
+    uv_timer_stop(&l->ping_timer);
     l->ops->closed(l->owner, l);
     l->t->ops->close(l->t);
     uv_close((uv_handle_t *)&l->hello_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&l->ping_timer, on_handle_closed);
 }
 
 void wlink_close(wlink *l, int err, const char *why) { link_fail(l, err, why); }
@@ -555,6 +586,11 @@ static void on_hello(wlink *l, const sluice_hello *h)
     if (l->body_chunk > 256 * 1024)
         l->body_chunk = 256 * 1024;
     l->ready = true;
+    uint64_t iv = cfg->ping_interval_ms;
+    if (l->tcp && iv) {
+        l->last_rx_ms = uv_now(l->gw->loop);
+        uv_timer_start(&l->ping_timer, on_ping_timer, iv, iv);
+    }
     slog(l->gw->log, LOG_INFO, "pool %s: worker %lld (pid %d, %.*s) ready, %u streams",
          pname, (long long)l->worker_id, l->peer_pid, (int)h->lib.len, (const char *)h->lib.ptr,
          sluice_proto_link_max_streams(l->proto));
@@ -646,6 +682,7 @@ static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
         link_fail(l, fin ? fin : (int)nread, nread == UV_EOF ? "connection closed" : "read failed");
         return;
     }
+    l->last_rx_ms = uv_now(l->gw->loop);
     const uint8_t *p = (const uint8_t *)buf->base;
     size_t left = (size_t)nread;
     while (left && !l->closing) {

@@ -25,6 +25,12 @@ REQUEST misbehaves according to MODE:
     ignore-drain    correct answers, but DRAIN and SIGTERM are ignored: the
                     link stays open and, once the gateway closes it, the
                     process lingers (a stuck worker)
+    mute            after the handshake it reads and sends nothing, not even
+                    a PONG (a host gone silent); it exits when the gateway's
+                    close reaches it
+
+$SLUICE_SOCKET may be a Unix path or tcp:HOST:PORT; $SLUICE_TOKEN, when set,
+goes in HELLO.
 
 With `SLUICE_BADWORKER_MARK=PATH`, only one REQUEST is mishandled, by
 whichever process gets there first (it creates PATH); every other one, also
@@ -154,8 +160,13 @@ def frame(*items):
 
 class Link:
     def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
+        if path.startswith("tcp:"):
+            host, port = path[4:].rsplit(":", 1)
+            self.s = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+            self.s.settimeout(None)
+        else:
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.s.connect(path)
         self.buf = bytearray()
 
     def send(self, data):
@@ -185,8 +196,10 @@ def main():
     if path.startswith("unix:"):
         path = path[5:]
     link = Link(path)
-    link.send(frame(HELLO, 0, 1, {"pid": os.getpid(), "lib": "badworker/0",
-                                   "max_streams": 16, "window": 65536}))
+    settings = {"pid": os.getpid(), "lib": "badworker/0", "max_streams": 16, "window": 65536}
+    if os.environ.get("SLUICE_TOKEN"):
+        settings["token"] = os.environ["SLUICE_TOKEN"]
+    link.send(frame(HELLO, 0, 1, settings))
     hello = link.recv_frame()
     if not hello or hello[0] != HELLO:
         print(f"badworker: unexpected first frame {hello!r}", file=sys.stderr)
@@ -194,6 +207,9 @@ def main():
     settings = hello[3] if len(hello) > 3 else {}
     resp_window = settings.get("window", 65536)
     max_frame = settings.get("max_frame", 1 << 20)
+    if mode == "mute":
+        time.sleep(3600)
+        return 0
     while True:
         f = link.recv_frame()
         if f is None:

@@ -362,3 +362,32 @@ def test_clear_tcp_on_a_non_loopback_address_warns_once(start_config):
                         f"worker_listen = tcp:127.0.0.1:{free_port()}\ntoken = {TOKEN}\n")
     assert loop.wait_log(lambda l: "accepting workers on tcp:127.0.0.1:" in l)
     assert "clear-text TCP" not in loop.log()
+
+
+BADWORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "badworker.py")
+
+
+def test_a_silent_tcp_worker_is_dropped_after_three_ping_intervals(start_config):
+    """PROTOCOL.md 3.10: the gateway pings TCP links; a worker that answers
+    nothing (its host gone) loses its link after three intervals, and its
+    requests in flight get 502 instead of waiting for response_timeout."""
+    import sys
+    wport = free_port()
+    gw = start_config("[pool:web]\nworkers = 0\nping_interval = 300ms\nresponse_timeout = 60s\n"
+                      f"worker_listen = tcp:127.0.0.1:{wport}\ntoken = {TOKEN}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    w = subprocess.Popen([sys.executable, BADWORKER, "mute"],
+                         env=dict(env, SLUICE_SOCKET=f"tcp:127.0.0.1:{wport}", SLUICE_TOKEN=TOKEN),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: gw.pool("web")["attached"], 10), gw.log_tail()
+        t0 = time.monotonic()
+        r = get(gw.port, "/", timeout=10)  # sent to the mute worker: lost with its link
+        took = time.monotonic() - t0
+        assert r.status == 502, r
+        assert took < 3, took
+        line = gw.wait_log(lambda l: "silent for" in l and "link closed" in l)
+        assert line, gw.log_tail()
+        assert gw.pool("web")["attached"] == []
+    finally:
+        stop(w)
