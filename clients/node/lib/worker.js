@@ -725,6 +725,7 @@ class Worker extends EventEmitter {
       this.once('ready', (h) => { settled = true; resolve(h); });
       this.once('close', (err) => fail(err || new Error('the link closed during the handshake')));
       sock.on(addr.tls ? 'secureConnect' : 'connect', () => {
+        if (this.closed) return; // closed while connecting
         const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.initialWindow };
         if (this.maxFrame !== P.DEFAULT_FRAME) s.max_frame = this.maxFrame;
         if (this.token) s.token = toText(this.token);
@@ -1142,7 +1143,8 @@ class Worker extends EventEmitter {
   /** Close the link now: open streams are cancelled. */
   close() {
     if (this.closed) return;
-    if (this.sock && !this.sock.destroyed) {
+    if (this.sock && this.sock.connecting) this.sock.destroy(); // nothing to say yet
+    else if (this.sock && !this.sock.destroyed) {
       this._flush(true);
       this.sock.end();
       this.sock.destroySoon ? this.sock.destroySoon() : this.sock.destroy();
