@@ -66,7 +66,7 @@ class RemoteWorker extends EventEmitter {
     this.log = o.log || ((line) => console.error(`sluice-worker: ${line}`));
     this.random = o.random || Math.random;
     this.onRequest = o.onRequest || null;
-    this.linkOptions = Object.assign({}, o, { onRequest: (s) => this._dispatch(s), tls: this.tls });
+    this.linkOptions = Object.assign({}, o, { onRequest: (s) => this._dispatch(s), tlsSettled: this.tls });
     /* validates the link options now, and settles maxStreams */
     const probe = new Worker(Object.assign({}, this.linkOptions, { socket: null }));
     this.maxStreams = probe.maxStreams;

@@ -642,7 +642,7 @@ class Worker extends EventEmitter {
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
     this.tlsOptions = o; // where tlsSettings() finds tlsCa etc. for a tls: address
-    this.tls = o.tls || null; // settled TLS settings (RemoteWorker reads the files once)
+    this.tls = o.tlsSettled || null; // TLS settings read once by RemoteWorker
     /* Remote mode: {open, max} shared by all links, so that at most `max`
      * streams are open across them (PROTOCOL.md 10.6, 4) */
     this.gate = o.gate || null;
