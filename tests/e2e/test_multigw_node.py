@@ -1,9 +1,9 @@
 """The Node.js worker library in remote mode (PROTOCOL.md 10.6) against real
-gateways: one worker process attached over clear TCP, with the token, to
-two gateways whose pools run no worker of their own (workers = 0). Both
-gateways' requests are answered by it; a gateway stopped and started again
-on the same port gets it back; SIGTERM ends it with 0 and a wrong token
-with 1."""
+gateways: one worker process attached, with the token, to two gateways whose
+pools run no worker of their own (workers = 0), over clear TCP (and TLS with
+a client certificate in the last test). Both gateways' requests are answered
+by it; a gateway stopped and started again on the same port gets it back;
+SIGTERM ends it with 0 and a wrong token with 1."""
 
 import os
 import shutil
@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from certs import make_pki
 from conftest import ROOT, free_port
 from httpc import get
 from pools_util import start_config, wait_for  # noqa: F401 (start_config: fixture)
@@ -27,16 +28,15 @@ TOKEN = "multi-gw-token"
 
 
 def pool_text(tport):
-    # no worker of its own: min_workers = 0 (this gateway refuses workers = 0),
-    # and nothing queues once ours is attached, so none is ever started
-    return ("[pool:web]\ncommand = /bin/false\nmin_workers = 0\nmax_workers = 1\n"
-            f"tcp_listen = 127.0.0.1:{tport}\ntoken = {TOKEN}\n")
+    return ("[pool:web]\nworkers = 0\n"
+            f"worker_listen = tcp:127.0.0.1:{tport}\ntoken = {TOKEN}\n")
 
 
-def start_worker(tports, token, stderr=subprocess.PIPE):
+def start_worker(tports, token, stderr=subprocess.PIPE, socket=None, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env["SLUICE_SOCKET"] = ", ".join(f"tcp:127.0.0.1:{p}" for p in tports)
+    env["SLUICE_SOCKET"] = socket or ", ".join(f"tcp:127.0.0.1:{p}" for p in tports)
     env["SLUICE_TOKEN"] = token
+    env.update(extra)
     return subprocess.Popen([NODE, "-e", APP, LIB], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=stderr)
 
@@ -93,5 +93,27 @@ def test_node_worker_with_a_wrong_token_exits_1(start_config):
         assert w.wait(10) == 1
         err = w.stderr.read().decode(errors="replace")
         assert "auth" in err, err
+    finally:
+        stop_worker(w)
+
+
+def test_node_worker_over_tls_with_a_client_certificate_beside_tcp(start_config, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    t1, t2 = free_port(), free_port()
+    gw1 = start_config("[pool:web]\nworkers = 0\n"
+                       f"worker_listen = tls:127.0.0.1:{t1}\ntoken = {TOKEN}\n"
+                       f"tls_cert = {pki['server']}\ntls_key = {pki['server_key']}\n"
+                       f"client_ca = {pki['client_ca']}\n")
+    gw2 = start_config(pool_text(t2))
+    # by address, verified against a name of the certificate
+    w = start_worker(None, TOKEN, socket=f"tls:127.0.0.1:{t1},tcp:127.0.0.1:{t2}",
+                     SLUICE_TLS_CA=pki["ca"], SLUICE_TLS_SERVER_NAME="gw.sluice.test",
+                     SLUICE_TLS_CERT=pki["client"], SLUICE_TLS_KEY=pki["client_key"])
+    try:
+        assert wait_for(lambda: attached(gw1) and attached(gw2), 5), (gw1.log_tail(), gw2.log_tail())
+        assert answered_by(gw1, w.pid)
+        assert answered_by(gw2, w.pid)
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(10) == 0, w.stderr.read().decode(errors="replace")
     finally:
         stop_worker(w)
