@@ -22,7 +22,8 @@
 const http = require('node:http');
 const { EventEmitter } = require('node:events');
 const P = require('./protocol');
-const { Worker } = require('./worker');
+const { Worker, parseAddressList } = require('./worker');
+const { RemoteWorker, isRemote } = require('./remote');
 
 const { IncomingMessage, ServerResponse, STATUS_CODES, validateHeaderName, validateHeaderValue } = http;
 
@@ -685,14 +686,17 @@ function handlerFailed(res, err) {
  * called) — over the link named by $SLUICE_SOCKET.
  *
  * options: Worker options (socket, maxStreams, window, maxFrame, token,
- * handshakeTimeout, shutdownTimeout) and
+ * handshakeTimeout, shutdownTimeout), in remote mode (several addresses, or
+ * a tcp:/tls: one) RemoteWorker options (tlsCa, tlsCert, tlsKey,
+ * tlsServerName, resolveInterval, lookup), and
  *   maxBody      LIMIT for every request with a body (bytes; default: the
  *                gateway's --max-body)
  *   signals      handle SIGTERM/SIGINT gracefully (default true)
  *   exitOnClose  exit the process when the link closes (default true):
  *                0 after a drain, 1 after an error
  *
- * Returns the Worker (an EventEmitter: 'ready', 'drain', 'close').
+ * Returns the Worker, or in remote mode the RemoteWorker (both
+ * EventEmitters: 'ready', 'drain', 'close').
  */
 function serve(handler, options = {}) {
   let fn = handler;
@@ -712,10 +716,22 @@ function serve(handler, options = {}) {
     if (worker.listenerCount('upgrade') > 0) return worker;
     return null;
   };
-  worker = new Worker(Object.assign({}, opts, {
+  let list = null;
+  try {
+    list = parseAddressList(opts.socket !== undefined ? opts.socket : process.env.SLUICE_SOCKET);
+  } catch (_) { /* a bad address: the Worker reports it, as always */ }
+  const remote = list !== null && isRemote(list);
+  const linkOpts = Object.assign({}, opts, {
     onRequest: (stream) => handleStream(stream, fn, opts),
     websocket: opts.websocket !== undefined ? opts.websocket : () => opts.upgradeTarget() !== null,
-  }));
+  });
+  /* one Unix path (what the gateway gives a spawned worker): one link, the
+   * process ends with it; otherwise links to every gateway, kept up */
+  if (remote) worker = new RemoteWorker(linkOpts);
+  else {
+    if (list !== null && list.length === 1) linkOpts.socket = list[0].entry;
+    worker = new Worker(linkOpts);
+  }
   const exitOnClose = opts.exitOnClose !== false;
   if (opts.signals !== false) {
     let signalled = false;
@@ -736,7 +752,7 @@ function serve(handler, options = {}) {
   }
   worker.on('close', (err) => {
     if (exitOnClose) {
-      if (err) console.error(`sluice-worker: link closed: ${err.message}`);
+      if (err) console.error(`sluice-worker: ${remote ? 'stopped' : 'link closed'}: ${err.message}`);
       process.exitCode = err ? 1 : 0;
       /* let the last write and log lines out */
       setImmediate(() => process.exit(err ? 1 : 0));
@@ -744,7 +760,7 @@ function serve(handler, options = {}) {
   });
   worker.on('error', () => {}); // reported through 'close'
   worker.connect().catch((err) => {
-    if (!worker.closed) worker._close(err);
+    if (!remote && !worker.closed) worker._close(err);
   });
   return worker;
 }

@@ -12,7 +12,8 @@
  *   serve(server);                                      // instead of server.listen()
  */
 const protocol = require('./protocol');
-const { Worker, Stream, parseAddress, LIB } = require('./worker');
+const { Worker, Stream, parseAddress, parseAddressList, LIB } = require('./worker');
+const { RemoteWorker, isRemote } = require('./remote');
 const { serve, handleStream, StreamSocket } = require('./http');
 const { WebSocket, WebSocketServer } = require('./websocket');
 
@@ -28,10 +29,13 @@ module.exports = {
   WebSocket,
   WebSocketServer,
   Worker,
+  RemoteWorker,
+  isRemote,
   Stream,
   StreamSocket,
   handleStream,
   parseAddress,
+  parseAddressList,
   protocol,
   LIB,
   RESET: protocol.RESET,

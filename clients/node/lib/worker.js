@@ -10,12 +10,15 @@
  * buffers passed by reference (one writev).
  */
 const net = require('node:net');
+const tls = require('node:tls');
+const fs = require('node:fs');
 const { EventEmitter } = require('node:events');
 const P = require('./protocol');
 
 const LIB = 'sluice-node/0.1.0';
 const COPY_MAX = 16384; // body chunks up to this size are copied into the slab
 const EMPTY = Buffer.alloc(0);
+const ALPN = 'sluice/1';
 
 /* Defaults. An async worker must not cap concurrency below what peers allow
  * (node:http has no cap; the gateway's --max-connections defaults to
@@ -45,28 +48,95 @@ const NO_DELEGATE = {
  * id, flags, bin32 (one more than BODY's). */
 const MESSAGE_EXTRA = 1;
 
-/** Parse a SLUICE_SOCKET value: PATH, unix:PATH, tcp:HOST:PORT, tcp:[V6]:PORT. */
+/**
+ * Parse one SLUICE_SOCKET address: PATH, unix:PATH -> {path};
+ * tcp:HOST:PORT, tcp:[V6]:PORT -> {host, port}; tls:... -> {host, port, tls: true}.
+ */
 function parseAddress(s) {
   if (typeof s !== 'string' || s === '') throw new Error('no socket: set SLUICE_SOCKET or pass options.socket');
   if (s.startsWith('unix:')) return { path: s.slice(5) };
-  if (s.startsWith('tcp:')) {
+  const secure = s.startsWith('tls:');
+  if (secure || s.startsWith('tcp:')) {
     const rest = s.slice(4);
     let host;
     let port;
     if (rest.startsWith('[')) {
       const end = rest.indexOf(']');
-      host = rest.slice(1, end);
+      host = end > 0 && rest[end + 1] === ':' ? rest.slice(1, end) : '';
       port = rest.slice(end + 2);
     } else {
       const i = rest.lastIndexOf(':');
       host = rest.slice(0, i);
       port = rest.slice(i + 1);
     }
-    const n = Number(port);
-    if (!host || !(n > 0 && n < 65536)) throw new Error(`bad tcp address: ${s}`);
-    return { host, port: n };
+    const n = /^[0-9]{1,5}$/.test(port) ? Number(port) : 0;
+    if (!host || !(n > 0 && n < 65536)) throw new Error(`bad ${secure ? 'tls' : 'tcp'} address: ${s}`);
+    return secure ? { host, port: n, tls: true } : { host, port: n };
   }
   return { path: s };
+}
+
+/**
+ * Parse a SLUICE_SOCKET list: addresses separated by commas (an array is
+ * taken as is), each trimmed, empty ones ignored. Returns [] when none.
+ */
+function parseAddressList(v) {
+  if (v === undefined || v === null) return [];
+  const items = Array.isArray(v) ? v : String(v).split(',');
+  const out = [];
+  for (const item of items) {
+    const t = String(item).trim();
+    if (t !== '') out.push(Object.assign(parseAddress(t), { entry: t }));
+  }
+  return out;
+}
+
+/* Read a PEM option: a Buffer/string of PEM as is, otherwise a file name. */
+function readPem(v) {
+  if (v === undefined || v === null || v === '') return undefined;
+  if (Buffer.isBuffer(v) || (typeof v === 'string' && v.includes('-----BEGIN'))) return v;
+  return fs.readFileSync(v);
+}
+
+/**
+ * TLS settings for tls: links, from the options (tlsCa, tlsCert, tlsKey,
+ * tlsServerName) or else SLUICE_TLS_CA, SLUICE_TLS_CERT, SLUICE_TLS_KEY,
+ * SLUICE_TLS_SERVER_NAME. A certificate without its key (or the reverse) is
+ * a configuration error; files are read only when `read` is true.
+ */
+function tlsSettings(o = {}, read = true) {
+  const env = process.env;
+  const pick = (v, name) => (v !== undefined && v !== null && v !== '' ? v : (env[name] || undefined));
+  const ca = pick(o.tlsCa, 'SLUICE_TLS_CA');
+  const cert = pick(o.tlsCert, 'SLUICE_TLS_CERT');
+  const key = pick(o.tlsKey, 'SLUICE_TLS_KEY');
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new Error('a TLS client certificate needs its key: set both SLUICE_TLS_CERT and SLUICE_TLS_KEY (tlsCert, tlsKey) or neither');
+  }
+  const serverName = pick(o.tlsServerName, 'SLUICE_TLS_SERVER_NAME');
+  if (!read) return { serverName };
+  return { ca: readPem(ca), cert: readPem(cert), key: readPem(key), serverName };
+}
+
+/**
+ * tls.connect() options for a tls: address. `addr.name` is the HOST written
+ * in the entry when `addr.host` is one of its resolved addresses: the
+ * certificate is checked against it (or the configured server name), and it
+ * goes as SNI when it is a name rather than an IP address.
+ */
+function tlsConnectOptions(addr, t) {
+  const name = t.serverName || addr.name || addr.host;
+  const opts = {
+    host: addr.host,
+    port: addr.port,
+    ALPNProtocols: [ALPN],
+    minVersion: 'TLSv1.2',
+    checkServerIdentity: (_, cert) => tls.checkServerIdentity(name, cert),
+  };
+  if (t.ca !== undefined) opts.ca = t.ca; // otherwise Node's default trust store
+  if (t.cert !== undefined) { opts.cert = t.cert; opts.key = t.key; }
+  if (!net.isIP(name)) opts.servername = name;
+  return opts;
 }
 
 function toText(s) {
@@ -114,6 +184,7 @@ class Stream extends P.StreamState {
     this.extra = 0; // our share of the worker's bodyBudget (credit above the initial window, not consumed)
     this.declared = -1; // Content-Length, or -1
     this.limitSent = false;
+    this.gated = false; // counted in the worker's shared stream budget (remote mode)
     this.headGen = -1; // the flush generation whose output holds this stream's RESPONSE slot
     this.headSlot = -1; // index in worker.out of that slot
     // response side
@@ -532,7 +603,11 @@ class Stream extends P.StreamState {
  * A link to the gateway.
  *
  * options:
- *   socket            address (default $SLUICE_SOCKET)
+ *   socket            one address (default $SLUICE_SOCKET), or a parsed one
+ *                     ({path} or {host, port, tls, name}); several
+ *                     addresses are remote.js's business (RemoteWorker)
+ *   tlsCa, tlsCert, tlsKey, tlsServerName
+ *                     for a tls: address (default $SLUICE_TLS_*)
  *   maxStreams        concurrent streams announced (default 4096)
  *   window            most request-body bytes buffered or in flight per
  *                     stream while its handler reads (default 256 KiB)
@@ -566,6 +641,11 @@ class Worker extends EventEmitter {
     this.handshakeTimeout = o.handshakeTimeout || 10000;
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
+    this.tlsOptions = o; // where tlsSettings() finds tlsCa etc. for a tls: address
+    this.tls = o.tlsSettled || null; // TLS settings read once by RemoteWorker
+    /* Remote mode: {open, max} shared by all links, so that at most `max`
+     * streams are open across them (PROTOCOL.md 10.6, 4) */
+    this.gate = o.gate || null;
     /* Announce `websocket` in HELLO: a boolean, or a function asked when the
      * HELLO is sent (the http layer: "is an upgrade listener attached?"). */
     this.websocket = o.websocket || false;
@@ -608,18 +688,26 @@ class Worker extends EventEmitter {
   connect() {
     return new Promise((resolve, reject) => {
       let addr;
+      let sock;
       try {
-        addr = parseAddress(this.address);
+        addr = typeof this.address === 'object' && this.address !== null ? this.address : parseAddress(this.address);
+        if (addr.tls) {
+          /* TLS from the first byte; HELLO once the handshake is done */
+          sock = tls.connect(tlsConnectOptions(addr, this.tls || tlsSettings(this.tlsOptions)));
+          sock.on('data', (c) => this._onData(c));
+        }
       } catch (e) {
         reject(e);
         return;
       }
-      /* Reads land in one reused buffer (no allocation per read); the
-       * decoder copies BODY data out of it. */
-      this.readBuf = Buffer.allocUnsafe(65536);
-      const sock = net.connect(Object.assign({
-        onread: { buffer: this.readBuf, callback: (n, buf) => { this._onData(buf.subarray(0, n), true); } },
-      }, addr));
+      if (!addr.tls) {
+        /* Reads land in one reused buffer (no allocation per read); the
+         * decoder copies BODY data out of it. */
+        this.readBuf = Buffer.allocUnsafe(65536);
+        sock = net.connect(Object.assign({
+          onread: { buffer: this.readBuf, callback: (n, buf) => { this._onData(buf.subarray(0, n), true); } },
+        }, addr.path !== undefined ? { path: addr.path } : { host: addr.host, port: addr.port }));
+      }
       this.sock = sock;
       sock.setNoDelay && addr.host && sock.setNoDelay(true);
       let settled = false;
@@ -636,7 +724,8 @@ class Worker extends EventEmitter {
       this._timer.unref && this._timer.unref();
       this.once('ready', (h) => { settled = true; resolve(h); });
       this.once('close', (err) => fail(err || new Error('the link closed during the handshake')));
-      sock.on('connect', () => {
+      sock.on(addr.tls ? 'secureConnect' : 'connect', () => {
+        if (this.closed) return; // closed while connecting
         const s = { pid: process.pid, lib: LIB, max_streams: this.maxStreams, window: this.initialWindow };
         if (this.maxFrame !== P.DEFAULT_FRAME) s.max_frame = this.maxFrame;
         if (this.token) s.token = toText(this.token);
@@ -683,6 +772,15 @@ class Worker extends EventEmitter {
         if (this.refusing) {
           s.reset(P.RESET.REFUSED, 'the worker is shutting down');
           return;
+        }
+        const g = this.gate;
+        if (g !== null) {
+          if (g.open >= g.max) {
+            s.reset(P.RESET.OVERLOADED, 'the worker is at its max_streams');
+            return;
+          }
+          g.open++;
+          s.gated = true;
         }
         this._dispatch(s);
         return;
@@ -991,6 +1089,10 @@ class Worker extends EventEmitter {
   /* ---- lifecycle ---- */
 
   _streamClosed(s) {
+    if (s.gated) {
+      s.gated = false;
+      this.gate.open--;
+    }
     if (this.link.streams.size === 0) this._maybeFinish();
   }
 
@@ -1041,7 +1143,8 @@ class Worker extends EventEmitter {
   /** Close the link now: open streams are cancelled. */
   close() {
     if (this.closed) return;
-    if (this.sock && !this.sock.destroyed) {
+    if (this.sock && this.sock.connecting) this.sock.destroy(); // nothing to say yet
+    else if (this.sock && !this.sock.destroyed) {
       this._flush(true);
       this.sock.end();
       this.sock.destroySoon ? this.sock.destroySoon() : this.sock.destroy();
@@ -1078,4 +1181,6 @@ class Worker extends EventEmitter {
   }
 }
 
-module.exports = { Worker, Stream, parseAddress, LIB };
+module.exports = {
+  Worker, Stream, parseAddress, parseAddressList, tlsSettings, tlsConnectOptions, LIB, DEFAULT_MAX_STREAMS,
+};

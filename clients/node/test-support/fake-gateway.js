@@ -1,8 +1,12 @@
 'use strict';
 // An in-process stand-in for the gateway, built on the protocol core's
-// gateway-role link: it accepts one worker connection on a Unix socket and
-// lets a test send frames and await the worker's.
+// gateway-role link: it accepts worker connections on a Unix socket (or on
+// TCP, or TLS: options {tcp: 'HOST' or true, port, tls: tls.createServer
+// options}) and lets a test send frames and await the worker's. Each new
+// connection starts over (fresh link state, no frames): the last one is
+// the one a test talks to.
 const net = require('node:net');
+const tls = require('node:tls');
 const os = require('node:os');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -11,9 +15,16 @@ const P = require('../lib/protocol');
 let seq = 0;
 
 class FakeGateway {
-  constructor() {
+  constructor(opts = {}) {
+    this.opts = opts;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-node-test-'));
     this.path = path.join(this.dir, `gw${++seq}.sock`);
+    this.host = opts.tcp === true ? '127.0.0.1' : (opts.tcp || (opts.tls ? '127.0.0.1' : null));
+    this.port = opts.port || 0;
+    this.connections = 0;
+    this.connectTimes = []; // Date.now() of each connection
+    this.tlsInfo = []; // per TLS connection: {alpn, servername, peer}
+    this.tlsErrors = []; // handshakes that failed
     this.frames = []; // received, not yet taken
     this.waiters = [];
     this.link = new P.Link('gateway');
@@ -22,9 +33,23 @@ class FakeGateway {
     this.closed = false;
     this.chunks = 0; // 'data' events received
     this.linkErrors = []; // what this side's link found wrong (for tests sending out of order)
-    this.server = net.createServer((sock) => {
+    const onConn = (sock) => {
+      this.connections++;
+      this.connectTimes.push(Date.now());
+      if (opts.tls) {
+        const peer = sock.getPeerCertificate();
+        this.tlsInfo.push({ alpn: sock.alpnProtocol, servername: sock.servername, peer: peer && peer.subject ? peer.subject.CN : null });
+      }
+      if (this.onConnection && this.onConnection(sock) === false) { this._wake(); return; }
+      if (this.sock && !this.sock.destroyed) this.sock.destroy();
       this.sock = sock;
+      this.frames = [];
+      this.link = new P.Link('gateway');
+      this.decoder = new P.FrameDecoder();
+      this.closed = false;
+      this._wake();
       sock.on('data', (c) => {
+        if (this.sock !== sock) return;
         this.chunks++;
         this.decoder.feed(c, (f) => {
           try { this.link.recv(f); } catch (e) { this.linkErrors.push(e.errorName || e.message); }
@@ -32,13 +57,49 @@ class FakeGateway {
           this._wake();
         });
       });
-      sock.on('close', () => { this.closed = true; this._wake(); });
+      sock.on('close', () => { if (this.sock === sock) { this.closed = true; this._wake(); } });
       sock.on('error', () => {});
-    });
+    };
+    this.server = opts.tls ? tls.createServer(opts.tls, onConn) : net.createServer(onConn);
+    if (opts.tls) this.server.on('tlsClientError', (e) => { this.tlsErrors.push(e); this._wake(); });
   }
 
   listen() {
-    return new Promise((resolve) => this.server.listen(this.path, resolve));
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      const done = () => {
+        this.server.removeListener('error', reject);
+        if (this.host !== null) this.port = this.server.address().port;
+        resolve();
+      };
+      if (this.host !== null) this.server.listen(this.port, this.host, done);
+      else this.server.listen(this.path, done);
+    });
+  }
+
+  /** The SLUICE_SOCKET entry for this gateway. */
+  get address() {
+    if (this.host === null) return `unix:${this.path}`;
+    const h = this.host.includes(':') ? `[${this.host}]` : this.host;
+    return `${this.opts.tls ? 'tls' : 'tcp'}:${h}:${this.port}`;
+  }
+
+  /** Resolves once `n` connections (in all) have been accepted, within ms. */
+  waitConnections(n, ms = 3000) {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${this.connections} connection(s), not ${n}, in time`)), ms);
+      const check = () => {
+        if (this.connections >= n) { clearTimeout(t); resolve(); return; }
+        this.waiters.push(check);
+      };
+      check();
+    });
+  }
+
+  /** Stop listening and drop the connection (the gateway going away). */
+  async stop() {
+    if (this.sock) this.sock.destroy();
+    await new Promise((r) => this.server.close(r));
   }
 
   _wake() {
@@ -97,8 +158,8 @@ class FakeGateway {
   sendRaw(buf) { this.sock.write(buf); }
 
   /** Accept the worker's HELLO and answer with ours. */
-  async handshake(settings = {}) {
-    const hello = await this.next();
+  async handshake(settings = {}, ms = 3000) {
+    const hello = await this.next(ms);
     if (!hello || hello.type !== P.FRAME.HELLO) throw new Error('expected HELLO');
     this.workerHello = hello.settings;
     settings = { window: 262144, worker_id: 1, pool: 'test', server: 'fake/1', ...settings };
@@ -117,7 +178,7 @@ class FakeGateway {
 
   async close() {
     if (this.sock) this.sock.destroy();
-    await new Promise((r) => this.server.close(r));
+    if (this.server.listening) await new Promise((r) => this.server.close(r));
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
