@@ -176,6 +176,10 @@ static void on_body_timer(uv_timer_t *t)
     stream *s = c->cur;
     if (!s || s->req_complete || c->closed)
         return;
+    if (c->discarding) { /* its response is out: just close */
+        h1_discard_give_up(c);
+        return;
+    }
     slog(c->gw->log, LOG_INFO, "%s: no request body bytes for %llu ms; %s", c->remote,
          (unsigned long long)c->gw->cfg->body_timeout_ms, s->resp_started ? "aborting" : "408");
     c->keepalive = false;
@@ -187,7 +191,7 @@ static void on_body_timer(uv_timer_t *t)
 static void update_body_timer(conn *c, bool starved)
 {
     stream *s = c->cur;
-    bool want = starved && s && !s->req_complete && s->link && !c->closing && !c->closed &&
+    bool want = starved && s && !s->req_complete && (s->link || c->discarding) && !c->closing && !c->closed &&
                 c->gw->cfg->body_timeout_ms > 0;
     if (want && !c->body_timer_on) {
         uv_timer_start(&c->body_timer, on_body_timer, c->gw->cfg->body_timeout_ms, 0);
@@ -198,12 +202,51 @@ static void update_body_timer(conn *c, bool starved)
     }
 }
 
+/* The most of an unread upload read and dropped to keep a connection. */
+#define DISCARD_MAX (256u * 1024u)
+
+/* The worker answered without reading the whole upload. Closing now would
+ * reset a keep-alive client's next request (and, with the upload still
+ * arriving, maybe the response itself), so a small rest is read and
+ * dropped, as nginx and Go's net/http do; the exchange then finishes at
+ * its end. A large or endless one, or a client waiting for 100 Continue,
+ * gets the close. Returns true while discarding. */
+static bool discard_rest(conn *c, stream *s)
+{
+    if (c->discarding)
+        return true;
+    if (!c->keepalive || c->closing || c->closed || c->discard_refused)
+        return false;
+    if (s->body_mode == SLUICE_BODY_ON_CREDIT && !s->credit_seen)
+        return false; /* the client holds its body back: nothing would come */
+    if (s->has_length && s->content_length - s->body_received > DISCARD_MAX)
+        return false;
+    stream_cancel(s, SLUICE_CANCEL_INTERNAL); /* the worker is done with it */
+    c->pending_len = 0;
+    c->discarding = true;
+    c->discard_until = s->body_received + DISCARD_MAX;
+    h1_parse(c);
+    return true;
+}
+
+void h1_discard_give_up(conn *c)
+{
+    if (!c->discarding)
+        return;
+    c->discarding = false;
+    c->discard_refused = true;
+    h1_exchange_maybe_finish(c);
+}
+
 /* Stream finished on both sides: next request, or close. */
 void h1_exchange_maybe_finish(conn *c)
 {
     stream *s = c->cur;
     if (!s || !s->resp_done)
         return;
+    if (!s->req_complete && discard_rest(c, s))
+        return;
+    c->discarding = c->discard_refused = false;
     if (!s->req_complete)
         c->keepalive = false; /* the rest of the upload was never read */
     if (!s->req_complete && !c->closing) {
@@ -338,7 +381,12 @@ static bool feed_chunk_line(conn *c, const uint8_t *base, size_t avail)
     /* A chunk that cannot fit under the body limit is refused now, not
      * after the client has sent up to the limit (or waited for credit). */
     stream *s = c->cur;
-    if (s && c->cscan.size > s->body_limit - (s->body_received < s->body_limit ? s->body_received : s->body_limit)) {
+    if (s && c->discarding && c->cscan.size > c->discard_until - s->body_received) {
+        h1_discard_give_up(c);
+        return false;
+    }
+    if (s && !c->discarding &&
+        c->cscan.size > s->body_limit - (s->body_received < s->body_limit ? s->body_received : s->body_limit)) {
         c->error_status = 413;
         parse_error(c, HPE_USER);
         return false;
@@ -386,7 +434,7 @@ void h1_parse(conn *c)
                 if (c->pending_len)
                     break;
                 uint32_t win = s->link ? stream_send_window(s) : 0;
-                if (!s->link && s->end_sent)
+                if (!s->link && (s->end_sent || c->discarding))
                     win = UINT32_MAX - SLACK; /* worker done: drain the body at will */
                 size_t lim = (size_t)win + SLACK;
                 if (feed > lim)

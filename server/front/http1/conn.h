@@ -95,6 +95,10 @@ typedef struct conn {
     bool parsing, reparse;
     bool held;      /* a pipelined request waits for unsent responses to drain */
     bool closing; /* close once output is flushed */
+    /* The worker answered before the upload was read: the rest is read and
+     * dropped (up to discard_until body bytes) to keep the connection. */
+    bool discarding, discard_refused;
+    uint64_t discard_until;
     bool closed;  /* handles are closing */
 
     const char *feed_base;  /* start of the bytes given to llhttp_execute */
@@ -140,6 +144,9 @@ void h1_flush(flush_node *n);
 void h1_exchange_fail(conn *c, int status, uint32_t cancel_reason);
 /* The stream finished on both sides: next request, or close. */
 void h1_exchange_maybe_finish(conn *c);
+/* Stop reading an unread upload's rest (too large, too slow): close after
+ * the response instead. */
+void h1_discard_give_up(conn *c);
 
 /* ---- output.c --------------------------------------------------------- */
 
