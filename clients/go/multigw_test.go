@@ -124,11 +124,15 @@ func (g *mgw) next() *mlink {
 	}
 }
 
-// attach accepts the next link and completes its handshake.
+// attach accepts the next link and completes its handshake; the worker
+// has read the gateway's HELLO when it returns (PING answered).
 func (g *mgw) attach() *mlink {
 	g.t.Helper()
 	l := g.next()
-	l.send(gwHello())
+	l.send(gwHello(), &protocol.Frame{Type: protocol.Ping, Opaque: 77})
+	if f := l.expect(protocol.Pong); f.Opaque != 77 {
+		g.t.Fatalf("PONG %d", f.Opaque)
+	}
 	return l
 }
 

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,5 +299,37 @@ func TestRemoteAddressLists(t *testing.T) {
 	}
 	if _, err := sluice.NewWorker(okHandler, sluice.WithSocket(" , ")); err == nil {
 		t.Errorf("an empty list was accepted")
+	}
+}
+
+// TestRemoteSignals: SIGTERM retires every link and Serve returns nil after
+// their DRAINs; a second signal closes every link at once.
+func TestRemoteSignals(t *testing.T) {
+	safety := make(chan os.Signal, 8) // a signal can never end the test binary
+	signal.Notify(safety, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(safety)
+	for _, second := range []bool{false, true} {
+		a, b := newMGW(t, "tcp", "", nil), newMGW(t, "unix", "", nil)
+		r := remoteWorker(t, okHandler, sluice.WithSocket(a.addr, b.addr), sluice.WithSignals(true))
+		la, lb := a.attach(), b.attach()
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		la.expect(protocol.Retire)
+		lb.expect(protocol.Retire)
+		if second {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			la.waitClosed()
+			lb.waitClosed()
+			if err := r.result(); err == nil {
+				t.Errorf("Serve returned nil after a second signal")
+			}
+			continue
+		}
+		la.send(&protocol.Frame{Type: protocol.Drain, TimeoutMs: 1000})
+		lb.send(&protocol.Frame{Type: protocol.Drain, TimeoutMs: 1000})
+		la.waitClosed()
+		lb.waitClosed()
+		if err := r.result(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
 	}
 }
