@@ -28,6 +28,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultResolveInterval  = 10 * time.Second
+	DefaultPingInterval     = 5 * time.Second
 )
 
 // config is what the options set; see the With* functions for the meaning.
@@ -53,6 +54,7 @@ type config struct {
 	tlsKey          string
 	tlsServerName   string
 	resolveInterval time.Duration
+	pingInterval    time.Duration
 	lookup          func(ctx context.Context, host string) ([]net.IPAddr, error)
 
 	// derived
@@ -165,6 +167,28 @@ func WithResolveInterval(d time.Duration) Option {
 	return func(c *config) { c.resolveInterval = d }
 }
 
+// WithPingInterval sets how often the worker PINGs each link in remote
+// mode (default $SLUICE_PING_INTERVAL seconds, else 5 s; at least 1 s). A
+// link silent for three intervals is closed and opened again, and
+// connecting plus the TLS and HELLO handshakes are bounded by three
+// intervals too.
+func WithPingInterval(d time.Duration) Option { return func(c *config) { c.pingInterval = d } }
+
+// envSeconds reads a duration in seconds from the environment variable
+// name into *d (unset: *d stays).
+func envSeconds(name string, d *time.Duration) error {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil || secs != secs {
+		return fmt.Errorf("sluice: %s=%q: want seconds", name, v)
+	}
+	*d = time.Duration(min(secs, 1e6) * float64(time.Second))
+	return nil
+}
+
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
 		sockets:          []string{os.Getenv("SLUICE_SOCKET")},
@@ -185,14 +209,14 @@ func newConfig(opts []Option) (*config, error) {
 		tlsKey:           os.Getenv("SLUICE_TLS_KEY"),
 		tlsServerName:    os.Getenv("SLUICE_TLS_SERVER_NAME"),
 		resolveInterval:  DefaultResolveInterval,
+		pingInterval:     DefaultPingInterval,
 		lookup:           net.DefaultResolver.LookupIPAddr,
 	}
-	if v := os.Getenv("SLUICE_RESOLVE_INTERVAL"); v != "" {
-		secs, err := strconv.ParseFloat(v, 64)
-		if err != nil || secs != secs {
-			return nil, fmt.Errorf("sluice: SLUICE_RESOLVE_INTERVAL=%q: want seconds", v)
-		}
-		c.resolveInterval = time.Duration(min(secs, 1e6) * float64(time.Second))
+	if err := envSeconds("SLUICE_RESOLVE_INTERVAL", &c.resolveInterval); err != nil {
+		return nil, err
+	}
+	if err := envSeconds("SLUICE_PING_INTERVAL", &c.pingInterval); err != nil {
+		return nil, err
 	}
 	for _, o := range opts {
 		o(c)
@@ -203,6 +227,7 @@ func newConfig(opts []Option) (*config, error) {
 	c.endpoints, c.addrErr = parseEndpoints(c.sockets)
 	c.remote = c.addrErr == nil && isRemote(c.endpoints)
 	c.resolveInterval = max(c.resolveInterval, time.Second)
+	c.pingInterval = max(c.pingInterval, time.Second)
 	if err := c.makeTLS(); err != nil {
 		return nil, err
 	}

@@ -295,7 +295,8 @@ func (w *Worker) runSlot(s *slot) {
 			s.failing = false
 			s.delay = backoffMin
 		}
-		conn, err := w.connect(s.t)
+		l.hsEnd = time.Now().Add(3 * w.cfg.pingInterval)
+		conn, err := w.connect(s.t, l.hsEnd)
 		if err == nil {
 			err = l.run(conn)
 		}
@@ -338,8 +339,8 @@ func (w *Worker) runSlot(s *slot) {
 
 // connect opens a connection to t, with TLS for tls: addresses; stopping
 // abandons it.
-func (w *Worker) connect(t target) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(w.stopCtx, w.cfg.handshakeTimeout)
+func (w *Worker) connect(t target, deadline time.Time) (net.Conn, error) {
+	ctx, cancel := context.WithDeadline(w.stopCtx, deadline)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, t.network, t.addr)
@@ -378,6 +379,43 @@ func (w *Worker) tlsConfig(ep endpoint) *tls.Config {
 		c.MinVersion = tls.VersionTLS12
 	}
 	return c
+}
+
+// pingLoop PINGs the link every ping interval while it is up, and closes
+// it when nothing has arrived for three intervals (PROTOCOL.md 10.6, 8).
+func (w *glink) pingLoop() {
+	iv := w.cfg.pingInterval
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ended:
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		if w.closing || w.werr != nil {
+			w.mu.Unlock()
+			return
+		}
+		if silent := time.Since(time.Unix(0, w.lastRecv.Load())); silent >= 3*iv {
+			w.cfg.errorLog.Printf("the gateway at %s sent nothing for %v: closing the link", w.addr, silent.Round(time.Millisecond))
+			f := protocol.Frame{Type: protocol.Error, Code: uint64(protocol.Timeout), Message: "no frame from the gateway in time", HasMessage: true}
+			w.emit(&f)
+			w.closeErr = &protocol.LinkError{Code: protocol.Timeout, Msg: "no frame from the gateway in time"}
+			w.closeLocked(false)
+			// a dead peer may never take the ERROR nor close: bound both ends
+			_ = w.conn.SetDeadline(time.Now().Add(time.Second))
+			w.mu.Unlock()
+			return
+		}
+		w.pings++
+		f := protocol.Frame{Type: protocol.Ping, Opaque: w.pings}
+		if w.link.Send(&f) == nil {
+			w.emit(&f)
+		}
+		w.mu.Unlock()
+	}
 }
 
 // stopLocked stops remote mode (w.mu held): no more connecting or

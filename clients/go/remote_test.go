@@ -333,3 +333,41 @@ func TestRemoteSignals(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteLiveness: in remote mode the worker PINGs every interval,
+// closes a link silent for three intervals (and a handshake that does not
+// complete within three) and reconnects it.
+func TestRemoteLiveness(t *testing.T) {
+	a := newMGW(t, "tcp", "", nil)
+	r := remoteWorker(t, okHandler, sluice.WithSocket(a.addr), sluice.WithPingInterval(time.Second))
+	start := time.Now()
+	l := a.next() // no HELLO answered
+	l.waitClosed()
+	if d := time.Since(start); d < 2500*time.Millisecond || d > 4500*time.Millisecond {
+		t.Errorf("handshake abandoned after %v, want about 3 s", d)
+	}
+	l = a.attach()
+	// it PINGs; answering keeps the link up past three intervals
+	for i := 0; i < 4; i++ {
+		f := l.expect(protocol.Ping)
+		l.send(&protocol.Frame{Type: protocol.Pong, Opaque: f.Opaque})
+	}
+	if _, body, _ := l.answer(l.get("/")); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	// silence: closed after three intervals with ERROR timeout
+	start = time.Now()
+	var got *frame
+	for got == nil {
+		if f := l.recv(); f.Type == protocol.Error {
+			got = f
+		}
+	}
+	eq(t, "ERROR code", got.Code, uint64(protocol.Timeout))
+	l.waitClosed()
+	if d := time.Since(start); d > 4500*time.Millisecond {
+		t.Errorf("closed after %v of silence", d)
+	}
+	a.attach()
+	r.running()
+}

@@ -73,6 +73,11 @@ type glink struct {
 	maxChunk int            // largest BODY data the gateway accepts in one frame
 	counted  int            // this link's share of owner.open
 	onReady  func()         // called (mu held) when the handshake completes
+	pinging  bool           // remote mode: liveness (PROTOCOL.md 10.6, 8)
+	lastRecv atomic.Int64   // when pinging: the last read's time (UnixNano)
+	hsEnd    time.Time      // when pinging: the handshake's deadline
+	ended    chan struct{}  // closed when run returns
+	pings    uint64         // PINGs sent
 
 	// output, guarded by mu: frames are appended to out; segs holds what
 	// goes before out[outMark:] (earlier frames and zero-copy body slices)
@@ -135,6 +140,8 @@ func (w *Worker) newLink(addr string) *glink {
 		addr:    addr,
 		dec:     protocol.NewDecoder(w.cfg.maxFrame),
 		link:    protocol.NewLink(protocol.RoleWorker, w.cfg.maxStreams),
+		pinging: w.cfg.remote,
+		ended:   make(chan struct{}),
 	}
 	l.link.SetRecycle(true) // the runtime never keeps a *protocol.Stream
 	l.wcond.L = &l.mu
@@ -217,6 +224,7 @@ func (w *Worker) handleSignals() func() {
 // run serves the link on conn until it closes; nil after an orderly close
 // following DRAIN.
 func (w *glink) run(conn net.Conn) error {
+	defer close(w.ended)
 	w.mu.Lock()
 	w.conn = conn
 	dropped := w.dropped
@@ -225,7 +233,11 @@ func (w *glink) run(conn net.Conn) error {
 		conn.Close()
 		return errDropped
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
+	if w.hsEnd.IsZero() {
+		_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
+	} else {
+		_ = conn.SetReadDeadline(w.hsEnd)
+	}
 
 	hello := protocol.Frame{Type: protocol.Hello, Version: protocol.Version}
 	st := &hello.Settings
@@ -462,6 +474,9 @@ func (w *glink) readLoop() error {
 		}
 		n, err := w.conn.Read(buf[end:])
 		end += n
+		if w.pinging && n > 0 {
+			w.lastRecv.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if n > 0 {
 				continue // parse what came with the error first
@@ -534,6 +549,10 @@ func (w *glink) handle(f *protocol.Frame) error {
 		_ = w.conn.SetReadDeadline(time.Time{})
 		if w.onReady != nil {
 			w.onReady()
+		}
+		if w.pinging {
+			w.lastRecv.Store(time.Now().UnixNano())
+			go w.pingLoop()
 		}
 		if w.retiring { // a signal came during the handshake
 			w.sendRetireLocked()
