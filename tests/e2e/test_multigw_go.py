@@ -1,7 +1,9 @@
 """A Go worker in remote mode (PROTOCOL.md 10.6) attached to two real
 gateways over clear-text TCP with a token: it serves both, re-attaches to a
 gateway restarted on the same port, exits 0 at SIGTERM, and 1 (logging
-"auth") when a gateway refuses its token."""
+"auth") when a gateway refuses its token. Then over TLS (worker_listen
+tls:, a client certificate): attached when it trusts the gateway's CA, not
+attached (and retrying) when it does not."""
 
 import os
 import signal
@@ -10,6 +12,7 @@ import time
 
 import pytest
 
+from certs import make_pki
 from conftest import ROOT, free_port
 from goutil import find_go
 from httpc import ConnectionClosed, get
@@ -57,10 +60,11 @@ def hello_ok(gw):
     return r.status == 200 and r.body.startswith(b"Hello from worker")
 
 
-def run_worker(hello_bin, ports, token=TOKEN, stderr=subprocess.DEVNULL):
+def run_worker(hello_bin, ports, token=TOKEN, stderr=subprocess.DEVNULL, scheme="tcp", **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env["SLUICE_SOCKET"] = ", ".join(f"tcp:127.0.0.1:{p}" for p in ports)
+    env["SLUICE_SOCKET"] = ", ".join(f"{scheme}:127.0.0.1:{p}" for p in ports)
     env["SLUICE_TOKEN"] = token
+    env.update(extra)
     return subprocess.Popen([hello_bin], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=stderr)
 
@@ -107,3 +111,37 @@ def test_go_worker_with_a_wrong_token_exits_1(start_config, hello_bin):
     finally:
         reap(w)
         w.stderr.close()
+
+
+def tls_pool(pki, wport):
+    return ("[pool:web]\ncommand = /bin/false\nworkers = 0\n"
+            f"worker_listen = tls:127.0.0.1:{wport}\ntoken = {TOKEN}\n"
+            f"tls_cert = {pki['server']}\ntls_key = {pki['server_key']}\n"
+            f"client_ca = {pki['client_ca']}\n")
+
+
+def test_go_worker_over_tls(start_config, hello_bin, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    wport = free_port()
+    gw = start_config(tls_pool(pki, wport))
+    tls_env = {"SLUICE_TLS_CERT": pki["client"], "SLUICE_TLS_KEY": pki["client_key"]}
+    rogue = run_worker(hello_bin, [wport], scheme="tls", stderr=subprocess.PIPE,
+                       SLUICE_TLS_CA=pki["rogue_ca"], **tls_env)
+    try:
+        time.sleep(1.5)
+        assert attached(gw) == 0 and rogue.poll() is None  # refused, and retrying
+        rogue.send_signal(signal.SIGTERM)
+        assert rogue.wait(10) == 0
+        err = rogue.stderr.read().decode(errors="replace")
+        assert "TLS handshake" in err and err.count("cannot attach") == 1, err
+    finally:
+        reap(rogue)
+        rogue.stderr.close()
+    w = run_worker(hello_bin, [wport], scheme="tls", SLUICE_TLS_CA=pki["ca"], **tls_env)
+    try:
+        assert wait_for(lambda: attached(gw), 5), gw.log_tail()
+        assert hello_ok(gw), gw.log_tail()
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(10) == 0
+    finally:
+        reap(w)
