@@ -244,12 +244,12 @@ func (l *mlink) get(target string) uint64 {
 	l.nextSID++
 	l.send(&protocol.Frame{Type: protocol.Request, Stream: sid, Method: []byte("GET"), Target: []byte(target),
 		Version: 11, Scheme: "http", Client: protocol.Addr{Host: "127.0.0.1", Port: 4242},
-		Server: protocol.Addr{Host: "127.0.0.1", Port: 8080},
+		Server:  protocol.Addr{Host: "127.0.0.1", Port: 8080},
 		Headers: []protocol.Header{{Name: []byte("host"), Value: []byte("example.test")}}})
 	return sid
 }
 
-// body reads stream sid's answer: its RESPONSE status and body, or the
+// answer reads stream sid's answer: its RESPONSE status and body, or the
 // RESET code (status 0).
 func (l *mlink) answer(sid uint64) (status int, body string, reset uint64) {
 	l.t.Helper()

@@ -105,7 +105,8 @@ func WithMaxBody(n int64) Option { return func(c *config) { c.maxBody = n } }
 // WithMaxFrame sets the largest frame accepted from the gateway (default 1 MiB).
 func WithMaxFrame(n int) Option { return func(c *config) { c.maxFrame = n } }
 
-// WithHandshakeTimeout bounds connecting plus the HELLO exchange (default 10 s).
+// WithHandshakeTimeout bounds connecting plus the HELLO exchange (default
+// 10 s; in remote mode also at most three ping intervals).
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }

@@ -259,8 +259,8 @@ func (w *Worker) refresh(answers [][]target) {
 		return
 	}
 	for k, s := range w.slots {
-		_, s.removed = want[k]
-		s.removed = !s.removed
+		_, listed := want[k]
+		s.removed = !listed // a link up stays until it closes
 	}
 	for k, t := range want {
 		if w.slots[k] == nil {
@@ -295,7 +295,8 @@ func (w *Worker) runSlot(s *slot) {
 			s.failing = false
 			s.delay = backoffMin
 		}
-		l.hsEnd = time.Now().Add(3 * w.cfg.pingInterval)
+		// connecting, TLS and HELLO within three ping intervals (10.6, 8)
+		l.hsEnd = time.Now().Add(min(3*w.cfg.pingInterval, w.cfg.handshakeTimeout))
 		conn, err := w.connect(s.t, l.hsEnd)
 		if err == nil {
 			err = l.run(conn)
