@@ -80,9 +80,19 @@ func TestRemoteStreamCap(t *testing.T) {
 	for runs.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	sb := lb.get("/other")
+	sb := lb.nextSID
+	lb.nextSID++
+	lb.send(&protocol.Frame{Type: protocol.Request, Stream: sb, Method: []byte("POST"), Target: []byte("/other"),
+		Version: 11, Scheme: "http", BodyMode: protocol.BodyFollows,
+		Headers: []protocol.Header{{Name: []byte("host"), Value: []byte("example.test")}}})
 	if status, _, code := lb.answer(sb); status != 0 || code != protocol.ResetOverloaded {
 		t.Fatalf("second stream: status %d reset %d, want RESET overloaded", status, code)
+	}
+	// its body, crossed on the wire with the RESET, is ignored
+	raw := protocol.AppendFrame(nil, &protocol.Frame{Type: protocol.Body, Stream: sb, Data: []byte("late")})
+	raw = protocol.AppendFrame(raw, &protocol.Frame{Type: protocol.End, Stream: sb})
+	if _, err := lb.conn.Write(raw); err != nil {
+		t.Fatal(err)
 	}
 	eq(t, "handler runs", runs.Load(), int32(1))
 	close(release)
