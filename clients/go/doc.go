@@ -37,6 +37,11 @@
 // worker gracefully: the gateway stops sending it requests, those in flight
 // finish, and Serve ends the process with status 0.
 //
+// A worker started by hand can attach to several gateways at once, over
+// Unix sockets, TCP or TLS (SLUICE_SOCKET="tls:gw.example:7001, ..." or
+// WithSocket): remote mode, in which it keeps one link per gateway address,
+// reconnects lost links and resolves host names again (see the README).
+//
 // The protocol core (frames, link and stream state, credit) is in the
 // sub-package protocol, which does no I/O.
 package sluice

@@ -143,7 +143,7 @@ type fakeGW struct {
 // that would not fit a sockaddr_un).
 func sockPath(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "gw.sock")
-	if len(p) < 100 {
+	if len(p) < 100 && !strings.Contains(p, ",") { // a comma would make it a list of two
 		return p
 	}
 	dir, err := os.MkdirTemp("", "sgw")
@@ -200,6 +200,11 @@ func startGW(t *testing.T, h http.Handler, o gwOpts, opts ...sluice.Option) *fak
 	conn, err := ln.Accept()
 	if err != nil {
 		ln.Close()
+		select {
+		case e := <-g.serveErr:
+			t.Fatalf("the worker did not connect: %v (Serve: %v)", err, e)
+		default:
+		}
 		t.Fatalf("the worker did not connect: %v", err)
 	}
 	g.conn = conn
@@ -247,6 +252,9 @@ func (g *fakeGW) close() {
 	g.mu.Unlock()
 	g.conn.Close()
 	g.ln.Close()
+	if g.opts.tcp && g.w != nil {
+		g.w.Close() // a tcp: address is remote mode: Serve returns only after a stop
+	}
 	select {
 	case <-g.readerDone:
 	case <-time.After(waitTimeout):

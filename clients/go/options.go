@@ -1,6 +1,9 @@
 package sluice
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log"
 	"net"
@@ -24,11 +27,13 @@ const (
 	DefaultMaxFrame         = protocol.DefaultFrame
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultResolveInterval  = 10 * time.Second
+	DefaultPingInterval     = 5 * time.Second
 )
 
 // config is what the options set; see the With* functions for the meaning.
 type config struct {
-	socket           string
+	sockets          []string
 	token            string
 	maxStreams       int
 	window           int
@@ -42,17 +47,37 @@ type config struct {
 	exit             bool
 	websocket        bool
 	errorLog         *log.Logger
+
+	tlsUser         *tls.Config // WithTLS
+	tlsCA           string
+	tlsCert         string
+	tlsKey          string
+	tlsServerName   string
+	resolveInterval time.Duration
+	pingInterval    time.Duration
+	lookup          func(ctx context.Context, host string) ([]net.IPAddr, error)
+
+	// derived
+	endpoints []endpoint
+	addrErr   error // a bad address: Serve returns it
+	remote    bool
+	tls       *tls.Config // the base of every TLS link's
 }
 
 // An Option changes one setting of Serve or NewWorker.
 type Option func(*config)
 
-// WithSocket sets the gateway address (default $SLUICE_SOCKET): PATH,
-// unix:PATH, tcp:HOST:PORT or tcp:[V6]:PORT.
-func WithSocket(addr string) Option { return func(c *config) { c.socket = addr } }
+// WithSocket sets the gateway addresses (default $SLUICE_SOCKET): PATH,
+// unix:PATH, tcp:HOST:PORT, tcp:[V6]:PORT, tls:HOST:PORT or tls:[V6]:PORT.
+// Each argument may itself be a comma-separated list. More than one
+// address, or a tcp: or tls: one, is remote mode (PROTOCOL.md 10.6): the
+// worker attaches to every gateway and reconnects lost links.
+func WithSocket(addrs ...string) Option {
+	return func(c *config) { c.sockets = append([]string(nil), addrs...) }
+}
 
 // WithToken sets the token sent in HELLO (default $SLUICE_TOKEN), for a
-// worker attached over TCP.
+// worker attached over TCP or TLS.
 func WithToken(token string) Option { return func(c *config) { c.token = token } }
 
 // WithMaxStreams sets how many requests this worker serves at once, one
@@ -80,7 +105,8 @@ func WithMaxBody(n int64) Option { return func(c *config) { c.maxBody = n } }
 // WithMaxFrame sets the largest frame accepted from the gateway (default 1 MiB).
 func WithMaxFrame(n int) Option { return func(c *config) { c.maxFrame = n } }
 
-// WithHandshakeTimeout bounds connecting plus the HELLO exchange (default 10 s).
+// WithHandshakeTimeout bounds connecting plus the HELLO exchange (default
+// 10 s; in remote mode also at most three ping intervals).
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(c *config) { c.handshakeTimeout = d }
 }
@@ -112,9 +138,61 @@ func WithWebSocket(on bool) Option { return func(c *config) { c.websocket = on }
 // standard error, each line prefixed with "[worker N pid P]").
 func WithErrorLog(l *log.Logger) Option { return func(c *config) { c.errorLog = l } }
 
+// WithTLS sets the TLS configuration of tls: links, replacing the one
+// made from the TLS options and $SLUICE_TLS_*. The worker fills in what it
+// leaves empty: ServerName (WithTLSServerName, else the address's HOST),
+// NextProtos ("sluice/1") and MinVersion (TLS 1.2). InsecureSkipVerify is
+// refused.
+func WithTLS(c *tls.Config) Option { return func(cfg *config) { cfg.tlsUser = c } }
+
+// WithTLSCA sets the PEM file of the certificate authorities a gateway's
+// certificate must chain to (default $SLUICE_TLS_CA; none: the system's).
+func WithTLSCA(file string) Option { return func(c *config) { c.tlsCA = file } }
+
+// WithTLSCert sets the client certificate (PEM, its chain after it) and
+// its unencrypted key presented to gateways over TLS (default
+// $SLUICE_TLS_CERT and $SLUICE_TLS_KEY; both or neither).
+func WithTLSCert(certFile, keyFile string) Option {
+	return func(c *config) { c.tlsCert, c.tlsKey = certFile, keyFile }
+}
+
+// WithTLSServerName sets the name sent as SNI and checked against every
+// gateway's certificate, instead of each address's HOST (default
+// $SLUICE_TLS_SERVER_NAME).
+func WithTLSServerName(name string) Option { return func(c *config) { c.tlsServerName = name } }
+
+// WithResolveInterval sets how often the host names of the addresses are
+// resolved again (default $SLUICE_RESOLVE_INTERVAL seconds, else 10 s; at
+// least 1 s).
+func WithResolveInterval(d time.Duration) Option {
+	return func(c *config) { c.resolveInterval = d }
+}
+
+// WithPingInterval sets how often the worker PINGs each link in remote
+// mode (default $SLUICE_PING_INTERVAL seconds, else 5 s; at least 1 s). A
+// link silent for three intervals is closed and opened again, and
+// connecting plus the TLS and HELLO handshakes are bounded by three
+// intervals too.
+func WithPingInterval(d time.Duration) Option { return func(c *config) { c.pingInterval = d } }
+
+// envSeconds reads a duration in seconds from the environment variable
+// name into *d (unset: *d stays).
+func envSeconds(name string, d *time.Duration) error {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil || secs != secs {
+		return fmt.Errorf("sluice: %s=%q: want seconds", name, v)
+	}
+	*d = time.Duration(min(secs, 1e6) * float64(time.Second))
+	return nil
+}
+
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
-		socket:           os.Getenv("SLUICE_SOCKET"),
+		sockets:          []string{os.Getenv("SLUICE_SOCKET")},
 		token:            os.Getenv("SLUICE_TOKEN"),
 		maxStreams:       DefaultMaxStreams,
 		window:           DefaultWindow,
@@ -127,13 +205,34 @@ func newConfig(opts []Option) (*config, error) {
 		signals:          true,
 		exit:             true,
 		websocket:        true,
+		tlsCA:            os.Getenv("SLUICE_TLS_CA"),
+		tlsCert:          os.Getenv("SLUICE_TLS_CERT"),
+		tlsKey:           os.Getenv("SLUICE_TLS_KEY"),
+		tlsServerName:    os.Getenv("SLUICE_TLS_SERVER_NAME"),
+		resolveInterval:  DefaultResolveInterval,
+		pingInterval:     DefaultPingInterval,
+		lookup:           net.DefaultResolver.LookupIPAddr,
+	}
+	if err := envSeconds("SLUICE_RESOLVE_INTERVAL", &c.resolveInterval); err != nil {
+		return nil, err
+	}
+	if err := envSeconds("SLUICE_PING_INTERVAL", &c.pingInterval); err != nil {
+		return nil, err
 	}
 	for _, o := range opts {
 		o(c)
 	}
-	switch {
-	case c.socket == "":
+	if strings.TrimSpace(strings.ReplaceAll(strings.Join(c.sockets, ""), ",", "")) == "" {
 		return nil, fmt.Errorf("sluice: no gateway address: set SLUICE_SOCKET or use WithSocket")
+	}
+	c.endpoints, c.addrErr = parseEndpoints(c.sockets)
+	c.remote = c.addrErr == nil && isRemote(c.endpoints)
+	c.resolveInterval = max(c.resolveInterval, time.Second)
+	c.pingInterval = max(c.pingInterval, time.Second)
+	if err := c.makeTLS(); err != nil {
+		return nil, err
+	}
+	switch {
 	case c.maxStreams < 1 || c.maxStreams > protocol.MaxStreams:
 		return nil, fmt.Errorf("sluice: max streams %d outside 1..%d", c.maxStreams, protocol.MaxStreams)
 	case c.window < 0 || c.window > protocol.MaxWindow:
@@ -158,26 +257,38 @@ func newConfig(opts []Option) (*config, error) {
 	return c, nil
 }
 
-// parseAddress turns a SLUICE_SOCKET value into a network and address for
-// net.Dial: PATH, unix:PATH, tcp:HOST:PORT, tcp:[V6]:PORT (PROTOCOL.md 10.2).
-func parseAddress(s string) (network, addr string, err error) {
-	switch {
-	case strings.HasPrefix(s, "tcp:"):
-		hp := s[len("tcp:"):]
-		host, port, err := net.SplitHostPort(hp)
-		if err != nil {
-			return "", "", fmt.Errorf("sluice: bad address %q: %v", s, err)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 1 || p > 65535 || host == "" {
-			return "", "", fmt.Errorf("sluice: bad address %q: want tcp:HOST:PORT with PORT in 1..65535", s)
-		}
-		return "tcp", net.JoinHostPort(host, port), nil
-	case strings.HasPrefix(s, "unix:"):
-		s = s[len("unix:"):]
+// makeTLS checks the TLS options and loads their files.
+func (c *config) makeTLS() error {
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return fmt.Errorf("sluice: a TLS client certificate needs both SLUICE_TLS_CERT and SLUICE_TLS_KEY (WithTLSCert)")
 	}
-	if s == "" {
-		return "", "", fmt.Errorf("sluice: empty socket path")
+	if c.tlsUser != nil {
+		if c.tlsUser.InsecureSkipVerify {
+			return fmt.Errorf("sluice: WithTLS: InsecureSkipVerify is not allowed: gateways are always verified")
+		}
+		c.tls = c.tlsUser.Clone()
+	} else {
+		c.tls = &tls.Config{}
+		if c.tlsCA != "" {
+			pem, err := os.ReadFile(c.tlsCA)
+			if err != nil {
+				return fmt.Errorf("sluice: TLS CA: %w", err)
+			}
+			c.tls.RootCAs = x509.NewCertPool()
+			if !c.tls.RootCAs.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("sluice: TLS CA %s: no PEM certificate in it", c.tlsCA)
+			}
+		}
+		if c.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+			if err != nil {
+				return fmt.Errorf("sluice: TLS client certificate: %w", err)
+			}
+			c.tls.Certificates = []tls.Certificate{cert}
+		}
 	}
-	return "unix", s, nil
+	if c.tls.ServerName == "" {
+		c.tls.ServerName = c.tlsServerName
+	}
+	return nil
 }

@@ -64,7 +64,7 @@ func methodString(b []byte) string {
 
 // buildRequest makes the handler's *http.Request from a REQUEST frame, as
 // net/http's server would from the same request.
-func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
+func (w *glink) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 	s.ctx.s = s
 	method, target := methodString(f.Method), string(f.Target)
 	var r *http.Request
@@ -192,7 +192,7 @@ func (w *Worker) buildRequest(f *protocol.Frame, s *stream) *http.Request {
 
 // remoteAddr is host:port of a client, the same string for the requests of
 // one client connection (a small cache, used by the reader goroutine only).
-func (w *Worker) remoteAddr(a protocol.Addr) string {
+func (w *glink) remoteAddr(a protocol.Addr) string {
 	e := &w.addrs[(a.Port^a.Port>>6)%uint16(len(w.addrs))]
 	if e.port != a.Port || e.host != a.Host || e.s == "" {
 		e.host, e.port = a.Host, a.Port
@@ -317,26 +317,27 @@ func parseTarget(method, target string) *url.URL {
 
 // dispatch runs the handler for s on a goroutine of its own: an idle one
 // if there is one (its stack has already grown to what handlers need),
-// else a new one.
-func (w *Worker) dispatch(s *stream) {
+// else a new one. The goroutines are shared by all the worker's links.
+func (w *glink) dispatch(s *stream) {
+	wk := w.owner
 	select {
-	case w.work <- s:
+	case wk.work <- s:
 	default:
-		go w.runner(s)
+		go wk.runner(s)
 	}
 }
 
 const maxIdleRunners = 256
 
-func (w *Worker) runner(s *stream) {
+func (wk *Worker) runner(s *stream) {
 	for {
-		w.serve(s, s.req)
-		if w.idle.Add(1) > maxIdleRunners {
-			w.idle.Add(-1)
+		s.w.serve(s, s.req)
+		if wk.idle.Add(1) > maxIdleRunners {
+			wk.idle.Add(-1)
 			return
 		}
-		s = <-w.work
-		w.idle.Add(-1)
+		s = <-wk.work
+		wk.idle.Add(-1)
 		if s == nil {
 			return
 		}
@@ -344,7 +345,7 @@ func (w *Worker) runner(s *stream) {
 }
 
 // serve runs the handler for one stream.
-func (w *Worker) serve(s *stream, req *http.Request) {
+func (w *glink) serve(s *stream, req *http.Request) {
 	rw := &s.rw
 	rw.init(s, req)
 	defer func() {

@@ -322,7 +322,7 @@ func (rw *response) commitLocked(final bool, more []byte) error {
 // beginResponse starts a RESPONSE frame in the output queue up to its
 // header list of n entries, which the caller appends (entries encoded
 // ahead, at WriteHeader, plus any added at the commit); room: their size.
-func (w *Worker) beginResponse(sid uint64, status, n, room int) ([]byte, int) {
+func (w *glink) beginResponse(sid uint64, status, n, room int) ([]byte, int) {
 	w.reserve(64 + room)
 	out, at := protocol.BeginFrame(w.out)
 	out = protocol.AppendArrayHeader(out, 5)
@@ -333,7 +333,7 @@ func (w *Worker) beginResponse(sid uint64, status, n, room int) ([]byte, int) {
 }
 
 // endResponse ends the frame beginResponse started and queues it.
-func (w *Worker) endResponse(out []byte, at int, bodyMode uint64) {
+func (w *glink) endResponse(out []byte, at int, bodyMode uint64) {
 	out = protocol.AppendUint(out, bodyMode)
 	out = protocol.EndFrame(out, at)
 	n := len(out) - len(w.out)

@@ -38,7 +38,7 @@ func (e *CancelError) Is(target error) bool { return target == ErrStreamClosed }
 // stream is one request/response exchange; its fields are guarded by the
 // worker's mu.
 type stream struct {
-	w        *Worker
+	w        *glink
 	id       uint64
 	cond     sync.Cond
 	ctx      reqCtx
@@ -78,7 +78,7 @@ func copyHeaders(hs []protocol.Header) []hpair {
 
 type streamKey struct{}
 
-func (w *Worker) newStream(f *protocol.Frame) *stream {
+func (w *glink) newStream(f *protocol.Frame) *stream {
 	s := &stream{w: w, id: f.Stream, bodyMode: f.BodyMode, target: int64(w.cfg.initialWindow)}
 	s.cond.L = &w.mu
 	s.reqEnded = f.BodyMode == protocol.BodyNone
@@ -134,6 +134,7 @@ func (s *stream) closedLocked() {
 	s.respEnded = true
 	s.queue, s.queued = nil, 0
 	w := s.w
+	w.syncOpen()
 	w.maybeFinishDrain()
 }
 

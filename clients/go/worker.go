@@ -29,12 +29,40 @@ var ErrLinkClosed = errors.New("sluice: the gateway closed the link without DRAI
 // or the link was lost. The request's context is cancelled with the reason.
 var ErrStreamClosed = errors.New("sluice: stream closed")
 
-// A Worker is one link to the gateway, serving an http.Handler on it. Most
-// programs call Serve instead of using a Worker directly.
+// A Worker serves an http.Handler on its links to the gateway: one link
+// to one Unix socket (what a spawned worker gets), or in remote mode one
+// link to every gateway listed (PROTOCOL.md 10.6). Most programs call
+// Serve instead of using a Worker directly.
 type Worker struct {
 	cfg     *config
 	handler http.Handler
 	srv     *http.Server // for http.ServerContextKey only
+	single  *glink       // the one link outside remote mode
+
+	work chan *stream // to idle handler goroutines (shared by the links)
+	idle atomic.Int32
+	open atomic.Int64 // streams open across all links (PROTOCOL.md 10.6, 4)
+
+	mu       sync.Mutex
+	links    map[*glink]struct{} // remote mode: the links connecting or up
+	slots    map[string]*slot    // remote mode: by address
+	wg       sync.WaitGroup      // remote mode: the slots and the resolver
+	stopping bool                // remote mode: retiring (signal, Shutdown, auth)
+	closeNow bool                // remote mode: Close or a second signal
+	authErr  error               // remote mode: the ERROR auth that stopped the worker
+	stopCtx  context.Context     // remote mode: cancelled when stopping
+	stopFn   context.CancelFunc
+	done     chan struct{}
+}
+
+// glink is one link to a gateway: its connection, protocol state, output
+// queue and writer.
+type glink struct {
+	owner   *Worker
+	cfg     *config
+	handler http.Handler
+	srv     *http.Server
+	addr    string // where it goes, for the log
 	conn    net.Conn
 	dec     *protocol.Decoder
 
@@ -43,6 +71,13 @@ type Worker struct {
 	f        protocol.Frame // scratch frame for the streams' sends (mu held)
 	extra    int64          // request-body credit granted beyond the initial windows
 	maxChunk int            // largest BODY data the gateway accepts in one frame
+	counted  int            // this link's share of owner.open
+	onReady  func()         // called (mu held) when the handshake completes
+	pinging  bool           // remote mode: liveness (PROTOCOL.md 10.6, 8)
+	lastRecv atomic.Int64   // when pinging: the last read's time (UnixNano)
+	hsEnd    time.Time      // when pinging: the handshake's deadline
+	ended    chan struct{}  // closed when run returns
+	pings    uint64         // PINGs sent
 
 	// output, guarded by mu: frames are appended to out; segs holds what
 	// goes before out[outMark:] (earlier frames and zero-copy body slices)
@@ -58,20 +93,18 @@ type Worker struct {
 	werr    error // the link can no longer be written
 	closing bool  // the writer closes the connection once the queue is empty
 	orderly bool  // the close follows DRAIN (Serve returns nil)
+	dropped bool  // closed before or during its handshake (remote mode stopping)
 
 	draining bool
 	retiring bool
 	timer    *time.Timer // DRAIN or shutdown deadline
 	deadline time.Time
 	closeErr error // why the worker closed the link itself before DRAIN
-	done     chan struct{}
 	addrs    [256]struct {
 		host string
 		port uint16
 		s    string
 	} // remoteAddr's cache
-	work chan *stream // to idle handler goroutines
-	idle atomic.Int32
 }
 
 // NewWorker makes a worker serving h with the given options; Serve connects it.
@@ -86,18 +119,36 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 	w := &Worker{
 		cfg:     cfg,
 		handler: h,
-		dec:     protocol.NewDecoder(cfg.maxFrame),
-		link:    protocol.NewLink(protocol.RoleWorker, cfg.maxStreams),
 		done:    make(chan struct{}),
+		links:   map[*glink]struct{}{},
 	}
 	w.srv = &http.Server{Handler: h, ErrorLog: cfg.errorLog}
-	w.link.SetRecycle(true) // the runtime never keeps a *protocol.Stream
-	w.wcond.L = &w.mu
-	w.fcond.L = &w.mu
-	w.maxChunk = protocol.DefaultFrame - protocol.DataOverhead
-	w.out = getChunk()
 	w.work = make(chan *stream)
+	w.stopCtx, w.stopFn = context.WithCancel(context.Background())
+	if !cfg.remote && cfg.addrErr == nil {
+		w.single = w.newLink(cfg.endpoints[0].String())
+	}
 	return w, nil
+}
+
+func (w *Worker) newLink(addr string) *glink {
+	l := &glink{
+		owner:   w,
+		cfg:     w.cfg,
+		handler: w.handler,
+		srv:     w.srv,
+		addr:    addr,
+		dec:     protocol.NewDecoder(w.cfg.maxFrame),
+		link:    protocol.NewLink(protocol.RoleWorker, w.cfg.maxStreams),
+		pinging: w.cfg.remote,
+		ended:   make(chan struct{}),
+	}
+	l.link.SetRecycle(true) // the runtime never keeps a *protocol.Stream
+	l.wcond.L = &l.mu
+	l.fcond.L = &l.mu
+	l.maxChunk = protocol.DefaultFrame - protocol.DataOverhead
+	l.out = getChunk()
+	return l
 }
 
 // Serve connects to the gateway at $SLUICE_SOCKET (or WithSocket), and serves
@@ -110,6 +161,11 @@ func NewWorker(h http.Handler, opts ...Option) (*Worker, error) {
 // Unless WithSignals(false), SIGTERM or SIGINT retires the worker
 // gracefully (RETIRE, then in-flight requests finish), and a second one
 // closes the link at once.
+//
+// In remote mode (several addresses, or a tcp: or tls: one; PROTOCOL.md
+// 10.6) it attaches to every gateway, reconnects lost links, and returns
+// only after a stop (a signal, Shutdown, Close): nil once every link is
+// drained, the ERROR auth when a gateway refused the token.
 func Serve(h http.Handler, opts ...Option) error {
 	w, err := NewWorker(h, opts...)
 	if err != nil {
@@ -134,19 +190,54 @@ func ListenAndServe(addr string, h http.Handler, opts ...Option) error {
 
 // Serve connects and serves; see the package-level Serve.
 func (w *Worker) Serve() error {
-	network, addr, err := parseAddress(w.cfg.socket)
-	if err != nil {
-		return err
+	defer func() {
+		close(w.done)
+		close(w.work) // idle handler goroutines end
+	}()
+	if w.cfg.addrErr != nil {
+		return w.cfg.addrErr
 	}
+	if w.cfg.remote {
+		return w.serveRemote()
+	}
+	ep := w.cfg.endpoints[0]
 	d := net.Dialer{Timeout: w.cfg.handshakeTimeout}
-	conn, err := d.Dial(network, addr)
+	conn, err := d.Dial("unix", ep.path)
 	if err != nil {
 		return fmt.Errorf("sluice: connect to the gateway: %w", err)
 	}
+	if w.cfg.signals {
+		defer w.handleSignals()()
+	}
+	return w.single.run(conn)
+}
+
+// handleSignals watches SIGTERM and SIGINT until the returned func is called.
+func (w *Worker) handleSignals() func() {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	stop := make(chan struct{})
+	go w.watchSignals(ch, stop)
+	return func() { signal.Stop(ch); close(stop) }
+}
+
+// run serves the link on conn until it closes; nil after an orderly close
+// following DRAIN.
+func (w *glink) run(conn net.Conn) error {
+	defer close(w.ended)
 	w.mu.Lock()
 	w.conn = conn
+	dropped := w.dropped
 	w.mu.Unlock()
-	_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
+	if dropped {
+		conn.Close()
+		return errDropped
+	}
+	if w.hsEnd.IsZero() {
+		_ = conn.SetReadDeadline(time.Now().Add(w.cfg.handshakeTimeout))
+	} else {
+		_ = conn.SetReadDeadline(w.hsEnd)
+	}
 
 	hello := protocol.Frame{Type: protocol.Hello, Version: protocol.Version}
 	st := &hello.Settings
@@ -176,14 +267,8 @@ func (w *Worker) Serve() error {
 
 	writerDone := make(chan struct{})
 	go func() { w.writeLoop(); close(writerDone) }()
-	if w.cfg.signals {
-		ch := make(chan os.Signal, 2)
-		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-		defer signal.Stop(ch)
-		go w.watchSignals(ch)
-	}
 
-	err = w.readLoop()
+	err := w.readLoop()
 	w.mu.Lock()
 	if err == nil && !w.orderly {
 		err = ErrLinkClosed
@@ -192,6 +277,8 @@ func (w *Worker) Serve() error {
 		err = w.closeErr
 	}
 	w.lose(err)
+	w.owner.open.Add(int64(-w.counted))
+	w.counted = 0
 	w.closing = true // the writer sends what is queued (an ERROR), then closes
 	w.wcond.Broadcast()
 	if w.timer != nil {
@@ -205,14 +292,12 @@ func (w *Worker) Serve() error {
 	}
 	conn.Close()
 	<-writerDone
-	close(w.done)
-	close(w.work) // idle handler goroutines end
 	return err
 }
 
 // Shutdown retires the worker as SIGTERM does: RETIRE, then the requests in
-// flight finish and the gateway drains the link. It returns when Serve has
-// returned, or with ctx's error.
+// flight finish and the gateway drains the link (every link, in remote
+// mode). It returns when Serve has returned, or with ctx's error.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.retire()
 	select {
@@ -223,9 +308,25 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the link at once: open streams are lost (their clients get
-// 502 or a cut response).
+// Close closes the link (every link, in remote mode) at once: open streams
+// are lost (their clients get 502 or a cut response).
 func (w *Worker) Close() error {
+	if w.single != nil {
+		return w.single.closeConn()
+	}
+	w.mu.Lock()
+	w.closeNow = true
+	w.stopLocked()
+	ls := w.linkList()
+	w.mu.Unlock()
+	for _, l := range ls {
+		l.drop()
+	}
+	return nil
+}
+
+// closeConn closes the link's connection, if it has one yet.
+func (w *glink) closeConn() error {
 	w.mu.Lock()
 	conn := w.conn
 	w.mu.Unlock()
@@ -235,24 +336,36 @@ func (w *Worker) Close() error {
 	return nil
 }
 
-func (w *Worker) watchSignals(ch chan os.Signal) {
+func (w *Worker) watchSignals(ch chan os.Signal, stop chan struct{}) {
 	select {
 	case <-ch:
 		w.retire()
-	case <-w.done:
+	case <-stop:
 		return
 	}
 	select {
 	case <-ch:
 		w.cfg.errorLog.Printf("second signal: closing the link now")
 		w.Close()
-	case <-w.done:
+	case <-stop:
 	}
+}
+
+// retire stops the worker gracefully: RETIRE on its link, or in remote
+// mode on every link that is up (the others are dropped).
+func (w *Worker) retire() {
+	if w.single != nil {
+		w.single.retire()
+		return
+	}
+	w.mu.Lock()
+	w.stopLocked()
+	w.mu.Unlock()
 }
 
 // retire sends RETIRE (PROTOCOL.md 10.4, 2) and bounds the wait for DRAIN
 // and the streams by the shutdown timeout.
-func (w *Worker) retire() {
+func (w *glink) retire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.retiring || w.werr != nil {
@@ -267,7 +380,7 @@ func (w *Worker) retire() {
 
 // sendRetireLocked sends RETIRE (unless draining already) and bounds the
 // wait for DRAIN and the open streams by the shutdown timeout.
-func (w *Worker) sendRetireLocked() {
+func (w *glink) sendRetireLocked() {
 	if !w.draining {
 		f := protocol.Frame{Type: protocol.Retire, Message: "shutdown", HasMessage: true}
 		if w.link.Send(&f) == nil {
@@ -279,7 +392,7 @@ func (w *Worker) sendRetireLocked() {
 
 // armTimer bounds the wait for the open streams: the earliest of the
 // deadlines set (shutdown timeout, DRAIN's timeout) wins.
-func (w *Worker) armTimer(d time.Duration, why string) {
+func (w *glink) armTimer(d time.Duration, why string) {
 	deadline := time.Now().Add(d)
 	if w.timer != nil && !deadline.Before(w.deadline) {
 		return
@@ -303,13 +416,13 @@ func (w *Worker) armTimer(d time.Duration, why string) {
 
 // closeLocked makes the writer close the connection once everything queued
 // is out; the reader then ends.
-func (w *Worker) closeLocked(orderly bool) {
+func (w *glink) closeLocked(orderly bool) {
 	w.orderly = w.orderly || orderly
 	w.closing = true
 	w.wcond.Signal()
 }
 
-func (w *Worker) maybeFinishDrain() {
+func (w *glink) maybeFinishDrain() {
 	if w.draining && w.openStreams() == 0 {
 		w.closeLocked(true)
 	}
@@ -317,7 +430,7 @@ func (w *Worker) maybeFinishDrain() {
 
 // ---- reading ----
 
-func (w *Worker) readLoop() error {
+func (w *glink) readLoop() error {
 	buf := make([]byte, 64<<10)
 	start, end := 0, 0
 	var f protocol.Frame
@@ -361,6 +474,9 @@ func (w *Worker) readLoop() error {
 		}
 		n, err := w.conn.Read(buf[end:])
 		end += n
+		if w.pinging && n > 0 {
+			w.lastRecv.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if n > 0 {
 				continue // parse what came with the error first
@@ -389,14 +505,14 @@ func (w *Worker) readLoop() error {
 }
 
 // ready reports whether the handshake is complete (it takes mu).
-func (w *Worker) ready() bool {
+func (w *glink) ready() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.link.Ready()
 }
 
 // fail reports a link error to the gateway (ERROR) and closes the link.
-func (w *Worker) fail(err error) error {
+func (w *glink) fail(err error) error {
 	var le *protocol.LinkError
 	if !errors.As(err, &le) {
 		le = &protocol.LinkError{Code: protocol.Internal, Msg: err.Error()}
@@ -412,7 +528,7 @@ func (w *Worker) fail(err error) error {
 
 // handle applies one received frame; f's bytes alias the read buffer, so
 // whatever is kept is copied here.
-func (w *Worker) handle(f *protocol.Frame) error {
+func (w *glink) handle(f *protocol.Frame) error {
 	w.mu.Lock()
 	var s *stream // looked up first: CANCEL and CLOSE close it in the link
 	if f.Stream != 0 && f.Type != protocol.Request {
@@ -431,10 +547,29 @@ func (w *Worker) handle(f *protocol.Frame) error {
 	case protocol.Hello:
 		w.maxChunk = w.link.PeerMaxFrame() - protocol.DataOverhead
 		_ = w.conn.SetReadDeadline(time.Time{})
+		if w.onReady != nil {
+			w.onReady()
+		}
+		if w.pinging {
+			w.lastRecv.Store(time.Now().UnixNano())
+			go w.pingLoop()
+		}
 		if w.retiring { // a signal came during the handshake
 			w.sendRetireLocked()
 		}
 	case protocol.Request:
+		w.counted++
+		if w.owner.open.Add(1) > int64(w.cfg.maxStreams) {
+			// the other links hold the worker's capacity (PROTOCOL.md 10.6, 4)
+			r := protocol.Frame{Type: protocol.Reset, Stream: f.Stream, Code: protocol.ResetOverloaded,
+				Message: "the worker is serving max_streams requests", HasMessage: true}
+			if w.link.Send(&r) == nil {
+				w.emit(&r)
+			}
+			w.syncOpen()
+			w.mu.Unlock()
+			return nil
+		}
 		s := w.newStream(f)
 		w.link.Stream(s.id).SetUser(s)
 		w.mu.Unlock()
@@ -493,12 +628,22 @@ func (w *Worker) handle(f *protocol.Frame) error {
 		w.mu.Unlock()
 		return le
 	}
+	w.syncOpen()
 	w.mu.Unlock()
 	return nil
 }
 
+// syncOpen brings the worker's count of open streams (all links) up to
+// date with this link's (mu held).
+func (w *glink) syncOpen() {
+	if n := w.link.OpenStreams(); n != w.counted {
+		w.owner.open.Add(int64(n - w.counted))
+		w.counted = n
+	}
+}
+
 // lose ends every stream after the link went away.
-func (w *Worker) lose(err error) {
+func (w *glink) lose(err error) {
 	if err == nil {
 		err = ErrLinkClosed
 	}
@@ -516,7 +661,7 @@ func (w *Worker) lose(err error) {
 }
 
 // lookup returns the runtime's state of an open stream (mu held).
-func (w *Worker) lookup(sid uint64) *stream {
+func (w *glink) lookup(sid uint64) *stream {
 	if ls := w.link.Stream(sid); ls != nil {
 		s, _ := ls.User().(*stream)
 		return s
@@ -525,7 +670,7 @@ func (w *Worker) lookup(sid uint64) *stream {
 }
 
 // openStreams counts the streams open in the link (mu held).
-func (w *Worker) openStreams() int { return w.link.OpenStreams() }
+func (w *glink) openStreams() int { return w.link.OpenStreams() }
 
 // streamLost is why the streams of a lost link ended: ErrStreamClosed for
 // their handlers' Read, Write and Flush (as documented), unwrapping to the
@@ -556,7 +701,7 @@ func putChunk(b []byte) {
 
 // reserve seals the current chunk when n more bytes would not fit in it
 // (appending would copy it into a larger one) and starts a fresh chunk.
-func (w *Worker) reserve(n int) {
+func (w *glink) reserve(n int) {
 	if len(w.out)+n <= cap(w.out) || len(w.out) == 0 {
 		return
 	}
@@ -568,13 +713,13 @@ func (w *Worker) reserve(n int) {
 }
 
 // queued notes n more bytes queued and wakes the writer.
-func (w *Worker) queued(n int) {
+func (w *glink) queued(n int) {
 	w.enq += uint64(n)
 	w.wcond.Signal()
 }
 
 // emit appends one frame to the output queue (mu held).
-func (w *Worker) emit(f *protocol.Frame) {
+func (w *glink) emit(f *protocol.Frame) {
 	w.reserve(256)
 	n := len(w.out)
 	w.out = protocol.AppendFrame(w.out, f)
@@ -584,12 +729,12 @@ func (w *Worker) emit(f *protocol.Frame) {
 // emitData queues a BODY frame for data; a large slice is written from the
 // caller's memory (no copy), and the returned sequence number tells when it
 // has been written (0: it was copied).
-func (w *Worker) emitData(sid uint64, data []byte) uint64 {
+func (w *glink) emitData(sid uint64, data []byte) uint64 {
 	return w.emitPiece(protocol.Body, sid, 0, data)
 }
 
 // emitPiece is emitData for BODY or MESSAGE (with its flags).
-func (w *Worker) emitPiece(t protocol.Type, sid uint64, flags uint64, data []byte) uint64 {
+func (w *glink) emitPiece(t protocol.Type, sid uint64, flags uint64, data []byte) uint64 {
 	if len(data) < zeroCopyMin {
 		w.reserve(protocol.DataOverhead + 1 + len(data))
 	}
@@ -609,7 +754,7 @@ func (w *Worker) emitPiece(t protocol.Type, sid uint64, flags uint64, data []byt
 
 // emitOwned queues a BODY frame whose data is a pooled response buffer
 // handed over as it is: no copy, no wait; the writer returns it to the pool.
-func (w *Worker) emitOwned(sid uint64, data []byte, pooled *[]byte) {
+func (w *glink) emitOwned(sid uint64, data []byte, pooled *[]byte) {
 	w.reserve(protocol.DataOverhead)
 	n := len(w.out)
 	w.out = protocol.AppendDataHeader(w.out, protocol.Body, sid, 0, len(data))
@@ -627,7 +772,7 @@ const zeroCopyMin = 32<<10 + 1 // above coalesceSize: a full gathered buffer is 
 const batchMin = 64 << 10
 
 // waitFlushed waits until the first seq bytes queued have been written.
-func (w *Worker) waitFlushed(seq uint64) error {
+func (w *glink) waitFlushed(seq uint64) error {
 	for w.flushed < seq && w.werr == nil {
 		w.fcond.Wait()
 	}
@@ -637,7 +782,7 @@ func (w *Worker) waitFlushed(seq uint64) error {
 	return nil
 }
 
-func (w *Worker) writeLoop() {
+func (w *glink) writeLoop() {
 	var back net.Buffers // reused backing array of the segments written
 	var owned [][]byte   // the chunks being written
 	var handed []*[]byte // the response buffers being written
