@@ -1318,6 +1318,15 @@ int pool_start(pool *p)
         slog(gw->log, LOG_ERROR, "socket path too long: %s", p->sock);
         return -ENAMETOOLONG;
     }
+    /* SLUICE_SOCKET is a comma-separated list to the libraries (PROTOCOL.md
+     * 10.2): a path with a comma, or spaces at an end, cannot be handed on */
+    size_t sl = strlen(p->sock);
+    if (strchr(p->sock, ',') || p->sock[0] == ' ' || p->sock[sl - 1] == ' ') {
+        slog(gw->log, LOG_ERROR, "pool %s: socket path %s has a comma or a space at an end, which workers "
+             "would read as a list of addresses: set socket_dir (or TMPDIR) to another directory", p->name,
+             p->sock);
+        return -EINVAL;
+    }
     unlink(p->sock);
     uv_pipe_init(gw->loop, &p->server, 0);
     p->server.data = p;

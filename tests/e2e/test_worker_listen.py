@@ -391,3 +391,14 @@ def test_a_silent_tcp_worker_is_dropped_after_three_ping_intervals(start_config)
         assert gw.pool("web")["attached"] == []
     finally:
         stop(w)
+
+
+@pytest.mark.skipif(not have(HELLO), reason="hello example not built")
+def test_a_socket_path_with_a_comma_is_refused(tmp_path):
+    """SLUICE_SOCKET is a list to the worker libraries (PROTOCOL.md 10.2)."""
+    d = tmp_path / "a,b"
+    d.mkdir()
+    r = subprocess.run([SLUICE, "--listen", f"127.0.0.1:{free_port()}", "--socket-dir", str(d), "--", HELLO],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "has a comma" in r.stderr, r.stderr
