@@ -300,7 +300,7 @@ class Remote:
         t.core = None
         if t.attached and not self.stopping:
             log.warning("sluice: link to %s lost; reconnecting", t)
-            t.quiet = True
+            t.quiet = False  # the first failed reconnect is logged too
         elif not t.attached and not t.quiet and not self.stopping:
             log.warning("sluice: %s closed the link during the handshake; retrying", t)
             t.quiet = True
