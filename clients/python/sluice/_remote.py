@@ -315,6 +315,7 @@ class Remote:
     def target_done(self, t: Target) -> None:
         t.handle = None
         t.core = None
+        t.attached = False
         if not t.wanted and self.targets.get(t.key) is t:
             del self.targets[t.key]
         self.check_done()

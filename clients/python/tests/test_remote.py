@@ -16,7 +16,15 @@ from sluice import Response
 from sluice import _remote as R
 from sluice import protocol as P
 
-BACKENDS = ["asyncio", "trio"]
+try:
+    import uvloop  # noqa: F401
+    HAVE_UVLOOP = True
+except ImportError:
+    HAVE_UVLOOP = False
+
+# uvloop is the CLI's default loop when installed
+BACKENDS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="no uvloop")),
+            "trio"]
 
 
 async def app(req):
@@ -233,6 +241,7 @@ def test_stop_serves_in_flight_requests_until_drain(backend, listeners):
     a, b = listeners(), listeners()
     w = RemoteWorker(app, [a.address, b.address], backend)
     la, lb = a.accept(), b.accept()
+    served(lb)
     sid = request(la, b"/slow", body=1)
     time.sleep(0.05)
     w.shutdown.trigger()
@@ -263,10 +272,41 @@ def test_second_stop_closes_every_link(backend, listeners):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_drops_a_link_still_in_its_handshake(backend, listeners):
+    a, b = listeners(), listeners()
+    w = RemoteWorker(app, [a.address, b.address], backend)
+    la = a.accept()
+    served(la)
+    lb = b.accept(answer=None)  # the worker's HELLO, unanswered
+    w.shutdown.trigger()
+    assert lb.expect_eof() == []  # no RETIRE there: just closed
+    lb.close()
+    drain(la)
+    assert w.wait() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_is_bounded_by_the_grace_period(backend, listeners):
+    a = listeners()
+    w = RemoteWorker(app, a.address, backend, grace=0.5)
+    la = a.accept()
+    request(la, b"/slow", body=1)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    w.shutdown.trigger()
+    assert isinstance(la.recv(), P.Retire)
+    la.expect_eof()  # no DRAIN from this gateway: closed when the grace period is over
+    la.close()
+    assert w.wait() == 0
+    assert 0.4 < time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_error_auth_stops_the_worker_with_status_1(backend, listeners, caplog):
     a, b = listeners(), listeners()
     w = RemoteWorker(app, [a.address, b.address], backend, token="wrong")
     la = a.accept()
+    served(la)  # attached (a link still in its handshake would just be dropped)
     b.accept(answer="auth")
     drain(la)  # the other link retires and drains
     assert w.wait() == 1
