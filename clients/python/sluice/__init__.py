@@ -20,11 +20,12 @@ The wire protocol itself, without I/O, is in :mod:`sluice.protocol`.
 
 from ._core import ClientDisconnected, Request, RequestStream, ResponseStream, WebSocket, WebSocketClosed
 from ._http import Headers, Response
+from ._remote import Shutdown
 
 __version__ = "0.1.0"
 
 __all__ = ["Request", "RequestStream", "Response", "ResponseStream", "Headers",
-           "ClientDisconnected", "WebSocket", "WebSocketClosed", "run", "__version__"]
+           "ClientDisconnected", "WebSocket", "WebSocketClosed", "Shutdown", "run", "__version__"]
 
 
 def run(app, *, loop: str = "auto", **options) -> int:

@@ -13,9 +13,11 @@ import asyncio
 import logging
 import os
 import signal
+import socket as _socket
 import sys
 from typing import Any, Awaitable, Callable, Optional
 
+from . import _remote as R
 from . import protocol as P
 from ._core import (DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, native_runner, requests_text,
                     websocket_handler)
@@ -184,45 +186,221 @@ def parse_socket(spec: str) -> tuple[str, Any]:
     return "unix", spec
 
 
-async def serve(run_request: StartFn, *, socket: Optional[str] = None,
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
                 max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
                 body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
                 on_ready: Optional[Callable[[AsyncioLink], Awaitable[None]]] = None,
                 handle_signals: bool = True, lib: str = "sluice-python/0.1.0",
-                websocket: bool = False) -> int:
+                websocket: bool = False, token: Optional[str] = None,
+                tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                tls_server_name: Optional[str] = None, resolve_interval: Optional[float] = None,
+                resolver: Optional[R.Resolver] = None, shutdown: Optional[R.Shutdown] = None,
+                rng: Any = None) -> int:
     """Connect to the gateway and serve until the link closes. Returns an
     exit status (0 after a graceful drain). ``websocket``: announce that
-    ``run_request`` takes WebSocket streams."""
+    ``run_request`` takes WebSocket streams. ``socket`` (default
+    ``$SLUICE_SOCKET``) may list several addresses (remote mode, see
+    :mod:`sluice._remote`); ``token`` and the ``tls_*`` and
+    ``resolve_interval`` options default to their ``SLUICE_*`` variables.
+    ``shutdown``: a :class:`Shutdown` handle that acts like SIGTERM."""
     loop = asyncio.get_running_loop()
     spec = socket or os.environ.get("SLUICE_SOCKET")
     if not spec:
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
-    conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer,
-                              websocket=websocket)
-    link = AsyncioLink(loop, conn, run_request, grace)
-    kind, addr = parse_socket(spec)
-    if kind == "unix":
-        await loop.create_unix_connection(lambda: link, addr)
-    else:
-        await loop.create_connection(lambda: link, addr[0], addr[1])
+    entries = R.parse_addresses(spec)
+    settings = R.Settings.from_options(token, tls_ca, tls_cert, tls_key, tls_server_name, resolve_interval,
+                                       resolver, rng)
+
+    def new_conn() -> P.WorkerConnection:
+        return P.WorkerConnection(max_streams=max_streams, window=window, lib=lib, token=settings.token,
+                                  body_buffer=body_buffer, websocket=websocket)
+
+    if R.is_remote(entries):
+        remote = _AioRemote(loop, entries, settings, max_streams, grace, new_conn, run_request)
+        return await remote.run(handle_signals, shutdown)
+    link = AsyncioLink(loop, new_conn(), run_request, grace)
+    await loop.create_unix_connection(lambda: link, entries[0].host)
     if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _SIGNALS:
             loop.add_signal_handler(sig, link.shutdown)
+    if shutdown is not None:
+        shutdown._bind(lambda: loop.call_soon_threadsafe(link.shutdown))
     try:
         if on_ready is not None:
             await on_ready(link)
         await link.done
-        tasks = link.tasks
-        if tasks:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks, timeout=5)
+        await _end_tasks(link)
     finally:
+        if shutdown is not None:
+            shutdown._bind(None)
         if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in _SIGNALS:
                 loop.remove_signal_handler(sig)
     return 0 if (link.core.draining or link.core.retiring) else 1
+
+
+async def _end_tasks(link: AsyncioLink) -> None:
+    """The link is gone: cancel the handlers still running, wait a little."""
+    tasks = link.tasks
+    if tasks:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks, timeout=5)
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=_socket.SOCK_STREAM)
+    return [i[4][0] for i in infos]
+
+
+class _AioRemote(R.Remote):
+    """Remote mode on asyncio: one task per address, each connecting,
+    serving its link and reconnecting; one task re-resolving host names."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, entries: list, settings: R.Settings,
+                 max_streams: int, grace: float, new_conn: Callable[[], P.WorkerConnection],
+                 run_request: StartFn) -> None:
+        super().__init__(entries, settings, max_streams, grace)
+        self.loop = loop
+        self.new_conn = new_conn
+        self.run_request = run_request
+        self.resolve = settings.resolver or _getaddrinfo
+        self.finished: asyncio.Future = loop.create_future()
+        self._resolving: Optional[asyncio.Task] = None
+        self._grace_timer: Optional[asyncio.TimerHandle] = None
+        self._hello: dict[tuple, asyncio.Future] = {}
+
+    async def run(self, handle_signals: bool, shutdown: Optional[R.Shutdown]) -> int:
+        loop = self.loop
+        if handle_signals:
+            for sig in _SIGNALS:
+                loop.add_signal_handler(sig, self.shutdown)
+        if shutdown is not None:
+            shutdown._bind(lambda: loop.call_soon_threadsafe(self.shutdown))
+        try:
+            for t in self.fixed():
+                self._spawn(t)
+            if self.names():
+                await self._resolve_once()
+                if not self.stopping:
+                    self._resolving = loop.create_task(self._resolve_loop())
+            await self.finished
+        finally:
+            if shutdown is not None:
+                shutdown._bind(None)
+            if handle_signals:
+                for sig in _SIGNALS:
+                    loop.remove_signal_handler(sig)
+            if self._resolving is not None:
+                self._resolving.cancel()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+        return self.status
+
+    # -- resolution ---------------------------------------------------------------
+    async def _resolve_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resolve_interval)
+            await self._resolve_once()
+
+    async def _resolve_once(self) -> None:
+        answers = {}
+        for e in self.names():
+            try:
+                addrs = R.unique(await self.resolve(e.host, e.port))
+                if not addrs:
+                    raise OSError("no address")
+                answers[e] = addrs
+            except Exception as exc:
+                log.warning("sluice: cannot resolve %s: %s; keeping its last addresses", e.host, exc)
+        if not self.stopping:
+            for t in self.resolved(answers):
+                self._spawn(t)
+
+    # -- links ----------------------------------------------------------------------
+    def _spawn(self, t: R.Target) -> None:
+        t.handle = self.loop.create_task(self._target(t))
+
+    async def _target(self, t: R.Target) -> None:
+        try:
+            while self.should_connect(t):
+                wait = await self._attempt(t)
+                if wait is None:
+                    break
+                await asyncio.sleep(wait)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.target_done(t)
+
+    async def _attempt(self, t: R.Target) -> Optional[float]:
+        """One connection: connect, handshake, serve until it closes. Returns
+        the wait before the next one (None: no next one)."""
+        link = AsyncioLink(self.loop, self.new_conn(), self.run_request, self.grace)
+        core = link.core
+        core.target, core.capacity = t, self.capacity
+        t.core = core
+        self.capacity.cores.add(core)
+        hello = self._hello[t.key] = self.loop.create_future()
+        try:
+            try:
+                await asyncio.wait_for(self._open(t, link, hello), R.CONNECT_TIMEOUT)
+            except Exception as exc:
+                link.close()
+                t.core = None
+                return self.connect_failed(t, exc)
+            await link.done
+            await _end_tasks(link)
+            return self.link_ended(t)
+        except asyncio.CancelledError:
+            link.close()  # abandoned while connecting, or stopping in a hurry
+            raise
+        finally:
+            self._hello.pop(t.key, None)
+            self.capacity.cores.discard(core)
+
+    async def _open(self, t: R.Target, link: AsyncioLink, hello: asyncio.Future) -> None:
+        e = t.entry
+        if e.kind == "unix":
+            await self.loop.create_unix_connection(lambda: link, t.addr)
+        elif e.kind == "tls":
+            await self.loop.create_connection(lambda: link, t.addr, e.port, ssl=self.ssl,
+                                              server_hostname=t.server_name,
+                                              ssl_handshake_timeout=R.CONNECT_TIMEOUT)
+        else:
+            await self.loop.create_connection(lambda: link, t.addr, e.port)
+        # the gateway's HELLO, or the link closing (ERROR, refused HELLO)
+        await asyncio.wait([hello, link.done], return_when=asyncio.FIRST_COMPLETED)
+
+    def _attached(self, t: R.Target) -> None:
+        fut = self._hello.get(t.key)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- stopping -----------------------------------------------------------------------
+    def _abort(self, t: R.Target) -> None:
+        t.handle.cancel()
+
+    def _close_all(self) -> None:
+        for t in self.live():
+            if t.core is not None and t.attached:
+                t.core.runtime.close()
+            else:
+                t.handle.cancel()
+
+    def _stop_resolving(self) -> None:
+        if self._resolving is not None:
+            self._resolving.cancel()
+
+    def _start_grace(self) -> None:
+        self._grace_timer = self.loop.call_later(self.grace, self.grace_over)
+
+    def _done(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 def new_event_loop(loop: str = "auto") -> asyncio.AbstractEventLoop:

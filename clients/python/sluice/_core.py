@@ -929,6 +929,10 @@ class WorkerCore:
         self.closed = False
         self.hello: Optional[P.Hello] = None
         self.served = 0
+        # remote mode (_remote.py): the link's Target (told of HELLO and
+        # ERROR auth) and the capacity shared by every link
+        self.target: Any = None
+        self.capacity: Any = None
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes from the gateway and dispatch the resulting events."""
@@ -957,6 +961,10 @@ class WorkerCore:
             elif t == 2:
                 if self.retiring and not self.draining:
                     self.conn.reset(ev.stream_id, "refused")
+                    continue
+                cap = self.capacity
+                if cap is not None and cap.full():
+                    self.conn.reset(ev.stream_id, "overloaded")
                     continue
                 req = Request(self, ev)
                 if ev.body == 3:
@@ -992,8 +1000,12 @@ class WorkerCore:
                 self.maybe_close()
             elif t == 1:
                 self.hello = ev
+                if self.target is not None:
+                    self.target.on_hello(self)
             elif t == 14:
                 log.error("sluice: gateway reported error %s: %s", ev.error_name, ev.message)
+                if self.target is not None and ev.error_name == "auth":
+                    self.target.on_auth(self)
                 self.lost()
                 self.runtime.close()
         self.runtime.flush()

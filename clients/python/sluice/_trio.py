@@ -16,8 +16,8 @@ from typing import Any, Awaitable, Callable, Optional
 
 import trio
 
+from . import _remote as R
 from . import protocol as P
-from ._asyncio import parse_socket
 from ._core import (DEFAULT_MAX_STREAMS, Request, Runtime, Waiter, WorkerCore, native_runner, requests_text,
                     websocket_handler)
 
@@ -145,13 +145,20 @@ class TrioLink(Runtime):
     async def signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
             async for _ in sigs:
-                if self.core.retiring:
-                    log.warning("sluice: second signal; exiting now")
-                    self.close()
+                self.shutdown()
+                if self._closing:
                     return
-                log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
-                self.core.retire("shutting down")
-                self.nursery.start_soon(self._grace_timer)  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """SIGTERM: finish in-flight requests, then exit (RETIRE -> DRAIN);
+        a second call closes the link now."""
+        if self.core.retiring:
+            log.warning("sluice: second signal; exiting now")
+            self.close()
+            return
+        log.info("sluice: shutting down; finishing %s", requests_text(len(self.core.requests)))
+        self.core.retire("shutting down")
+        self.nursery.start_soon(self._grace_timer)  # type: ignore[union-attr]
 
     async def _grace_timer(self) -> None:
         await trio.sleep(self.grace)
@@ -159,32 +166,195 @@ class TrioLink(Runtime):
         self.close()
 
 
-async def serve(run_request: StartFn, *, socket: Optional[str] = None,
+async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
                 max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
                 body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
                 handle_signals: bool = True, lib: str = "sluice-python/0.1.0",
-                websocket: bool = False) -> int:
-    """Connect to the gateway and serve until the link closes."""
+                websocket: bool = False, token: Optional[str] = None,
+                tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                tls_server_name: Optional[str] = None, resolve_interval: Optional[float] = None,
+                resolver: Optional[R.Resolver] = None, shutdown: Optional[R.Shutdown] = None,
+                rng: Any = None) -> int:
+    """Connect to the gateway and serve until the link closes (the options
+    are those of the asyncio ``serve``)."""
     spec = socket or os.environ.get("SLUICE_SOCKET")
     if not spec:
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
-    kind, addr = parse_socket(spec)
-    if kind == "unix":
-        stream: trio.abc.Stream = await trio.open_unix_socket(addr)
-    else:
-        stream = await trio.open_tcp_stream(addr[0], addr[1])
-    conn = P.WorkerConnection(max_streams=max_streams, window=window, lib=lib,
-                              token=os.environ.get("SLUICE_TOKEN") or None, body_buffer=body_buffer,
-                              websocket=websocket)
-    link = TrioLink(stream, conn, run_request, grace)
-    async with trio.open_nursery() as nursery:
-        link.nursery = nursery
-        nursery.start_soon(link.writer)
-        nursery.start_soon(link.reader)
-        if handle_signals:
-            nursery.start_soon(link.signals)
-        link.flush()  # our HELLO
+    entries = R.parse_addresses(spec)
+    settings = R.Settings.from_options(token, tls_ca, tls_cert, tls_key, tls_server_name, resolve_interval,
+                                       resolver, rng)
+
+    def new_conn() -> P.WorkerConnection:
+        return P.WorkerConnection(max_streams=max_streams, window=window, lib=lib, token=settings.token,
+                                  body_buffer=body_buffer, websocket=websocket)
+
+    if R.is_remote(entries):
+        remote = _TrioRemote(entries, settings, max_streams, grace, new_conn, run_request)
+        return await remote.run(handle_signals, shutdown)
+    stream: trio.abc.Stream = await trio.open_unix_socket(entries[0].host)
+    link = TrioLink(stream, new_conn(), run_request, grace)
+    try:
+        async with trio.open_nursery() as nursery:
+            link.nursery = nursery
+            nursery.start_soon(link.writer)
+            nursery.start_soon(link.reader)
+            if handle_signals:
+                nursery.start_soon(link.signals)
+            if shutdown is not None:
+                token_ = trio.lowlevel.current_trio_token()
+                shutdown._bind(lambda: token_.run_sync_soon(link.shutdown))
+            link.flush()  # our HELLO
+    finally:
+        if shutdown is not None:
+            shutdown._bind(None)
     return 0 if (link.core.draining or link.core.retiring) else 1
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    return [i[4][0] for i in infos]
+
+
+class _TrioRemote(R.Remote):
+    """Remote mode on trio: one task (and cancel scope) per address, each
+    connecting, serving its link and reconnecting; one task re-resolving."""
+
+    def __init__(self, entries: list, settings: R.Settings, max_streams: int, grace: float,
+                 new_conn: Callable[[], P.WorkerConnection], run_request: StartFn) -> None:
+        super().__init__(entries, settings, max_streams, grace)
+        self.new_conn = new_conn
+        self.run_request = run_request
+        self.resolve = settings.resolver or _getaddrinfo
+        self.nursery: Optional[trio.Nursery] = None
+        self._resolving = trio.CancelScope()
+
+    async def run(self, handle_signals: bool, shutdown: Optional[R.Shutdown]) -> int:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if handle_signals:
+                    nursery.start_soon(self._signals)
+                if shutdown is not None:
+                    token = trio.lowlevel.current_trio_token()
+                    shutdown._bind(lambda: token.run_sync_soon(self.shutdown))
+                for t in self.fixed():
+                    self._spawn(t)
+                if self.names():
+                    nursery.start_soon(self._resolve_loop)
+        finally:
+            if shutdown is not None:
+                shutdown._bind(None)
+        return self.status
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+            async for _ in sigs:
+                self.shutdown()
+
+    # -- resolution ---------------------------------------------------------------
+    async def _resolve_loop(self) -> None:
+        with self._resolving:
+            while True:
+                await self._resolve_once()
+                await trio.sleep(self.settings.resolve_interval)
+
+    async def _resolve_once(self) -> None:
+        answers = {}
+        for e in self.names():
+            try:
+                addrs = R.unique(await self.resolve(e.host, e.port))
+                if not addrs:
+                    raise OSError("no address")
+                answers[e] = addrs
+            except Exception as exc:
+                log.warning("sluice: cannot resolve %s: %s; keeping its last addresses", e.host, exc)
+        if not self.stopping:
+            for t in self.resolved(answers):
+                self._spawn(t)
+
+    # -- links ----------------------------------------------------------------------
+    def _spawn(self, t: R.Target) -> None:
+        assert self.nursery is not None
+        t.handle = trio.CancelScope()
+        self.nursery.start_soon(self._target, t, t.handle)
+
+    async def _target(self, t: R.Target, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                while self.should_connect(t):
+                    wait = await self._attempt(t)
+                    if wait is None:
+                        break
+                    await trio.sleep(wait)
+        finally:
+            self.target_done(t)
+
+    async def _attempt(self, t: R.Target) -> Optional[float]:
+        """One connection: connect, handshake, serve until it closes. Returns
+        the wait before the next one (None: no next one)."""
+        e = t.entry
+        stream: Optional[trio.abc.Stream] = None
+        try:
+            with trio.fail_after(R.CONNECT_TIMEOUT):
+                if e.kind == "unix":
+                    stream = await trio.open_unix_socket(t.addr)
+                else:
+                    stream = await trio.open_tcp_stream(t.addr, e.port)
+                    if e.kind == "tls":
+                        stream = trio.SSLStream(stream, self.ssl, server_hostname=t.server_name)
+                        await stream.do_handshake()
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            return self.connect_failed(t, exc.__cause__ or exc)
+        link = TrioLink(stream, self.new_conn(), self.run_request, self.grace)
+        core = link.core
+        core.target, core.capacity = t, self.capacity
+        t.core = core
+        self.capacity.cores.add(core)
+        try:
+            async with trio.open_nursery() as nursery:
+                link.nursery = nursery
+                nursery.start_soon(link.writer)
+                nursery.start_soon(link.reader)
+                nursery.start_soon(self._hello_timeout, t, link)
+                link.flush()  # our HELLO
+        finally:
+            self.capacity.cores.discard(core)
+        return self.link_ended(t)
+
+    async def _hello_timeout(self, t: R.Target, link: TrioLink) -> None:
+        await trio.sleep(R.CONNECT_TIMEOUT)
+        if not t.attached:
+            log.warning("sluice: no HELLO from %s in %gs; closing", t, R.CONNECT_TIMEOUT)
+            t.quiet = True
+            link.close()
+
+    # -- stopping -----------------------------------------------------------------------
+    def _abort(self, t: R.Target) -> None:
+        t.handle.cancel()
+
+    def _close_all(self) -> None:
+        for t in self.live():
+            if t.core is not None and t.attached:
+                t.core.runtime.close()
+            else:
+                t.handle.cancel()
+
+    def _stop_resolving(self) -> None:
+        self._resolving.cancel()
+
+    def _start_grace(self) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(self._grace)
+
+    async def _grace(self) -> None:
+        await trio.sleep(self.grace)
+        self.grace_over()
+
+    def _done(self) -> None:
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
 
 
 def run_native(app: Callable[[Request], Awaitable[Any]], websocket: Any = None, **options: Any) -> int:

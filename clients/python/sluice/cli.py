@@ -17,6 +17,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from ._core import DEFAULT_MAX_STREAMS, websocket_handler
+from ._remote import ConfigError, Settings, parse_addresses
 
 DEFAULT_THREADS = 8
 
@@ -93,7 +94,22 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info",
                    choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--socket", default=None,
-                   help="gateway socket: PATH, unix:PATH or tcp:HOST:PORT (default $SLUICE_SOCKET)")
+                   help="gateway address: PATH, unix:PATH, tcp:HOST:PORT or tls:HOST:PORT, or several "
+                        "separated by commas to attach to every gateway (default $SLUICE_SOCKET)")
+    p.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="tls: addresses: CA certificates (PEM) the gateway's certificate must chain to "
+                        "(default $SLUICE_TLS_CA, else the system's trust store)")
+    p.add_argument("--tls-cert", default=None, metavar="FILE",
+                   help="tls: addresses: client certificate (PEM) shown to the gateway "
+                        "(default $SLUICE_TLS_CERT; needs --tls-key)")
+    p.add_argument("--tls-key", default=None, metavar="FILE",
+                   help="the client certificate's private key (default $SLUICE_TLS_KEY)")
+    p.add_argument("--tls-server-name", default=None, metavar="NAME",
+                   help="tls: addresses: name checked in the gateway's certificate and sent as SNI "
+                        "instead of the address's host (default $SLUICE_TLS_SERVER_NAME)")
+    p.add_argument("--resolve-interval", type=float, default=None, metavar="SECONDS",
+                   help="seconds between resolutions of the host names in the address list "
+                        "(default $SLUICE_RESOLVE_INTERVAL, else 10; at least 1)")
     p.add_argument("--window", type=_size, default=256 * 1024, metavar="SIZE",
                    help="request-body credit of a stream being read (default 256k)")
     p.add_argument("--body-buffer", type=_size, default=64 * 1024 ** 2, metavar="SIZE",
@@ -136,8 +152,18 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
     if iface == "wsgi" and args.websocket:
         print("sluice: error: --websocket: WSGI applications cannot take WebSockets", file=sys.stderr)
         return 2
+    remote = dict(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                  tls_server_name=args.tls_server_name, resolve_interval=args.resolve_interval)
+    try:  # configuration errors before anything starts, like the others above
+        entries = parse_addresses(args.socket or os.environ.get("SLUICE_SOCKET", ""))
+        settings = Settings.from_options(**remote)
+        if any(e.kind == "tls" for e in entries):
+            settings.ssl_context()
+    except ConfigError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return 2
     opts = dict(socket=args.socket, max_streams=max_streams, window=args.window,
-                body_buffer=args.body_buffer, grace=args.grace)
+                body_buffer=args.body_buffer, grace=args.grace, **remote)
     try:
         if iface == "native":
             try:

@@ -23,31 +23,24 @@ from sluice import protocol as P
 TIMEOUT = 5.0
 
 
-class FakeGateway:
-    def __init__(self, serve: Callable[[str], Any], window: int = 1 << 20, websocket: bool = True,
-                 max_frame: Optional[int] = None) -> None:
-        """``serve(socket_path)`` runs the worker until its link closes (it
-        is called in a thread). The gateway answers the worker's HELLO with
-        ``window`` and ``websocket: true`` if the worker announced it and
-        ``websocket`` is set."""
-        self._dir = tempfile.mkdtemp(prefix="sluice-fakegw-")
-        self.path = os.path.join(self._dir, "gw.sock")
-        self._lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._lsock.bind(self.path)
-        self._lsock.listen(1)
-        self._lsock.settimeout(TIMEOUT)
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
-        self._thread.start()
-        self.sock, _ = self._lsock.accept()
-        self.sock.settimeout(TIMEOUT)
+class FrameIO:
+    """The gateway side of one link over ``sock``: every frame goes through
+    a gateway-role ``protocol.Link``. Subclasses set ``sock`` and call
+    ``_init_io()``."""
+
+    sock: socket.socket
+
+    def _init_io(self) -> None:
         self.link = P.Link("gateway")
         self.dec = P.FrameDecoder(P.MAX_MAX_FRAME)
         self._pending: list[P.Frame] = []
         #: CREDIT granted by the worker, per stream (CREDIT frames are
         #: counted here, not returned by recv())
         self.credited: dict[int, int] = {}
+        self.next_sid = 1
+
+    def _answer_hello(self, window: int = 1 << 20, websocket: bool = True,
+                      max_frame: Optional[int] = None) -> None:
         self.hello = self.recv()
         assert isinstance(self.hello, P.Hello), self.hello
         settings: dict = {"window": window, "server": "fakegw"}
@@ -56,13 +49,6 @@ class FakeGateway:
         if websocket and self.hello.settings.get("websocket") is True:
             settings["websocket"] = True
         self.send(P.Hello(1, settings))
-        self.next_sid = 1
-
-    def _run(self, serve: Callable[[str], Any]) -> None:
-        try:
-            self.result = serve(self.path)
-        except BaseException as exc:  # reported by close()
-            self.error = exc
 
     # -- frames -------------------------------------------------------------------
     def send(self, *frames: P.Frame) -> None:
@@ -176,6 +162,35 @@ class FakeGateway:
                 raw = b"".join(parts)
                 return (raw.decode() if f.flags & P.MSG_TEXT else raw), pieces
 
+
+class FakeGateway(FrameIO):
+    def __init__(self, serve: Callable[[str], Any], window: int = 1 << 20, websocket: bool = True,
+                 max_frame: Optional[int] = None) -> None:
+        """``serve(socket_path)`` runs the worker until its link closes (it
+        is called in a thread). The gateway answers the worker's HELLO with
+        ``window`` and ``websocket: true`` if the worker announced it and
+        ``websocket`` is set."""
+        self._dir = tempfile.mkdtemp(prefix="sluice-fakegw-")
+        self.path = os.path.join(self._dir, "gw.sock")
+        self._lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._lsock.bind(self.path)
+        self._lsock.listen(1)
+        self._lsock.settimeout(TIMEOUT)
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
+        self._thread.start()
+        self.sock, _ = self._lsock.accept()
+        self.sock.settimeout(TIMEOUT)
+        self._init_io()
+        self._answer_hello(window, websocket, max_frame)
+
+    def _run(self, serve: Callable[[str], Any]) -> None:
+        try:
+            self.result = serve(self.path)
+        except BaseException as exc:  # reported by close()
+            self.error = exc
+
     def close(self) -> None:
         """End the link (the worker's serve() returns) and the thread."""
         try:
@@ -196,6 +211,219 @@ class FakeGateway:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+
+
+# -- remote mode (PROTOCOL.md 10.6): listeners a worker connects to, again and again --
+
+class GatewayLink(FrameIO):
+    """One connection a :class:`FakeListener` accepted (after TLS, if any).
+    ``answer``: ``"hello"`` (the gateway's HELLO), ``"auth"`` (ERROR auth,
+    then close) or ``None`` (read the worker's HELLO, answer nothing)."""
+
+    def __init__(self, sock: socket.socket, answer: Optional[str] = "hello", window: int = 1 << 20) -> None:
+        self.sock = sock
+        self.sock.settimeout(TIMEOUT)
+        self._init_io()
+        if answer == "hello":
+            self._answer_hello(window)
+        else:
+            self.hello = self.recv()
+            assert isinstance(self.hello, P.Hello), self.hello
+            if answer == "auth":
+                self.send(P.Error(P.ERROR_CODES["auth"], "bad token"))
+                self.close()
+
+    def expect_eof(self, timeout: float = TIMEOUT) -> list[P.Frame]:
+        """Read until the worker closes the link; the frames read."""
+        got: list[P.Frame] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got.append(self.recv(max(0.0, deadline - time.monotonic())))
+            except EOFError:
+                return got + self._pending
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class FakeListener:
+    """A gateway's worker listener: ``tcp`` on 127.0.0.1 (or ``host``) or
+    ``unix``, optionally TLS (``tls``: a server ``ssl.SSLContext``).
+    ``address`` is what goes in SLUICE_SOCKET."""
+
+    def __init__(self, kind: str = "tcp", tls: Any = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.kind = kind
+        self.tls = tls
+        self.host = host
+        self._dir = tempfile.mkdtemp(prefix="sluice-fakegw-")
+        self.path = os.path.join(self._dir, "gw.sock")
+        self.port = port
+        #: per accepted TLS connection: (SNI name, ALPN selected, client certificate)
+        self.tls_seen: list[tuple] = []
+        #: TLS handshakes that failed (the worker is expected to retry)
+        self.tls_failures: list[BaseException] = []
+        self.lsock: Optional[socket.socket] = None
+        self.listen()
+
+    def listen(self) -> None:
+        """(Again) listen, at the same port or path."""
+        if self.kind == "unix":
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(self.path)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.host, self.port))
+            self.port = s.getsockname()[1]
+        s.listen(16)
+        self.lsock = s
+
+    @property
+    def address(self) -> str:
+        if self.kind == "unix":
+            return self.path
+        return f"{'tls' if self.tls else 'tcp'}:{self.host}:{self.port}"
+
+    def accept(self, timeout: float = TIMEOUT, answer: Optional[str] = "hello") -> GatewayLink:
+        """The next connection that gets through TLS (failed handshakes are
+        counted in ``tls_failures`` and skipped)."""
+        assert self.lsock is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no connection from the worker")
+            self.lsock.settimeout(left)
+            try:
+                sock, _ = self.lsock.accept()
+            except socket.timeout:
+                raise TimeoutError("no connection from the worker") from None
+            if self.tls is None:
+                return GatewayLink(sock, answer)
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sni: list = []
+            self.tls.sni_callback = lambda _s, name, _c: sni.append(name)
+            try:
+                ssock = self.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ValueError) as exc:
+                self.tls_failures.append(exc)
+                sock.close()
+                continue
+            self.tls_seen.append((sni[0] if sni else None, ssock.selected_alpn_protocol(), ssock.getpeercert()))
+            return GatewayLink(ssock, answer)
+
+    def stop(self) -> None:
+        """Stop listening (connections are refused until ``listen()``)."""
+        if self.lsock is not None:
+            self.lsock.close()
+            self.lsock = None
+
+    def close(self) -> None:
+        self.stop()
+        try:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+            os.rmdir(self._dir)
+        except OSError:
+            pass
+
+
+class RemoteWorker:
+    """A native app served by ``serve()`` (``backend`` asyncio or trio) in a
+    thread, stopped through a :class:`sluice.Shutdown` handle."""
+
+    def __init__(self, app: Any, socket: Any, backend: str = "asyncio", **kw: Any) -> None:
+        from sluice import Shutdown
+        self.shutdown = Shutdown()
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        if backend == "trio":
+            from sluice._trio import run_native as run_trio
+
+            def run() -> Any:
+                return run_trio(app, socket=socket, handle_signals=False, shutdown=self.shutdown, **kw)
+        else:
+            from sluice._asyncio import run_native
+
+            def run() -> Any:
+                return run_native(app, loop=backend, socket=socket, handle_signals=False,
+                                  shutdown=self.shutdown, **kw)
+        self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
+        self._thread.start()
+
+    def _run(self, run: Callable[[], Any]) -> None:
+        try:
+            self.result = run()
+        except BaseException as exc:
+            self.error = exc
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float = TIMEOUT) -> Any:
+        """The worker's result once it returned (raises what it raised)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def stop(self, timeout: float = TIMEOUT) -> Any:
+        self.shutdown.trigger()
+        return self.wait(timeout)
+
+
+def make_pki(d: str) -> Optional[dict]:
+    """A test CA, a server certificate for ``gw.test`` and 127.0.0.1, one
+    for ``other.test`` only, a client certificate, and a second CA that
+    signed nothing of these, made with the openssl command line in ``d``
+    (None when openssl is missing). Returns the file paths by name."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        return None
+
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=30)
+
+    for ca in ("ca", "ca2"):
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=sluice test {ca}",
+             "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    leaves = {"server": ("/CN=gw.test", "subjectAltName=DNS:gw.test,IP:127.0.0.1", "serverAuth"),
+              "other": ("/CN=other.test", "subjectAltName=DNS:other.test", "serverAuth"),
+              "client": ("/CN=sluice test worker", "subjectAltName=DNS:worker.test", "clientAuth")}
+    for name, (subj, san, eku) in leaves.items():
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subj, "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"{san}\nextendedKeyUsage={eku}\nbasicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    files = {n: os.path.join(d, f"{n}.pem") for n in ("ca", "ca2", "server", "other", "client")}
+    files.update({f"{n}_key": os.path.join(d, f"{n}.key") for n in ("server", "other", "client")})
+    return files
+
+
+def server_tls(pki: dict, cert: str = "server", client_ca: bool = False, alpn: bool = True) -> Any:
+    """A gateway-side TLS context (TLS 1.2+, ALPN sluice/1 accepted)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(pki[cert], pki[cert + "_key"])
+    if alpn:
+        ctx.set_alpn_protocols(["sluice/1"])
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(pki["ca"])
+    return ctx
 
 def native_asyncio(app: Any, loop: str = "asyncio", **kw: Any) -> Callable[[str], Any]:
     from sluice._asyncio import run_native

@@ -93,3 +93,23 @@ def test_websocket_switch_errors(module, path, extra, message):
     r = run_cli(module, *extra, path)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--socket", "tcp:gw.example"], {}, "bad address 'tcp:gw.example'"),
+    (["--socket", "tls:127.0.0.1:7001", "--tls-cert", "/c.pem"], {}, "both SLUICE_TLS_CERT and SLUICE_TLS_KEY"),
+    (["--socket", "tls:127.0.0.1:7001"], {"SLUICE_TLS_KEY": "/k.pem"}, "both SLUICE_TLS_CERT and SLUICE_TLS_KEY"),
+    (["--socket", "tls:127.0.0.1:7001", "--tls-ca", "/nonexistent/ca.pem"], {}, "TLS settings"),
+    (["--socket", "tcp:127.0.0.1:7001"], {"SLUICE_RESOLVE_INTERVAL": "often"}, "SLUICE_RESOLVE_INTERVAL"),
+])
+def test_remote_mode_configuration_errors_exit_2(args, env, message):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    full_env.update(env, PYTHONPATH=os.pathsep.join([LIB, APPS]))
+    r = subprocess.run([sys.executable, "-m", "sluice", *args, "native_app:app"], capture_output=True, text=True,
+                       env=full_env, cwd=APPS, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and r.stderr.startswith("sluice: error: ")
+    assert "Traceback" not in r.stderr
