@@ -41,3 +41,20 @@ def find_go(gomod, what):
                       "(scripts/install-deps --go installs one)")
     return None, (f"no Go {need[0]}.{need[1]}+ as {rel} needs: {', '.join(seen)}: {what} "
                   "(scripts/install-deps --go installs one)")
+
+
+EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
+
+
+def build_examples(go, out, programs):
+    """`go build` the programs of examples/go into out; {name: path}, or
+    pytest.fail with the compiler's output."""
+    import pytest
+    env = dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false", GOTOOLCHAIN="local")
+    r = subprocess.run([go, "build", "-o", out + os.sep, *(f"./{p}" for p in programs)],
+                       cwd=EXAMPLES_GO, env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=600)
+    if r.returncode != 0:
+        pytest.fail(f"go build of examples/go failed (exit {r.returncode}):\n"
+                    f"{r.stderr.decode(errors='replace')[-4000:]}", pytrace=False)
+    return {p: os.path.join(out, p) for p in programs}

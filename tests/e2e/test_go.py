@@ -26,14 +26,13 @@ import time
 import pytest
 
 from conftest import ROOT, free_port
-from goutil import find_go
+from goutil import EXAMPLES_GO, build_examples, find_go
 from h2client import H2Conn, client_tls_context
 from httpc import Conn, ConnectionClosed, blob_check, blob_first_mismatch, get, request_bytes
 from pools_util import Load, start_config, status, wait_for  # noqa: F401 (start_config: fixture)
 
 MiB = 1 << 20
 BIG = 64 * MiB
-EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
 PROGRAMS = ("hello", "streaming", "chi", "gin", "websocket")
 
 
@@ -46,16 +45,7 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 @pytest.fixture(scope="session")
 def go_bins(tmp_path_factory):
     """{name: path} of the example binaries, built once per session."""
-    out = str(tmp_path_factory.mktemp("go-examples"))
-    env = dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false", GOTOOLCHAIN="local")
-    r = subprocess.run([GO, "build", "-o", out + os.sep,
-                        *(f"./{p}" for p in PROGRAMS)],
-                       cwd=EXAMPLES_GO, env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=600)
-    if r.returncode != 0:
-        pytest.fail(f"go build of examples/go failed (exit {r.returncode}):\n"
-                    f"{r.stderr.decode(errors='replace')[-4000:]}", pytrace=False)
-    return {p: os.path.join(out, p) for p in PROGRAMS}
+    return build_examples(GO, str(tmp_path_factory.mktemp("go-examples")), PROGRAMS)
 
 
 # --------------------------------------------------------------------------

@@ -14,11 +14,10 @@ import pytest
 
 from certs import make_pki
 from conftest import ROOT, free_port
-from goutil import find_go
+from goutil import EXAMPLES_GO, build_examples, find_go
 from httpc import ConnectionClosed, get
 from pools_util import start_config, wait_for  # noqa: F401 (start_config: fixture)
 
-EXAMPLES_GO = os.path.join(ROOT, "examples", "go")
 GO, SKIP = find_go(os.path.join(EXAMPLES_GO, "go.mod"),
                    "the Go examples in examples/go cannot be built, so their tests are skipped")
 
@@ -29,14 +28,7 @@ TOKEN = "multi-gw-token"
 
 @pytest.fixture(scope="module")
 def hello_bin(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("go-multigw"))
-    env = dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false", GOTOOLCHAIN="local")
-    r = subprocess.run([GO, "build", "-o", out + os.sep, "./hello"], cwd=EXAMPLES_GO, env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
-    if r.returncode != 0:
-        pytest.fail(f"go build of examples/go/hello failed:\n{r.stderr.decode(errors='replace')[-4000:]}",
-                    pytrace=False)
-    return os.path.join(out, "hello")
+    return build_examples(GO, str(tmp_path_factory.mktemp("go-multigw")), ["hello"])["hello"]
 
 
 def pool_text(tport, token=TOKEN):

@@ -2,7 +2,9 @@
 worker hosts, each a network namespace with an address of its own on one
 bridge (netns.py), and a client host that sends the traffic.
 
-The gateways take remote workers on `worker_listen = tls:0.0.0.0:7001`
+The worker hosts run the hello examples of the Go (when a Go toolchain is
+there; else Node.js), Python and Node.js libraries. The gateways take
+remote workers on `worker_listen = tls:0.0.0.0:7001`
 (token and client certificate both required, ping_interval 1 s). The
 workers are started by hand on their hosts in remote mode
 (PROTOCOL.md 10.6), with SLUICE_SOCKET=tls:gateways.sluice.test:7001, a
@@ -34,6 +36,7 @@ import pytest
 
 from certs import make_pki
 from conftest import ROOT, SLUICE
+from goutil import EXAMPLES_GO, build_examples, find_go
 from netns import Net, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,13 +49,16 @@ CLIENT = "10.77.0.100"
 PING_S = 1  # the gateways' ping_interval and the workers' SLUICE_PING_INTERVAL
 
 
+GO, GO_SKIP = find_go(os.path.join(EXAMPLES_GO, "go.mod"), "the Go worker host runs Node.js instead")
+WORKER_ARGV = {  # a library per host: Go (if it can be built), Python, Node.js
+    "w1": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
+    "w2": [sys.executable, "-m", "sluice", "examples.python.hello:app"],
+    "w3": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
+}
+
+
 def worker_argv(host):
-    """The worker each host runs: one library per host where they can."""
-    return {
-        "w1": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
-        "w2": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
-        "w3": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
-    }[host]
+    return WORKER_ARGV[host]
 
 
 GATEWAY_INI = """[server]
@@ -161,10 +167,12 @@ def cluster(tmp_path_factory):
     if not os.path.exists(SLUICE):
         pytest.skip(f"gateway binary not built: {SLUICE}")
     if NODE is None:
-        pytest.skip("node not found: the worker hosts run Node.js workers")
+        pytest.skip("node not found: two of the worker hosts run Node.js workers")
     tmp = str(tmp_path_factory.mktemp("multihost"))
     os.chmod(tmp, 0o755)
     net = Net()
+    if GO:
+        WORKER_ARGV["w1"] = [build_examples(GO, tmp, ["hello"])["hello"]]
     try:
         for name, addr in list(GW.items()) + list(WK.items()) + [("client", CLIENT)]:
             net.add_host(name, addr)
