@@ -90,6 +90,17 @@ static const char *plain_alpn(const transport *t)
     return NULL;
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* best effort: the close that follows reports nothing either */
+}
+
+static int plain_shutdown(transport *t)
+{
+    return uv_shutdown(&t->sreq, &t->stream, on_shutdown);
+}
+
 static const transport_ops plain_ops = {
     .read_start = plain_read_start,
     .read_stop = plain_read_stop,
@@ -99,6 +110,7 @@ static const transport_ops plain_ops = {
     .idle = plain_idle,
     .close = plain_close,
     .alpn = plain_alpn,
+    .shutdown = plain_shutdown,
 };
 
 /* ---- TLS -------------------------------------------------------------- */
@@ -537,6 +549,20 @@ static const char *tls_alpn(const transport *t)
     return tls_session_alpn(l->s);
 }
 
+static int tls_shutdown(transport *t)
+{
+    tls_link *l = t->tls;
+    if (l->closing || l->failed || !l->s || !tls_session_handshake_done(l->s))
+        return UV_EPIPE;
+    if (tls_session_close(l->s) < 0)
+        return UV_EPROTO;
+    tls_out(t); /* close_notify, after whatever is still being written */
+    if (l->failed)
+        return UV_EPROTO;
+    /* libuv shuts the write side down once the writes queued so far are done */
+    return uv_shutdown(&t->sreq, &t->stream, on_shutdown);
+}
+
 static const transport_ops tls_ops = {
     .read_start = tls_read_start,
     .read_stop = tls_read_stop,
@@ -546,6 +572,7 @@ static const transport_ops tls_ops = {
     .idle = tls_idle,
     .close = tls_close,
     .alpn = tls_alpn,
+    .shutdown = tls_shutdown,
 };
 
 /* ---- setup ------------------------------------------------------------ */

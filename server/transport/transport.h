@@ -63,6 +63,10 @@ typedef struct transport_ops {
     /* Close (TLS: close_notify first, best effort); cb->closed follows,
      * after which the transport frees itself. */
     void (*close)(transport *t);
+    /* Half-close: no more output (TLS: close_notify), the socket's write
+     * side shut down once what was written has left; reading goes on.
+     * Returns 0 or a negative errno. */
+    int (*shutdown)(transport *t);
     /* The ALPN protocol the TLS handshake chose ("h2", "http/1.1"), or
      * NULL (plain TCP, or the handshake is not done). */
     const char *(*alpn)(const transport *t);
@@ -83,6 +87,7 @@ struct transport {
     };
     bool is_pipe;
     uv_write_t wreq;
+    uv_shutdown_t sreq;
     tls_link *tls; /* TLS state; NULL for plain TCP */
     /* the two ends, set by transport_start */
     char remote[48], local[48];

@@ -92,3 +92,45 @@ def test_expect_continue_without_credit_still_closes(start_gateway):
             assert c.wait_closed(5)
         except (ConnectionResetError, socket.error):
             pass
+
+
+def _upload_and_read(port, head, total):
+    """As most HTTP clients do: send the head and the whole body, then read
+    the response. Returns the response, or the exception that ended the
+    exchange (a reset while still sending loses the response to such a
+    client)."""
+    c = Conn(port)
+    try:
+        c.send(head)
+        block = b"z" * 65536
+        for _ in range(total // len(block)):
+            c.sock.sendall(block)
+        r, _ = c.read_final("POST")
+        return r
+    except OSError as e:
+        return e
+    finally:
+        c.close()
+
+
+def test_a_refused_upload_still_gets_its_response_while_the_client_sends(start_gateway):
+    """413 for a declared length over max_body, to a client that sends its
+    whole body before it reads: the gateway half-closes and reads (and drops)
+    what comes for a while before closing (lingering close), so the client
+    is not reset in the middle of its upload and reads its 413."""
+    gw = start_gateway("echo", "--max-body", "1k", workers=1)  # it reads: its credit brings the 413
+    head = request_bytes("POST", "/", [("Content-Length", str(16 << 20))])
+    for _ in range(10):
+        r = _upload_and_read(gw.port, head, 16 << 20)
+        assert not isinstance(r, Exception), repr(r)
+        assert r.status == 413, r
+        assert r.has_token("connection", "close"), r
+
+
+def test_an_early_answer_to_a_large_upload_arrives_whole(start_gateway):
+    gw = start_gateway("hello", workers=1)
+    head = request_bytes("POST", "/", [("Content-Length", str(16 << 20))])
+    for _ in range(10):
+        r = _upload_and_read(gw.port, head, 16 << 20)
+        assert not isinstance(r, Exception), repr(r)
+        assert r.status == 200 and r.body == HELLO, r

@@ -17,6 +17,32 @@
 static void on_timer(uv_timer_t *t);
 static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf);
 
+/* Lingering close: at most this long in all, and this long without a byte. */
+#define LINGER_MAX_MS 5000
+#define LINGER_IDLE_MS 1000
+
+/* Output flushed on a closing connection. A client that may still be
+ * sending (an upload the worker did not read, a request refused mid-body)
+ * would have the kernel answer its next bytes with RST, which can destroy
+ * the response before the client read it. So the write side is shut first,
+ * and what still comes is read and dropped for a short while (nginx's
+ * lingering close); then the close. */
+static void finish_close(conn *c)
+{
+    if (c->closed || c->lingering)
+        return;
+    if (!c->linger || c->cur || c->eof || c->tr->ops->shutdown(c->tr) < 0) {
+        h1_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_start = uv_now(c->gw->loop);
+    if (c->own_in)
+        c->istart = c->iend = 0;
+    h1_set_timer(c, T_LINGER);
+    h1_update_reading(c);
+}
+
 /* The 101 is written: the WebSocket exchange takes the transport and the
  * bytes the client sent after its handshake. */
 static void hand_to_ws(conn *c)
@@ -66,7 +92,7 @@ static void on_written(transport *t, int status)
     else if (c->upgrade && !c->closing)
         hand_to_ws(c);
     else if (c->closing)
-        h1_close(c);
+        finish_close(c);
     else if (!c->cur && c->timer_kind == T_KEEPALIVE)
         c->tr->ops->idle(c->tr); /* TLS: give back the session's buffers */
     resume_pipeline(c);
@@ -79,7 +105,7 @@ void h1_flush(flush_node *n)
         return;
     if (c->out.len == 0) {
         if (c->closing)
-            h1_close(c);
+            finish_close(c);
         return;
     }
     int w = c->tr->ops->try_write(c->tr, (const char *)c->out.data, c->out.len);
@@ -89,7 +115,7 @@ void h1_flush(flush_node *n)
         sluice_buf_reset(&c->out);
         h1_credit_written(c, credit);
         if (c->closing && c->out.len == 0)
-            h1_close(c);
+            finish_close(c);
         else if (c->upgrade)
             hand_to_ws(c);
         else
@@ -128,6 +154,7 @@ void h1_set_timer(conn *c, int kind)
     case T_KEEPALIVE: ms = cfg->keepalive_timeout_ms; break;
     case T_QUEUE: ms = pc ? pc->queue_timeout_ms : 1; break;
     case T_RESPONSE: ms = pc ? pc->response_timeout_ms : 1; break;
+    case T_LINGER: ms = LINGER_IDLE_MS; break;
     default: break;
     }
     c->timer_kind = kind;
@@ -163,6 +190,9 @@ static void on_timer(uv_timer_t *t)
         break;
     case T_RESPONSE:
         h1_exchange_fail(c, 504, SLUICE_CANCEL_TIMEOUT);
+        break;
+    case T_LINGER:
+        h1_close(c);
         break;
     }
 }
@@ -247,8 +277,10 @@ void h1_exchange_maybe_finish(conn *c)
     if (!s->req_complete && discard_rest(c, s))
         return;
     c->discarding = c->discard_refused = false;
-    if (!s->req_complete)
+    if (!s->req_complete) {
         c->keepalive = false; /* the rest of the upload was never read */
+        c->linger = true;
+    }
     if (!s->req_complete && !c->closing) {
         /* the worker answered early: finish writing, then close */
         c->closing = true;
@@ -306,6 +338,7 @@ void h1_exchange_fail(conn *c, int status, uint32_t cancel_reason)
 static void parse_error(conn *c, llhttp_errno_t err)
 {
     int status = c->error_status ? c->error_status : 400;
+    c->linger = true; /* the client may be sending the rest of what was refused */
     if (c->cur) {
         uint32_t reason = status == 413 ? SLUICE_CANCEL_BODY_TOO_LARGE : SLUICE_CANCEL_BAD_BODY;
         c->keepalive = false;
@@ -577,6 +610,8 @@ void h1_update_reading(conn *c)
 {
     bool want = !c->closing && !c->closed && !c->eof && !c->upgrade &&
                 !(c->own_in && c->iend - c->istart >= IN_SIZE);
+    if (c->lingering)
+        want = !c->closed && !c->eof;
     transport_set_reading(c->tr, &c->reading, want);
 }
 
@@ -611,6 +646,16 @@ static void on_read(transport *t, ssize_t nread, const uv_buf_t *buf)
     conn *c = h1_conn_of(t);
     if (nread == 0 || c->closed)
         return;
+    if (c->lingering) { /* dropped; the client's close (or the timers) ends it */
+        if (nread < 0 || uv_now(c->gw->loop) - c->linger_start >= LINGER_MAX_MS) {
+            h1_close(c);
+            return;
+        }
+        if (c->own_in)
+            c->istart = c->iend = 0;
+        h1_set_timer(c, T_LINGER);
+        return;
+    }
     if (nread < 0) {
         c->eof = true;
         if (c->cur && !c->cur->resp_done) {

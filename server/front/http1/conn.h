@@ -42,7 +42,7 @@
  * started (nor, once IN_SIZE is buffered, more bytes read). */
 #define PIPELINE_OUT_MAX (64 * 1024)
 
-enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE };
+enum { T_NONE, T_HEADER, T_KEEPALIVE, T_QUEUE, T_RESPONSE, T_LINGER };
 enum { P_NONE, P_HEADERS, P_CHUNK, P_MESSAGE };
 
 typedef struct {
@@ -99,6 +99,10 @@ typedef struct conn {
      * dropped (up to discard_until body bytes) to keep the connection. */
     bool discarding, discard_refused;
     uint64_t discard_until;
+    /* Closing while the client may still be sending: half-close, then read
+     * and drop for a while (lingering close) before the close. */
+    bool linger, lingering;
+    uint64_t linger_start;
     bool closed;  /* handles are closing */
 
     const char *feed_base;  /* start of the bytes given to llhttp_execute */
