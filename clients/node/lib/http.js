@@ -688,7 +688,7 @@ function handlerFailed(res, err) {
  * options: Worker options (socket, maxStreams, window, maxFrame, token,
  * handshakeTimeout, shutdownTimeout), in remote mode (several addresses, or
  * a tcp:/tls: one) RemoteWorker options (tlsCa, tlsCert, tlsKey,
- * tlsServerName, resolveInterval, lookup), and
+ * tlsServerName, resolveInterval, pingInterval, lookup), and
  *   maxBody      LIMIT for every request with a body (bytes; default: the
  *                gateway's --max-body)
  *   signals      handle SIGTERM/SIGINT gracefully (default true)

@@ -16,6 +16,7 @@ const { Worker, parseAddressList, tlsSettings } = require('./worker');
 const DELAY_MIN = 100; // ms before the first reconnect of an address
 const DELAY_MAX = 2000;
 const DEFAULT_RESOLVE_INTERVAL = 10; // seconds
+const DEFAULT_PING_INTERVAL = 5; // seconds
 
 /** Whether a parsed address list means remote mode: several addresses, or any tcp:/tls:. */
 function isRemote(list) {
@@ -40,6 +41,11 @@ function isAuth(err) {
  *                    verify, for tls: addresses (default $SLUICE_TLS_*)
  *   resolveInterval  seconds between resolutions of host names
  *                    (default $SLUICE_RESOLVE_INTERVAL, else 10; at least 1)
+ *   pingInterval     seconds between PINGs on every link that is up; a link
+ *                    silent for three intervals is closed and reopened, and
+ *                    an attempt (connect, TLS, HELLO) gets three intervals
+ *                    (default $SLUICE_PING_INTERVAL, at least 1, else 5; the
+ *                    option may be a fraction of a second, for tests)
  *   lookup(host)     resolver: a promise of [{address, family}] or of
  *                    address strings (default dns.promises.lookup, all: true)
  *   log(line)        diagnostics (default: a line on stderr)
@@ -62,11 +68,21 @@ class RemoteWorker extends EventEmitter {
     ri = ri === undefined || ri === '' ? DEFAULT_RESOLVE_INTERVAL : Number(ri);
     if (!(ri > 0)) throw new RangeError(`resolveInterval: ${ri} is not a number of seconds`);
     this.resolveInterval = Math.max(1, ri) * 1000;
+    const pe = process.env.SLUICE_PING_INTERVAL;
+    let pi = o.pingInterval !== undefined ? o.pingInterval : (pe === undefined || pe === '' ? DEFAULT_PING_INTERVAL : pe);
+    if (typeof pi === 'string') pi = Math.max(1, Number(pi)); // the variable: at least 1
+    if (!(pi > 0)) throw new RangeError(`pingInterval: ${pi} is not a number of seconds`);
+    this.pingInterval = pi * 1000;
     this.lookup = o.lookup || defaultLookup;
     this.log = o.log || ((line) => console.error(`sluice-worker: ${line}`));
     this.random = o.random || Math.random;
     this.onRequest = o.onRequest || null;
-    this.linkOptions = Object.assign({}, o, { onRequest: (s) => this._dispatch(s), tlsSettled: this.tls });
+    this.linkOptions = Object.assign({}, o, {
+      onRequest: (s) => this._dispatch(s),
+      tlsSettled: this.tls,
+      pingMs: this.pingInterval,
+      handshakeTimeout: o.handshakeTimeout || 3 * this.pingInterval,
+    });
     /* validates the link options now, and settles maxStreams */
     const probe = new Worker(Object.assign({}, this.linkOptions, { socket: null }));
     this.maxStreams = probe.maxStreams;
@@ -231,7 +247,9 @@ class RemoteWorker extends EventEmitter {
       return;
     }
     const why = err ? err.message : 'closed after DRAIN';
-    if (wasUp) {
+    if (err && err.silent) {
+      this.log(`gateway ${slot.label} ${err.message}: link closed`);
+    } else if (wasUp) {
       this.log(`link to ${slot.label} lost (${why}); reconnecting`);
     } else if (!slot.failLogged) {
       /* the first failure only, until it attaches again */

@@ -619,7 +619,11 @@ class Stream extends P.StreamState {
  *                     most maxStreams x initialWindow + bodyBudget
  *   maxFrame          largest frame accepted (default 1 MiB)
  *   token             for TCP workers (default $SLUICE_TOKEN)
- *   handshakeTimeout  ms for connect + HELLO (default 10000)
+ *   handshakeTimeout  ms for connect + TLS + HELLO (default 10000; in
+ *                     remote mode three ping intervals)
+ *   pingMs            ms between PINGs once the link is up, and a link
+ *                     silent for three of them is closed (set by RemoteWorker
+ *                     in remote mode; default none)
  *   shutdownTimeout   ms of grace for shutdown() (default 30000)
  *   onRequest(stream) called for every new stream
  *
@@ -639,6 +643,7 @@ class Worker extends EventEmitter {
     this.maxFrame = o.maxFrame || P.DEFAULT_FRAME;
     this.token = o.token !== undefined ? o.token : process.env.SLUICE_TOKEN;
     this.handshakeTimeout = o.handshakeTimeout || 10000;
+    this.pingMs = o.pingMs || 0;
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
     this.tlsOptions = o; // where tlsSettings() finds tlsCa etc. for a tls: address
@@ -680,6 +685,11 @@ class Worker extends EventEmitter {
     this._flushBound = () => this._flush();
     this._onFrameBound = (f) => this._onFrame(f);
     this._timer = null;
+    /* liveness (pingMs): PINGs sent, and when bytes last arrived */
+    this._pingTimer = null;
+    this._silenceTimer = null;
+    this._pings = 0;
+    this.lastRecv = 0;
   }
 
   get openStreams() { return this.link.streams.size; }
@@ -719,7 +729,16 @@ class Worker extends EventEmitter {
       this._timer = setTimeout(() => {
         const e = new Error('handshake timeout');
         fail(e);
-        this._fatal(P.E.TIMEOUT, 'no HELLO in time');
+        if (this.link.localHello) {
+          this._fatal(P.E.TIMEOUT, 'no HELLO in time');
+          /* once the ERROR is out, not when a silent peer closes its side */
+          if (sock.destroySoon) sock.destroySoon();
+          return;
+        }
+        /* still connecting (an unreachable host) or in the TLS handshake:
+         * nothing to say, and nothing left to the kernel's own timeout */
+        sock.destroy();
+        this._close(new Error(`${sock.connecting ? 'connect' : 'TLS handshake'} timeout (${this.handshakeTimeout} ms)`));
       }, this.handshakeTimeout);
       this._timer.unref && this._timer.unref();
       this.once('ready', (h) => { settled = true; resolve(h); });
@@ -752,6 +771,7 @@ class Worker extends EventEmitter {
 
   _onData(chunk, transient = false) {
     if (this.closed) return;
+    if (this.pingMs) this.lastRecv = performance.now();
     try {
       this.decoder.feed(chunk, this._onFrameBound, transient);
     } catch (e) {
@@ -848,6 +868,7 @@ class Worker extends EventEmitter {
         const mf = h.max_frame || P.DEFAULT_FRAME;
         this.bodyMax = P.bodyMax(mf);
         this.peerMaxFrame = mf;
+        if (this.pingMs) this._startLiveness();
         this.emit('ready', this.gateway);
         return;
       }
@@ -1086,6 +1107,46 @@ class Worker extends EventEmitter {
     this._schedule();
   }
 
+  /* ---- liveness (remote mode, PROTOCOL.md 10.6 item 8) ---- */
+
+  /* PING every pingMs; close the link once nothing at all has arrived for
+   * three intervals. The silence check is a deadline re-armed lazily, so
+   * that arriving bytes cost a clock read, not a timer. */
+  _startLiveness() {
+    const iv = this.pingMs;
+    this.lastRecv = performance.now();
+    this._pingTimer = setInterval(() => {
+      if (this.closed || !this.link.ready) return;
+      const f = { type: P.FRAME.PING, stream: 0, opaque: ++this._pings };
+      this.link.send(f);
+      this._frame(f);
+    }, iv);
+    this._pingTimer.unref(); // the socket keeps the process alive, not this
+    const check = (polled) => {
+      this._silenceTimer = null;
+      if (this.closed) return;
+      const left = this.lastRecv + 3 * iv - performance.now();
+      if (left > 0) {
+        this._silenceTimer = setTimeout(check, left);
+        this._silenceTimer.unref();
+        return;
+      }
+      if (polled !== true) {
+        /* timers run before the poll phase: after our own loop was blocked,
+         * read what is waiting before calling the gateway silent */
+        setImmediate(check, true);
+        return;
+      }
+      const e = new Error(`silent for ${Number(((3 * iv - left) / 1000).toFixed(1))}s`);
+      e.silent = true;
+      /* a gone peer reads nothing: do not wait for our output to drain */
+      if (this.sock) this.sock.destroy();
+      this._close(e);
+    };
+    this._silenceTimer = setTimeout(check, 3 * iv);
+    this._silenceTimer.unref();
+  }
+
   /* ---- lifecycle ---- */
 
   _streamClosed(s) {
@@ -1170,6 +1231,8 @@ class Worker extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+    if (this._pingTimer) { clearInterval(this._pingTimer); this._pingTimer = null; }
+    if (this._silenceTimer) { clearTimeout(this._silenceTimer); this._silenceTimer = null; }
     this.link.fail();
     if (this.sock && !this.sock.destroyed && !this.sock.writableEnded) this.sock.destroy();
     const cancel = { reason: 0, name: 'link_closed', message: err ? err.message : 'the link closed' };
