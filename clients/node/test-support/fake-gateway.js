@@ -33,6 +33,7 @@ class FakeGateway {
     this.closed = false;
     this.chunks = 0; // 'data' events received
     this.linkErrors = []; // what this side's link found wrong (for tests sending out of order)
+    this.autoPong = false; // answer the worker's PINGs here, as a gateway does, instead of queueing them
     const onConn = (sock) => {
       this.connections++;
       this.connectTimes.push(Date.now());
@@ -53,6 +54,10 @@ class FakeGateway {
         this.chunks++;
         this.decoder.feed(c, (f) => {
           try { this.link.recv(f); } catch (e) { this.linkErrors.push(e.errorName || e.message); }
+          if (this.autoPong && f.type === P.FRAME.PING) {
+            this.send({ type: P.FRAME.PONG, stream: 0, opaque: f.opaque });
+            return;
+          }
           this.frames.push(f);
           this._wake();
         });
@@ -111,8 +116,10 @@ class FakeGateway {
   /** Next frame from the worker (optionally skipping none), within ms. */
   next(ms = 3000) {
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('no frame from the worker in time')), ms);
+      let late = false; // timed out: a frame arriving later stays for the next call
+      const t = setTimeout(() => { late = true; reject(new Error('no frame from the worker in time')); }, ms);
       const check = () => {
+        if (late) return;
         if (this.frames.length) { clearTimeout(t); resolve(this.frames.shift()); return; }
         if (this.closed) { clearTimeout(t); resolve(null); return; }
         this.waiters.push(check);

@@ -6,6 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
+const net = require('node:net');
 const { spawn } = require('node:child_process');
 const P = require('../lib/protocol');
 const { serve, Worker, RemoteWorker, isRemote, parseAddressList } = require('../lib');
@@ -53,7 +54,8 @@ function remote(socket, opts = {}) {
 
 async function served(gw, sid) {
   gw.request(sid);
-  const f = await gw.next();
+  let f = await gw.next();
+  while (f && f.type === F.PING) f = await gw.next(); // remote-mode liveness
   assert.equal(f.type, F.RESPONSE, `RESPONSE for stream ${sid}, got ${f && P.FRAME_NAMES[f.type]}`);
   assert.equal(f.status, 200);
   return f;
@@ -310,6 +312,176 @@ test('serve() in remote mode: SIGTERM retires every link, exit 0 after the DRAIN
   g1.send({ type: F.DRAIN, stream: 0, timeout_ms: 1000 });
   assert.equal(await b.exit, 1);
   assert.match(b.stderr(), /auth/);
+});
+
+/* ---- liveness (10.6 item 8) ---- */
+
+/* Frames of `type` the worker sends within ms (others are dropped), with their arrival times. */
+async function collect(gw, type, ms, onFrame) {
+  const out = [];
+  const end = Date.now() + ms;
+  for (;;) {
+    const left = end - Date.now();
+    if (left <= 0) return out;
+    let f;
+    try { f = await gw.next(left); } catch (_) { return out; }
+    if (f === null) return out;
+    if (onFrame) onFrame(f);
+    if (f.type === type) out.push({ f, at: Date.now() });
+  }
+}
+
+test('ping interval: option in seconds (fractions allowed), SLUICE_PING_INTERVAL at least 1, default 5; handshakes get three', () => {
+  const saved = process.env.SLUICE_PING_INTERVAL;
+  try {
+    delete process.env.SLUICE_PING_INTERVAL;
+    const d = new RemoteWorker({ socket: 'tcp:127.0.0.1:9' });
+    assert.equal(d.pingInterval, 5000);
+    assert.equal(d.linkOptions.handshakeTimeout, 15000);
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 0.25 }).pingInterval, 250);
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', handshakeTimeout: 700 }).linkOptions.handshakeTimeout, 700);
+    process.env.SLUICE_PING_INTERVAL = '0.2';
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9' }).pingInterval, 1000);
+    process.env.SLUICE_PING_INTERVAL = '2.5';
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9' }).pingInterval, 2500);
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 0.5 }).pingInterval, 500, 'the option wins');
+    process.env.SLUICE_PING_INTERVAL = 'soon';
+    assert.throws(() => new RemoteWorker({ socket: 'tcp:127.0.0.1:9' }), /pingInterval/);
+    assert.throws(() => new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 0 }), /pingInterval/);
+  } finally {
+    if (saved === undefined) delete process.env.SLUICE_PING_INTERVAL; else process.env.SLUICE_PING_INTERVAL = saved;
+  }
+});
+
+test('remote mode: PING every interval on every link, increasing opaque; answered, the links stay up', async () => {
+  const g1 = await gateway();
+  const g2 = await gateway({ tcp: true });
+  const w = remote([g1.address, g2.address], { pingInterval: 0.2 });
+  await g1.handshake();
+  await g2.handshake();
+  const t0 = Date.now();
+  const pong = (gw) => (f) => { if (f.type === F.PING) gw.send({ type: F.PONG, stream: 0, opaque: f.opaque }); };
+  const [p1, p2] = await Promise.all([collect(g1, F.PING, 1100, pong(g1)), collect(g2, F.PING, 1100, pong(g2))]);
+  for (const p of [p1, p2]) {
+    assert.ok(p.length >= 4 && p.length <= 6, `${p.length} PINGs in 1.1 s`);
+    assert.ok(p[0].at - t0 >= 150 && p[0].at - t0 < 350, `first PING after ${p[0].at - t0} ms`);
+    for (let i = 1; i < p.length; i++) {
+      assert.ok(p[i].f.opaque > p[i - 1].f.opaque, 'opaque increases');
+      const gap = p[i].at - p[i - 1].at;
+      assert.ok(gap >= 150 && gap < 350, `gap ${gap} ms`);
+    }
+  }
+  assert.deepEqual([g1.connections, g2.connections], [1, 1]);
+  assert.equal(w.links.length, 2);
+  await served(g2, 1);
+});
+
+test('any frame counts as arrival: unanswered PINGs do not close a link that sends other frames', async () => {
+  const g1 = await gateway({ tcp: true });
+  remote(g1.address, { pingInterval: 0.2 });
+  await g1.handshake();
+  let sid = 1;
+  const t = setInterval(() => { g1.request(sid); sid += 2; }, 150);
+  try {
+    const pings = await collect(g1, F.PING, 1200);
+    assert.ok(pings.length >= 4, `${pings.length} PINGs`);
+  } finally {
+    clearInterval(t);
+  }
+  assert.equal(g1.connections, 1);
+  assert.ok(!g1.closed);
+});
+
+test('a gateway silent for three intervals (socket open, nothing read) is closed, logged and reconnected', async () => {
+  const g1 = await gateway({ tcp: true });
+  const g2 = await gateway();
+  const lines = [];
+  const w = remote([g1.address, g2.address], { pingInterval: 0.2, log: (l) => lines.push([Date.now(), l]) });
+  g1.autoPong = true;
+  g2.autoPong = true;
+  await g1.handshake();
+  await g2.handshake();
+  await served(g1, 1);
+  const quietFrom = Date.now(); // g1's last bytes (its RESPONSE came back after them)
+  g1.sock.pause(); // reads nothing, answers nothing, stays open
+  await g1.waitConnections(2, 2000);
+  const silent = lines.filter(([, l]) => /silent/.test(l));
+  assert.equal(silent.length, 1, lines.map((x) => x[1]).join('\n'));
+  assert.match(silent[0][1], new RegExp(`^gateway ${g1.address} silent for 0\\.[67]s: link closed$`));
+  const after = silent[0][0] - quietFrom;
+  assert.ok(after >= 580 && after < 900, `closed after ${after} ms`);
+  assert.ok(!lines.some(([, l]) => /lost/.test(l)), 'one line for it');
+  await g1.handshake();
+  await served(g1, 3);
+  assert.ok(w.lines.length === 0 && !w.closed);
+  assert.equal(g2.connections, 1, 'the answering gateway keeps its link');
+  await served(g2, 1);
+});
+
+test('a worker whose own event loop was blocked reads what waits before calling the gateway silent', async () => {
+  const g1 = await gateway({ tcp: true });
+  g1.autoPong = true;
+  const w = remote(g1.address, { pingInterval: 0.2 });
+  await g1.handshake();
+  await sleep(250);
+  g1.request(1); // in the worker's socket, not yet read ...
+  const until = Date.now() + 800; // ... while its loop is busy for four intervals
+  while (Date.now() < until) { /* block */ }
+  const f = await g1.next();
+  assert.equal(f.type, F.RESPONSE);
+  await sleep(100);
+  assert.equal(g1.connections, 1);
+  assert.equal(w.links.length, 1);
+  assert.deepEqual(w.lines.filter((l) => /silent/.test(l)), []);
+});
+
+test('a gateway that accepts but never answers HELLO: the attempt is abandoned after three intervals and retried', async () => {
+  const g1 = await gateway({ tcp: true });
+  const lines = [];
+  remote(g1.address, { pingInterval: 0.2, random: () => 0, log: (l) => lines.push(l) });
+  assert.equal((await g1.next()).type, F.HELLO);
+  const err = await g1.next(1500);
+  assert.equal(err.type, F.ERROR);
+  assert.equal(err.code, P.E.TIMEOUT);
+  await g1.waitConnections(3, 3000);
+  const t = g1.connectTimes;
+  // three intervals, then the reconnect wait (50 ms, then 100 ms with random() = 0)
+  assert.ok(t[1] - t[0] >= 620 && t[1] - t[0] < 900, `${t[1] - t[0]} ms`);
+  assert.ok(t[2] - t[1] >= 670 && t[2] - t[1] < 950, `${t[2] - t[1]} ms`);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0], /cannot attach to .*no HELLO in time/);
+  await g1.handshake();
+  await served(g1, 1);
+});
+
+test('a tls: address whose server never answers the TLS handshake: abandoned after three intervals and retried', async () => {
+  // plain TCP that reads the ClientHello and says nothing
+  const t = [];
+  const socks = [];
+  const srv = net.createServer((s) => { t.push(Date.now()); socks.push(s); s.resume(); s.on('error', () => {}); });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const lines = [];
+    remote(`tls:127.0.0.1:${srv.address().port}`, { pingInterval: 0.2, random: () => 0, log: (l) => lines.push(l) });
+    while (t.length < 2) await sleep(20);
+    assert.ok(t[1] - t[0] >= 620 && t[1] - t[0] < 900, `${t[1] - t[0]} ms`);
+    assert.match(lines[0], /cannot attach to .*TLS handshake timeout/);
+    assert.ok(socks[0].destroyed || await new Promise((r) => { socks[0].once('close', () => r(true)); setTimeout(() => r(false), 300); }), 'the abandoned connection was closed');
+  } finally {
+    for (const s of socks) s.destroy();
+    await new Promise((r) => srv.close(r));
+  }
+});
+
+test('no PING outside remote mode (one Unix path), even with pingInterval set', async () => {
+  const gw = await gateway();
+  const w = serve(() => {}, { socket: gw.path, pingInterval: 0.1, exitOnClose: false, signals: false });
+  assert.ok(w instanceof Worker);
+  await gw.handshake();
+  assert.ok(await gw.quiet(600), 'no frame from the worker');
+  gw.send({ type: F.PING, stream: 0, opaque: 7 }); // still answered
+  assert.deepEqual(await gw.next(), { type: F.PONG, stream: 0, opaque: 7 });
+  w.close();
 });
 
 /* ---- tls: links ---- */
