@@ -117,3 +117,39 @@ def test_node_worker_over_tls_with_a_client_certificate_beside_tcp(start_config,
         assert w.wait(10) == 0, w.stderr.read().decode(errors="replace")
     finally:
         stop_worker(w)
+
+
+def test_node_worker_pings_and_drops_a_silent_gateway(start_config, tmp_path):
+    """Liveness (10.6 item 8): with both sides pinging every second the links
+    stay up; a gateway frozen with SIGSTOP (its sockets open, nothing read or
+    answered) loses the worker's link after about three intervals, the other
+    gateway keeps it, and once it runs again the worker attaches again."""
+    t1, t2 = free_port(), free_port()
+    gw1 = start_config(pool_text(t1) + "ping_interval = 1s\n")
+    gw2 = start_config(pool_text(t2) + "ping_interval = 1s\n")
+    err = tmp_path / "worker.err"
+    with open(err, "wb") as f:
+        w = start_worker([t1, t2], TOKEN, stderr=f, SLUICE_PING_INTERVAL="1")
+    try:
+        assert wait_for(lambda: attached(gw1) and attached(gw2), 5), (gw1.log_tail(), gw2.log_tail())
+        time.sleep(3.5)  # more than three intervals of PINGs both ways
+        assert answered_by(gw1, w.pid)
+        assert answered_by(gw2, w.pid)
+        assert "silent" not in err.read_text()
+        os.kill(gw1.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            assert wait_for(lambda: "silent for" in err.read_text(), 6), err.read_text()
+            took = time.monotonic() - t0
+            assert 1.5 <= took < 4.5, took  # the last PONG came at most an interval before
+            assert f"gateway tcp:127.0.0.1:{t1} silent for" in err.read_text()
+            assert answered_by(gw2, w.pid)
+        finally:
+            os.kill(gw1.pid, signal.SIGCONT)
+        assert wait_for(lambda: attached(gw1), 10), (err.read_text(), gw1.log_tail())
+        assert wait_for(lambda: answered_by(gw1, w.pid), 5)
+        assert w.poll() is None
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(10) == 0, err.read_text()
+    finally:
+        stop_worker(w)
