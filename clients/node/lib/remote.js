@@ -11,7 +11,7 @@ const net = require('node:net');
 const dns = require('node:dns');
 const { EventEmitter } = require('node:events');
 const P = require('./protocol');
-const { Worker, parseAddressList, tlsSettings } = require('./worker');
+const { Worker, parseAddressList, tlsSettings, DEFAULT_HANDSHAKE_TIMEOUT } = require('./worker');
 
 const DELAY_MIN = 100; // ms before the first reconnect of an address
 const DELAY_MAX = 2000;
@@ -44,6 +44,7 @@ function isAuth(err) {
  *   pingInterval     seconds between PINGs on every link that is up; a link
  *                    silent for three intervals is closed and reopened, and
  *                    an attempt (connect, TLS, HELLO) gets three intervals
+ *                    or handshakeTimeout, the shorter
  *                    (default $SLUICE_PING_INTERVAL, at least 1, else 5; the
  *                    option may be a fraction of a second, for tests)
  *   lookup(host)     resolver: a promise of [{address, family}] or of
@@ -81,7 +82,7 @@ class RemoteWorker extends EventEmitter {
       onRequest: (s) => this._dispatch(s),
       tlsSettled: this.tls,
       pingMs: this.pingInterval,
-      handshakeTimeout: o.handshakeTimeout || 3 * this.pingInterval,
+      handshakeTimeout: Math.min(3 * this.pingInterval, o.handshakeTimeout || DEFAULT_HANDSHAKE_TIMEOUT),
     });
     /* validates the link options now, and settles maxStreams */
     const probe = new Worker(Object.assign({}, this.linkOptions, { socket: null }));

@@ -19,6 +19,7 @@ const LIB = 'sluice-node/0.1.0';
 const COPY_MAX = 16384; // body chunks up to this size are copied into the slab
 const EMPTY = Buffer.alloc(0);
 const ALPN = 'sluice/1';
+const DEFAULT_HANDSHAKE_TIMEOUT = 10000; // ms
 
 /* Defaults. An async worker must not cap concurrency below what peers allow
  * (node:http has no cap; the gateway's --max-connections defaults to
@@ -620,7 +621,7 @@ class Stream extends P.StreamState {
  *   maxFrame          largest frame accepted (default 1 MiB)
  *   token             for TCP workers (default $SLUICE_TOKEN)
  *   handshakeTimeout  ms for connect + TLS + HELLO (default 10000; in
- *                     remote mode three ping intervals)
+ *                     remote mode at most three ping intervals)
  *   pingMs            ms between PINGs once the link is up, and a link
  *                     silent for three of them is closed (set by RemoteWorker
  *                     in remote mode; default none)
@@ -642,7 +643,7 @@ class Worker extends EventEmitter {
     this.extra = 0; // credit beyond the initial windows, granted and not yet consumed (all streams)
     this.maxFrame = o.maxFrame || P.DEFAULT_FRAME;
     this.token = o.token !== undefined ? o.token : process.env.SLUICE_TOKEN;
-    this.handshakeTimeout = o.handshakeTimeout || 10000;
+    this.handshakeTimeout = o.handshakeTimeout || DEFAULT_HANDSHAKE_TIMEOUT;
     this.pingMs = o.pingMs || 0;
     this.shutdownTimeout = o.shutdownTimeout || 30000;
     this.onRequest = o.onRequest || null;
@@ -1246,4 +1247,5 @@ class Worker extends EventEmitter {
 
 module.exports = {
   Worker, Stream, parseAddress, parseAddressList, tlsSettings, tlsConnectOptions, LIB, DEFAULT_MAX_STREAMS,
+  DEFAULT_HANDSHAKE_TIMEOUT,
 };

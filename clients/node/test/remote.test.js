@@ -331,15 +331,18 @@ async function collect(gw, type, ms, onFrame) {
   }
 }
 
-test('ping interval: option in seconds (fractions allowed), SLUICE_PING_INTERVAL at least 1, default 5; handshakes get three', () => {
+test('ping interval: option in seconds (fractions allowed), SLUICE_PING_INTERVAL at least 1, default 5; handshakes get three, or handshakeTimeout when shorter', () => {
   const saved = process.env.SLUICE_PING_INTERVAL;
   try {
     delete process.env.SLUICE_PING_INTERVAL;
     const d = new RemoteWorker({ socket: 'tcp:127.0.0.1:9' });
     assert.equal(d.pingInterval, 5000);
-    assert.equal(d.linkOptions.handshakeTimeout, 15000);
-    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 0.25 }).pingInterval, 250);
+    assert.equal(d.linkOptions.handshakeTimeout, 10000, 'the default handshake timeout is shorter than 15 s');
+    const q = new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 0.25 });
+    assert.equal(q.pingInterval, 250);
+    assert.equal(q.linkOptions.handshakeTimeout, 750);
     assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', handshakeTimeout: 700 }).linkOptions.handshakeTimeout, 700);
+    assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9', pingInterval: 1, handshakeTimeout: 7000 }).linkOptions.handshakeTimeout, 3000);
     process.env.SLUICE_PING_INTERVAL = '0.2';
     assert.equal(new RemoteWorker({ socket: 'tcp:127.0.0.1:9' }).pingInterval, 1000);
     process.env.SLUICE_PING_INTERVAL = '2.5';
