@@ -577,7 +577,7 @@ static const transport_ops tls_ops = {
 
 /* ---- setup ------------------------------------------------------------ */
 
-transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void *owner)
+static transport *transport_alloc(gateway *gw, const transport_cb *cb, void *owner)
 {
     transport *t = calloc(1, sizeof *t);
     if (!t)
@@ -586,6 +586,14 @@ transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void
     t->cb = cb;
     t->owner = owner;
     t->ops = &plain_ops;
+    return t;
+}
+
+transport *transport_new(gateway *gw, tls_ctx *ctx, const transport_cb *cb, void *owner)
+{
+    transport *t = transport_alloc(gw, cb, owner);
+    if (!t)
+        return NULL;
     if (ctx) {
         tls_link *l = calloc(1, sizeof *l);
         if (!l) {
@@ -622,13 +630,9 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, 
 
 transport *transport_new_pipe(gateway *gw, const transport_cb *cb, void *owner)
 {
-    transport *t = calloc(1, sizeof *t);
+    transport *t = transport_alloc(gw, cb, owner);
     if (!t)
         return NULL;
-    t->gw = gw;
-    t->cb = cb;
-    t->owner = owner;
-    t->ops = &plain_ops;
     t->is_pipe = true;
     uv_pipe_init(gw->loop, &t->pipe, 0);
     t->pipe.data = t;
