@@ -119,6 +119,12 @@ class AsyncioLink(asyncio.Protocol, Runtime):
             t.close()
         self.core.closed = True
 
+    def abort(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.abort()  # close() would wait to send what is buffered (or TLS close_notify)
+        self.core.closed = True
+
     async def wait_writable(self) -> None:
         while self.core.paused and self.transport is not None and not self.transport.is_closing():
             fut = self._writable
@@ -198,13 +204,13 @@ async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
                 tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                 tls_server_name: Optional[str] = None, resolve_interval: Optional[float] = None,
                 resolver: Optional[R.Resolver] = None, shutdown: Optional[R.Shutdown] = None,
-                rng: Any = None) -> int:
+                rng: Any = None, ping_interval: Optional[float] = None) -> int:
     """Connect to the gateway and serve until the link closes. Returns an
     exit status (0 after a graceful drain). ``websocket``: announce that
     ``run_request`` takes WebSocket streams. ``socket`` (default
     ``$SLUICE_SOCKET``) may list several addresses (remote mode, see
-    :mod:`sluice._remote`); ``token`` and the ``tls_*`` and
-    ``resolve_interval`` options default to their ``SLUICE_*`` variables.
+    :mod:`sluice._remote`); ``token`` and the ``tls_*``, ``resolve_interval``
+    and ``ping_interval`` options default to their ``SLUICE_*`` variables.
     ``shutdown``: a :class:`Shutdown` handle that acts like SIGTERM."""
     loop = asyncio.get_running_loop()
     spec = socket or os.environ.get("SLUICE_SOCKET")
@@ -212,7 +218,7 @@ async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
     entries = R.parse_addresses(spec)
     settings = R.Settings.from_options(token, tls_ca, tls_cert, tls_key, tls_server_name, resolve_interval,
-                                       resolver, rng)
+                                       resolver, rng, ping_interval=ping_interval)
 
     def new_conn() -> P.WorkerConnection:
         return P.WorkerConnection(max_streams=max_streams, window=window, lib=lib, token=settings.token,
@@ -345,13 +351,16 @@ class _AioRemote(R.Remote):
         t.core = core
         self.capacity.cores.add(core)
         hello = self._hello[t.key] = self.loop.create_future()
+        pinger: Optional[asyncio.Task] = None
         try:
             try:
-                await asyncio.wait_for(self._open(t, link, hello), R.CONNECT_TIMEOUT)
+                await asyncio.wait_for(self._open(t, link, hello), self.settings.handshake_timeout)
             except Exception as exc:
-                link.close()
+                link.abort()
                 t.core = None
                 return self.connect_failed(t, exc)
+            if t.attached:
+                pinger = self.loop.create_task(self._ping(R.Liveness(t, core, self.settings.ping_interval)))
             await link.done
             await _end_tasks(link)
             return self.link_ended(t)
@@ -359,8 +368,17 @@ class _AioRemote(R.Remote):
             link.close()  # abandoned while connecting, or stopping in a hurry
             raise
         finally:
+            if pinger is not None:
+                pinger.cancel()
             self._hello.pop(t.key, None)
             self.capacity.cores.discard(core)
+
+    @staticmethod
+    async def _ping(live: R.Liveness) -> None:
+        wait = live.step()
+        while wait is not None:
+            await asyncio.sleep(wait)
+            wait = live.step()
 
     async def _open(self, t: R.Target, link: AsyncioLink, hello: asyncio.Future) -> None:
         e = t.entry
@@ -369,7 +387,7 @@ class _AioRemote(R.Remote):
         elif e.kind == "tls":
             await self.loop.create_connection(lambda: link, t.addr, e.port, ssl=self.ssl,
                                               server_hostname=t.server_name,
-                                              ssl_handshake_timeout=R.CONNECT_TIMEOUT)
+                                              ssl_handshake_timeout=self.settings.handshake_timeout)
         else:
             await self.loop.create_connection(lambda: link, t.addr, e.port)
         # the gateway's HELLO, or the link closing (ERROR, refused HELLO)

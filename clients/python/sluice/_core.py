@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import parse_qsl, unquote
@@ -96,6 +97,11 @@ class Runtime:
     def close(self) -> None:
         """Close the link (after the final flush)."""
         raise NotImplementedError  # pragma: no cover
+
+    def abort(self) -> None:
+        """Drop the link at once, unsent output included (a peer that
+        reads nothing must not hold it open)."""
+        self.close()
 
     async def wait_writable(self) -> None:
         """Return when the transport accepts more output (backpressure on
@@ -933,9 +939,13 @@ class WorkerCore:
         # ERROR auth) and the capacity shared by every link
         self.target: Any = None
         self.capacity: Any = None
+        #: remote mode: when bytes last arrived (time.monotonic())
+        self.arrived = 0.0
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes from the gateway and dispatch the resulting events."""
+        if self.target is not None:
+            self.arrived = time.monotonic()
         try:
             events = self.conn.receive_data(data)
         except P.RemoteProtocolError as exc:

@@ -1,5 +1,6 @@
 """Remote mode (PROTOCOL.md 10.6), without I/O: addresses, TLS settings,
-resolution policy, reconnect backoff and the capacity shared by all links.
+resolution policy, reconnect backoff, liveness pings and the capacity shared
+by all links.
 
 The asyncio and trio backends subclass :class:`Remote` and only do the I/O:
 connecting, resolving, sleeping, closing. A worker is in remote mode when its
@@ -15,6 +16,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
@@ -24,7 +26,11 @@ ALPN = "sluice/1"
 BACKOFF_START = 0.1
 BACKOFF_CAP = 2.0
 DEFAULT_RESOLVE_INTERVAL = 10.0
-#: connecting, TLS and the gateway's HELLO must each finish within this
+DEFAULT_PING_INTERVAL = 5.0
+#: a link from which nothing arrived for this many ping intervals is dead
+SILENT_INTERVALS = 3
+#: connecting, TLS and the gateway's HELLO together must finish within this
+#: (or within SILENT_INTERVALS ping intervals when that is shorter)
 CONNECT_TIMEOUT = 10.0
 
 #: ``async resolver(host, port) -> [ip, ...]``; injectable for tests
@@ -107,6 +113,7 @@ class Settings:
     tls_key: Optional[str] = None
     tls_server_name: Optional[str] = None
     resolve_interval: float = DEFAULT_RESOLVE_INTERVAL
+    ping_interval: float = DEFAULT_PING_INTERVAL
     resolver: Optional[Resolver] = None
     rng: random.Random = field(default_factory=random.Random)
 
@@ -115,27 +122,45 @@ class Settings:
                      tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                      tls_server_name: Optional[str] = None, resolve_interval: Optional[float] = None,
                      resolver: Optional[Resolver] = None, rng: Optional[random.Random] = None,
-                     env: Optional[dict] = None) -> "Settings":
+                     env: Optional[dict] = None, ping_interval: Optional[float] = None) -> "Settings":
         e = os.environ if env is None else env
 
         def pick(value: Optional[str], name: str) -> Optional[str]:
             return value if value is not None else (e.get(name) or None)
 
+        def seconds(name: str, default: float) -> float:
+            raw = e.get(name) or ""
+            try:
+                v = float(raw) if raw.strip() else default
+            except ValueError:
+                v = float("nan")
+            if v != v:
+                raise ConfigError(f"{name}={raw!r} is not a number of seconds")
+            return v
+
         interval = resolve_interval
         if interval is None:
-            raw = e.get("SLUICE_RESOLVE_INTERVAL") or ""
-            try:
-                interval = float(raw) if raw.strip() else DEFAULT_RESOLVE_INTERVAL
-            except ValueError:
-                raise ConfigError(f"SLUICE_RESOLVE_INTERVAL={raw!r} is not a number of seconds") from None
+            interval = seconds("SLUICE_RESOLVE_INTERVAL", DEFAULT_RESOLVE_INTERVAL)
+        # the variable is at least 1 s; the option may be less (for tests)
+        ping = ping_interval
+        if ping is None:
+            ping = max(1.0, seconds("SLUICE_PING_INTERVAL", DEFAULT_PING_INTERVAL))
+        elif not ping > 0:
+            raise ConfigError(f"ping_interval={ping!r}: must be a positive number of seconds")
         s = cls(token=pick(token, "SLUICE_TOKEN") or None, tls_ca=pick(tls_ca, "SLUICE_TLS_CA"),
                 tls_cert=pick(tls_cert, "SLUICE_TLS_CERT"), tls_key=pick(tls_key, "SLUICE_TLS_KEY"),
                 tls_server_name=pick(tls_server_name, "SLUICE_TLS_SERVER_NAME"),
-                resolve_interval=max(1.0, interval), resolver=resolver, rng=rng or random.Random())
+                resolve_interval=max(1.0, interval), ping_interval=float(ping), resolver=resolver,
+                rng=rng or random.Random())
         if (s.tls_cert is None) != (s.tls_key is None):
             raise ConfigError("a TLS client certificate needs both SLUICE_TLS_CERT and SLUICE_TLS_KEY "
                               "(tls_cert and tls_key), or neither")
         return s
+
+    @property
+    def handshake_timeout(self) -> float:
+        """The bound on connect + TLS + HELLO of one attempt."""
+        return min(CONNECT_TIMEOUT, SILENT_INTERVALS * self.ping_interval)
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS 1.2+, ALPN ``sluice/1``, the gateway's certificate verified
@@ -195,6 +220,7 @@ class Target:
         self.core: Any = None          # the WorkerCore of the link being opened or up
         self.attached = False          # that link completed its handshake
         self.quiet = False             # loss or failure logged; quiet until attached again
+        self.silent = False            # the link was closed for its silence (logged as such)
         self.handle: Any = None        # the backend's task / cancel scope
 
     @property
@@ -224,6 +250,40 @@ class Target:
         log.error("sluice: %s refused our token (ERROR auth); stopping", self)
         self.remote.auth_failed = True
         self.remote.shutdown()
+
+
+class Liveness:
+    """PINGs on one attached link, and its close when nothing at all has
+    arrived on it for SILENT_INTERVALS intervals (a gateway host gone
+    without a close). The backend calls ``step()`` once the link is
+    attached, then again after each wait it returns, until it returns None.
+    Times are ``time.monotonic()``, like ``WorkerCore.arrived``."""
+
+    def __init__(self, target: Target, core: Any, interval: float) -> None:
+        self.target = target
+        self.core = core
+        self.interval = interval
+        self.opaque = 0
+        self.next_ping = time.monotonic() + interval
+
+    def step(self) -> Optional[float]:
+        core = self.core
+        if core.closed:
+            return None
+        now = time.monotonic()
+        limit = SILENT_INTERVALS * self.interval
+        silent = now - core.arrived
+        if silent >= limit:
+            log.warning("sluice: gateway %s silent for %.3gs: link closed", self.target, silent)
+            self.target.silent = True
+            core.runtime.abort()  # it may not read: nothing more to send
+            return None
+        if now >= self.next_ping:
+            self.opaque += 1
+            core.conn.ping(self.opaque)
+            core.runtime.flush()
+            self.next_ping = now + self.interval
+        return max(0.0, min(self.next_ping, core.arrived + limit) - now)
 
 
 class Remote:
@@ -298,7 +358,10 @@ class Remote:
     def link_ended(self, t: Target) -> Optional[float]:
         """The link closed (after DRAIN or not)."""
         t.core = None
-        if t.attached and not self.stopping:
+        if t.silent:
+            t.silent = False
+            t.quiet = False
+        elif t.attached and not self.stopping:
             log.warning("sluice: link to %s lost; reconnecting", t)
             t.quiet = False  # the first failed reconnect is logged too
         elif not t.attached and not t.quiet and not self.stopping:

@@ -59,6 +59,7 @@ class TrioLink(Runtime):
         self.nursery: Optional[trio.Nursery] = None
         self._wake = trio.Event()
         self._closing = False
+        self._aborted = False
         self._writing = 0
         self._written = trio.Event()
         self.retired_at: Optional[float] = None
@@ -91,6 +92,12 @@ class TrioLink(Runtime):
         self._closing = True
         self.core.closed = True
         self._wake.set()
+
+    def abort(self) -> None:
+        self._aborted = True
+        self.close()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()  # the writer may be stuck in send_all
 
     async def wait_writable(self) -> None:
         while self._writing > _HIGH_WATER and not self._closing:
@@ -137,8 +144,11 @@ class TrioLink(Runtime):
             ev, self._written = self._written, trio.Event()
             ev.set()
             self.core.lost()
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
+            if self._aborted:
+                await trio.aclose_forcefully(self.stream)  # no TLS close_notify
+            else:
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose()
             assert self.nursery is not None
             self.nursery.cancel_scope.cancel()
 
@@ -174,7 +184,7 @@ async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
                 tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                 tls_server_name: Optional[str] = None, resolve_interval: Optional[float] = None,
                 resolver: Optional[R.Resolver] = None, shutdown: Optional[R.Shutdown] = None,
-                rng: Any = None) -> int:
+                rng: Any = None, ping_interval: Optional[float] = None) -> int:
     """Connect to the gateway and serve until the link closes (the options
     are those of the asyncio ``serve``)."""
     spec = socket or os.environ.get("SLUICE_SOCKET")
@@ -182,7 +192,7 @@ async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
     entries = R.parse_addresses(spec)
     settings = R.Settings.from_options(token, tls_ca, tls_cert, tls_key, tls_server_name, resolve_interval,
-                                       resolver, rng)
+                                       resolver, rng, ping_interval=ping_interval)
 
     def new_conn() -> P.WorkerConnection:
         return P.WorkerConnection(max_streams=max_streams, window=window, lib=lib, token=settings.token,
@@ -227,6 +237,7 @@ class _TrioRemote(R.Remote):
         self.resolve = settings.resolver or _getaddrinfo
         self.nursery: Optional[trio.Nursery] = None
         self._resolving = trio.CancelScope()
+        self._hello: dict[tuple, trio.Event] = {}
 
     async def run(self, handle_signals: bool, shutdown: Optional[R.Shutdown]) -> int:
         try:
@@ -294,8 +305,10 @@ class _TrioRemote(R.Remote):
         the wait before the next one (None: no next one)."""
         e = t.entry
         stream: Optional[trio.abc.Stream] = None
+        # connect, TLS and HELLO share one deadline
+        deadline = trio.current_time() + self.settings.handshake_timeout
         try:
-            with trio.fail_after(R.CONNECT_TIMEOUT):
+            with trio.fail_at(deadline):
                 if e.kind == "unix":
                     stream = await trio.open_unix_socket(t.addr)
                 else:
@@ -312,23 +325,43 @@ class _TrioRemote(R.Remote):
         core.target, core.capacity = t, self.capacity
         t.core = core
         self.capacity.cores.add(core)
+        hello = self._hello[t.key] = trio.Event()
+        timed_out: list = []
         try:
             async with trio.open_nursery() as nursery:
                 link.nursery = nursery
                 nursery.start_soon(link.writer)
                 nursery.start_soon(link.reader)
-                nursery.start_soon(self._hello_timeout, t, link)
+                nursery.start_soon(self._watch, t, link, hello, deadline, timed_out)
                 link.flush()  # our HELLO
         finally:
+            self._hello.pop(t.key, None)
             self.capacity.cores.discard(core)
+        if timed_out:
+            t.core = None
+            return self.connect_failed(t, timed_out[0])
         return self.link_ended(t)
 
-    async def _hello_timeout(self, t: R.Target, link: TrioLink) -> None:
-        await trio.sleep(R.CONNECT_TIMEOUT)
+    async def _watch(self, t: R.Target, link: TrioLink, hello: trio.Event, deadline: float,
+                     timed_out: list) -> None:
+        """The gateway's HELLO by the deadline, then PINGs while the link
+        lives (the link's end cancels this task)."""
+        with trio.move_on_at(deadline):
+            await hello.wait()
         if not t.attached:
-            log.warning("sluice: no HELLO from %s in %gs; closing", t, R.CONNECT_TIMEOUT)
-            t.quiet = True
-            link.close()
+            timed_out.append(trio.TooSlowError())
+            link.abort()
+            return
+        live = R.Liveness(t, link.core, self.settings.ping_interval)
+        wait = live.step()
+        while wait is not None:
+            await trio.sleep(wait)
+            wait = live.step()
+
+    def _attached(self, t: R.Target) -> None:
+        ev = self._hello.get(t.key)
+        if ev is not None:
+            ev.set()
 
     # -- stopping -----------------------------------------------------------------------
     def _abort(self, t: R.Target) -> None:

@@ -37,6 +37,10 @@ class FrameIO:
         #: CREDIT granted by the worker, per stream (CREDIT frames are
         #: counted here, not returned by recv())
         self.credited: dict[int, int] = {}
+        #: (time.monotonic(), opaque) of each PING from the worker; they are
+        #: answered (while ``answer_pings``) and not returned by recv()
+        self.pings: list[tuple[float, int]] = []
+        self.answer_pings = True
         self.next_sid = 1
 
     def _answer_hello(self, window: int = 1 << 20, websocket: bool = True,
@@ -74,9 +78,17 @@ class FrameIO:
             raise TimeoutError("no frame from the worker") from None
         if not data:
             raise EOFError("the worker closed the link")
+        now = time.monotonic()
         for f in self.dec.feed(data):
             self.link.recv(f)  # raises RemoteProtocolError on a violation
-            if isinstance(f, P.Credit):
+            if isinstance(f, P.Ping):
+                self.pings.append((now, f.opaque))
+                if self.answer_pings:
+                    try:
+                        self.send(P.Pong(f.opaque))
+                    except OSError:
+                        pass  # the worker is closing the link: the read says so
+            elif isinstance(f, P.Credit):
                 self.credited[f.stream_id] = self.credited.get(f.stream_id, 0) + f.increment
             else:
                 self._pending.append(f)

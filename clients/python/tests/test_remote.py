@@ -1,11 +1,12 @@
 """Remote mode (PROTOCOL.md 10.6) against fake gateways: several links,
-reconnecting, one capacity, orderly stop, ERROR auth, resolution, TLS; on
-asyncio and trio. Every wait is bounded."""
+reconnecting, one capacity, orderly stop, ERROR auth, resolution, TLS,
+liveness pings; on asyncio and trio. Every wait is bounded."""
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import tempfile
 import time
 
@@ -126,6 +127,21 @@ def test_settings_from_environment_and_options():
         R.Settings.from_options(tls_key="/k.pem", env={})
     with pytest.raises(R.ConfigError):
         R.Settings.from_options(env={"SLUICE_RESOLVE_INTERVAL": "soon"})
+
+
+def test_ping_interval_setting_and_handshake_bound():
+    s = R.Settings.from_options(env={})
+    assert (s.ping_interval, s.handshake_timeout) == (5, 10)
+    s = R.Settings.from_options(env={"SLUICE_PING_INTERVAL": "2"})
+    assert (s.ping_interval, s.handshake_timeout) == (2, 6)
+    assert R.Settings.from_options(env={"SLUICE_PING_INTERVAL": "0.2"}).ping_interval == 1  # at least 1
+    # the option may go below 1 s (tests), and wins over the variable
+    s = R.Settings.from_options(ping_interval=0.25, env={"SLUICE_PING_INTERVAL": "7"})
+    assert (s.ping_interval, s.handshake_timeout) == (0.25, 0.75)
+    with pytest.raises(R.ConfigError):
+        R.Settings.from_options(env={"SLUICE_PING_INTERVAL": "often"})
+    with pytest.raises(R.ConfigError):
+        R.Settings.from_options(ping_interval=0, env={})
 
 
 def test_backoff_doubles_to_two_seconds_with_jitter_and_resets():
@@ -450,3 +466,130 @@ def test_tls_configuration_errors_at_start(pki):
     w = RemoteWorker(app, "tls:127.0.0.1:9", "trio", tls_ca="/nonexistent/ca.pem")
     with pytest.raises(R.ConfigError):
         w.wait()
+
+
+# -- liveness (PROTOCOL.md 10.6 item 8) -------------------------------------------------------
+
+def _silent_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "silent for" in r.getMessage()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pings_every_interval_on_a_remote_link(backend, listeners):
+    a, b = listeners(), listeners("unix")
+    w = RemoteWorker(app, [a.address, b.address], backend, ping_interval=0.2)
+    la, lb = a.accept(), b.accept()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.1:  # PINGs are answered by fakegw, not returned
+        assert la.quiet(0.05) == [] and lb.quiet(0.05) == []
+    for gl in (la, lb):  # Unix links too, in remote mode
+        n = sum(1 for when, _ in gl.pings if when - t0 < 1.1)
+        assert 3 <= n <= 6, gl.pings
+        opaque = [o for _, o in gl.pings]
+        assert opaque == sorted(set(opaque))  # increasing
+    gaps = [b[0] - a[0] for a, b in zip(la.pings, la.pings[1:])]
+    assert all(0.1 < g < 0.5 for g in gaps), gaps
+    la.send(P.Ping(77))  # and the gateway's own PINGs are answered
+    assert la.recv() == P.Pong(77)
+    la.send(P.Pong(12345))  # a PONG for no PING is ignored
+    served(la)
+    served(lb)
+    w.shutdown.trigger()
+    drain(la)
+    drain(lb)
+    assert w.wait() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_silent_gateway_loses_its_link_which_is_reopened(backend, listeners, caplog):
+    caplog.set_level(logging.INFO, "sluice")
+    a = listeners()
+    w = RemoteWorker(app, a.address, backend, ping_interval=0.3)
+    la = a.accept()
+    served(la)
+    t0 = time.monotonic()  # from now on this gateway neither reads nor answers: silent
+    la2 = a.accept(timeout=3)
+    dt = time.monotonic() - t0
+    assert 0.8 < dt < 2.0, dt  # 3 intervals, then the first reconnect (at most 100 ms)
+    assert la.expect_eof() == []  # the old link was closed...
+    assert len(la.pings) >= 2  # ...after PINGs nobody answered
+    la.close()
+    served(la2)
+    msgs = [r.getMessage() for r in caplog.records]
+    [line] = _silent_lines(caplog)
+    m = re.fullmatch(rf"sluice: gateway tcp:127\.0\.0\.1:{a.port} silent for ([0-9.]+)s: link closed", line)
+    assert m and 0.9 <= float(m.group(1)) < 1.8, line
+    assert not any("lost" in m for m in msgs)  # one line for it
+    assert sum("attached to" in m for m in msgs) == 2
+    w.shutdown.trigger()
+    drain(la2)
+    assert w.wait() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_answered_pings_keep_an_idle_link(backend, listeners, caplog):
+    a = listeners()
+    w = RemoteWorker(app, a.address, backend, ping_interval=0.2)
+    la = a.accept()
+    assert la.quiet(1.2) == []  # 6 intervals without a request: the PONGs keep it up
+    with pytest.raises(TimeoutError):
+        a.accept(timeout=0.1)
+    assert _silent_lines(caplog) == []
+    served(la)
+    w.shutdown.trigger()
+    drain(la)
+    assert w.wait() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_handshake_is_bounded_by_three_intervals(backend, listeners, caplog):
+    caplog.set_level(logging.INFO, "sluice")
+    a = listeners()
+    w = RemoteWorker(app, a.address, backend, ping_interval=0.3)
+    la = a.accept(answer=None)  # TCP accepted, the worker's HELLO read, never answered
+    t0 = time.monotonic()
+    assert la.expect_eof(timeout=3) == []
+    assert time.monotonic() - t0 < 1.8  # 0.9 s from the connect
+    assert la.pings == []  # no PING before the handshake completed
+    la.close()
+    la = a.accept(timeout=2)  # tried again
+    served(la)
+    msgs = [r.getMessage() for r in caplog.records if "cannot attach" in r.getMessage()]
+    assert len(msgs) == 1 and "timed out" in msgs[0]
+    w.shutdown.trigger()
+    drain(la)
+    assert w.wait() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_tls_handshake_is_bounded_too(backend, listeners):
+    a = listeners()  # a TLS address, but a listener that never speaks TLS
+    w = RemoteWorker(app, f"tls:127.0.0.1:{a.port}", backend, ping_interval=0.3)
+    for _ in range(2):  # abandoned, then tried again
+        a.lsock.settimeout(3)
+        sock, _ = a.lsock.accept()
+        t0 = time.monotonic()
+        sock.settimeout(3)
+        try:
+            while sock.recv(4096):  # the ClientHello, then the worker's close
+                pass
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 1.8
+        sock.close()
+    assert w.stop() == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_pings_with_a_single_unix_path(backend):
+    if backend == "trio":
+        from fakegw import native_trio
+        serve = native_trio(app, ping_interval=0.2)
+    else:
+        serve = native_asyncio(app, loop=backend, ping_interval=0.2)
+    gw = FakeGateway(serve)
+    assert gw.quiet(1.0) == []
+    served(gw)  # type: ignore[arg-type]
+    assert gw.pings == []
+    gw.close()
+    assert gw.error is None and gw.result == 1
