@@ -110,6 +110,10 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
     p.add_argument("--resolve-interval", type=float, default=None, metavar="SECONDS",
                    help="seconds between resolutions of the host names in the address list "
                         "(default $SLUICE_RESOLVE_INTERVAL, else 10; at least 1)")
+    p.add_argument("--ping-interval", type=float, default=None, metavar="SECONDS",
+                   help="remote mode: seconds between PINGs on each link; a link silent for 3 "
+                        "intervals is closed and reopened (default $SLUICE_PING_INTERVAL, else 5; "
+                        "at least 1)")
     p.add_argument("--window", type=_size, default=256 * 1024, metavar="SIZE",
                    help="request-body credit of a stream being read (default 256k)")
     p.add_argument("--body-buffer", type=_size, default=64 * 1024 ** 2, metavar="SIZE",
@@ -153,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
         print("sluice: error: --websocket: WSGI applications cannot take WebSockets", file=sys.stderr)
         return 2
     remote = dict(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                  tls_server_name=args.tls_server_name, resolve_interval=args.resolve_interval)
+                  tls_server_name=args.tls_server_name, resolve_interval=args.resolve_interval,
+                  ping_interval=None if args.ping_interval is None else max(1.0, args.ping_interval))
     try:  # configuration errors before anything starts, like the others above
         entries = parse_addresses(args.socket or os.environ.get("SLUICE_SOCKET", ""))
         settings = Settings.from_options(**remote)

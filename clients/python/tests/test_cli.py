@@ -104,6 +104,7 @@ LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["--socket", "tls:127.0.0.1:7001"], {"SLUICE_TLS_KEY": "/k.pem"}, "both SLUICE_TLS_CERT and SLUICE_TLS_KEY"),
     (["--socket", "tls:127.0.0.1:7001", "--tls-ca", "/nonexistent/ca.pem"], {}, "TLS settings"),
     (["--socket", "tcp:127.0.0.1:7001"], {"SLUICE_RESOLVE_INTERVAL": "often"}, "SLUICE_RESOLVE_INTERVAL"),
+    (["--socket", "tcp:127.0.0.1:7001"], {"SLUICE_PING_INTERVAL": "often"}, "SLUICE_PING_INTERVAL"),
 ])
 def test_remote_mode_configuration_errors_exit_2(args, env, message):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
