@@ -4,7 +4,8 @@ pools' token: both gateways' requests are served by it, a gateway restarted
 on the same port gets it back, SIGTERM ends it with 0 once both gateways
 drained it, and a wrong token ends it with 1 and "auth" on stderr; over
 TLS (a test CA made by the openssl command), with a client certificate and
-SLUICE_TLS_SERVER_NAME, it attaches and serves."""
+SLUICE_TLS_SERVER_NAME, it attaches and serves; a gateway frozen with SIGSTOP
+loses its link after three ping intervals and gets it back once it runs."""
 
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -38,12 +40,12 @@ def worker():
     with open(os.path.join(app_dir, "remoteapp.py"), "w") as f:
         f.write(APP)
 
-    def start(sock, token, **more):
+    def start(sock, token, stderr=subprocess.PIPE, **more):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         env.update(more, SLUICE_SOCKET=sock, SLUICE_TOKEN=token, PYTHONPATH=CLIENTS_PY)
         p = subprocess.Popen([sys.executable, "-m", "sluice", "--app-dir", app_dir, "--loop", "asyncio",
                               "--grace", "5", "remoteapp:app"], env=env, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=stderr)
         procs.append(p)
         return p
 
@@ -52,7 +54,8 @@ def worker():
         if p.poll() is None:
             p.kill()
             p.wait(5)
-        p.stderr.close()
+        if p.stderr is not None:
+            p.stderr.close()
     for name in os.listdir(app_dir):
         if os.path.isfile(os.path.join(app_dir, name)):
             os.unlink(os.path.join(app_dir, name))
@@ -140,3 +143,36 @@ def test_python_worker_attaches_over_tls_with_a_client_certificate(start_config,
         assert w.wait(10) == 0
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_python_worker_pings_and_drops_a_silent_gateway(start_config, worker, tmp_path):
+    """Liveness (10.6 item 8): with both sides pinging every second the links
+    stay up; a gateway frozen with SIGSTOP (its sockets open, nothing read or
+    answered) loses the worker's link after about three intervals, the other
+    gateway keeps it, and once it runs again the worker attaches again."""
+    pa, pb = free_port(), free_port()
+    gwa = start_config(pool_text(pa) + "ping_interval = 1s\n")
+    gwb = start_config(pool_text(pb) + "ping_interval = 1s\n")
+    err = tmp_path / "worker.err"
+    with open(err, "wb") as f:
+        w = worker(f"tcp:127.0.0.1:{pa},tcp:127.0.0.1:{pb}", TOKEN, stderr=f, SLUICE_PING_INTERVAL="1")
+    assert wait_for(lambda: attached(gwa) and attached(gwb), 5), (gwa.pool("web"), gwb.pool("web"))
+    time.sleep(3.5)  # more than three intervals of PINGs both ways
+    served(gwa)
+    served(gwb)
+    assert "silent" not in err.read_text()
+    os.kill(gwa.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        assert wait_for(lambda: "silent for" in err.read_text(), 6), err.read_text()
+        took = time.monotonic() - t0
+        assert 1.5 <= took < 4.5, took  # the last PONG came at most an interval before
+        assert f"gateway tcp:127.0.0.1:{pa} silent for" in err.read_text()
+        served(gwb)
+    finally:
+        os.kill(gwa.pid, signal.SIGCONT)
+    assert wait_for(lambda: attached(gwa), 10), (err.read_text(), gwa.pool("web"))
+    served(gwa)
+    assert w.poll() is None
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(10) == 0, err.read_text()
