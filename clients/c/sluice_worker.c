@@ -1358,7 +1358,9 @@ static void tls_failed(sluice_worker *w)
 {
     const char *why = NULL;
     tls_session_error(w->tls, &why);
-    snprintf(w->why, sizeof w->why, "TLS: %s", why ? why : "failed");
+    if (!why)
+        why = "failed";
+    snprintf(w->why, sizeof w->why, "%s%s", strncmp(why, "TLS", 3) ? "TLS " : "", why);
     (void)tls_send_out(w); /* an alert, best effort */
     abort_link(w, -EPROTO);
 }
