@@ -69,6 +69,7 @@
 #define RETRY_MIN_MS 100u
 #define RETRY_MAX_MS 2000u
 #define DEFAULT_RESOLVE_MS 10000u
+#define DEFAULT_PING_MS 5000u
 /* Entries of a socket list (a bit each in raddr.entries). */
 #define MAX_ENTRIES 64u
 #define ALPN "sluice/1"
@@ -185,6 +186,10 @@ struct sluice_worker {
     uv_shutdown_t shutdown_req;
     uv_timer_t timer; /* handshake deadline, then close linger */
     uv_timer_t grace; /* drain / shutdown grace */
+    uv_timer_t ping;  /* remote mode: liveness (10.6, 8) */
+    uint32_t ping_ms; /* remote mode: PING interval (0: none) */
+    uint64_t last_rx; /* uv_now() of the last frame received */
+    uint64_t pings;
     uv_prepare_t prepare;
     uv_check_t check;
     int open_handles;
@@ -938,7 +943,8 @@ static void abort_link(sluice_worker *w, int err)
     w->state = W_ABORTING;
     w->flush_armed = false;
     uv_handle_t *hs[] = {&w->conn.handle, (uv_handle_t *)&w->timer, (uv_handle_t *)&w->grace,
-                         (uv_handle_t *)&w->prepare, (uv_handle_t *)&w->check};
+                         (uv_handle_t *)&w->prepare, (uv_handle_t *)&w->check,
+                         (uv_handle_t *)&w->ping};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         uv_close(hs[i], on_handle_closed);
 }
@@ -1023,6 +1029,25 @@ static void on_grace(uv_timer_t *t)
 
 /* ---- receiving ---------------------------------------------------------- */
 
+/* Remote mode: a PING every interval; a link silent for three is dead (a
+ * gateway host can vanish without a close). */
+static void on_ping(uv_timer_t *t)
+{
+    sluice_worker *w = t->data;
+    if (w->state != W_READY)
+        return;
+    if (uv_now(w->loop) - w->last_rx >= 3 * (uint64_t)w->ping_ms) {
+        snprintf(w->why, sizeof w->why, "no frame for %llu ms", 3 * (unsigned long long)w->ping_ms);
+        abort_link(w, SLUICE_PROTO_E_TIMEOUT);
+        return;
+    }
+    sluice_frame p = {.type = SLUICE_FRAME_PING};
+    p.u.opaque = ++w->pings;
+    int rc = emit(w, &p, false);
+    if (rc < 0)
+        link_fail(w, rc);
+}
+
 static void on_gateway_hello(sluice_worker *w, const sluice_hello *h)
 {
     w->state = W_READY;
@@ -1043,6 +1068,8 @@ static void on_gateway_hello(sluice_worker *w, const sluice_hello *h)
     }
     if (w->parent) {
         w->ever_ready = true;
+        if (w->ping_ms)
+            uv_timer_start(&w->ping, on_ping, w->ping_ms, w->ping_ms);
         remote_link_ready(w);
     }
     if (w->cb.on_ready)
@@ -1227,6 +1254,7 @@ static void on_message_frame(sluice_worker *w, sluice_stream *s, uint32_t flags,
 
 static void handle_frame(sluice_worker *w, const sluice_frame *f)
 {
+    w->last_rx = uv_now(w->loop);
     if (f->type == SLUICE_FRAME_ERROR) {
         /* The gateway gave up on the link: send nothing more. */
         sluice_link_event ev = {0};
@@ -1330,7 +1358,7 @@ static void handle_frame(sluice_worker *w, const sluice_frame *f)
         if (w->cb.on_drain)
             w->cb.on_drain(pub(w), f->u.timeout_ms, w->udata);
         break;
-    default: /* PONG: we never PING; others were rejected by the link. */
+    default: /* PONG: only its arrival counts (last_rx); others were rejected by the link. */
         break;
     }
 }
@@ -1599,13 +1627,15 @@ int sluice_worker_connect(sluice_worker *w)
         uv_pipe_init(w->loop, &w->conn.pipe, 0);
     uv_timer_init(w->loop, &w->timer);
     uv_timer_init(w->loop, &w->grace);
+    uv_timer_init(w->loop, &w->ping);
     uv_prepare_init(w->loop, &w->prepare);
     uv_check_init(w->loop, &w->check);
     w->conn.handle.data = w->timer.data = w->grace.data = w->prepare.data = w->check.data = w;
+    w->ping.data = w;
     /* The flush hooks must not keep the loop alive on their own. */
     uv_unref((uv_handle_t *)&w->prepare);
     uv_unref((uv_handle_t *)&w->check);
-    w->open_handles = 5;
+    w->open_handles = 6;
     w->state = W_CONNECTING;
     uv_timer_start(&w->timer, on_timer, w->handshake_ms, 0);
     w->connect_req.data = w;
@@ -1655,7 +1685,7 @@ struct remote {
     size_t ne;
     struct raddr *addrs;
     uv_timer_t resolve;
-    uint32_t resolve_ms;
+    uint32_t resolve_ms, ping_ms;
     int handles;   /* timers not closed yet */
     int resolving; /* uv_getaddrinfo requests in flight */
     bool running, stopping, finishing, auth;
@@ -2054,7 +2084,11 @@ static void link_open(struct raddr *ra)
         l->max_streams = w->max_streams;
         l->window = w->window;
         l->max_frame = w->max_frame;
+        /* connect, TLS and HELLO: bounded by three ping intervals too */
         l->handshake_ms = w->handshake_ms;
+        if (l->handshake_ms > 3 * w->rm->ping_ms)
+            l->handshake_ms = 3 * w->rm->ping_ms;
+        l->ping_ms = w->rm->ping_ms;
         l->shutdown_ms = w->shutdown_ms;
         l->max_output = w->max_output;
         l->ws_limit = w->ws_limit;
@@ -2279,6 +2313,23 @@ static void remote_free(struct remote *rm)
     free(rm);
 }
 
+/* A number of seconds from the environment (at least 1) as ms; `def` if unset. */
+static int env_seconds(const char *name, uint32_t def, uint32_t *out)
+{
+    *out = def;
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    unsigned long sec = strtoul(v, &end, 10);
+    if (*end || sec > 86400) {
+        rlog("invalid %s %s (seconds, at least 1)", name, v);
+        return -EINVAL;
+    }
+    *out = sec < 1 ? 1000 : (uint32_t)sec * 1000;
+    return 0;
+}
+
 static char *env_or(const char *v, const char *name)
 {
     if (!v)
@@ -2289,24 +2340,18 @@ static char *env_or(const char *v, const char *name)
 /* Remote mode's settings: the config, else the environment (10.2). */
 static int remote_config(struct remote **out, const sluice_worker_config *c)
 {
-    uint32_t resolve_ms = c->resolve_interval_ms;
-    if (!resolve_ms) {
-        resolve_ms = DEFAULT_RESOLVE_MS;
-        const char *v = getenv("SLUICE_RESOLVE_INTERVAL");
-        if (v && *v) {
-            char *end;
-            unsigned long sec = strtoul(v, &end, 10);
-            if (*end || sec > 86400) {
-                rlog("invalid SLUICE_RESOLVE_INTERVAL %s (seconds, at least 1)", v);
-                return -EINVAL;
-            }
-            resolve_ms = sec < 1 ? 1000 : (uint32_t)sec * 1000;
-        }
-    }
+    uint32_t resolve_ms = c->resolve_interval_ms, ping_ms = c->ping_interval_ms;
+    if (!resolve_ms && env_seconds("SLUICE_RESOLVE_INTERVAL", DEFAULT_RESOLVE_MS, &resolve_ms) < 0)
+        return -EINVAL;
+    if (!ping_ms && env_seconds("SLUICE_PING_INTERVAL", DEFAULT_PING_MS, &ping_ms) < 0)
+        return -EINVAL;
+    if (ping_ms > UINT32_MAX / 3)
+        return -EINVAL;
     struct remote *rm = calloc(1, sizeof *rm);
     if (!rm)
         return -ENOMEM;
     rm->resolve_ms = resolve_ms;
+    rm->ping_ms = ping_ms;
     rm->tls_ca = env_or(c->tls_ca, "SLUICE_TLS_CA");
     rm->tls_cert = env_or(c->tls_cert, "SLUICE_TLS_CERT");
     rm->tls_key = env_or(c->tls_key, "SLUICE_TLS_KEY");

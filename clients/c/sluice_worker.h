@@ -78,6 +78,10 @@ typedef struct {
     /* Remote mode (several addresses, or any tcp:/tls: one; PROTOCOL.md
      * 10.6). NULL/0: the environment variable named, else the default. */
     uint32_t resolve_interval_ms; /* $SLUICE_RESOLVE_INTERVAL (seconds); 10 s */
+    /* $SLUICE_PING_INTERVAL (seconds); 5 s. A PING on every link this often;
+     * a link silent for three intervals is closed (and reopened), and
+     * connect + TLS + HELLO are bounded by three intervals too. */
+    uint32_t ping_interval_ms;
     const char *tls_ca;           /* $SLUICE_TLS_CA; NULL: the system trust store */
     const char *tls_cert;         /* $SLUICE_TLS_CERT: client certificate (PEM) */
     const char *tls_key;          /* $SLUICE_TLS_KEY: its key; both or neither */

@@ -239,6 +239,8 @@ static int gw_recv(fgw *g, gframe *out, int ms)
                     memcpy(out->token, f.u.hello.token.ptr, k);
                 } else if (f.type == SLUICE_FRAME_RESPONSE) {
                     out->num = f.u.response.status;
+                } else if (f.type == SLUICE_FRAME_PING) {
+                    out->num = f.u.opaque;
                 } else if (f.type == SLUICE_FRAME_RESET || f.type == SLUICE_FRAME_ERROR) {
                     out->num = f.u.code.code;
                 }
@@ -510,6 +512,40 @@ Test(remote, backoff_grows_and_is_capped)
     uint64_t t0 = now_ms();
     gw_attach(a);
     cr_assert_lt(now_ms() - t0, 400);
+}
+
+Test(remote, pings_and_closes_a_silent_link)
+{
+    fgw *a = gw_new("127.0.0.1", 0, NULL);
+    sluice_worker_config cfg = {.ping_interval_ms = 100};
+    start(list("tcp:127.0.0.1:%u", a->port), &cfg);
+    gw_attach(a);
+    /* a gateway that answers keeps its link */
+    int pings = 0;
+    uint64_t end = now_ms() + 700;
+    while (now_ms() < end) {
+        gframe f;
+        int rc = gw_recv(a, &f, 50);
+        cr_assert_neq(rc, 0, "closed although the gateway answered");
+        if (rc == 1 && f.type == SLUICE_FRAME_PING) {
+            pings++;
+            sluice_frame p = {.type = SLUICE_FRAME_PONG};
+            p.u.opaque = f.num;
+            gw_send(a, &p);
+        }
+    }
+    cr_assert_geq(pings, 4);
+    /* a silent one is closed after three intervals, then opened again */
+    uint64_t t0 = now_ms();
+    gframe f;
+    int rc;
+    while ((rc = gw_recv(a, &f, 1000)) == 1)
+        cr_assert_eq(f.type, SLUICE_FRAME_PING);
+    cr_assert_eq(rc, 0, "a silent link was not closed");
+    uint64_t took = now_ms() - t0;
+    cr_assert(took >= 200 && took <= 600, "closed after %llu ms", (unsigned long long)took);
+    gw_attach(a);
+    gw_served(a, 1);
 }
 
 Test(remote, shutdown_retires_every_link_and_ends_after_their_drains)
