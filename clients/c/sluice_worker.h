@@ -1,8 +1,8 @@
 /* sluice_worker: the C worker library of sluice, on libuv.
  *
- * A worker connects to the gateway (Unix socket, or TCP for remote workers),
- * exchanges HELLO, then serves the streams the gateway opens: one stream per
- * HTTP request. Everything runs on the caller's uv loop, in its thread; no
+ * A worker connects to the gateway (Unix socket; or TCP/TLS, to one or
+ * several gateways, for remote workers), exchanges HELLO, then serves the
+ * streams the gateway opens: one stream per HTTP request. Everything runs on the caller's uv loop, in its thread; no
  * function here is thread-safe (use uv_async to hand work back to the loop).
  *
  * Lifetimes, in one place:
@@ -194,7 +194,8 @@ typedef struct {
 /* Remote mode (PROTOCOL.md 10.6): when socket_path lists several addresses,
  * or any tcp:/tls: one, the worker keeps one link per gateway address (host
  * names resolved with uv_getaddrinfo, again every resolve interval) and
- * reopens each link that fails or closes, with backoff, until it is stopped.
+ * reopens each link that fails, closes or falls silent (it PINGs each
+ * every ping interval), with backoff, until it is stopped.
  * The API stays the same: sluice_stream_worker() and the callbacks' `w` are
  * the worker itself; on_ready and on_drain come once per link;
  * sluice_worker_id/pool report the first ready link's; at most max_streams

@@ -62,6 +62,7 @@ static struct {
     sluice_stream *held[8];
     int nheld;
     bool wrong_worker; /* a callback saw another sluice_worker than T.w */
+    pid_t child;       /* a worker process, killed at the end if still there */
     char dir[64], ca[128], gw_pem[128], gw_key[128], ip_pem[128], ip_key[128], cl_pem[128],
         cl_key[128], other_ca[128];
 } T;
@@ -236,7 +237,8 @@ static int gw_recv(fgw *g, gframe *out, int ms)
                 if (f.type == SLUICE_FRAME_HELLO) {
                     out->max_streams = f.u.hello.max_streams;
                     size_t k = f.u.hello.token.len < 63 ? f.u.hello.token.len : 63;
-                    memcpy(out->token, f.u.hello.token.ptr, k);
+                    if (k)
+                        memcpy(out->token, f.u.hello.token.ptr, k);
                 } else if (f.type == SLUICE_FRAME_RESPONSE) {
                     out->num = f.u.response.status;
                 } else if (f.type == SLUICE_FRAME_PING) {
@@ -391,6 +393,10 @@ static const char *list(const char *fmt, ...)
 static void fini(void)
 {
     sluice_worker_set_resolver_for_tests(NULL);
+    if (T.child > 0) {
+        kill(T.child, SIGKILL);
+        waitpid(T.child, NULL, 0);
+    }
     if (T.w) {
         if (!T.closed && sluice_worker_close(T.w, NULL) == 0)
             run_until(&T.closed, WAIT_MS);
@@ -612,6 +618,7 @@ Test(remote, main_exits_1_after_auth_and_0_after_sigterm)
     for (int round = 0; round < 2; round++) {
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
+        T.child = pid;
         if (pid == 0) {
             sluice_worker_callbacks cbs = {.on_request = cb_request};
             sluice_worker_config cfg = {.socket_path = addr};
@@ -651,6 +658,7 @@ Test(remote, main_exits_1_after_auth_and_0_after_sigterm)
             waitpid(pid, &status, 0);
             cr_assert_fail("worker did not exit (round %d)", round);
         }
+        T.child = 0;
         cr_assert(WIFEXITED(status));
         cr_assert_eq(WEXITSTATUS(status), round == 0 ? 1 : 0, "round %d", round);
     }
