@@ -2675,11 +2675,18 @@ int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_c
             uv_close((uv_handle_t *)&m.sig[i], NULL);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    bool remote = m.w->rm != NULL;
     sluice_worker_free(m.w);
     uv_run(&loop, UV_RUN_DEFAULT); /* deferred frees, if any */
     uv_loop_close(&loop);
     if (m.err) {
-        fprintf(stderr, "sluice worker: link closed: %s\n", sluice_proto_strerror(m.err));
+        fprintf(stderr, "sluice worker: %s: %s\n", remote ? "stopped" : "link closed",
+                sluice_proto_strerror(m.err));
+        return 1;
+    }
+    /* remote mode: a second signal abandons links, which is a failure (10.6, 5) */
+    if (remote && m.signals > 1) {
+        fprintf(stderr, "sluice worker: stopped at once (second signal)\n");
         return 1;
     }
     return 0;

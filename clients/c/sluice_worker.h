@@ -254,7 +254,7 @@ const char *sluice_worker_pool(const sluice_worker *w);
  * (a second signal closes at once), SIGPIPE ignored, run until the link is
  * closed (remote mode: until the worker stopped). Returns a process exit
  * code: 0 after an orderly close, 1 otherwise (the error is printed to
- * stderr). */
+ * stderr; in remote mode also after a second signal). */
 int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_callbacks *callbacks,
                        void *udata);
 

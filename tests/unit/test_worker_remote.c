@@ -609,13 +609,13 @@ Test(remote, auth_error_stops_the_worker_with_failure)
     cr_assert(!gw_accept(a, QUIET_MS), "retried after auth");
 }
 
-Test(remote, main_exits_1_after_auth_and_0_after_sigterm)
+Test(remote, main_exits_1_after_auth_0_after_sigterm_1_after_a_second_signal)
 {
     cr_assert_eq(uv_loop_init(&T.loop), 0); /* spun by the helpers, empty */
     T.loop_inited = true;
     fgw *a = gw_new("127.0.0.1", 0, NULL);
     const char *addr = list("tcp:127.0.0.1:%u, tcp:127.0.0.1:%u", a->port, a->port);
-    for (int round = 0; round < 2; round++) {
+    for (int round = 0; round < 3; round++) {
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
         T.child = pid;
@@ -645,7 +645,10 @@ Test(remote, main_exits_1_after_auth_and_0_after_sigterm)
             gw_expect(a, &f, SLUICE_FRAME_PONG);
             kill(pid, SIGTERM);
             gw_expect(a, &f, SLUICE_FRAME_RETIRE);
-            gw_drain(a);
+            if (round == 1)
+                gw_drain(a);
+            else
+                kill(pid, SIGINT); /* stop now: no DRAIN awaited */
             gw_expect_eof(a);
         }
         int status = 0;
@@ -660,7 +663,7 @@ Test(remote, main_exits_1_after_auth_and_0_after_sigterm)
         }
         T.child = 0;
         cr_assert(WIFEXITED(status));
-        cr_assert_eq(WEXITSTATUS(status), round == 0 ? 1 : 0, "round %d", round);
+        cr_assert_eq(WEXITSTATUS(status), round == 1 ? 0 : 1, "round %d", round);
     }
 }
 
