@@ -14,7 +14,7 @@ import time
 import pytest
 
 from certs import make_pki
-from conftest import EXAMPLES, free_port
+from conftest import EXAMPLES, SANITIZER_MARKS, free_port
 from httpc import get
 from pools_util import HELLO_BODY, start_config, wait_for  # noqa: F401 (start_config: fixture)
 
@@ -45,7 +45,10 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        err = self.stderr()
         self.err.close()
+        hit = next((m for m in SANITIZER_MARKS if m in err), None)
+        assert hit is None, "sanitizer report in the worker's stderr:\n" + err
 
 
 def attached(gw):
