@@ -2009,7 +2009,8 @@ static void on_gai(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
     struct sockaddr_storage sa[RESOLVE_MAX];
     size_t n = 0;
     for (struct addrinfo *ai = status == 0 ? res : NULL; ai && n < RESOLVE_MAX; ai = ai->ai_next) {
-        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) || ai->ai_addrlen > sizeof sa[0])
+        bool inet = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+        if (!inet || ai->ai_addrlen > sizeof sa[0])
             continue;
         memset(&sa[n], 0, sizeof sa[n]);
         memcpy(&sa[n], ai->ai_addr, ai->ai_addrlen);
@@ -2256,8 +2257,10 @@ static int remote_start(sluice_worker *w)
     for (size_t i = 0; i < rm->ne; i++)
         tls |= rm->e[i].kind == A_TLS;
     if (tls && !rm->tls) {
-        tls_client_config tc = {
-            .ca_file = rm->tls_ca, .cert_file = rm->tls_cert, .key_file = rm->tls_key, .alpn = ALPN};
+        tls_client_config tc = {.ca_file = rm->tls_ca,
+                                .cert_file = rm->tls_cert,
+                                .key_file = rm->tls_key,
+                                .alpn = ALPN};
         char err[TLS_ERR_LEN] = "";
         rc = tls_ctx_new_client(&rm->tls, &tc, err, sizeof err);
         if (rc < 0) {

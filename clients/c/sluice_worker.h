@@ -2,8 +2,9 @@
  *
  * A worker connects to the gateway (Unix socket; or TCP/TLS, to one or
  * several gateways, for remote workers), exchanges HELLO, then serves the
- * streams the gateway opens: one stream per HTTP request. Everything runs on the caller's uv loop, in its thread; no
- * function here is thread-safe (use uv_async to hand work back to the loop).
+ * streams the gateway opens: one stream per HTTP request. Everything runs on
+ * the caller's uv loop, in its thread; no function here is thread-safe (use
+ * uv_async to hand work back to the loop).
  *
  * Lifetimes, in one place:
  *  - sluice_req and every sluice_bytes/sluice_headers handed to a callback
