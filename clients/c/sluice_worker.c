@@ -14,6 +14,13 @@
  * open in the link, one per outstanding write, one taken by the batch holding
  * its closing frame (END/RESET), and temporary ones around callbacks. At zero
  * the app gets on_stream_closed and the stream is freed.
+ *
+ * Remote mode (PROTOCOL.md 10.6). The public worker then holds no link of
+ * its own: it keeps a list of gateway addresses (struct raddr), each with at
+ * most one link, which is a sluice_worker of the ordinary kind with `parent`
+ * set (so everything above works per link unchanged). A link's end is
+ * reported to the parent through `hook`; the parent reconnects, resolves,
+ * and stops them all.
  */
 #include "sluice_worker.h"
 
@@ -21,12 +28,15 @@
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "tls.h"
 
 /* An async (libuv) worker must not cap concurrency below what peers allow:
  * 4096 streams; with a 32 KiB window the request-body credit a link can have
@@ -55,6 +65,14 @@
 #define HELLO_STR_MAX 4096u
 /* After DRAIN the gateway cancels leftovers at timeout_ms; we give up a bit later. */
 #define DRAIN_SLACK_MS 2000u
+/* Remote mode (PROTOCOL.md 10.6): reconnect backoff and re-resolution. */
+#define RETRY_MIN_MS 100u
+#define RETRY_MAX_MS 2000u
+#define DEFAULT_RESOLVE_MS 10000u
+#define DEFAULT_PING_MS 5000u
+/* Entries of a socket list (a bit each in raddr.entries). */
+#define MAX_ENTRIES 64u
+#define ALPN "sluice/1"
 
 enum wstate {
     W_IDLE,       /* never connected, no handles */
@@ -168,6 +186,10 @@ struct sluice_worker {
     uv_shutdown_t shutdown_req;
     uv_timer_t timer; /* handshake deadline, then close linger */
     uv_timer_t grace; /* drain / shutdown grace */
+    uv_timer_t ping;  /* remote mode: liveness (10.6, 8) */
+    uint32_t ping_ms; /* remote mode: PING interval (0: none) */
+    uint64_t last_rx; /* uv_now() of the last frame received */
+    uint64_t pings;
     uv_prepare_t prepare;
     uv_check_t check;
     int open_handles;
@@ -193,6 +215,19 @@ struct sluice_worker {
     /* sluice_worker_main's hook, called after on_closed. */
     void (*hook)(sluice_worker *w, int err, void *hook_ud);
     void *hook_ud;
+
+    /* Remote mode: the public worker has rm; each of its links has parent
+     * (and ra, its address). */
+    struct remote *rm;
+    sluice_worker *parent;
+    struct raddr *ra;
+    bool ever_ready;      /* a link: its handshake completed */
+    tls_ctx *tls_ctx;     /* a tls: link: the parent's context (not owned) */
+    const char *tls_name; /* the name verified (the parent's string) */
+    tls_session *tls;
+    uint8_t *tbuf;        /* ciphertext of the batch in flight */
+    size_t tcap;
+    char why[TLS_ERR_LEN]; /* a link: why it failed, beyond close_err */
 };
 
 static void flush(sluice_worker *w);
@@ -203,6 +238,12 @@ static void pump(sluice_stream *s);
 static void on_prepare(uv_prepare_t *h);
 static void on_check(uv_check_t *h);
 static bool name_eq(sluice_bytes a, const char *b, size_t blen);
+static bool over_capacity(const sluice_worker *w);
+static void remote_link_ready(sluice_worker *l);
+static int tls_send_out(sluice_worker *w);
+
+/* The worker the app knows: a link's parent in remote mode. */
+static sluice_worker *pub(sluice_worker *w) { return w->parent ? w->parent : w; }
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -671,6 +712,81 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void on_write_done(uv_write_t *req, int status);
 
+/* ---- TLS links ------------------------------------------------------------ */
+
+struct raw_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
+static void on_raw_written(uv_write_t *req, int status)
+{
+    (void)status; /* a failure shows on the batch writes and reads too */
+    free(req->data);
+}
+
+/* Writes out what the TLS session has to send outside a batch (handshake
+ * flights, alerts, close_notify); libuv keeps the order of writes. */
+static int tls_send_out(sluice_worker *w)
+{
+    size_t n = tls_session_pending_out(w->tls);
+    if (!n)
+        return 0;
+    struct raw_write *r = malloc(sizeof *r + n);
+    if (!r)
+        return -ENOMEM;
+    n = tls_session_pull(w->tls, r->data, n);
+    r->req.data = r;
+    uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)n);
+    int rc = uv_write(&r->req, &w->conn.stream, &b, 1, on_raw_written);
+    if (rc < 0)
+        free(r);
+    return rc;
+}
+
+static int tbuf_take(sluice_worker *w, size_t *len)
+{
+    size_t n = tls_session_pending_out(w->tls);
+    if (*len + n > w->tcap) {
+        size_t cap = w->tcap ? w->tcap : 16384;
+        while (cap < *len + n)
+            cap *= 2;
+        uint8_t *p = realloc(w->tbuf, cap);
+        if (!p)
+            return -ENOMEM;
+        w->tbuf = p;
+        w->tcap = cap;
+    }
+    *len += tls_session_pull(w->tls, w->tbuf + *len, n);
+    return 0;
+}
+
+/* Encrypts a batch into tbuf, and points bufs[0] at the ciphertext. */
+static int tls_seal(sluice_worker *w, uv_buf_t *bufs, unsigned nbufs)
+{
+    size_t len = 0;
+    int rc = tbuf_take(w, &len); /* whatever was waiting goes first */
+    for (unsigned i = 0; i < nbufs && rc == 0; i++) {
+        const char *p = bufs[i].base;
+        size_t left = bufs[i].len;
+        while (left && rc == 0) {
+            ssize_t k = tls_session_write(w->tls, p, left);
+            if (k > 0) {
+                p += k;
+                left -= (size_t)k;
+            } else if (k != -EAGAIN || !tls_session_pending_out(w->tls)) {
+                rc = k == -EAGAIN ? -EPROTO : (int)k;
+                break;
+            }
+            rc = tbuf_take(w, &len);
+        }
+    }
+    if (rc < 0)
+        return rc;
+    bufs[0] = uv_buf_init((char *)w->tbuf, (unsigned)len);
+    return 0;
+}
+
 static void flush(sluice_worker *w)
 {
     if (w->flush_armed) {
@@ -700,6 +816,10 @@ static void flush(sluice_worker *w)
         }
         if (w->state == W_CLOSING && !w->shutdown_started) {
             w->shutdown_started = true;
+            if (w->tls) { /* close_notify goes out ahead of the shutdown */
+                (void)tls_session_close(w->tls);
+                (void)tls_send_out(w);
+            }
             w->shutdown_req.data = w;
             if (uv_shutdown(&w->shutdown_req, &w->conn.stream, on_shutdown) < 0)
                 abort_link(w, 0);
@@ -721,6 +841,15 @@ static void flush(sluice_worker *w)
         b->bufs[i] = uv_buf_init((char *)p, (unsigned)sg->len);
     }
     unsigned nbufs = (unsigned)b->nseg;
+    if (w->tls) {
+        int rc = tls_seal(w, b->bufs, nbufs);
+        if (rc < 0) {
+            batch_complete(w, b, rc);
+            abort_link(w, rc);
+            return;
+        }
+        nbufs = 1;
+    }
     w->cur ^= 1;
     accum(w)->seq = ++w->seq;
     w->writing = true;
@@ -779,6 +908,11 @@ static void teardown(sluice_worker *w)
     sluice_proto_decoder_free(w->dec);
     w->link = NULL;
     w->dec = NULL;
+    tls_session_free(w->tls);
+    w->tls = NULL;
+    free(w->tbuf);
+    w->tbuf = NULL;
+    w->tcap = 0;
     w->state = W_CLOSED;
     int err = w->close_err;
     if (w->cb.on_closed)
@@ -809,7 +943,8 @@ static void abort_link(sluice_worker *w, int err)
     w->state = W_ABORTING;
     w->flush_armed = false;
     uv_handle_t *hs[] = {&w->conn.handle, (uv_handle_t *)&w->timer, (uv_handle_t *)&w->grace,
-                         (uv_handle_t *)&w->prepare, (uv_handle_t *)&w->check};
+                         (uv_handle_t *)&w->prepare, (uv_handle_t *)&w->check,
+                         (uv_handle_t *)&w->ping};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         uv_close(hs[i], on_handle_closed);
 }
@@ -894,6 +1029,25 @@ static void on_grace(uv_timer_t *t)
 
 /* ---- receiving ---------------------------------------------------------- */
 
+/* Remote mode: a PING every interval; a link silent for three is dead (a
+ * gateway host can vanish without a close). */
+static void on_ping(uv_timer_t *t)
+{
+    sluice_worker *w = t->data;
+    if (w->state != W_READY)
+        return;
+    if (uv_now(w->loop) - w->last_rx >= 3 * (uint64_t)w->ping_ms) {
+        snprintf(w->why, sizeof w->why, "no frame for %llu ms", 3 * (unsigned long long)w->ping_ms);
+        abort_link(w, SLUICE_PROTO_E_TIMEOUT);
+        return;
+    }
+    sluice_frame p = {.type = SLUICE_FRAME_PING};
+    p.u.opaque = ++w->pings;
+    int rc = emit(w, &p, false);
+    if (rc < 0)
+        link_fail(w, rc);
+}
+
 static void on_gateway_hello(sluice_worker *w, const sluice_hello *h)
 {
     w->state = W_READY;
@@ -912,8 +1066,14 @@ static void on_gateway_hello(sluice_worker *w, const sluice_hello *h)
             w->pool[h->pool.len] = '\0';
         }
     }
+    if (w->parent) {
+        w->ever_ready = true;
+        if (w->ping_ms)
+            uv_timer_start(&w->ping, on_ping, w->ping_ms, w->ping_ms);
+        remote_link_ready(w);
+    }
     if (w->cb.on_ready)
-        w->cb.on_ready(w, h, w->udata);
+        w->cb.on_ready(pub(w), h, w->udata);
 }
 
 static int do_read_start(sluice_stream *s);
@@ -1094,6 +1254,7 @@ static void on_message_frame(sluice_worker *w, sluice_stream *s, uint32_t flags,
 
 static void handle_frame(sluice_worker *w, const sluice_frame *f)
 {
+    w->last_rx = uv_now(w->loop);
     if (f->type == SLUICE_FRAME_ERROR) {
         /* The gateway gave up on the link: send nothing more. */
         sluice_link_event ev = {0};
@@ -1102,7 +1263,7 @@ static void handle_frame(sluice_worker *w, const sluice_frame *f)
         return;
     }
     sluice_stream *fresh = NULL;
-    if (f->type == SLUICE_FRAME_REQUEST && !w->shutting_down)
+    if (f->type == SLUICE_FRAME_REQUEST && !w->shutting_down && !over_capacity(w))
         fresh = calloc(1, sizeof *fresh);
     sluice_link_event ev = {0};
     int rc = sluice_proto_link_recv(w->link, f, &ev);
@@ -1195,9 +1356,9 @@ static void handle_frame(sluice_worker *w, const sluice_frame *f)
         if (f->u.timeout_ms && f->u.timeout_ms < UINT64_MAX - DRAIN_SLACK_MS)
             arm_grace(w, f->u.timeout_ms + DRAIN_SLACK_MS);
         if (w->cb.on_drain)
-            w->cb.on_drain(w, f->u.timeout_ms, w->udata);
+            w->cb.on_drain(pub(w), f->u.timeout_ms, w->udata);
         break;
-    default: /* PONG: we never PING; others were rejected by the link. */
+    default: /* PONG: only its arrival counts (last_rx); others were rejected by the link. */
         break;
     }
 }
@@ -1209,23 +1370,85 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)w->rbuf, READ_BUF_SIZE);
 }
 
+static void on_eof(sluice_worker *w)
+{
+    int rc = sluice_proto_decoder_finish(w->dec);
+    if (rc < 0)
+        link_fail(w, rc);
+    else
+        abort_link(w, w->drained || w->shutting_down ? 0 : -ECONNRESET);
+}
+
+static void send_hello(sluice_worker *w);
+
+/* A TLS session failed: log-worthy reason kept for the parent. */
+static void tls_failed(sluice_worker *w)
+{
+    const char *why = NULL;
+    tls_session_error(w->tls, &why);
+    if (!why)
+        why = "failed";
+    snprintf(w->why, sizeof w->why, "%s%s", strncmp(why, "TLS", 3) ? "TLS " : "", why);
+    (void)tls_send_out(w); /* an alert, best effort */
+    abort_link(w, -EPROTO);
+}
+
+static void process(sluice_worker *w, const uint8_t *p, size_t left);
+
+/* Ciphertext in: the handshake advances, then the plaintext is processed
+ * in rbuf-sized pieces (the decoder keeps what a piece leaves incomplete). */
+static void on_tls_read(sluice_worker *w, const uint8_t *data, size_t n)
+{
+    int rc = tls_session_feed(w->tls, data, n);
+    if (rc < 0 || tls_send_out(w) < 0) {
+        tls_failed(w);
+        return;
+    }
+    if (w->state == W_CONNECTING) {
+        if (!tls_session_handshake_done(w->tls))
+            return;
+        send_hello(w);
+    }
+    while (w->state == W_HANDSHAKE || w->state == W_READY) {
+        ssize_t k = tls_session_read(w->tls, w->rbuf, READ_BUF_SIZE);
+        if (k == -EAGAIN)
+            break;
+        if (k < 0) {
+            tls_failed(w);
+            return;
+        }
+        if (k == 0) { /* close_notify */
+            on_eof(w);
+            return;
+        }
+        process(w, w->rbuf, (size_t)k);
+    }
+    flush(w);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     sluice_worker *w = st->data;
     if (nread == UV_EOF) {
-        int rc = sluice_proto_decoder_finish(w->dec);
-        if (rc < 0)
-            link_fail(w, rc);
-        else
-            abort_link(w, w->drained || w->shutting_down ? 0 : -ECONNRESET);
+        if (w->tls && w->state == W_CONNECTING)
+            snprintf(w->why, sizeof w->why, "closed during the TLS handshake");
+        on_eof(w);
         return;
     }
     if (nread < 0) {
         abort_link(w, (int)nread);
         return;
     }
-    const uint8_t *p = (const uint8_t *)buf->base;
-    size_t left = (size_t)nread;
+    if (w->tls) {
+        on_tls_read(w, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
+    process(w, (const uint8_t *)buf->base, (size_t)nread);
+    flush(w);
+}
+
+static void process(sluice_worker *w, const uint8_t *p, size_t left)
+{
     /* Frames are handled one by one; views into rbuf stay valid meanwhile,
      * and a callback that closes the link stops the loop. */
     while (left && (w->state == W_HANDSHAKE || w->state == W_READY)) {
@@ -1242,7 +1465,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             break;
         handle_frame(w, &f);
     }
-    flush(w);
 }
 
 /* ---- connecting ----------------------------------------------------------- */
@@ -1258,12 +1480,27 @@ static void on_connect(uv_connect_t *req, int status)
     }
     if (w->is_tcp)
         uv_tcp_nodelay(&w->conn.tcp, 1);
-    w->state = W_HANDSHAKE;
+    if (w->tls_ctx) { /* TLS first; HELLO once its handshake is done */
+        int rc = tls_session_new_client(&w->tls, w->tls_ctx, w->tls_name);
+        if (rc == 0)
+            rc = uv_read_start(&w->conn.stream, on_alloc, on_read);
+        if (rc == 0)
+            rc = tls_send_out(w);
+        if (rc < 0)
+            abort_link(w, rc);
+        return;
+    }
     int rc = uv_read_start(&w->conn.stream, on_alloc, on_read);
     if (rc < 0) {
         abort_link(w, rc);
         return;
     }
+    send_hello(w);
+}
+
+static void send_hello(sluice_worker *w)
+{
+    w->state = W_HANDSHAKE;
     sluice_frame f = {.type = SLUICE_FRAME_HELLO};
     sluice_hello *h = &f.u.hello;
     h->version = SLUICE_PROTO_VERSION;
@@ -1282,7 +1519,7 @@ static void on_connect(uv_connect_t *req, int status)
         h->has |= SLUICE_HELLO_HAS_WEBSOCKET;
         h->websocket = true;
     }
-    rc = emit(w, &f, false);
+    int rc = emit(w, &f, false);
     if (rc < 0) {
         abort_link(w, rc);
         return;
@@ -1333,8 +1570,12 @@ static int resolve_tcp(const char *spec, struct sockaddr_storage *out)
     return 0;
 }
 
+static int remote_start(sluice_worker *w);
+
 int sluice_worker_connect(sluice_worker *w)
 {
+    if (w->rm)
+        return remote_start(w);
     if (w->state != W_IDLE && w->state != W_CLOSED)
         return -EALREADY;
     const char *path = w->addr;
@@ -1377,6 +1618,7 @@ int sluice_worker_connect(sluice_worker *w)
     w->worker_id = 0;
     free(w->pool);
     w->pool = NULL;
+    w->why[0] = '\0';
 
     /* From here on every error goes through abort_link -> on_closed. */
     if (tcp)
@@ -1385,13 +1627,15 @@ int sluice_worker_connect(sluice_worker *w)
         uv_pipe_init(w->loop, &w->conn.pipe, 0);
     uv_timer_init(w->loop, &w->timer);
     uv_timer_init(w->loop, &w->grace);
+    uv_timer_init(w->loop, &w->ping);
     uv_prepare_init(w->loop, &w->prepare);
     uv_check_init(w->loop, &w->check);
     w->conn.handle.data = w->timer.data = w->grace.data = w->prepare.data = w->check.data = w;
+    w->ping.data = w;
     /* The flush hooks must not keep the loop alive on their own. */
     uv_unref((uv_handle_t *)&w->prepare);
     uv_unref((uv_handle_t *)&w->check);
-    w->open_handles = 5;
+    w->open_handles = 6;
     w->state = W_CONNECTING;
     uv_timer_start(&w->timer, on_timer, w->handshake_ms, 0);
     w->connect_req.data = w;
@@ -1403,6 +1647,724 @@ int sluice_worker_connect(sluice_worker *w)
     } else {
         uv_pipe_connect(&w->connect_req, &w->conn.pipe, path, on_connect);
     }
+    return 0;
+}
+
+/* ---- remote mode (PROTOCOL.md 10.6) ------------------------------------------ */
+
+enum akind { A_UNIX, A_TCP, A_TLS };
+
+/* One entry of the socket list. */
+struct rentry {
+    sluice_worker *w;
+    unsigned idx;
+    enum akind kind;
+    char *host;            /* A_UNIX: the path; else HOST, without brackets */
+    char port[8];
+    bool name;             /* HOST is a name: resolved, again every interval */
+    bool resolve_failed;   /* logged once per failing streak */
+    uv_getaddrinfo_t *gai; /* a resolution in flight */
+};
+
+/* One gateway address: at most one link at a time. */
+struct raddr {
+    struct raddr *next;
+    sluice_worker *w;
+    char key[160];      /* "unix:PATH", "tcp:1.2.3.4:80", "tls:[::1]:443": also the log name */
+    enum akind kind;
+    const char *name;   /* A_TLS: the name the certificate is checked against */
+    uint64_t entries;   /* bit i: entry i's last answer holds it; 0: vanished */
+    sluice_worker *link;
+    uv_timer_t timer;   /* reconnect backoff */
+    uint32_t delay;
+    bool failing;       /* a failed attempt was logged since it last attached */
+};
+
+struct remote {
+    struct rentry *e;
+    size_t ne;
+    struct raddr *addrs;
+    uv_timer_t resolve;
+    uint32_t resolve_ms, ping_ms;
+    int handles;   /* timers not closed yet */
+    int resolving; /* uv_getaddrinfo requests in flight */
+    bool running, stopping, finishing, auth;
+    char *tls_ca, *tls_cert, *tls_key, *tls_name;
+    tls_ctx *tls;
+    uint64_t rng;
+};
+
+static sluice_worker_resolver resolver_hook;
+
+void sluice_worker_set_resolver_for_tests(sluice_worker_resolver fn) { resolver_hook = fn; }
+
+__attribute__((format(printf, 1, 2))) static void rlog(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "sluice worker [pid %d]: %s\n", (int)getpid(), line);
+}
+
+/* Remote mode: several entries, or any tcp:/tls: one. */
+static bool is_remote(const char *addr, const char **one, size_t *one_len)
+{
+    size_t n = 0;
+    bool net = false;
+    for (const char *p = addr; *p;) {
+        const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (a < b) {
+            n++;
+            *one = a;
+            *one_len = (size_t)(b - a);
+            if (b - a >= 4 && (!strncmp(a, "tcp:", 4) || !strncmp(a, "tls:", 4)))
+                net = true;
+        }
+        p = comma ? comma + 1 : end;
+    }
+    return n > 1 || net;
+}
+
+static uint32_t rng_next(struct remote *rm)
+{
+    uint64_t x = rm->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rm->rng = x;
+    return (uint32_t)(x >> 32);
+}
+
+static void key_of(char *out, size_t cap, enum akind kind, const struct sockaddr_storage *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    const char *scheme = kind == A_TLS ? "tls" : "tcp";
+    if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(a, ip, sizeof ip);
+        snprintf(out, cap, "%s:[%s]:%u", scheme, ip, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        uv_ip4_name(a, ip, sizeof ip);
+        snprintf(out, cap, "%s:%s:%u", scheme, ip, ntohs(a->sin_port));
+    }
+}
+
+static void set_port(struct sockaddr_storage *sa, const char *port)
+{
+    uint16_t p = htons((uint16_t)atoi(port));
+    if (sa->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = p;
+    else
+        ((struct sockaddr_in *)sa)->sin_port = p;
+}
+
+static int parse_entry(struct rentry *e, const char *p, size_t n)
+{
+    char buf[512];
+    if (n >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    if (strncmp(buf, "tcp:", 4) && strncmp(buf, "tls:", 4)) {
+        const char *path = strncmp(buf, "unix:", 5) ? buf : buf + 5;
+        if (!*path)
+            return -EINVAL;
+        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+            return -ENAMETOOLONG;
+        e->kind = A_UNIX;
+        e->host = dup_str(path);
+        return e->host ? 0 : -ENOMEM;
+    }
+    e->kind = buf[1] == 'c' ? A_TCP : A_TLS;
+    char *spec = buf + 4, *host, *port;
+    struct sockaddr_storage sa;
+    if (spec[0] == '[') {
+        char *end = strchr(spec, ']');
+        if (!end || end[1] != ':')
+            return -EINVAL;
+        *end = '\0';
+        host = spec + 1;
+        port = end + 2;
+        if (uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&sa) != 0)
+            return -EINVAL;
+    } else {
+        char *colon = strrchr(spec, ':');
+        if (!colon || colon == spec)
+            return -EINVAL;
+        *colon = '\0';
+        host = spec;
+        port = colon + 1;
+        if (strchr(host, ':')) /* an IPv6 address needs its brackets */
+            return -EINVAL;
+    }
+    char *end;
+    long pn = strtol(port, &end, 10);
+    if (!*port || *end || pn <= 0 || pn > 65535 || strlen(host) > 255)
+        return -EINVAL;
+    snprintf(e->port, sizeof e->port, "%ld", pn);
+    e->name = uv_ip4_addr(host, 0, (struct sockaddr_in *)&sa) != 0 &&
+              uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&sa) != 0;
+    e->host = dup_str(host);
+    return e->host ? 0 : -ENOMEM;
+}
+
+static void free_entries(struct remote *rm)
+{
+    for (size_t i = 0; i < rm->ne; i++)
+        free(rm->e[i].host);
+    free(rm->e);
+    rm->e = NULL;
+    rm->ne = 0;
+}
+
+static int parse_entries(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    free_entries(rm);
+    for (const char *p = w->addr; *p;) {
+        const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
+        const char *a = p, *b = end;
+        p = comma ? comma + 1 : end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (a == b)
+            continue;
+        if (rm->ne == MAX_ENTRIES)
+            return -E2BIG;
+        struct rentry *ne = realloc(rm->e, (rm->ne + 1) * sizeof *ne);
+        if (!ne)
+            return -ENOMEM;
+        rm->e = ne;
+        struct rentry *e = &rm->e[rm->ne];
+        memset(e, 0, sizeof *e);
+        e->w = w;
+        e->idx = (unsigned)rm->ne;
+        int rc = parse_entry(e, a, (size_t)(b - a));
+        if (rc < 0) {
+            free(e->host);
+            return rc;
+        }
+        rm->ne++;
+    }
+    return rm->ne ? 0 : -EDESTADDRREQ;
+}
+
+static void remote_handle_gone(sluice_worker *w);
+static void remote_maybe_finish(sluice_worker *w);
+static void link_open(struct raddr *ra);
+static void on_retry(uv_timer_t *t);
+
+/* The address `key` is in entry e's answer: a new raddr (to open), or NULL
+ * when it was known already (or on ENOMEM, logged). */
+static struct raddr *add_addr(sluice_worker *w, const struct rentry *e, const char *key)
+{
+    struct remote *rm = w->rm;
+    uint64_t bit = (uint64_t)1 << e->idx;
+    struct raddr **tail = &rm->addrs;
+    for (struct raddr *ra = rm->addrs; ra; ra = ra->next) {
+        if (!strcmp(ra->key, key)) {
+            ra->entries |= bit;
+            return NULL;
+        }
+        tail = &ra->next;
+    }
+    struct raddr *ra = calloc(1, sizeof *ra);
+    if (!ra) {
+        rlog("%s: out of memory", key);
+        return NULL;
+    }
+    snprintf(ra->key, sizeof ra->key, "%s", key);
+    ra->w = w;
+    ra->kind = e->kind;
+    ra->name = rm->tls_name ? rm->tls_name : e->host;
+    ra->entries = bit;
+    ra->delay = RETRY_MIN_MS;
+    uv_timer_init(w->loop, &ra->timer);
+    ra->timer.data = ra;
+    rm->handles++;
+    *tail = ra;
+    return ra;
+}
+
+static void on_addr_closed(uv_handle_t *h)
+{
+    struct raddr *ra = h->data;
+    sluice_worker *w = ra->w;
+    free(ra);
+    remote_handle_gone(w);
+}
+
+static void remove_addr(struct raddr *ra)
+{
+    struct remote *rm = ra->w->rm;
+    for (struct raddr **pp = &rm->addrs; *pp; pp = &(*pp)->next) {
+        if (*pp == ra) {
+            *pp = ra->next;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&ra->timer, on_addr_closed);
+}
+
+static void schedule_retry(struct raddr *ra)
+{
+    struct remote *rm = ra->w->rm;
+    if (rm->stopping)
+        return;
+    /* Uniform in [delay/2, delay], so workers started together spread out. */
+    uint32_t d = ra->delay, wait = d / 2 + rng_next(rm) % (d - d / 2 + 1);
+    ra->delay = d * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : d * 2;
+    uv_timer_start(&ra->timer, on_retry, wait, 0);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    struct raddr *ra = t->data;
+    if (ra->w->rm->stopping || ra->link)
+        return;
+    if (!ra->entries) {
+        remove_addr(ra);
+        return;
+    }
+    link_open(ra);
+}
+
+/* An entry's resolution: the addresses it no longer has lose its bit (a
+ * vanished address with a live link keeps it until it closes), new ones
+ * get a link. A failure keeps the last answer. */
+static void resolved(struct rentry *e, int status, struct sockaddr_storage *sa, size_t n)
+{
+    sluice_worker *w = e->w;
+    struct remote *rm = w->rm;
+    if (status < 0 || !n) {
+        if (!e->resolve_failed)
+            rlog("cannot resolve %s: %s (keeping its last answer, retrying every %u ms)", e->host,
+                 status < 0 ? uv_strerror(status) : "no address", rm->resolve_ms);
+        e->resolve_failed = true;
+        return;
+    }
+    if (e->resolve_failed)
+        rlog("%s resolves again", e->host);
+    e->resolve_failed = false;
+    char(*keys)[160] = malloc(n * sizeof *keys);
+    if (!keys)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        set_port(&sa[i], e->port);
+        key_of(keys[i], sizeof keys[i], e->kind, &sa[i]);
+    }
+    uint64_t bit = (uint64_t)1 << e->idx;
+    for (struct raddr *ra = rm->addrs, *next; ra; ra = next) {
+        next = ra->next;
+        if (!(ra->entries & bit))
+            continue;
+        bool found = false;
+        for (size_t i = 0; i < n && !found; i++)
+            found = !strcmp(keys[i], ra->key);
+        if (found)
+            continue;
+        ra->entries &= ~bit;
+        if (ra->entries)
+            continue;
+        if (ra->link) {
+            rlog("%s no longer resolves to %s: its link stays until it closes", e->host, ra->key);
+        } else {
+            uv_timer_stop(&ra->timer);
+            remove_addr(ra);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct raddr *ra = add_addr(w, e, keys[i]);
+        if (ra)
+            link_open(ra);
+    }
+    free(keys);
+}
+
+#define RESOLVE_MAX 64u
+
+static void on_gai(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    struct rentry *e = g->data;
+    sluice_worker *w = e->w;
+    struct remote *rm = w->rm;
+    e->gai = NULL;
+    rm->resolving--;
+    free(g);
+    if (rm->stopping) {
+        uv_freeaddrinfo(res);
+        remote_maybe_finish(w);
+        return;
+    }
+    struct sockaddr_storage sa[RESOLVE_MAX];
+    size_t n = 0;
+    for (struct addrinfo *ai = status == 0 ? res : NULL; ai && n < RESOLVE_MAX; ai = ai->ai_next) {
+        bool inet = ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+        if (!inet || ai->ai_addrlen > sizeof sa[0])
+            continue;
+        memset(&sa[n], 0, sizeof sa[n]);
+        memcpy(&sa[n], ai->ai_addr, ai->ai_addrlen);
+        n++;
+    }
+    uv_freeaddrinfo(res);
+    resolved(e, status, sa, n);
+}
+
+static void resolve_entry(struct rentry *e)
+{
+    sluice_worker *w = e->w;
+    if (e->gai)
+        return;
+    if (resolver_hook) {
+        struct sockaddr_storage sa[RESOLVE_MAX];
+        memset(sa, 0, sizeof sa);
+        int n = resolver_hook(e->host, sa, RESOLVE_MAX);
+        resolved(e, n < 0 ? n : 0, sa, n < 0 ? 0 : (size_t)n);
+        return;
+    }
+    uv_getaddrinfo_t *g = malloc(sizeof *g);
+    if (!g)
+        return;
+    g->data = e;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(w->loop, g, on_gai, e->host, e->port, &hints);
+    if (rc < 0) {
+        free(g);
+        resolved(e, rc, NULL, 0);
+        return;
+    }
+    e->gai = g;
+    w->rm->resolving++;
+}
+
+static void on_resolve_timer(uv_timer_t *t)
+{
+    sluice_worker *w = t->data;
+    for (size_t i = 0; i < w->rm->ne; i++)
+        if (w->rm->e[i].name)
+            resolve_entry(&w->rm->e[i]);
+}
+
+static void link_closed(sluice_worker *l, int err, void *ud);
+
+/* A link to ra: an ordinary worker, owned by the parent. */
+static void link_open(struct raddr *ra)
+{
+    sluice_worker *w = ra->w;
+    char conn[sizeof ra->key];
+    if (ra->kind == A_UNIX)
+        snprintf(conn, sizeof conn, "%s", ra->key);
+    else
+        snprintf(conn, sizeof conn, "tcp:%s", ra->key + 4);
+    sluice_worker *l = calloc(1, sizeof *l);
+    int rc = -ENOMEM;
+    if (l) {
+        l->addr = dup_str(conn);
+        l->lib = dup_str(w->lib);
+        l->token = dup_str(w->token);
+        l->rbuf = malloc(READ_BUF_SIZE);
+        if (l->addr && l->lib && (!w->token || l->token) && l->rbuf)
+            rc = 0;
+    }
+    if (rc == 0) {
+        l->loop = w->loop;
+        l->cb = w->cb;
+        l->cb.on_closed = NULL; /* the parent reports its own end */
+        l->udata = w->udata;
+        l->silent = w->silent;
+        l->max_streams = w->max_streams;
+        l->window = w->window;
+        l->max_frame = w->max_frame;
+        /* connect, TLS and HELLO: bounded by three ping intervals too */
+        l->handshake_ms = w->handshake_ms;
+        if (l->handshake_ms > 3 * w->rm->ping_ms)
+            l->handshake_ms = 3 * w->rm->ping_ms;
+        l->ping_ms = w->rm->ping_ms;
+        l->shutdown_ms = w->shutdown_ms;
+        l->max_output = w->max_output;
+        l->ws_limit = w->ws_limit;
+        l->ws_max_message = w->ws_max_message;
+        l->state = W_IDLE;
+        l->parent = w;
+        l->ra = ra;
+        l->hook = link_closed;
+        l->hook_ud = ra;
+        if (ra->kind == A_TLS) {
+            l->tls_ctx = w->rm->tls;
+            l->tls_name = ra->name;
+        }
+        rc = sluice_worker_connect(l);
+    }
+    if (rc < 0) {
+        if (!ra->failing)
+            rlog("cannot attach to %s: %s", ra->key, sluice_proto_strerror(rc));
+        ra->failing = true;
+        sluice_worker_free(l);
+        schedule_retry(ra);
+        return;
+    }
+    ra->link = l;
+}
+
+static void remote_link_ready(sluice_worker *l)
+{
+    struct raddr *ra = l->ra;
+    ra->delay = RETRY_MIN_MS;
+    ra->failing = false;
+    rlog("attached to %s (worker id %llu)", ra->key, (unsigned long long)l->worker_id);
+}
+
+static void remote_stop(sluice_worker *w, uint32_t grace_ms);
+
+/* A link ended (its hook, from its teardown): log, then reconnect unless
+ * the worker is stopping or the address vanished. */
+static void link_closed(sluice_worker *l, int err, void *ud)
+{
+    struct raddr *ra = ud;
+    sluice_worker *w = ra->w;
+    struct remote *rm = w->rm;
+    const char *why = l->why[0] ? l->why : err ? sluice_proto_strerror(err) : "closed";
+    ra->link = NULL;
+    if (err == SLUICE_PROTO_E_AUTH) {
+        rlog("%s refused the token (auth): stopping", ra->key);
+        rm->auth = true;
+        remote_stop(w, 0);
+    } else if (l->ever_ready) {
+        if (!rm->stopping)
+            rlog("link to %s %s: %s", ra->key, err ? "lost" : "closed", err ? why : "drained");
+        ra->failing = false;
+    } else if (!ra->failing && !rm->stopping) {
+        rlog("cannot attach to %s: %s", ra->key, why);
+        ra->failing = true;
+    }
+    sluice_worker_free(l); /* once its teardown returns */
+    if (rm->stopping)
+        remote_maybe_finish(w);
+    else if (!ra->entries)
+        remove_addr(ra);
+    else
+        schedule_retry(ra);
+}
+
+/* Capacity is the worker's, over all its links (10.6, 4). */
+static bool over_capacity(const sluice_worker *w)
+{
+    if (!w->parent)
+        return false;
+    uint32_t n = 0;
+    for (struct raddr *ra = w->parent->rm->addrs; ra; ra = ra->next)
+        if (ra->link && ra->link->link)
+            n += sluice_proto_link_open_streams(ra->link->link);
+    return n >= w->max_streams;
+}
+
+static void on_resolve_closed(uv_handle_t *h) { remote_handle_gone(h->data); }
+
+static void remote_teardown(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    rm->running = rm->finishing = false;
+    free_entries(rm);
+    int err = rm->auth ? SLUICE_PROTO_E_AUTH : 0;
+    w->in_teardown = true;
+    if (w->cb.on_closed)
+        w->cb.on_closed(w, err, w->udata);
+    if (w->hook)
+        w->hook(w, err, w->hook_ud);
+    void (*cb)(sluice_worker *) = w->close_cb;
+    w->close_cb = NULL;
+    if (cb)
+        cb(w);
+    w->in_teardown = false;
+    if (w->free_pending)
+        sluice_worker_free(w);
+}
+
+static void remote_handle_gone(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    if (--rm->handles == 0 && rm->finishing)
+        remote_teardown(w);
+}
+
+/* Stopping and nothing left (no link, no resolution in flight): close the
+ * timers, then report. */
+static void remote_maybe_finish(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    if (!rm->stopping || rm->finishing || rm->resolving)
+        return;
+    for (struct raddr *ra = rm->addrs; ra; ra = ra->next)
+        if (ra->link)
+            return;
+    rm->finishing = true;
+    uv_close((uv_handle_t *)&rm->resolve, on_resolve_closed);
+    struct raddr *ra = rm->addrs;
+    rm->addrs = NULL;
+    while (ra) {
+        struct raddr *next = ra->next;
+        uv_close((uv_handle_t *)&ra->timer, on_addr_closed);
+        ra = next;
+    }
+}
+
+/* SIGTERM / shutdown / auth: no more connecting or resolving; links still
+ * connecting are dropped, live ones RETIRE and close after their DRAIN. */
+static void remote_stop(sluice_worker *w, uint32_t grace_ms)
+{
+    struct remote *rm = w->rm;
+    if (rm->stopping)
+        return;
+    rm->stopping = true;
+    uv_timer_stop(&rm->resolve);
+    for (struct raddr *ra = rm->addrs; ra; ra = ra->next) {
+        uv_timer_stop(&ra->timer);
+        if (ra->link)
+            (void)sluice_worker_shutdown(ra->link, grace_ms);
+    }
+    remote_maybe_finish(w);
+}
+
+/* Every link closed at once (a second signal, sluice_worker_close). */
+static void remote_close(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    remote_stop(w, 0);
+    for (struct raddr *ra = rm->addrs; ra; ra = ra->next)
+        if (ra->link)
+            (void)sluice_worker_close(ra->link, NULL);
+}
+
+static int remote_start(sluice_worker *w)
+{
+    struct remote *rm = w->rm;
+    if (rm->running)
+        return -EALREADY;
+    int rc = parse_entries(w);
+    if (rc < 0)
+        return rc;
+    bool tls = false;
+    for (size_t i = 0; i < rm->ne; i++)
+        tls |= rm->e[i].kind == A_TLS;
+    if (tls && !rm->tls) {
+        tls_client_config tc = {.ca_file = rm->tls_ca,
+                                .cert_file = rm->tls_cert,
+                                .key_file = rm->tls_key,
+                                .alpn = ALPN};
+        char err[TLS_ERR_LEN] = "";
+        rc = tls_ctx_new_client(&rm->tls, &tc, err, sizeof err);
+        if (rc < 0) {
+            rlog("TLS configuration: %s", err);
+            return rc;
+        }
+    }
+    rm->running = true;
+    rm->stopping = rm->finishing = rm->auth = false;
+    rm->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)w;
+    if (!rm->rng)
+        rm->rng = 1;
+    uv_timer_init(w->loop, &rm->resolve);
+    rm->resolve.data = w;
+    rm->handles = 1;
+    bool names = false;
+    for (size_t i = 0; i < rm->ne; i++) {
+        struct rentry *e = &rm->e[i];
+        if (e->name) {
+            names = true;
+            resolve_entry(e);
+            continue;
+        }
+        char key[160];
+        if (e->kind == A_UNIX) {
+            snprintf(key, sizeof key, "unix:%s", e->host);
+        } else {
+            struct sockaddr_storage sa = {0};
+            if (uv_ip4_addr(e->host, 0, (struct sockaddr_in *)&sa) != 0)
+                uv_ip6_addr(e->host, 0, (struct sockaddr_in6 *)&sa);
+            set_port(&sa, e->port);
+            key_of(key, sizeof key, e->kind, &sa);
+        }
+        struct raddr *ra = add_addr(w, e, key);
+        if (ra)
+            link_open(ra);
+    }
+    if (names)
+        uv_timer_start(&rm->resolve, on_resolve_timer, rm->resolve_ms, rm->resolve_ms);
+    return 0;
+}
+
+static void remote_free(struct remote *rm)
+{
+    if (!rm)
+        return;
+    free_entries(rm);
+    free(rm->tls_ca);
+    free(rm->tls_cert);
+    free(rm->tls_key);
+    free(rm->tls_name);
+    tls_ctx_free(rm->tls);
+    free(rm);
+}
+
+/* A number of seconds from the environment (at least 1) as ms; `def` if unset. */
+static int env_seconds(const char *name, uint32_t def, uint32_t *out)
+{
+    *out = def;
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    unsigned long sec = strtoul(v, &end, 10);
+    if (*end || sec > 86400) {
+        rlog("invalid %s %s (seconds, at least 1)", name, v);
+        return -EINVAL;
+    }
+    *out = sec < 1 ? 1000 : (uint32_t)sec * 1000;
+    return 0;
+}
+
+static char *env_or(const char *v, const char *name)
+{
+    if (!v)
+        v = getenv(name);
+    return v && *v ? dup_str(v) : NULL;
+}
+
+/* Remote mode's settings: the config, else the environment (10.2). */
+static int remote_config(struct remote **out, const sluice_worker_config *c)
+{
+    uint32_t resolve_ms = c->resolve_interval_ms, ping_ms = c->ping_interval_ms;
+    if (!resolve_ms && env_seconds("SLUICE_RESOLVE_INTERVAL", DEFAULT_RESOLVE_MS, &resolve_ms) < 0)
+        return -EINVAL;
+    if (!ping_ms && env_seconds("SLUICE_PING_INTERVAL", DEFAULT_PING_MS, &ping_ms) < 0)
+        return -EINVAL;
+    if (ping_ms > UINT32_MAX / 3)
+        return -EINVAL;
+    struct remote *rm = calloc(1, sizeof *rm);
+    if (!rm)
+        return -ENOMEM;
+    rm->resolve_ms = resolve_ms;
+    rm->ping_ms = ping_ms;
+    rm->tls_ca = env_or(c->tls_ca, "SLUICE_TLS_CA");
+    rm->tls_cert = env_or(c->tls_cert, "SLUICE_TLS_CERT");
+    rm->tls_key = env_or(c->tls_key, "SLUICE_TLS_KEY");
+    rm->tls_name = env_or(c->tls_server_name, "SLUICE_TLS_SERVER_NAME");
+    if (!rm->tls_cert != !rm->tls_key) {
+        rlog("SLUICE_TLS_CERT and SLUICE_TLS_KEY (tls_cert, tls_key) go together");
+        remote_free(rm);
+        return -EINVAL;
+    }
+    *out = rm;
     return 0;
 }
 
@@ -1436,6 +2398,17 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
     const char *addr = c.socket_path ? c.socket_path : getenv("SLUICE_SOCKET");
     if (!addr || !*addr)
         return -EDESTADDRREQ;
+    const char *one = NULL;
+    size_t one_len = 0;
+    bool remote = is_remote(addr, &one, &one_len);
+    if (!remote && !one)
+        return -EDESTADDRREQ; /* only commas and spaces */
+    struct remote *rm = NULL;
+    if (remote) {
+        int rc = remote_config(&rm, &c);
+        if (rc < 0)
+            return rc;
+    }
     const char *token = c.token ? c.token : getenv("SLUICE_TOKEN");
     if (token && !*token)
         token = NULL;
@@ -1445,12 +2418,16 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
         return -EINVAL;
 
     sluice_worker *w = calloc(1, sizeof *w);
-    if (!w)
+    if (!w) {
+        remote_free(rm);
         return -ENOMEM;
+    }
     w->loop = loop;
     w->cb = *callbacks;
     w->udata = udata;
-    w->addr = dup_str(addr);
+    w->rm = rm;
+    /* One Unix path, trimmed, keeps the one-link code path. */
+    w->addr = remote ? dup_str(addr) : strndup(one, one_len);
     w->lib = dup_str(lib);
     w->token = dup_str(token);
     w->rbuf = malloc(READ_BUF_SIZE);
@@ -1459,6 +2436,7 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
         free(w->lib);
         free(w->token);
         free(w->rbuf);
+        remote_free(rm);
         free(w);
         return -ENOMEM;
     }
@@ -1483,6 +2461,22 @@ void sluice_worker_free(sluice_worker *w)
         w->free_pending = true;
         return;
     }
+    if (w->rm && w->rm->running) {
+        /* Stop every link silently, free once all is closed. */
+        memset(&w->cb, 0, sizeof w->cb);
+        w->silent = true;
+        w->hook = NULL;
+        w->close_cb = NULL;
+        w->free_pending = true;
+        for (struct raddr *ra = w->rm->addrs; ra; ra = ra->next) {
+            if (ra->link) {
+                memset(&ra->link->cb, 0, sizeof ra->link->cb);
+                ra->link->silent = true;
+            }
+        }
+        remote_close(w);
+        return;
+    }
     if (w->state != W_IDLE && w->state != W_CLOSED) {
         /* Still connected: close silently, free once the handles are closed. */
         memset(&w->cb, 0, sizeof w->cb);
@@ -1498,11 +2492,19 @@ void sluice_worker_free(sluice_worker *w)
     free(w->token);
     free(w->pool);
     free(w->rbuf);
+    remote_free(w->rm);
     free(w);
 }
 
 int sluice_worker_close(sluice_worker *w, void (*cb)(sluice_worker *w))
 {
+    if (w->rm) {
+        if (!w->rm->running || w->rm->finishing)
+            return -ENOTCONN;
+        w->close_cb = cb;
+        remote_close(w);
+        return 0;
+    }
     if (w->state == W_IDLE || w->state == W_CLOSED)
         return -ENOTCONN;
     w->close_cb = cb;
@@ -1512,6 +2514,12 @@ int sluice_worker_close(sluice_worker *w, void (*cb)(sluice_worker *w))
 
 int sluice_worker_shutdown(sluice_worker *w, uint32_t grace_ms)
 {
+    if (w->rm) {
+        if (!w->rm->running)
+            return -ENOTCONN;
+        remote_stop(w, grace_ms);
+        return 0;
+    }
     switch (w->state) {
     case W_IDLE:
     case W_CLOSED:
@@ -1541,6 +2549,13 @@ int sluice_worker_shutdown(sluice_worker *w, uint32_t grace_ms)
 
 int sluice_worker_retire(sluice_worker *w, const char *reason)
 {
+    if (w->rm) { /* every link up: each is drained, then opened again */
+        int rc = -ENOTCONN;
+        for (struct raddr *ra = w->rm->addrs; ra; ra = ra->next)
+            if (ra->link && sluice_worker_retire(ra->link, reason) == 0)
+                rc = 0;
+        return rc;
+    }
     if (w->state != W_READY)
         return -ENOTCONN;
     sluice_frame f = {.type = SLUICE_FRAME_RETIRE};
@@ -1553,13 +2568,51 @@ int sluice_worker_retire(sluice_worker *w, const char *reason)
 
 uv_loop_t *sluice_worker_loop(const sluice_worker *w) { return w->loop; }
 void *sluice_worker_udata(const sluice_worker *w) { return w->udata; }
-bool sluice_worker_ready(const sluice_worker *w) { return w->state == W_READY; }
-bool sluice_worker_draining(const sluice_worker *w) { return w->drained || w->shutting_down; }
-uint64_t sluice_worker_id(const sluice_worker *w) { return w->worker_id; }
-const char *sluice_worker_pool(const sluice_worker *w) { return w->pool ? w->pool : ""; }
+/* Remote mode: the first link that is up, if any. */
+static const sluice_worker *first_ready(const sluice_worker *w)
+{
+    if (!w->rm)
+        return w;
+    for (struct raddr *ra = w->rm->addrs; ra; ra = ra->next)
+        if (ra->link && ra->link->state == W_READY)
+            return ra->link;
+    return NULL;
+}
+
+bool sluice_worker_ready(const sluice_worker *w)
+{
+    const sluice_worker *l = first_ready(w);
+    return l && l->state == W_READY;
+}
+
+bool sluice_worker_draining(const sluice_worker *w)
+{
+    if (w->rm)
+        return w->rm->stopping;
+    return w->drained || w->shutting_down;
+}
+
+uint64_t sluice_worker_id(const sluice_worker *w)
+{
+    const sluice_worker *l = first_ready(w);
+    return l ? l->worker_id : 0;
+}
+
+const char *sluice_worker_pool(const sluice_worker *w)
+{
+    const sluice_worker *l = first_ready(w);
+    return l && l->pool ? l->pool : "";
+}
 
 uint32_t sluice_worker_open_streams(const sluice_worker *w)
 {
+    if (w->rm) {
+        uint32_t n = 0;
+        for (struct raddr *ra = w->rm->addrs; ra; ra = ra->next)
+            if (ra->link)
+                n += sluice_worker_open_streams(ra->link);
+        return n;
+    }
     return w->link && w->state == W_READY ? sluice_proto_link_open_streams(w->link) : 0;
 }
 
@@ -1625,11 +2678,18 @@ int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_c
             uv_close((uv_handle_t *)&m.sig[i], NULL);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    bool remote = m.w->rm != NULL;
     sluice_worker_free(m.w);
     uv_run(&loop, UV_RUN_DEFAULT); /* deferred frees, if any */
     uv_loop_close(&loop);
     if (m.err) {
-        fprintf(stderr, "sluice worker: link closed: %s\n", sluice_proto_strerror(m.err));
+        fprintf(stderr, "sluice worker: %s: %s\n", remote ? "stopped" : "link closed",
+                sluice_proto_strerror(m.err));
+        return 1;
+    }
+    /* remote mode: a second signal abandons links, which is a failure (10.6, 5) */
+    if (remote && m.signals > 1) {
+        fprintf(stderr, "sluice worker: stopped at once (second signal)\n");
         return 1;
     }
     return 0;
@@ -1638,7 +2698,7 @@ int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_c
 /* ---- stream API ------------------------------------------------------------- */
 
 uint64_t sluice_stream_id(const sluice_stream *s) { return s->id; }
-sluice_worker *sluice_stream_worker(const sluice_stream *s) { return s->w; }
+sluice_worker *sluice_stream_worker(const sluice_stream *s) { return pub(s->w); }
 void *sluice_stream_udata(const sluice_stream *s) { return s->udata; }
 void sluice_stream_set_udata(sluice_stream *s, void *udata) { s->udata = udata; }
 bool sluice_stream_is_open(const sluice_stream *s) { return s->ps && s->w->state == W_READY; }

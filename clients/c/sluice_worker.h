@@ -1,9 +1,10 @@
 /* sluice_worker: the C worker library of sluice, on libuv.
  *
- * A worker connects to the gateway (Unix socket, or TCP for remote workers),
- * exchanges HELLO, then serves the streams the gateway opens: one stream per
- * HTTP request. Everything runs on the caller's uv loop, in its thread; no
- * function here is thread-safe (use uv_async to hand work back to the loop).
+ * A worker connects to the gateway (Unix socket; or TCP/TLS, to one or
+ * several gateways, for remote workers), exchanges HELLO, then serves the
+ * streams the gateway opens: one stream per HTTP request. Everything runs on
+ * the caller's uv loop, in its thread; no function here is thread-safe (use
+ * uv_async to hand work back to the loop).
  *
  * Lifetimes, in one place:
  *  - sluice_req and every sluice_bytes/sluice_headers handed to a callback
@@ -54,8 +55,8 @@ typedef struct sluice_stream sluice_stream;
  * are copied by sluice_worker_new. */
 typedef struct {
     /* Where the gateway listens: a Unix socket path ("unix:PATH" also works),
-     * or "tcp:HOST:PORT" ("tcp:[::1]:9000" for IPv6; host names are resolved
-     * synchronously by sluice_worker_connect). NULL: $SLUICE_SOCKET. */
+     * "tcp:HOST:PORT" ("tcp:[::1]:9000" for IPv6) or "tls:HOST:PORT", or a
+     * comma-separated list of them (remote mode, below). NULL: $SLUICE_SOCKET. */
     const char *socket_path;
     uint32_t max_streams;          /* 0: 4096. Streams open at once (1 .. 65535) */
     uint32_t window;               /* 0: 32 KiB. Request-body window per stream */
@@ -75,6 +76,17 @@ typedef struct {
      * to the gateway as LIMIT with each 101 (so the gateway refuses larger
      * ones with close 1009), and the bound of reassembly here. */
     size_t ws_max_message;
+    /* Remote mode (several addresses, or any tcp:/tls: one; PROTOCOL.md
+     * 10.6). NULL/0: the environment variable named, else the default. */
+    uint32_t resolve_interval_ms; /* $SLUICE_RESOLVE_INTERVAL (seconds); 10 s */
+    /* $SLUICE_PING_INTERVAL (seconds); 5 s. A PING on every link this often;
+     * a link silent for three intervals is closed (and reopened), and
+     * connect + TLS + HELLO are bounded by three intervals too. */
+    uint32_t ping_interval_ms;
+    const char *tls_ca;           /* $SLUICE_TLS_CA; NULL: the system trust store */
+    const char *tls_cert;         /* $SLUICE_TLS_CERT: client certificate (PEM) */
+    const char *tls_key;          /* $SLUICE_TLS_KEY: its key; both or neither */
+    const char *tls_server_name;  /* $SLUICE_TLS_SERVER_NAME; NULL: each entry's HOST */
 } sluice_worker_config;
 
 /* ---- requests ---------------------------------------------------------- */
@@ -180,8 +192,24 @@ typedef struct {
 
 /* ---- worker ------------------------------------------------------------ */
 
-/* Validates and copies the config (-EINVAL; -EDESTADDRREQ if no socket path
- * is given nor in $SLUICE_SOCKET). Nothing is opened until connect. */
+/* Remote mode (PROTOCOL.md 10.6): when socket_path lists several addresses,
+ * or any tcp:/tls: one, the worker keeps one link per gateway address (host
+ * names resolved with uv_getaddrinfo, again every resolve interval) and
+ * reopens each link that fails, closes or falls silent (it PINGs each
+ * every ping interval), with backoff, until it is stopped.
+ * The API stays the same: sluice_stream_worker() and the callbacks' `w` are
+ * the worker itself; on_ready and on_drain come once per link;
+ * sluice_worker_id/pool report the first ready link's; at most max_streams
+ * streams are open over all links (a REQUEST beyond: RESET overloaded).
+ * on_closed comes once, when the worker has stopped (shutdown: RETIRE on
+ * every link, each closed after its DRAIN and its streams; close: at once):
+ * err 0, or SLUICE_PROTO_E_AUTH when a gateway refused the token, which
+ * stops the worker as shutdown does. Losing links never ends it. Progress is
+ * logged to stderr. A single Unix path keeps the one-link behaviour below. */
+
+/* Validates and copies the config (-EINVAL, e.g. for tls_cert without
+ * tls_key; -EDESTADDRREQ if no socket path is given nor in $SLUICE_SOCKET).
+ * Nothing is opened until connect. */
 int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_config *config,
                       const sluice_worker_callbacks *callbacks, void *udata);
 /* Frees the worker. If it is still connected it is closed first without any
@@ -225,10 +253,18 @@ const char *sluice_worker_pool(const sluice_worker *w);
 
 /* Convenience main: own loop, connect, SIGTERM/SIGINT -> sluice_worker_shutdown
  * (a second signal closes at once), SIGPIPE ignored, run until the link is
- * closed. Returns a process exit code: 0 after an orderly close, 1 otherwise
- * (the error is printed to stderr). */
+ * closed (remote mode: until the worker stopped). Returns a process exit
+ * code: 0 after an orderly close, 1 otherwise (the error is printed to
+ * stderr; in remote mode also after a second signal). */
 int sluice_worker_main(const sluice_worker_config *config, const sluice_worker_callbacks *callbacks,
                        void *udata);
+
+/* For tests only: resolve host names (remote mode) with fn instead of
+ * uv_getaddrinfo, synchronously: fill up to cap addresses (the port is
+ * set by the library), return their count or a negative error. NULL: the
+ * real resolver. Process-wide. */
+typedef int (*sluice_worker_resolver)(const char *host, struct sockaddr_storage *out, size_t cap);
+void sluice_worker_set_resolver_for_tests(sluice_worker_resolver fn);
 
 /* ---- streams ----------------------------------------------------------- */
 
