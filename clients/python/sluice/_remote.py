@@ -344,6 +344,21 @@ class Remote:
     def names(self) -> list[Entry]:
         return [e for e in self.entries if e.is_name]
 
+    async def resolve_all(self, resolve: Callable[[str, int], Awaitable[Sequence[str]]]) -> list[Target]:
+        """Resolve every name once with the backend's ``resolve`` (host,
+        port -> addresses); a failure keeps that name's last answer. Returns
+        the targets to start."""
+        answers = {}
+        for e in self.names():
+            try:
+                addrs = unique(await resolve(e.host, e.port))
+                if not addrs:
+                    raise OSError("no address")
+                answers[e] = addrs
+            except Exception as exc:
+                log.warning("sluice: cannot resolve %s: %s; keeping its last addresses", e.host, exc)
+        return [] if self.stopping else self.resolved(answers)
+
     def should_connect(self, t: Target) -> bool:
         return t.wanted and not self.stopping
 

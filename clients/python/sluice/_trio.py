@@ -270,18 +270,8 @@ class _TrioRemote(R.Remote):
                 await trio.sleep(self.settings.resolve_interval)
 
     async def _resolve_once(self) -> None:
-        answers = {}
-        for e in self.names():
-            try:
-                addrs = R.unique(await self.resolve(e.host, e.port))
-                if not addrs:
-                    raise OSError("no address")
-                answers[e] = addrs
-            except Exception as exc:
-                log.warning("sluice: cannot resolve %s: %s; keeping its last addresses", e.host, exc)
-        if not self.stopping:
-            for t in self.resolved(answers):
-                self._spawn(t)
+        for t in await self.resolve_all(self.resolve):
+            self._spawn(t)
 
     # -- links ----------------------------------------------------------------------
     def _spawn(self, t: R.Target) -> None:
