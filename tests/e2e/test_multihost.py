@@ -52,7 +52,9 @@ PING_S = 1  # the gateways' ping_interval and the workers' SLUICE_PING_INTERVAL
 GO, GO_SKIP = find_go(os.path.join(EXAMPLES_GO, "go.mod"), "the Go worker host runs Node.js instead")
 WORKER_ARGV = {  # a library per host: Go (if it can be built), Python, C, Node.js
     "w1": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
-    "w2": [sys.executable, "-m", "sluice", "examples.python.hello:app"],
+    # this tree's library, as the other e2e tests run it (clients/python on PYTHONPATH)
+    "w2": ["/usr/bin/env", f"PYTHONPATH={os.path.join(ROOT, 'clients', 'python')}", sys.executable, "-m",
+           "sluice", "--app-dir", ROOT, "examples.python.hello:app"],
     "w3": [os.path.join(EXAMPLES, "hello")],
     "w4": [NODE, os.path.join(ROOT, "examples/node/hello.js")],
 }
