@@ -65,6 +65,8 @@ struct stream {
     bool queued;
     uint64_t queued_at;
     uint8_t refusals;     /* RESET refused/overloaded taken, each retried elsewhere */
+    const wlink *refused_by; /* the link of the last RESET: a retry prefers another
+                              * (compared, never followed: it may be gone) */
 
     /* request, as sent in REQUEST (views into the front end's head buffer) */
     sluice_request req;

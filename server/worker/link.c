@@ -635,8 +635,10 @@ static void handle_frame(wlink *l, const sluice_frame *f)
             stream_on_limit(s, f->u.max_body);
         break;
     case SLUICE_FRAME_RESET:
-        if (s)
+        if (s) {
+            s->refused_by = l;
             stream_on_reset(s, f->u.code.code);
+        }
         break;
     case SLUICE_FRAME_MESSAGE:
         if (s)

@@ -241,10 +241,14 @@ static bool link_usable(pool *p, wlink *l)
     return !w || !w->retiring || w->replaces_pending;
 }
 
-/* The ready link with the fewest open streams; ties rotate. */
-static wlink *pick(pool *p)
+/* The ready link with the fewest open streams; ties rotate. `avoid` (the
+ * link that just refused the stream, or NULL) is taken only when no other
+ * link can: a worker full with other gateways' streams answers RESET
+ * overloaded, which this gateway cannot see coming. */
+static wlink *pick(pool *p, const wlink *avoid)
 {
     wlink *best = NULL;
+    bool avoided = false;
     uint32_t best_n = UINT32_MAX;
     uint32_t start = p->n_links ? p->rr++ % p->n_links : 0;
     link_node *n = p->links;
@@ -254,7 +258,9 @@ static wlink *pick(pool *p)
         if (!n)
             n = p->links;
         wlink *l = n->link;
-        if (link_usable(p, l)) {
+        if (l == avoid && link_usable(p, l)) {
+            avoided = true;
+        } else if (link_usable(p, l)) {
             uint32_t open = wlink_open_streams(l);
             if (open < best_n) {
                 best = l;
@@ -265,7 +271,7 @@ static wlink *pick(pool *p)
         }
         n = n->next;
     }
-    return best;
+    return best ? best : avoided ? (wlink *)avoid : NULL;
 }
 
 static int dispatch(pool *p, wlink *l, stream *s)
@@ -364,7 +370,7 @@ int pool_submit(pool *p, stream *s)
     if (p->stopping)
         return -EBUSY;
     if (!p->q_head) {
-        wlink *l = pick(p);
+        wlink *l = pick(p, s->refusals ? s->refused_by : NULL);
         if (l) {
             int rc = dispatch(p, l, s);
             if (rc == 0)

@@ -405,3 +405,31 @@ def test_a_socket_path_with_a_comma_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "has a comma" in r.stderr, r.stderr
+
+
+def test_a_refused_stream_is_retried_on_another_worker_first(start_config, tmp_path):
+    """A worker full with other gateways' streams looks idle to this one and
+    answers RESET (PROTOCOL.md 10.6, 4): the retry goes to another worker
+    even though that one has more streams open here, not back to the
+    refusing one (which would end in 503 after three tries)."""
+    import sys
+    path = str(tmp_path / "w.sock")
+    gw = start_config(f"[pool:web]\ncommand = {sys.executable} {BADWORKER} refuse\nworkers = 1\n"
+                      f"worker_listen = unix:{path}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    echo = subprocess.Popen([os.path.join(EXAMPLES, "echo")], env=dict(env, SLUICE_SOCKET=f"unix:{path}"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    slow = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    try:
+        assert wait_for(lambda: gw.pool("web")["attached"], 10), gw.log_tail()
+        assert wait_for(lambda: len(gw.running("web")) == 1, 10)
+        # an upload that stays open on the echo worker: it has a stream
+        # open, the refusing worker none, so the refusing one is picked first
+        slow.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        assert wait_for(lambda: gw.pool("web")["attached"][0]["active_streams"] == 1, 5), gw.pool("web")
+        for _ in range(20):
+            r = get(gw.port, "/", timeout=5)
+            assert r.status == 200, r
+    finally:
+        slow.close()
+        stop(echo)
