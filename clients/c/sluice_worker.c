@@ -2379,8 +2379,22 @@ int sluice_worker_new(sluice_worker **out, uv_loop_t *loop, const sluice_worker_
         c = *config;
     if (!loop || !callbacks || !callbacks->on_request)
         return -EINVAL;
-    if (!c.max_streams)
-        c.max_streams = DEFAULT_MAX_STREAMS;
+    if (!c.max_streams) { /* PROTOCOL.md 10.2: the operator's say, then ours */
+        const char *e = getenv("SLUICE_MAX_STREAMS");
+        if (e && *e) {
+            char *endp;
+            errno = 0;
+            long v = strtol(e, &endp, 10);
+            if (errno || *endp || v < 1 || v > SLUICE_PROTO_MAX_STREAMS) {
+                fprintf(stderr, "sluice: invalid SLUICE_MAX_STREAMS=%s (want 1..%u)\n", e,
+                        (unsigned)SLUICE_PROTO_MAX_STREAMS);
+                return -EINVAL;
+            }
+            c.max_streams = (uint32_t)v;
+        } else {
+            c.max_streams = DEFAULT_MAX_STREAMS;
+        }
+    }
     if (!c.window)
         c.window = DEFAULT_WINDOW;
     if (!c.max_frame)

@@ -58,7 +58,7 @@ typedef struct {
      * "tcp:HOST:PORT" ("tcp:[::1]:9000" for IPv6) or "tls:HOST:PORT", or a
      * comma-separated list of them (remote mode, below). NULL: $SLUICE_SOCKET. */
     const char *socket_path;
-    uint32_t max_streams;          /* 0: 4096. Streams open at once (1 .. 65535) */
+    uint32_t max_streams;          /* 0: $SLUICE_MAX_STREAMS, else 4096. Streams open at once (1 .. 65535) */
     uint32_t window;               /* 0: 32 KiB. Request-body window per stream */
     uint32_t max_frame;            /* 0: 1 MiB. Largest frame accepted (16 KiB .. 16 MiB-1) */
     const char *lib;               /* NULL: SLUICE_WORKER_LIB */

@@ -81,7 +81,8 @@ func WithSocket(addrs ...string) Option {
 func WithToken(token string) Option { return func(c *config) { c.token = token } }
 
 // WithMaxStreams sets how many requests this worker serves at once, one
-// goroutine each (default 4096; announced in HELLO, the gateway may lower it).
+// goroutine each (default $SLUICE_MAX_STREAMS, else 4096; announced in
+// HELLO, the gateway may lower it).
 func WithMaxStreams(n int) Option { return func(c *config) { c.maxStreams = n } }
 
 // WithWindow sets the most request-body bytes buffered or in flight for one
@@ -218,6 +219,14 @@ func newConfig(opts []Option) (*config, error) {
 	}
 	if err := envSeconds("SLUICE_PING_INTERVAL", &c.pingInterval); err != nil {
 		return nil, err
+	}
+	// PROTOCOL.md 10.2: the operator sizes a worker without touching its code
+	if v := strings.TrimSpace(os.Getenv("SLUICE_MAX_STREAMS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > protocol.MaxStreams {
+			return nil, fmt.Errorf("sluice: SLUICE_MAX_STREAMS=%q: want 1..%d", v, protocol.MaxStreams)
+		}
+		c.maxStreams = n
 	}
 	for _, o := range opts {
 		o(c)

@@ -163,3 +163,21 @@ func TestSignals(t *testing.T) {
 		t.Errorf("frames for the abandoned stream: %v", fs)
 	}
 }
+
+// SLUICE_MAX_STREAMS (PROTOCOL.md 10.2) sizes a worker without code: it is
+// what HELLO announces unless WithMaxStreams says otherwise; a bad value
+// fails NewWorker.
+func TestMaxStreamsFromTheEnvironment(t *testing.T) {
+	t.Setenv("SLUICE_MAX_STREAMS", "64")
+	g := startGW(t, okHandler, gwOpts{})
+	eq(t, "max_streams", g.hello.Settings.MaxStreams, uint64(64))
+	g2 := startGW(t, okHandler, gwOpts{}, sluice.WithMaxStreams(8))
+	eq(t, "max_streams", g2.hello.Settings.MaxStreams, uint64(8))
+	for _, bad := range []string{"0", "65536", "x", "1.5"} {
+		t.Setenv("SLUICE_MAX_STREAMS", bad)
+		if _, err := sluice.NewWorker(okHandler, sluice.WithSocket("/nonexistent")); err == nil ||
+			!strings.Contains(err.Error(), "SLUICE_MAX_STREAMS") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

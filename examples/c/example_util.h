@@ -53,20 +53,6 @@ static inline bool parse_u64(sluice_bytes b, uint64_t *out)
     return true;
 }
 
-/* SLUICE_MAX_STREAMS: -1 if set but invalid, 0 if unset. */
-static inline long env_max_streams(void)
-{
-    const char *e = getenv("SLUICE_MAX_STREAMS");
-    if (!e || !*e)
-        return 0;
-    char *endp;
-    errno = 0;
-    long v = strtol(e, &endp, 10);
-    if (errno || *endp || v < 1 || v > 65535)
-        return -1;
-    return v;
-}
-
 /* SLUICE_WS_MAX_MESSAGE (bytes): -1 if set but invalid, 0 if unset. The
  * library reassembles at most this much per message (default 1 MiB, the
  * gateway's default); a worker cannot learn the pool's --ws-max-message, so
@@ -83,8 +69,9 @@ static inline long long env_ws_max_message(void)
     return (long long)v;
 }
 
-/* Checks SLUICE_SOCKET, SLUICE_MAX_STREAMS and SLUICE_WS_MAX_MESSAGE, then
- * runs the worker until it is told to stop. Returns the process exit code. */
+/* Checks SLUICE_SOCKET and SLUICE_WS_MAX_MESSAGE (the library reads
+ * SLUICE_MAX_STREAMS), then runs the worker until it is told to stop.
+ * Returns the process exit code. */
 static inline int example_main(const char *name, const sluice_worker_callbacks *cb)
 {
     const char *sock = getenv("SLUICE_SOCKET");
@@ -93,12 +80,6 @@ static inline int example_main(const char *name, const sluice_worker_callbacks *
         return 1;
     }
     sluice_worker_config cfg = {0};
-    long ms = env_max_streams();
-    if (ms < 0) {
-        fprintf(stderr, "%s: invalid SLUICE_MAX_STREAMS (want 1..65535)\n", name);
-        return 1;
-    }
-    cfg.max_streams = (uint32_t)ms;
     long long wm = env_ws_max_message();
     if (wm < 0) {
         fprintf(stderr, "%s: invalid SLUICE_WS_MAX_MESSAGE (want 1..1073741824 bytes)\n", name);

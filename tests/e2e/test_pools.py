@@ -1063,3 +1063,11 @@ def test_workers_run_as_configured_user(start_config):
         uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
     assert int(uid) == nobody.pw_uid
     hello_ok(gw.port)
+
+
+def test_sluice_max_streams_in_the_pool_env_sizes_the_worker(start_config):
+    """PROTOCOL.md 10.2: SLUICE_MAX_STREAMS, set by the operator (here the
+    pool's env), is what the library announces as max_streams."""
+    gw = start_config("[pool:web]\ncommand = {EXAMPLES}/hello\nworkers = 1\nenv = SLUICE_MAX_STREAMS=7\n")
+    assert gw.wait_log(lambda l: "ready, 7 streams" in l), gw.log_tail()
+    assert gw.pool("web")["capacity_streams"] == 7

@@ -609,7 +609,8 @@ class Stream extends P.StreamState {
  *                     addresses are remote.js's business (RemoteWorker)
  *   tlsCa, tlsCert, tlsKey, tlsServerName
  *                     for a tls: address (default $SLUICE_TLS_*)
- *   maxStreams        concurrent streams announced (default 4096)
+ *   maxStreams        concurrent streams announced (default $SLUICE_MAX_STREAMS,
+ *                     else 4096)
  *   window            most request-body bytes buffered or in flight per
  *                     stream while its handler reads (default 256 KiB)
  *   initialWindow     request-body bytes per stream the gateway may send
@@ -631,12 +632,24 @@ class Stream extends P.StreamState {
  * events: 'ready' (gateway settings), 'drain' (DRAIN received),
  *         'close' (error or null), 'error' (link errors, also passed to 'close')
  */
+/* SLUICE_MAX_STREAMS (PROTOCOL.md 10.2): the operator sizes a worker without
+ * touching its code; 0 when unset. */
+function envMaxStreams() {
+  const raw = (process.env.SLUICE_MAX_STREAMS || '').trim();
+  if (!raw) return 0;
+  const n = Number(raw);
+  if (!/^[0-9]+$/.test(raw) || n < 1 || n > P.MAX_STREAMS) {
+    throw new RangeError(`SLUICE_MAX_STREAMS=${raw}: must be a whole number in 1..${P.MAX_STREAMS}`);
+  }
+  return n;
+}
+
 class Worker extends EventEmitter {
   constructor(options = {}) {
     super();
     const o = options;
     this.address = o.socket !== undefined ? o.socket : process.env.SLUICE_SOCKET;
-    this.maxStreams = o.maxStreams || DEFAULT_MAX_STREAMS;
+    this.maxStreams = o.maxStreams || envMaxStreams() || DEFAULT_MAX_STREAMS;
     this.window = o.window !== undefined ? o.window : DEFAULT_WINDOW;
     this.initialWindow = o.initialWindow !== undefined ? o.initialWindow : Math.min(this.window, DEFAULT_INITIAL_WINDOW);
     this.bodyBudget = o.bodyBudget !== undefined ? o.bodyBudget : DEFAULT_BODY_BUDGET;

@@ -566,3 +566,21 @@ tlsTest('tls: the client certificate is presented; without one a gateway that re
   await served(g1, 1);
   assert.equal(g1.tlsInfo[0].peer, 'worker-1');
 });
+
+test('SLUICE_MAX_STREAMS sizes a worker without code; an explicit maxStreams wins; a bad one throws', () => {
+  const saved = process.env.SLUICE_MAX_STREAMS;
+  try {
+    delete process.env.SLUICE_MAX_STREAMS;
+    assert.equal(new Worker({ socket: '/nonexistent' }).maxStreams, 4096);
+    process.env.SLUICE_MAX_STREAMS = '64';
+    assert.equal(new Worker({ socket: '/nonexistent' }).maxStreams, 64);
+    assert.equal(new Worker({ socket: '/nonexistent', maxStreams: 8 }).maxStreams, 8);
+    for (const bad of ['0', '65536', 'x', '1.5']) {
+      process.env.SLUICE_MAX_STREAMS = bad;
+      assert.throws(() => new Worker({ socket: '/nonexistent' }), /SLUICE_MAX_STREAMS/);
+    }
+  } finally {
+    if (saved === undefined) delete process.env.SLUICE_MAX_STREAMS;
+    else process.env.SLUICE_MAX_STREAMS = saved;
+  }
+});

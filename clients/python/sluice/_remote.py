@@ -38,6 +38,23 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 SocketSpec = Union[str, Sequence[str]]
 
 
+def max_streams_from(value: Optional[int], default: int) -> int:
+    """``value`` when given, else ``$SLUICE_MAX_STREAMS`` (PROTOCOL.md 10.2:
+    the operator sizes a worker without touching its code), else
+    ``default``."""
+    if value is None:
+        raw = os.environ.get("SLUICE_MAX_STREAMS", "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= 65535:
+            raise ConfigError(f"SLUICE_MAX_STREAMS={raw!r}: must be a whole number in 1..65535")
+    return value
+
+
 class ConfigError(ValueError):
     """A bad address list or TLS setting (reported at start)."""
 

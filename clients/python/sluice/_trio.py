@@ -177,7 +177,7 @@ class TrioLink(Runtime):
 
 
 async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
-                max_streams: int = DEFAULT_MAX_STREAMS, window: int = P.DEFAULT_WINDOW,
+                max_streams: Optional[int] = None, window: int = P.DEFAULT_WINDOW,
                 body_buffer: Optional[int] = P.DEFAULT_BODY_BUFFER, grace: float = 30.0,
                 handle_signals: bool = True, lib: str = "sluice-python/0.1.0",
                 websocket: bool = False, token: Optional[str] = None,
@@ -191,6 +191,7 @@ async def serve(run_request: StartFn, *, socket: Optional[R.SocketSpec] = None,
     if not spec:
         raise RuntimeError("no gateway socket: set SLUICE_SOCKET (the gateway does) or pass --socket")
     entries = R.parse_addresses(spec)
+    max_streams = R.max_streams_from(max_streams, DEFAULT_MAX_STREAMS)
     settings = R.Settings.from_options(token, tls_ca, tls_cert, tls_key, tls_server_name, resolve_interval,
                                        resolver, rng, ping_interval=ping_interval)
 

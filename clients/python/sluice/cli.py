@@ -17,7 +17,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from ._core import DEFAULT_MAX_STREAMS, websocket_handler
-from ._remote import ConfigError, Settings, parse_addresses
+from ._remote import ConfigError, Settings, max_streams_from, parse_addresses
 
 DEFAULT_THREADS = 8
 
@@ -86,9 +86,11 @@ def build_parser(interface: Optional[str]) -> argparse.ArgumentParser:
         p.add_argument("--interface", choices=("native", "asgi", "wsgi"), default="native",
                        help="how the application is called (default: native)")
     p.add_argument("--max-streams", "-c", type=int, default=None, metavar="N",
-                   help=f"requests served at once (default {DEFAULT_MAX_STREAMS}; WSGI: --threads)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
-                   help=f"WSGI thread pool size, which is also max_streams (default {DEFAULT_THREADS})")
+                   help=f"requests served at once (default $SLUICE_MAX_STREAMS, else {DEFAULT_MAX_STREAMS}; "
+                        "WSGI: --threads)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="WSGI thread pool size, which is also max_streams (default $SLUICE_MAX_STREAMS, "
+                        f"else {DEFAULT_THREADS})")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "trio"), default="auto",
                    help="event loop (default auto: uvloop when installed, else asyncio)")
     p.add_argument("--log-level", default="info",
@@ -142,10 +144,15 @@ def main(argv: Optional[Sequence[str]] = None, interface: Optional[str] = None) 
     except AppLoadError as exc:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return 2
-    if iface == "wsgi":
-        max_streams = args.threads if args.max_streams is None else args.max_streams
-    else:
-        max_streams = args.max_streams or DEFAULT_MAX_STREAMS
+    try:
+        if iface == "wsgi":
+            explicit = args.threads if args.max_streams is None else args.max_streams
+            max_streams = max_streams_from(explicit, DEFAULT_THREADS)
+        else:
+            max_streams = max_streams_from(args.max_streams, DEFAULT_MAX_STREAMS)
+    except ConfigError as exc:
+        print(f"sluice: error: {exc}", file=sys.stderr)
+        return 2
     if not 1 <= max_streams <= 65535:
         print("sluice: error: --max-streams must be in 1..65535", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from urllib.parse import unquote_to_bytes
 from ._asyncio import run, serve
 from ._core import ClientDisconnected, Request, WorkerCore, _ERROR_BODY, _ERROR_HEADERS, _HTTP_VERSION
 from ._http import packed_headers
+from ._remote import max_streams_from
 
 log = logging.getLogger("sluice")
 
@@ -364,8 +365,10 @@ def _set_result(fut: asyncio.Future, value: Any) -> None:
         fut.set_result(value)
 
 
-def run_wsgi(app: Callable, *, threads: int = 8, loop: str = "auto", **options: Any) -> int:
-    """Serve a WSGI application with a pool of ``threads`` threads."""
+def run_wsgi(app: Callable, *, threads: Optional[int] = None, loop: str = "auto", **options: Any) -> int:
+    """Serve a WSGI application with a pool of ``threads`` threads (default
+    ``$SLUICE_MAX_STREAMS``, else 8)."""
+    threads = max_streams_from(threads, 8)
     runner = WSGIRunner(app, threads)
     options["max_streams"] = threads
 

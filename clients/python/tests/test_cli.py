@@ -114,3 +114,13 @@ def test_remote_mode_configuration_errors_exit_2(args, env, message):
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and r.stderr.startswith("sluice: error: ")
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("module", ["sluice", "sluice.wsgi"])
+def test_a_bad_sluice_max_streams_is_a_startup_error(module):
+    app = "native_app:app" if module == "sluice" else "flask_app:app"
+    env = dict(os.environ, SLUICE_SOCKET="/nonexistent", SLUICE_MAX_STREAMS="lots")
+    r = subprocess.run([sys.executable, "-m", module, app], capture_output=True, text=True,
+                       env=env, cwd=APPS, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "SLUICE_MAX_STREAMS" in r.stderr and "Traceback" not in r.stderr

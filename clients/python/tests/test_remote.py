@@ -593,3 +593,17 @@ def test_no_pings_with_a_single_unix_path(backend):
     assert gw.pings == []
     gw.close()
     assert gw.error is None and gw.result == 1
+
+
+def test_max_streams_from_the_environment(monkeypatch):
+    """SLUICE_MAX_STREAMS (PROTOCOL.md 10.2) sizes a worker without code:
+    an explicit value wins, then the variable, then the default."""
+    monkeypatch.delenv("SLUICE_MAX_STREAMS", raising=False)
+    assert R.max_streams_from(None, 4096) == 4096
+    monkeypatch.setenv("SLUICE_MAX_STREAMS", "64")
+    assert R.max_streams_from(None, 4096) == 64
+    assert R.max_streams_from(8, 4096) == 8
+    for bad in ("0", "65536", "x", "1.5"):
+        monkeypatch.setenv("SLUICE_MAX_STREAMS", bad)
+        with pytest.raises(R.ConfigError):
+            R.max_streams_from(None, 4096)
