@@ -19,7 +19,9 @@ it found it:
   - a gateway restarted under load: the workers are attached to it again
     within 5 s of it listening, and nothing fails through the other one;
   - a wrong token, and a certificate from an unknown CA, are refused;
-  - a worker host that can reach only one gateway serves that one.
+  - a worker host that can reach only one gateway serves that one;
+  - a gateway added to the name is found by every worker (re-resolution),
+    and one taken out of it keeps its links until it stops, then is let go.
 
 Skipped, with the reason, where network namespaces cannot be made (not root
 and no CAP_NET_ADMIN) or a worker runtime is missing."""
@@ -44,6 +46,7 @@ NSCLIENT = os.path.join(HERE, "nsclient.py")
 NODE = shutil.which("node")
 TOKEN = "multihost-token"
 GW = {"gw1": "10.77.0.1", "gw2": "10.77.0.2"}
+ADDR = dict(GW, gw3="10.77.0.3")  # gw3: a gateway host added to the name later
 WK = {"w1": "10.77.0.11", "w2": "10.77.0.12", "w3": "10.77.0.13", "w4": "10.77.0.14"}
 CLIENT = "10.77.0.100"
 PING_S = 1  # the gateways' ping_interval and the workers' SLUICE_PING_INTERVAL
@@ -109,10 +112,10 @@ class Cluster:
         return Run()
 
     def url(self, gw, path="/"):
-        return f"http://{GW[gw]}:8080{path}"
+        return f"http://{ADDR[gw]}:8080{path}"
 
     def status(self, gw):
-        r = self.client("get", f"http://{GW[gw]}:9090/status", timeout=10)
+        r = self.client("get", f"http://{ADDR[gw]}:9090/status", timeout=10)
         if r.get("status") != 200:
             return None
         return json.loads(r["body"])
@@ -177,10 +180,10 @@ def cluster(tmp_path_factory):
     if GO:
         WORKER_ARGV["w1"] = [build_examples(GO, tmp, ["hello"])["hello"]]
     try:
-        for name, addr in list(GW.items()) + list(WK.items()) + [("client", CLIENT)]:
+        for name, addr in list(ADDR.items()) + list(WK.items()) + [("client", CLIENT)]:
             net.add_host(name, addr)
         net.hosts_file({"gateways.sluice.test": list(GW.values())})
-        pki = make_pki(os.path.join(tmp, "pki"), ips=list(GW.values()), names=["gateways.sluice.test"])
+        pki = make_pki(os.path.join(tmp, "pki"), ips=list(ADDR.values()), names=["gateways.sluice.test"])
         c = Cluster(net, pki, tmp)
         for g in GW:
             c.start_gateway(g)
@@ -285,3 +288,35 @@ def test_a_worker_that_reaches_one_gateway_serves_that_one(cluster):
     finally:
         cluster.net.route("w2", "del", "blackhole", f"{GW['gw2']}/32")
     assert cluster.wait_attached("gw2", WK.values(), 3 * PING_S + 10), cluster.attached("gw2")
+
+
+def test_a_gateway_added_to_the_name_is_found_and_one_taken_out_is_let_go(cluster):
+    """PROTOCOL.md 10.6, 2: every worker re-resolves the name
+    (SLUICE_RESOLVE_INTERVAL=1 here; Go's resolver rereads /etc/hosts at most
+    every 5 s). A third gateway added to it gets a link from each worker;
+    taken out again, its links stay while it runs (it may be draining), and
+    once it has stopped nobody reconnects to it."""
+    all_gw = {"gateways.sluice.test": list(ADDR.values())}
+    cluster.start_gateway("gw3")
+    cluster.net.hosts_file(all_gw)
+    try:
+        assert cluster.wait_attached("gw3", WK.values(), 15), (cluster.attached("gw3"), cluster.log("w1"))
+        r = cluster.load(2, [cluster.url("gw3")]).result()
+        assert r["fail"] == [] and r["ok"][cluster.url("gw3")] > 50, r
+    finally:
+        cluster.net.hosts_file({"gateways.sluice.test": list(GW.values())})
+    time.sleep(7)  # every worker has resolved again by now (Go: within its 5 s hosts cache + 1 s)
+    assert set(cluster.attached("gw3")) == set(WK.values())
+    p = cluster.gw["gw3"]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0, cluster.log("gw3")
+    cluster.start_gateway("gw3")  # the same address, no longer in the name
+    try:
+        time.sleep(4)  # longer than the reconnect backoff's 2 s cap
+        assert cluster.attached("gw3") == {}
+        for g in GW:
+            assert set(cluster.attached(g)) == set(WK.values())
+    finally:
+        p = cluster.gw["gw3"]
+        p.send_signal(signal.SIGTERM)
+        p.wait(15)
