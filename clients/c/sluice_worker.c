@@ -883,6 +883,24 @@ static void on_write_done(uv_write_t *req, int status)
 static void on_prepare(uv_prepare_t *h) { flush(h->data); }
 static void on_check(uv_check_t *h) { flush(h->data); }
 
+/* The worker is closed (its one link, or every link in remote mode): tell
+ * the application, the internal hook and close()'s caller, then free it if
+ * sluice_worker_free was called meanwhile. */
+static void report_closed(sluice_worker *w, int err)
+{
+    if (w->cb.on_closed)
+        w->cb.on_closed(w, err, w->udata);
+    if (w->hook)
+        w->hook(w, err, w->hook_ud);
+    void (*cb)(sluice_worker *) = w->close_cb;
+    w->close_cb = NULL;
+    if (cb)
+        cb(w);
+    w->in_teardown = false;
+    if (w->free_pending)
+        sluice_worker_free(w);
+}
+
 static void teardown(sluice_worker *w)
 {
     w->in_teardown = true;
@@ -915,17 +933,7 @@ static void teardown(sluice_worker *w)
     w->tcap = 0;
     w->state = W_CLOSED;
     int err = w->close_err;
-    if (w->cb.on_closed)
-        w->cb.on_closed(w, err, w->udata);
-    if (w->hook)
-        w->hook(w, err, w->hook_ud);
-    void (*cb)(sluice_worker *) = w->close_cb;
-    w->close_cb = NULL;
-    if (cb)
-        cb(w);
-    w->in_teardown = false;
-    if (w->free_pending)
-        sluice_worker_free(w);
+    report_closed(w, err);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -2177,17 +2185,7 @@ static void remote_teardown(sluice_worker *w)
     free_entries(rm);
     int err = rm->auth ? SLUICE_PROTO_E_AUTH : 0;
     w->in_teardown = true;
-    if (w->cb.on_closed)
-        w->cb.on_closed(w, err, w->udata);
-    if (w->hook)
-        w->hook(w, err, w->hook_ud);
-    void (*cb)(sluice_worker *) = w->close_cb;
-    w->close_cb = NULL;
-    if (cb)
-        cb(w);
-    w->in_teardown = false;
-    if (w->free_pending)
-        sluice_worker_free(w);
+    report_closed(w, err);
 }
 
 static void remote_handle_gone(sluice_worker *w)
