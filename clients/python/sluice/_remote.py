@@ -358,6 +358,18 @@ class Remote:
                 t.wanted = False
         return self._add([e for e in self.entries if e in answers], answers)
 
+    # A target's handle is its backend's task (asyncio) or cancel scope
+    # (trio): both stop with cancel().
+    def _abort(self, t: Target) -> None:
+        t.handle.cancel()
+
+    def _close_all(self) -> None:
+        for t in self.live():
+            if t.core is not None and t.attached:
+                t.core.runtime.close()
+            else:
+                t.handle.cancel()
+
     def names(self) -> list[Entry]:
         return [e for e in self.entries if e.is_name]
 
@@ -453,11 +465,6 @@ class Remote:
     # -- I/O hooks ---------------------------------------------------------------------
     def _attached(self, t: Target) -> None:
         """``t``'s link completed its handshake."""
-    def _abort(self, t: Target) -> None:
-        raise NotImplementedError
-
-    def _close_all(self) -> None:
-        raise NotImplementedError
 
     def _stop_resolving(self) -> None:
         raise NotImplementedError

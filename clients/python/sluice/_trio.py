@@ -355,16 +355,6 @@ class _TrioRemote(R.Remote):
             ev.set()
 
     # -- stopping -----------------------------------------------------------------------
-    def _abort(self, t: R.Target) -> None:
-        t.handle.cancel()
-
-    def _close_all(self) -> None:
-        for t in self.live():
-            if t.core is not None and t.attached:
-                t.core.runtime.close()
-            else:
-                t.handle.cancel()
-
     def _stop_resolving(self) -> None:
         self._resolving.cancel()
 
